@@ -1,0 +1,151 @@
+# rankiqa: RankIQA (ICCV 2017) in real Caffe. `make help` lists the targets and variables.
+# Every target that runs Python depends on `env` (venv + Caffe), so nothing has to be set up by hand.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+# ---- environment --------------------------------------------------------------------------------
+SYSTEM_PYTHON ?= python3
+VENV          ?= .venv
+PY            := $(VENV)/bin/python
+RANKIQA_CACHE ?= $(HOME)/.cache/rankiqa
+CUDA          ?= 0
+CUDA_ARCH     ?= 70 75 80 86 89 90
+JOBS          ?= $(shell nproc)
+export RANKIQA_CACHE CUDA CUDA_ARCH
+
+# GPU id for Caffe; -1 = CPU. Default: GPU 0 when a CUDA build is selected and a GPU answers, else CPU.
+GPU ?= $(shell [ "$(CUDA)" = 1 ] && nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo -1)
+# Several GPUs of one machine through NCCL, e.g. GPUS=0,1 (needs a CUDA build with NCCL).
+GPUS ?=
+# The paper's VGG-16 on a GPU, the paper's small Shallow net on a CPU.
+NET ?= $(if $(filter -1,$(GPU)),shallow,vgg16)
+SEED ?= 0
+
+# ---- data ---------------------------------------------------------------------------------------
+RANKSET   ?= tid2013
+PRISTINE  ?= default
+RANKS_DIR ?= data/ranks/$(RANKSET)
+LMDB      ?=
+DATASET   ?= tid2013
+DATA      ?= /data/$(DATASET)
+FT_DIR    ?= data/ft/$(DATASET)
+SPLITS    ?= 1
+SPLIT     ?= 0
+
+# ---- training -----------------------------------------------------------------------------------
+ITERS    ?=
+LR       ?=
+BATCH    ?=
+SNAPSHOT ?=
+WEIGHTS  ?=
+RESUME   ?=
+RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)
+RANK_MODEL ?=
+FROM_SCRATCH ?=
+FT_RUN   ?= runs/ft_$(DATASET)_$(NET)$(if $(FROM_SCRATCH),_scratch)
+
+# ---- evaluation ---------------------------------------------------------------------------------
+MODEL      ?=
+DEPLOY     ?= prototxts/$(NET)/ft_deploy.prototxt
+CROPS      ?= 30
+EVAL_BATCH ?= 60
+RUN        ?= $(DATASET)_$(NET)
+IMAGES     ?=
+PRED_OUT   ?= results/predictions.csv
+
+PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankiqa.pth
+opt = $(if $(2),$(1) $(2))
+
+.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench \
+        test lint clean
+
+help:
+	@echo "rankiqa - RankIQA in Caffe. Set-up is automatic: every target builds what it needs."
+	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU)"
+	@echo "  make test         the test suite (pytest) + lint"
+	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
+	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live PRISTINE=dir LMDB=1)"
+	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS RESUME)"
+	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
+	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
+	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
+	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
+	@echo "See README.md for every variable."
+
+# The venv is rebuilt when requirements.txt changes. System packages first (python3-venv on a bare Debian).
+$(VENV)/.requirements.stamp: requirements.txt
+	@bash tools/build_caffe.sh --deps-only
+	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.requirements.stamp
+
+# Builds (or finds in the cache, in seconds) Caffe for this venv's Python, then points the venv at it:
+# a .pth file puts the repository root and the cached pycaffe on sys.path (no PYTHONPATH needed).
+caffe: venv
+	@prefix=$$(PYTHON=$(PY) JOBS=$(JOBS) bash tools/build_caffe.sh | tail -n 1) && \
+	  printf '%s\n%s\n' "$(CURDIR)" "$$prefix/python" > "$(PTH_FILE)" && \
+	  $(PY) -c "import caffe; assert 'Python' in caffe.layer_type_list(); print('[caffe] ready:', caffe.__file__)"
+
+env: caffe
+
+# Compiles the CUDA build (slow: ~15 min per GPU architecture on 2 cores); no GPU needed to compile.
+check-cuda-build: venv
+	PYTHON=$(PY) CUDA=1 JOBS=$(JOBS) bash tools/build_caffe.sh
+
+# ---- pipeline -----------------------------------------------------------------------------------
+ranks: env
+	$(PY) -m data_prep.make_ranks --rankset $(RANKSET) --pristine $(PRISTINE) --out $(RANKS_DIR) \
+	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb)
+
+$(RANKS_DIR)/manifest.csv:
+	$(MAKE) ranks
+
+train_rank: env $(RANKS_DIR)/manifest.csv
+	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --data $(RANKS_DIR) --out $(RANK_RUN) \
+	  --gpu $(GPU) --seed $(SEED) $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
+	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME))
+
+ft_lists: env
+	$(PY) -m data_prep.make_ft_lists --dataset $(DATASET) --data $(DATA) --out $(FT_DIR) --splits $(SPLITS) \
+	  --seed $(SEED)
+
+finetune: env
+	@[ -f $(FT_DIR)/split$(SPLIT)/train.txt ] || $(MAKE) ft_lists
+	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(FT_DIR)/split$(SPLIT) \
+	  --out $(FT_RUN) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
+	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
+	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME))
+
+eval: env
+	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
+	@[ -f $(FT_DIR)/split$(SPLIT)/test.csv ] || $(MAKE) ft_lists
+	$(PY) -m tools.evaluate --deploy $(DEPLOY) --model $(MODEL) --table $(FT_DIR)/split$(SPLIT)/test.csv \
+	  --out results/$(RUN) --crops $(CROPS) --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET)
+
+predict: env
+	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel" >&2; exit 2; }
+	$(PY) -m tools.predict --deploy $(DEPLOY) --model $(MODEL) --images $(IMAGES) --out $(PRED_OUT) \
+	  --crops $(CROPS) --gpu $(GPU)
+
+demo: env
+	$(PY) -m tools.demo --out results/demo --seed $(SEED) --jobs $(JOBS)
+
+bench: env
+	$(PY) -m tools.bench --out BENCHMARKS.md --gpu $(GPU)
+
+# ---- quality ------------------------------------------------------------------------------------
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint Dockerfile
+	bash -n tools/build_caffe.sh
+
+test: env lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf runs results data/ranks data/ft
