@@ -149,6 +149,7 @@ key_material() {
   fi
   if [ "$mode" = cuda ]; then
     echo "arch=$CUDA_ARCH nvcc=$(nvcc --version | tail -n 2 | tr '\n' ' ')"
+    grep -v '^\s*#' "$REPO_ROOT/tools/cuda_libs.sh" | sha256sum | cut -d' ' -f1
   fi
 }
 
@@ -235,8 +236,15 @@ if [ "$mode" = cpu ]; then
 else
   ptx="${CUDA_ARCH##* }"
   CMAKE_ARGS+=(-DCPU_ONLY=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH" -DCUDA_ARCH_PTX="$ptx")
-  # A toolkit without cuBLAS/cuRAND (as on the project's build machine) can take them from PyPI's
-  # nvidia-cublas / nvidia-curand wheels: point CUBLAS_ROOT at a folder with include/ and lib/.
+  # A toolkit without cuBLAS/cuRAND (as on the project's build machine) takes them from PyPI's
+  # nvidia-cublas / nvidia-curand wheels (tools/cuda_libs.sh); CUBLAS_ROOT may also point at a folder
+  # with include/ and lib/ by hand.
+  nvcc_root="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
+  if [ -z "${CUBLAS_ROOT:-}" ] && ! ls "$nvcc_root"/lib*/libcublas.so* >/dev/null 2>&1 \
+      && ! ls "$nvcc_root"/targets/*/lib/libcublas.so* >/dev/null 2>&1; then
+    info "no cuBLAS in $nvcc_root: taking cuBLAS/cuRAND from PyPI wheels"
+    CUBLAS_ROOT="$(PYTHON="$PYTHON" bash "$REPO_ROOT/tools/cuda_libs.sh")" || die "could not provide cuBLAS/cuRAND"
+  fi
   if [ -n "${CUBLAS_ROOT:-}" ]; then
     CMAKE_ARGS+=(-DCUDA_cublas_LIBRARY="$CUBLAS_ROOT/lib/libcublas.so" -DCUDA_curand_LIBRARY="$CUBLAS_ROOT/lib/libcurand.so"
       "-DCUDA_NVCC_FLAGS=-I$CUBLAS_ROOT/include" "-DCMAKE_CXX_FLAGS=-I$CUBLAS_ROOT/include")
@@ -258,6 +266,11 @@ info "compiled in $((SECONDS - start)) s"
 stage "5/5 install and smoke test"
 ( cd "$BUILD" && cmake --install . ) >>"$log" 2>&1 || die "install step failed (log: $log)"
 STAGE_DIR="$WORK/install"
+# Debian's cmake-fix-python-module-installdir patch installs the module into lib/python3/dist-packages;
+# move it to python/caffe, where the relocatable RPATH ($ORIGIN/../../lib) finds libcaffe.
+mkdir -p "$STAGE_DIR/python"
+mv "$STAGE_DIR/lib/python3/dist-packages/caffe" "$STAGE_DIR/python/caffe" || die "pycaffe was not installed"
+rm -rf "$STAGE_DIR/lib/python3"
 # Caffe's own Python unit tests are not installed by CMake; keep them for `make test`.
 cp -r "$SRC/python/caffe/test" "$STAGE_DIR/python/caffe/test"
 caffe_version="$(PYTHONPATH="$STAGE_DIR/python" "$PYTHON" -c \

@@ -1,0 +1,63 @@
+"""tools/build_caffe.sh: the cache is found again, and a machine that cannot install packages gets a
+clear message with the exact packages, a non-zero exit and nothing left in the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tools" / "build_caffe.sh"
+
+
+def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_list_deps_names_the_debian_packages():
+    proc = run_script("--list-deps", env=dict(os.environ))
+    assert proc.returncode == 0
+    packages = proc.stdout.split()
+    for needed in ("libboost-python-dev", "libprotobuf-dev", "protobuf-compiler", "libopenblas-dev"):
+        assert needed in packages
+
+
+def test_without_apt_it_prints_the_install_line_and_leaves_no_cache(tmp_path):
+    # A dpkg-query that knows no package: every build dependency looks missing. APT=0 forbids apt-get,
+    # as on a machine where the user is not root.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    stub = fake_bin / "dpkg-query"
+    stub.write_text("#!/bin/sh\nexit 1\n")
+    stub.chmod(0o755)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, PATH=f"{fake_bin}:{os.environ['PATH']}", APT="0", RANKIQA_CACHE=str(cache),
+               PYTHON=sys.executable)
+    proc = run_script(env=env)
+    assert proc.returncode != 0
+    assert "FAILED: missing system packages" in proc.stderr
+    assert "apt-get install -y --no-install-recommends" in proc.stderr
+    assert "libboost-python-dev" in proc.stderr and "libopencv-dev" in proc.stderr
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_missing_python_is_reported(tmp_path):
+    env = dict(os.environ, PYTHON=str(tmp_path / "no-python"), RANKIQA_CACHE=str(tmp_path / "cache"))
+    proc = run_script(env=env)
+    assert proc.returncode != 0
+    assert "Python not found" in proc.stderr
+
+
+def test_second_run_finds_the_cached_build():
+    caffe = pytest.importorskip("caffe")
+    prefix = Path(caffe.__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHON=str(REPO / ".venv" / "bin" / "python"),
+               RANKIQA_CACHE=str(prefix.parent))
+    proc = run_script(env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "cached build found" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(prefix)

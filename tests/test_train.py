@@ -1,0 +1,389 @@
+"""Tests of the training driver (tools/train.py) and the log parser (tools/logparse.py).
+
+The first part needs no Caffe (share splitting, log parsing, schedules). The second part builds the real
+Shallow nets of prototxts/ in pycaffe on the CPU: override logic, weight-shape checks, a short ranking run on
+a tiny generated ranking set (loss falls, held-out ordering better than chance), exact resume, fine-tuning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankiqa.errors import InputError
+from tools import logparse, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Without Caffe
+
+
+def test_parse_gpus_accepts_lists_and_rejects_junk():
+    assert train.parse_gpus("0,1, 3") == [0, 1, 3]
+    for bad in ("", "a,b", "0,0", "-1,2"):
+        with pytest.raises(InputError):
+            train.parse_gpus(bad)
+
+
+def test_gpu_shares_give_disjoint_data_shards_that_cover_the_stream():
+    from pylayers.prefetch import Prefetcher
+
+    shares = train.gpu_shares([2, 5, 7])
+    assert [(s.rank, s.device, s.shard_index, s.shard_count) for s in shares] == [
+        (0, 2, 0, 3), (1, 5, 1, 3), (2, 7, 2, 3)]
+    seen: list[set[int]] = []
+    for share in shares:
+        # The data layers' prefetcher, fed the share exactly as the driver writes it into param_str.
+        prefetcher = Prefetcher(lambda index: index, workers=0, shard_index=share.shard_index,
+                                shard_count=share.shard_count)
+        batches = [prefetcher.next() for _ in range(10)]
+        assert batches == list(train.shard_of(30, share.shard_index, share.shard_count))
+        seen.append(set(batches))
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    assert set().union(*seen) == set(range(30))
+    # A resumed rank continues its own share where it stopped.
+    resumed = Prefetcher(lambda index: index, workers=0, shard_index=1, shard_count=3, start_batch=4)
+    assert resumed.next() == list(train.shard_of(30, 1, 3))[4]
+    with pytest.raises(ValueError):
+        train.shard_of(10, 3, 3)
+
+
+def test_learning_rate_follows_caffe_policies():
+    param = types.SimpleNamespace(lr_policy="step", base_lr=1e-4, gamma=0.1, stepsize=10000, stepvalue=[],
+                                  power=0.0, max_iter=50000)
+    assert train.learning_rate(param, 0) == pytest.approx(1e-4)
+    assert train.learning_rate(param, 9999) == pytest.approx(1e-4)
+    assert train.learning_rate(param, 10000) == pytest.approx(1e-5)
+    assert train.learning_rate(param, 49999) == pytest.approx(1e-8)
+    param.lr_policy, param.stepvalue = "multistep", [5, 8]
+    assert [train.learning_rate(param, i) for i in (4, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6])
+
+
+def test_snapshots_are_ordered_by_iteration(tmp_path):
+    for it in (500, 1500, 1000):
+        (tmp_path / f"run_iter_{it}.caffemodel").write_bytes(b"")
+    (tmp_path / "notes_iter_x.caffemodel").write_bytes(b"")
+    assert [p.name for p in train.snapshots(tmp_path, "caffemodel")] == [
+        "run_iter_1500.caffemodel", "run_iter_1000.caffemodel", "run_iter_500.caffemodel"]
+    assert train.snapshot_iteration(Path("a_iter_12.solverstate")) == 12
+
+
+def test_logparse_driver_log_resume_truncates_and_caffe_log(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("\n".join([
+        "2024-01-01 00:00:00 start iter=0 max_iter=60",
+        "2024-01-01 00:00:01 test iter=0 loss=9.5 srocc=0.1 plcc=0.2",
+        "2024-01-01 00:00:02 train iter=20 loss=8 lr=0.001",
+        "2024-01-01 00:00:03 train iter=40 loss=7 lr=0.001",
+        "2024-01-01 00:00:04 some free text iter=3 that is not an event",
+        "2024-01-01 00:00:05 start iter=20 max_iter=60",   # resumed from the iteration-20 snapshot
+        "2024-01-01 00:00:06 train iter=40 loss=6.5 lr=0.001",
+        "2024-01-01 00:00:07 test iter=40 loss=5 srocc=0.5 plcc=0.6",
+    ]) + "\n")
+    table = logparse.parse_log(log)
+    assert table.columns() == ["iteration", "train_loss", "lr", "test_loss", "test_srocc", "test_plcc"]
+    rows = table.rows()
+    assert [r["iteration"] for r in rows] == [0, 20, 40]
+    assert rows[2]["train_loss"] == 6.5 and rows[2]["test_srocc"] == 0.5
+    lines = table.to_csv().splitlines()
+    assert lines[0] == "iteration,train_loss,lr,test_loss,test_srocc,test_plcc"
+    assert lines[1] == "0,,,9.5,0.1,0.2"
+
+    caffe_log = tmp_path / "caffe.log"
+    caffe_log.write_text(
+        "I0101 solver.cpp:330] Iteration 0, Testing net (#0)\n"
+        "I0101 solver.cpp:397]     Test net output #0: loss = 3.5 (* 1 = 3.5 loss)\n"
+        "I0101 solver.cpp:218] Iteration 100 (2.1 iter/s, 47s/100 iters), loss = 2.25\n"
+        "I0101 sgd_solver.cpp:105] Iteration 100, lr = 0.0001\n")
+    caffe_rows = logparse.parse_log(caffe_log).rows()
+    assert caffe_rows == [{"iteration": 0, "test_loss": 3.5},
+                          {"iteration": 100, "train_loss": 2.25, "lr": 1e-4}]
+
+
+def test_logparse_cli_writes_csv_png_and_rejects_bad_logs(tmp_path, capsys):
+    log = tmp_path / "log.txt"
+    log.write_text("t train iter=20 loss=2 lr=0.1\nt train iter=40 loss=1 lr=0.1\n")
+    assert logparse.main([str(log)]) == 0
+    assert (tmp_path / "loss.csv").read_text().splitlines()[1:] == ["20,2,0.1", "40,1,0.1"]
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    empty = tmp_path / "empty.txt"
+    empty.write_text("nothing here\n")
+    assert logparse.main([str(empty)]) == 2
+    assert logparse.main([str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------
+# With Caffe
+
+try:
+    import caffe
+except ImportError:  # before `make caffe`: the tests above still run
+    caffe = None
+needs_caffe = pytest.mark.skipif(caffe is None, reason="pycaffe is not built (make caffe)")
+
+
+def _tiny_manifest(folder: Path) -> Path:
+    """A manifest without images: enough for the override logic, which does not open images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["reference,type,level,path,split"]
+    for ref, split in (("a", "train"), ("b", "test")):
+        for dtype in ("GB", "GN"):
+            for level in range(5):
+                path = f"pristine/{ref}.png" if level == 0 else f"{dtype}/{dtype}{level}/{ref}.png"
+                rows.append(f"{ref},{dtype},{level},{path},{split}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@needs_caffe
+def test_rank_overrides_are_written_into_the_run_folder_only(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    source_before = (REPO / "prototxts/shallow/rank_train.prototxt").read_text()
+    args = train.build_parser().parse_args([
+        "rank", "--rankset", "live", "--net", "shallow", "--data", str(data), "--out", str(tmp_path / "run"),
+        "--iters", "123", "--lr", "0.002", "--snapshot", "7", "--gpu", "-1", "--seed", "5",
+        "--types-per-batch", "2", "--direction", "dmos", "--workers", "0"])
+    run, shares = train.prepare_rank(args)
+    assert shares is None and run.max_iter == 123 and run.snapshot_every == 7 and run.device == -1
+    assert (REPO / "prototxts/shallow/rank_train.prototxt").read_text() == source_before
+
+    solver = train.read_solver_param(tmp_path / "run" / "solver.prototxt")
+    assert solver.max_iter == 123 and solver.base_lr == pytest.approx(0.002) and solver.snapshot == 7
+    assert solver.random_seed == 5 and solver.solver_mode == caffe.proto.caffe_pb2.SolverParameter.CPU
+    assert Path(solver.net) == (tmp_path / "run" / "train.prototxt").resolve()
+    assert Path(solver.snapshot_prefix) == (tmp_path / "run" / "snapshots" / "run").resolve()
+    assert solver.test_interval == 0 and list(solver.test_iter) == [1]   # the LIVE solver's test_iter
+    assert solver.gamma == pytest.approx(0.1) and solver.stepsize == 10000  # faithful values kept
+
+    net = train.read_net_param(tmp_path / "run" / "train.prototxt")
+    data_layers = list(train.python_layers(net, "rank_data"))
+    assert len(data_layers) == 2
+    for layer in data_layers:
+        params = train.get_param_str(layer, Path("x"))
+        test = train.layer_phase(layer) == "test"
+        assert params["manifest"] == str((data / "manifest.csv").resolve())
+        assert params["types_per_batch"] == 2 and params["images_per_group"] == 2  # LIVE style: 2 images
+        assert params["seed"] == (6 if test else 5) and params["workers"] == 0
+        assert (params["shard_index"], params["shard_count"], params["start_batch"]) == (0, 1, 0)
+        assert params["split"] == ("test" if test else "train")
+    loss = train.get_param_str(next(train.python_layers(net, "rank_loss")), Path("x"))
+    assert loss["direction"] == "dmos" and loss["margin"] == 10
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["kind"] == "rank" and info["rankset"] == "live" and info["net"] == "shallow"
+
+    # A rerun into the same folder with another net or kind is refused.
+    args.net = "vgg16"
+    with pytest.raises(InputError, match="net='shallow'"):
+        train.prepare_rank(args)
+
+
+@needs_caffe
+def test_finetune_overrides_split_lists_and_shards(tmp_path):
+    lists = tmp_path / "split0"
+    lists.mkdir()
+    (lists / "train.txt").write_text("".join(f"/x/{i}.png {i}\n" for i in range(40)))
+    (lists / "test.txt").write_text("".join(f"/x/t{i}.png {i}\n" for i in range(13)))
+    source = train.read_net_param(REPO / "prototxts/shallow/ft_train.prototxt")
+    share = train.gpu_shares([0, 1])[1]
+    net = train.configure_ft_net(source, Path("src"), lists, 8, 3, 1, share, start_batch=40,
+                                 test_start_batch=6)
+    by_phase = {train.layer_phase(layer): train.get_param_str(layer, Path("x"))
+                for layer in train.python_layers(net, "ft_data")}
+    assert by_phase["train"]["list"] == str((lists / "train.txt").resolve())
+    assert by_phase["train"]["batch_size"] == 8 and by_phase["train"]["shuffle"] is True
+    assert (by_phase["train"]["shard_index"], by_phase["train"]["shard_count"]) == (1, 2)
+    assert by_phase["train"]["start_batch"] == 40
+    assert by_phase["test"]["list"] == str((lists / "test.txt").resolve())
+    assert by_phase["test"]["shuffle"] is False and by_phase["test"]["batch_size"] == 30
+    assert (by_phase["test"]["shard_index"], by_phase["test"]["shard_count"]) == (0, 1)
+    assert by_phase["test"]["start_batch"] == 6
+
+
+def _blob(shape=None, legacy=None):
+    pb2 = caffe.proto.caffe_pb2
+    blob = pb2.BlobProto()
+    if legacy:
+        blob.num, blob.channels, blob.height, blob.width = legacy
+    else:
+        blob.shape.dim.extend(shape)
+    return blob
+
+
+@needs_caffe
+def test_weight_shape_check_names_the_layer(tmp_path):
+    pb2 = caffe.proto.caffe_pb2
+    target = {"conv1": [(32, 3, 3, 3), (32,)], "fc8": [(1, 32), (1,)], "relu1": []}
+    model = pb2.NetParameter()
+    conv = model.layer.add(name="conv1")
+    conv.blobs.extend([_blob((32, 3, 3, 3)), _blob((32,))])
+    model.layer.add(name="unrelated").blobs.extend([_blob((5,))])
+    assert train.check_weight_shapes(model, target, tmp_path / "m.caffemodel") == ["conv1"]
+
+    legacy = pb2.NetParameter()  # V1 model (e.g. VGG_ILSVRC_16_layers): 4-D legacy blob dimensions
+    old = legacy.layers.add(name="fc8")
+    old.blobs.extend([_blob(legacy=(1, 1, 1, 32)), _blob(legacy=(1, 1, 1, 1))])
+    assert train.check_weight_shapes(legacy, target, tmp_path / "v1.caffemodel") == ["fc8"]
+
+    bad = pb2.NetParameter()
+    layer = bad.layer.add(name="conv1")
+    layer.blobs.extend([_blob((64, 3, 3, 3)), _blob((64,))])
+    with pytest.raises(InputError, match=r"bad\.caffemodel: layer 'conv1' param 0: shape mismatch.*64x3x3x3"):
+        train.check_weight_shapes(bad, target, tmp_path / "bad.caffemodel")
+    count = pb2.NetParameter()
+    count.layer.add(name="fc8").blobs.extend([_blob((1, 32))])
+    with pytest.raises(InputError, match="layer 'fc8': the weights have 1 blob"):
+        train.check_weight_shapes(count, target, tmp_path / "c.caffemodel")
+
+
+# ---- a tiny ranking set and real training runs (Shallow net, CPU) ----------------------------------------
+
+RANK_TYPES = "GN,GB,JPEG"
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> Path:
+    """5 references (3 train, 2 held out) x 3 types x 5 levels, from scikit-image photographs."""
+    import cv2
+
+    from data_prep import make_ranks, pristine
+
+    root = tmp_path_factory.mktemp("ranks")
+    src = root / "pristine_src"
+    src.mkdir()
+    for path in pristine.default_sources()[:5]:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        side = min(h, w)
+        image = image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+        small = cv2.resize(image, (240, 240), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(src / f"{path.stem}.png"), small)
+    out = root / "tid2013"
+    make_ranks.generate("tid2013", src, out, seed=0, jobs=2, test_fraction=0.4, types=RANK_TYPES,
+                        min_size=227, progress=False)
+    return out
+
+
+def _rank_cli(ranks: Path, out: Path, *extra: str) -> int:
+    return train.main(["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(ranks),
+                       "--out", str(out), "--gpu", "-1", "--types-per-batch", "3", "--workers", "0",
+                       "--lr", "1e-3", "--test-interval", "0", "--display", "10", *extra])
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _held_out_pair_accuracy(ranks: Path, model: Path) -> float:
+    """Fraction of within-group pairs of the *test* references that the net orders correctly."""
+    import cv2
+
+    net = caffe.Net(str(REPO / "prototxts/shallow/rank_deploy.prototxt"), str(model), caffe.TEST)
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    for row in _csv_rows(ranks / "manifest.csv"):
+        if row["split"] != "test":
+            continue
+        image = cv2.imread(str(ranks / row["path"]), cv2.IMREAD_COLOR).astype(np.float32)
+        top = (image.shape[0] - 227) // 2
+        left = (image.shape[1] - 227) // 2
+        net.blobs["data"].data[0] = image[top:top + 227, left:left + 227].transpose(2, 0, 1)
+        score = float(net.forward()["fc8_m"].ravel()[0])
+        groups.setdefault((row["reference"], row["type"]), {})[int(row["level"])] = score
+    right = total = 0
+    for scores in groups.values():
+        for a in scores:
+            for b in scores:
+                if a < b:  # level a less distorted: quality direction wants a higher score
+                    total += 1
+                    right += scores[a] > scores[b]
+    assert total == 2 * 3 * 10  # 2 references x 3 types x C(5, 2) pairs
+    return right / total
+
+
+@pytest.fixture(scope="module")
+def rank_run(ranks, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "rank_tiny"
+    assert _rank_cli(ranks, out, "--iters", "60", "--snapshot", "30") == 0
+    return out
+
+
+@needs_caffe
+def test_rank_training_learns_to_order_held_out_images(ranks, rank_run):
+    rows = _csv_rows(rank_run / "loss.csv")
+    losses = [float(r["train_loss"]) for r in rows if r["train_loss"]]
+    assert [int(r["iteration"]) for r in rows if r["train_loss"]] == [10, 20, 30, 40, 50, 60]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert (rank_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    names = sorted(p.name for p in (rank_run / "snapshots").iterdir())
+    assert names == ["rank_tiny_iter_30.caffemodel", "rank_tiny_iter_30.solverstate",
+                     "rank_tiny_iter_60.caffemodel", "rank_tiny_iter_60.solverstate"]
+    # The log reproduces the CSV.
+    assert logparse.parse_log(rank_run / "log.txt").to_csv() == (rank_run / "loss.csv").read_text()
+    accuracy = _held_out_pair_accuracy(ranks, rank_run / "snapshots" / "rank_tiny_iter_60.caffemodel")
+    assert accuracy > 0.7, accuracy
+
+
+@needs_caffe
+def test_resume_continues_the_counter_and_reproduces_the_run(ranks, rank_run, tmp_path):
+    out = tmp_path / "rank_tiny"  # same name: same snapshot prefix
+    assert _rank_cli(ranks, out, "--iters", "30", "--snapshot", "30") == 0
+    # The same command with more iterations picks up iteration 30 by itself.
+    assert _rank_cli(ranks, out, "--iters", "60", "--snapshot", "30") == 0
+    log = (out / "log.txt").read_text()
+    assert "start iter=30 " in log and "resumed from" in log
+    uninterrupted = {r["iteration"]: float(r["train_loss"]) for r in _csv_rows(rank_run / "loss.csv")}
+    resumed = {r["iteration"]: float(r["train_loss"]) for r in _csv_rows(out / "loss.csv")}
+    assert resumed.keys() == uninterrupted.keys()
+    # Weights, momentum, iteration counter and data stream restored: the same losses as the straight run.
+    for iteration, loss in uninterrupted.items():
+        assert resumed[iteration] == pytest.approx(loss, rel=1e-3), iteration
+    # An explicit --resume from an earlier state also works, and a finished run is not trained again.
+    assert _rank_cli(ranks, out, "--iters", "60", "--snapshot", "30") == 0
+    assert "already at iteration 60" in (out / "log.txt").read_text()
+
+
+@needs_caffe
+def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_path, capsys):
+    # Fine-tuning lists from the ranking images: a MOS-like score that falls with the level.
+    rows = _csv_rows(ranks / "manifest.csv")
+    lists = tmp_path / "ft" / "split0"
+    lists.mkdir(parents=True)
+    for split, name in (("train", "train.txt"), ("test", "test.txt")):
+        lines = {f"{(ranks / r['path']).resolve()} {8 - 1.5 * int(r['level'])}\n" for r in rows
+                 if r["split"] == split}
+        (lists / name).write_text("".join(sorted(lines)))
+    model = rank_run / "snapshots" / "rank_tiny_iter_60.caffemodel"
+    out = tmp_path / "ft_tiny"
+    code = train.main(["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists),
+                       "--out", str(out), "--rank-model", str(model), "--gpu", "-1", "--iters", "40",
+                       "--batch", "8", "--lr", "1e-4", "--test-interval", "40", "--workers", "0"])
+    assert code == 0, capsys.readouterr().err
+    log = (out / "log.txt").read_text()
+    assert "initialised 4 layer(s)" in log and "conv1 conv2 conv3 conv4" in log  # fc8_m does not transfer
+    table = _csv_rows(out / "loss.csv")
+    losses = [float(r["train_loss"]) for r in table if r["train_loss"]]
+    assert losses[-1] < losses[0], losses
+    tests = [r for r in table if r.get("test_srocc")]
+    assert [int(r["iteration"]) for r in tests] == [0, 40]
+    assert float(tests[-1]["test_loss"]) < float(tests[0]["test_loss"])
+
+    # Weights whose shapes do not fit the net: a clear error naming the file and layer, exit 2.
+    pb2 = caffe.proto.caffe_pb2
+    bad = pb2.NetParameter()
+    layer = bad.layer.add(name="conv2")
+    layer.blobs.extend([_blob((16, 32, 3, 3)), _blob((16,))])
+    bad_path = tmp_path / "bad.caffemodel"
+    bad_path.write_bytes(bad.SerializeToString())
+    code = train.main(["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists),
+                       "--out", str(tmp_path / "ft_bad"), "--rank-model", str(bad_path), "--gpu", "-1",
+                       "--iters", "2", "--batch", "4", "--workers", "0", "--test-interval", "0"])
+    assert code == 2
+    assert "bad.caffemodel: layer 'conv2' param 0: shape mismatch" in capsys.readouterr().err
