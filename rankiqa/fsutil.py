@@ -24,6 +24,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        if tmp.exists():
+            tmp.chmod(0o666 & ~umask)
         os.replace(tmp, final)
     finally:
         if tmp.exists():

@@ -1,0 +1,414 @@
+"""``make ranks``: distort pristine images at increasing levels and write the ranking dataset.
+
+    python -m data_prep.make_ranks --rankset tid2013|live --pristine DIR|default --out data/ranks/<rankset>
+        --seed 0 --jobs N --test-fraction 0.2 [--lmdb] [--types GN,GB,...] [--limit-refs N] [--min-size 227]
+
+Output (docs/DESIGN.md, "Ranking data"): ``pristine/<name>.png``, ``<TYPE>/<TYPE><level>/<name>.png``,
+``manifest.csv``, ``train.txt``, ``test.txt`` and, with ``--lmdb``, ``images.lmdb/``.
+
+- Deterministic: every image's random draws come from a seed derived from (seed, reference, type, level),
+  so the bytes do not depend on the number of jobs or the order the work is done in.
+- Resumable: every image is written to a temporary name and renamed; a file that exists is finished and
+  is never redone. The manifest, the lists and the LMDB are written last (atomically), so their presence
+  means the run completed. A hidden ``.make_ranks.json`` pins the settings that decide the bytes (rankset,
+  seed, minimum size): resuming with other values is refused instead of mixing two datasets.
+- Parallel over ``--jobs`` processes (default: all cores), with a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from data_prep import distortions, pristine
+from rankiqa.errors import InputError, cli_main
+from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
+from rankiqa.lists import write_list
+
+SETTINGS_FILE = ".make_ranks.json"
+LOCK_FILE = ".make_ranks.lock"
+FORMAT_VERSION = 1
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not follow OpenCV's default
+MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
+_LMDB_BATCH_BYTES = 256 << 20
+
+
+@dataclass
+class GenerateResult:
+    """What ``generate`` produced (paths relative to ``out`` in the manifest and lists)."""
+
+    out: Path
+    rankset: str
+    types: list[str]
+    train: list[str]
+    test: list[str]
+    n_rows: int                 # rows of manifest.csv
+    n_written: int              # image files written by this call (0 when everything was there)
+    skipped: list[str] = field(default_factory=list)  # one warning per skipped pristine image
+
+    @property
+    def references(self) -> list[str]:
+        return sorted(self.train + self.test)
+
+
+def image_seed(seed: int, reference: str, dtype: str, level: int) -> int:
+    """The seed of one distorted image: a hash of (seed, reference, type, level), job-count independent."""
+    digest = hashlib.sha256(f"rankiqa\0{seed}\0{reference}\0{dtype}\0{level}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def split_references(names: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """Seeded split by reference: ``{name: "train" | "test"}``, about ``test_fraction`` of them in test.
+
+    As the original, the training part is ``int(N * (1 - test_fraction))`` references, but at least one,
+    and at most N-1 when there are two or more (so neither side is empty unless ``test_fraction`` is 0 or
+    there is a single reference, which goes to train).
+    """
+    names = sorted(names)
+    n_train = max(int(len(names) * (1.0 - test_fraction) + 1e-9), 1)
+    if len(names) >= 2 and test_fraction > 0:
+        n_train = min(n_train, len(names) - 1)
+    rng = np.random.default_rng(image_seed(seed, "", "split", 0))
+    order = rng.permutation(len(names))
+    train = {names[i] for i in order[:n_train]}
+    return {name: ("train" if name in train else "test") for name in names}
+
+
+def relative_path(reference: str, dtype: str, level: int) -> str:
+    """Path of an image inside the output folder (level 0 = the pristine image)."""
+    if level == 0:
+        return f"pristine/{reference}.png"
+    return f"{dtype}/{dtype}{level}/{reference}.png"
+
+
+def parse_types(rankset: str, types: str | Sequence[str] | None) -> list[str]:
+    """The types to generate, in the rankset's order; unknown names raise ``InputError``."""
+    distortions.levels(rankset)  # raises InputError for an unknown rankset
+    known = list(distortions.RANKSETS[rankset])
+    if types is None or types == "" or types == []:
+        return known
+    wanted = [t.strip() for t in types.split(",")] if isinstance(types, str) else [str(t) for t in types]
+    wanted = [t for t in wanted if t]
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise InputError(f"unknown distortion type(s) {', '.join(unknown)} for rankset {rankset} "
+                         f"(known: {', '.join(known)})")
+    return [t for t in known if t in wanted]
+
+
+def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str | os.PathLike | None = None,
+             seed: int = 0, jobs: int | None = None, test_fraction: float = 0.2, lmdb: bool = False,
+             types: str | Sequence[str] | None = None, limit_refs: int | None = None, min_size: int = 227,
+             progress: bool = True, warn: Callable[[str], None] | None = None) -> GenerateResult:
+    """Generate (or finish) the ranking dataset of ``rankset`` in ``out``; see the module docstring.
+
+    ``pristine_dir`` is a folder or ``"default"`` (scikit-image's photographs); ``jobs`` None or <= 0 uses
+    every core; ``types`` restricts the distortion types; ``limit_refs`` keeps the first N usable pristine
+    images (sorted by file name); images smaller than ``min_size`` on a side are skipped. Bad single images
+    are skipped with a warning (``warn``, default: stderr); bad settings raise ``InputError``.
+    """
+    type_names = parse_types(rankset, types)
+    n_levels = distortions.levels(rankset)
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(f"test fraction {test_fraction} must be in [0, 1)")
+    if limit_refs is not None and limit_refs < 1:
+        raise InputError(f"--limit-refs {limit_refs} must be at least 1")
+    if min_size < distortions.MIN_SIDE:
+        # NEPN and BW place 15x15 / 32x32 patches at random: the image must hold them.
+        raise InputError(f"--min-size {min_size} must be at least {distortions.MIN_SIDE}")
+    out = Path(out) if out is not None else Path("data") / "ranks" / rankset
+    jobs = (os.cpu_count() or 1) if jobs is None or jobs <= 0 else jobs
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    sources = pristine.resolve_sources(pristine_dir)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(out):
+        _check_settings(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
+                              "min_size": int(min_size)})
+        _remove_stale_temporaries(out, rankset)
+
+        references, skipped = _prepare_pristine(sources, out, min_size, limit_refs, jobs, warn, progress)
+        if not references:
+            raise InputError(f"no usable pristine image ({len(skipped)} skipped, see the warnings)",
+                             pristine_dir if str(pristine_dir) != "default" else pristine.skimage_data_dir())
+        split = split_references(references, test_fraction, seed)
+
+        tasks = [(str(out), rankset, int(seed), name, dtype, level)
+                 for name in references for dtype in type_names for level in range(1, n_levels + 1)
+                 if not (out / relative_path(name, dtype, level)).is_file()]
+        n_written = _run_tasks(tasks, jobs, progress, rankset)
+
+        rows = [(name, dtype, level, relative_path(name, dtype, level), split[name])
+                for dtype in type_names for name in references for level in range(0, n_levels + 1)]
+        missing = [row[3] for row in rows if not (out / row[3]).is_file()]
+        if missing:  # cannot happen unless files were deleted meanwhile; never list absent images
+            raise InputError(f"{len(missing)} images missing after generation, e.g. {missing[0]}", out)
+        if lmdb:
+            _write_lmdb(out, list(dict.fromkeys(row[3] for row in rows)))
+        for part in ("train", "test"):
+            write_list(out / f"{part}.txt",
+                       [(relative_path(name, dtype, level), level)
+                        for dtype in type_names for level in range(0, n_levels + 1)
+                        for name in references if split[name] == part])
+        atomic_write_text(out / "manifest.csv", _manifest_text(rows))
+
+    train = [name for name in references if split[name] == "train"]
+    test = [name for name in references if split[name] == "test"]
+    if not test and test_fraction > 0:
+        warn(f"{out}: only {len(references)} reference(s): test.txt is empty")
+    return GenerateResult(out=out, rankset=rankset, types=type_names, train=train, test=test,
+                          n_rows=len(rows), n_written=n_written, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Steps
+
+
+@contextlib.contextmanager
+def _exclusive_lock(out: Path) -> Iterator[None]:
+    """One run per output folder: a second one would delete the first one's temporary files."""
+    with open(out / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError("another make_ranks run is writing this folder", out) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise InputError("unreadable settings of an earlier run: delete the folder", path) from None
+        if previous != settings:
+            raise InputError(f"folder was generated with {previous}, now asked for {settings}: use another "
+                             "--out or delete the folder", path)
+        return
+    atomic_write_text(path, json.dumps(settings, sort_keys=True) + "\n")
+
+
+def _remove_stale_temporaries(out: Path, rankset: str) -> None:
+    """Delete what a killed run left behind: ``.<name>.*.tmp*`` files (atomic_path) and LMDB temp folders."""
+    folders = [out, out / "pristine"]
+    for dtype in distortions.RANKSETS[rankset]:
+        folders += [out / dtype / f"{dtype}{level}" for level in range(1, distortions.levels(rankset) + 1)]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if entry.name.startswith(".") and ".tmp" in entry.name:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
+def _prepare_one(args: tuple[str, str, int]) -> tuple[str, str]:
+    """Validate one source image and write ``pristine/<name>.png``: ("ok", name) or ("skip", message)."""
+    source, out, min_size = args
+    name = pristine.reference_name(source)
+    target = Path(out) / relative_path(name, "", 0)
+    if target.is_file():  # written (hence validated) by an earlier run
+        return "ok", name
+    try:
+        image = pristine.load_pristine(source, min_size)
+    except InputError as err:
+        return "skip", f"{err} (skipped)"
+    atomic_write_bytes(target, _encode_png(image))
+    return "ok", name
+
+
+def _prepare_pristine(sources: list[Path], out: Path, min_size: int, limit_refs: int | None, jobs: int,
+                      warn: Callable[[str], None], progress: bool) -> tuple[list[str], list[str]]:
+    references: list[str] = []
+    skipped: list[str] = []
+    work = [(str(source), str(out), min_size) for source in sources]
+    if limit_refs is not None or jobs == 1:
+        # In order, stopping at the limit, so no pristine image beyond it is ever written.
+        results: Iterator[tuple[str, str]] = map(_prepare_one, work)
+        for status, value in results:
+            if status == "ok":
+                references.append(value)
+                if limit_refs is not None and len(references) >= limit_refs:
+                    break
+            else:
+                skipped.append(value)
+                warn(value)
+    else:
+        bar = tqdm(total=len(work), desc="pristine images", unit="img", disable=not progress, file=sys.stderr,
+                   dynamic_ncols=True)
+        with bar, _pool(jobs) as pool:
+            for status, value in pool.imap(_prepare_one, work, chunksize=4):
+                bar.update(1)
+                if status == "ok":
+                    references.append(value)
+                else:
+                    skipped.append(value)
+                    warn(value)
+    return sorted(references), skipped
+
+
+def _run_tasks(tasks: list[tuple], jobs: int, progress: bool, rankset: str) -> int:
+    global _cached_reference
+    _cached_reference = None  # an earlier in-process call may have cached another image of the same name
+    bar = tqdm(total=len(tasks), desc=f"make_ranks {rankset}", unit="img", disable=not progress or not tasks,
+               file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        if jobs == 1 or len(tasks) <= 1:
+            for task in tasks:
+                _distort_one(task)
+                bar.update(1)
+        else:
+            with _pool(jobs) as pool:
+                for _ in pool.imap_unordered(_distort_one, tasks, chunksize=1):
+                    bar.update(1)
+    _cached_reference = None
+    return len(tasks)
+
+
+_cached_reference: tuple[str, np.ndarray] | None = None  # per process: tasks come grouped by reference
+
+
+def _distort_one(task: tuple[str, str, int, str, str, int]) -> None:
+    """Write one distorted image (worker side)."""
+    global _cached_reference
+    out, rankset, seed, name, dtype, level = task
+    out_path = Path(out)
+    target = out_path / relative_path(name, dtype, level)
+    if target.is_file():
+        return
+    if _cached_reference is None or _cached_reference[0] != f"{out}\0{name}":
+        source = out_path / relative_path(name, dtype, 0)
+        image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError("cannot read the pristine image (delete it to have it written again)", source)
+        _cached_reference = (f"{out}\0{name}", image)
+    distorted = distortions.distort(_cached_reference[1], rankset, dtype, level,
+                                    image_seed(seed, name, dtype, level))
+    atomic_write_bytes(target, _encode_png(distorted))
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image, PNG_PARAMS)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return data.tobytes()
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # the processes are the parallelism; OpenCV threads would oversubscribe the cores
+
+
+def _pool(jobs: int):
+    # fork: the workers inherit the imported modules (cv2, scipy, bm3d) instead of importing them again.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    return multiprocessing.get_context(method).Pool(jobs, initializer=_worker_init)
+
+
+def _manifest_text(rows: list[tuple[str, str, int, str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_lmdb(out: Path, paths: list[str]) -> None:
+    """``images.lmdb/``: key = relative path (UTF-8), value = the PNG bytes; built aside, then renamed."""
+    import lmdb
+
+    final = out / "images.lmdb"
+    temporary = out / f".images.lmdb.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    total = sum((out / p).stat().st_size for p in paths)
+    env = lmdb.open(str(temporary), map_size=max(2 * total + (64 << 20), 1 << 26), subdir=True,
+                    readahead=False, meminit=False)
+    try:
+        # Commit in batches: one transaction per dataset would exceed LMDB's dirty-page limit (MDB_TXN_FULL)
+        # on a full Waterloo-sized set.
+        batch_bytes, txn = 0, env.begin(write=True)
+        try:
+            for rel in paths:
+                value = (out / rel).read_bytes()
+                txn.put(rel.encode("utf-8"), value)
+                batch_bytes += len(value)
+                if batch_bytes >= _LMDB_BATCH_BYTES:
+                    txn.commit()
+                    batch_bytes, txn = 0, env.begin(write=True)
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        env.sync()
+    finally:
+        env.close()
+    if final.exists():
+        old = out / f".images.lmdb.tmp-old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(temporary, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(temporary, final)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m data_prep.make_ranks",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--rankset", choices=sorted(distortions.RANKSETS), default="tid2013",
+                        help="distortion set: tid2013 (19 types x 4 levels) or live (4 types x 5 levels)")
+    parser.add_argument("--pristine", default="default",
+                        help="folder of pristine images (png/jpg/jpeg/bmp/tif/tiff), or 'default' for the "
+                             "colour photographs inside scikit-image")
+    parser.add_argument("--out", default=None, help="output folder (default data/ranks/<rankset>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the train/test split")
+    parser.add_argument("--jobs", type=int, default=0, help="worker processes (0: all cores)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of references in test")
+    parser.add_argument("--lmdb", action="store_true", help="also write images.lmdb (key = relative path)")
+    parser.add_argument("--types", default=None, help="comma-separated subset of the rankset's types")
+    parser.add_argument("--limit-refs", type=int, default=None, help="use only the first N usable images")
+    parser.add_argument("--min-size", type=int, default=227,
+                        help="skip images with a side shorter than this (default 227, the Shallow crop; "
+                             "VGG-16 needs 224)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = generate(args.rankset, args.pristine, args.out, seed=args.seed, jobs=args.jobs,
+                      test_fraction=args.test_fraction, lmdb=args.lmdb, types=args.types,
+                      limit_refs=args.limit_refs, min_size=args.min_size, progress=not args.quiet)
+    print(f"{result.out}: {len(result.references)} references ({len(result.train)} train, "
+          f"{len(result.test)} test), {len(result.types)} types, {result.n_rows} manifest rows, "
+          f"{result.n_written} images written, {len(result.skipped)} pristine images skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

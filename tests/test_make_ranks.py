@@ -1,0 +1,281 @@
+"""Tests of data_prep.make_ranks and data_prep.pristine: layout, determinism, resume, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+
+from data_prep import distortions, pristine
+from data_prep.make_ranks import generate, image_seed, split_references
+from rankiqa.errors import InputError
+from rankiqa.lists import read_list
+
+REPO = Path(__file__).resolve().parents[1]
+# Every tid2013 type but ID (BM3D takes seconds per image; tests/test_distortions.py covers it).
+FAST_TID_TYPES = [t for t in distortions.RANKSETS["tid2013"] if t != "ID"]
+SIZE = 96  # small images keep the runs fast; min_size is lowered to match
+
+
+def crops() -> dict[str, np.ndarray]:
+    """Four different colour crops of scikit-image photographs, SIZE x SIZE."""
+    data = pristine.skimage_data_dir()
+    astronaut = cv2.imread(str(data / "astronaut.png"), cv2.IMREAD_COLOR)
+    coffee = cv2.imread(str(data / "coffee.png"), cv2.IMREAD_COLOR)
+    return {"astro": astronaut[100:100 + SIZE, 180:180 + SIZE], "flag": astronaut[300:300 + SIZE, 0:SIZE],
+            "coffee": coffee[150:150 + SIZE, 200:200 + SIZE], "cup b": coffee[50:50 + SIZE, 350:350 + SIZE]}
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    """Pristine folder with lossless files of several formats (and a name with a space)."""
+    folder = tmp_path_factory.mktemp("pristine")
+    for (name, image), ext in zip(crops().items(), (".png", ".bmp", ".PNG", ".tif"), strict=True):
+        assert cv2.imwrite(str(folder / f"{name}{ext}"), np.ascontiguousarray(image))
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes), the lock file excepted."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".make_ranks.lock"}
+
+
+def finished_distortions(out: Path) -> list[Path]:
+    """Distorted images present in ``out`` (pathlib's glob also matches hidden temporary files)."""
+    return [p for p in out.glob("*/*/*.png") if not p.name.startswith(".")]
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "data_prep.make_ranks", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference_run(source_dir, tmp_path_factory) -> Path:
+    """An uninterrupted run (18 tid2013 types x 4 levels x 4 references), 2 jobs."""
+    out = tmp_path_factory.mktemp("ref") / "tid2013"
+    result = generate("tid2013", source_dir, out, seed=0, jobs=2, types=FAST_TID_TYPES, min_size=64,
+                      progress=False)
+    assert result.n_written == len(FAST_TID_TYPES) * 4 * 4
+    return out
+
+
+def test_layout_manifest_lists_lmdb(source_dir, tmp_path):
+    out = tmp_path / "live"
+    result = generate("live", source_dir, out, seed=3, jobs=1, lmdb=True, min_size=64, progress=False)
+    names = sorted(crops())
+    assert result.references == names and len(result.train) == 3 and len(result.test) == 1
+    assert result.types == ["GB", "GN", "JPEG", "JP2K"]
+    # pristine/<name>.png holds the source pixels, <TYPE>/<TYPE><level>/<name>.png the distortions.
+    for name, image in crops().items():
+        assert np.array_equal(cv2.imread(str(out / "pristine" / f"{name}.png")), image)
+        for dtype in result.types:
+            for level in range(1, 6):
+                written = cv2.imread(str(out / dtype / f"{dtype}{level}" / f"{name}.png"))
+                expected = distortions.distort(image, "live", dtype, level, image_seed(3, name, dtype, level))
+                assert np.array_equal(written, expected), (name, dtype, level)
+
+    with open(out / "manifest.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["reference", "type", "level", "path", "split"]
+    assert len(rows) == result.n_rows == 4 * 4 * 6  # types x references x (pristine + 5 levels)
+    split = {row["reference"]: row["split"] for row in rows}
+    assert sorted(split) == names and sorted(split.values()) == ["test", "train", "train", "train"]
+    for row in rows:
+        level = int(row["level"])
+        assert split[row["reference"]] == row["split"]
+        expected = (f"pristine/{row['reference']}.png" if level == 0
+                    else f"{row['type']}/{row['type']}{level}/{row['reference']}.png")
+        assert row["path"] == expected and (out / row["path"]).is_file()
+
+    # Lists: '<path> <level>', blocks per type, inside a block level 0..5, inside a level the references.
+    for part in ("train", "test"):
+        refs = sorted(n for n in names if split[n] == part)
+        lines = (out / f"{part}.txt").read_text(encoding="utf-8").splitlines()
+        expected = [f"{'pristine' if lv == 0 else f'{t}/{t}{lv}'}/{r}.png {lv}"
+                    for t in result.types for lv in range(6) for r in refs]
+        assert lines == expected
+        assert len(read_list(out / f"{part}.txt")) == len(expected)  # the shared reader accepts them
+
+    env = lmdb.open(str(out / "images.lmdb"), readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = [key.decode() for key, _ in txn.cursor()]
+        assert sorted(keys) == sorted({row["path"] for row in rows})
+        for key in keys[:10]:
+            assert txn.get(key.encode()) == (out / key).read_bytes()
+    env.close()
+
+
+def test_deterministic_and_independent_of_jobs(source_dir, reference_run, tmp_path):
+    out = tmp_path / "tid2013"
+    generate("tid2013", source_dir, out, seed=0, jobs=1, types=FAST_TID_TYPES, min_size=64, progress=False)
+    assert snapshot(out) == snapshot(reference_run)
+    # Another seed changes the random distortions and not the deterministic ones.
+    other = tmp_path / "seed1"
+    generate("tid2013", source_dir, other, seed=1, jobs=2, types=["GN", "MSH"], min_size=64, progress=False)
+    assert (other / "GN/GN1/astro.png").read_bytes() != (reference_run / "GN/GN1/astro.png").read_bytes()
+    assert (other / "MSH/MSH1/astro.png").read_bytes() == (reference_run / "MSH/MSH1/astro.png").read_bytes()
+
+
+def test_resume_after_kill(source_dir, reference_run, tmp_path):
+    out = tmp_path / "tid2013"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "data_prep.make_ranks", "--rankset", "tid2013", "--pristine", str(source_dir),
+         "--out", str(out), "--seed", "0", "--jobs", "1", "--quiet", "--min-size", "64",
+         "--types", ",".join(FAST_TID_TYPES)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(finished_distortions(out)) >= 10:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = finished_distortions(out)
+    assert 10 <= len(done) < len(FAST_TID_TYPES) * 16, "not killed midway"
+    assert not (out / "manifest.csv").exists() and not (out / "train.txt").exists()
+    # What a kill during a write leaves behind: a temporary file, which the next run must clear.
+    stale = out / "GN" / "GN1" / ".astro.png.x1y2.tmp.png"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a png")
+    before = {p: p.stat().st_mtime_ns for p in done}
+
+    result = generate("tid2013", source_dir, out, seed=0, jobs=2, types=FAST_TID_TYPES, min_size=64,
+                      progress=False)
+    assert result.n_written == len(FAST_TID_TYPES) * 16 - len(done)
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in before.items()), "finished files were redone"
+    assert not stale.exists() and not [p for p in out.rglob(".*") if ".tmp" in p.name]
+    assert snapshot(out) == snapshot(reference_run)
+
+
+def test_rerun_redoes_nothing_and_fills_gaps(source_dir, reference_run, tmp_path):
+    out = tmp_path / "copy"
+    generate("tid2013", source_dir, out, seed=0, jobs=1, types=["GB", "BW"], min_size=64, progress=False)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    again = generate("tid2013", source_dir, out, seed=0, jobs=1, types=["GB", "BW"], min_size=64,
+                     progress=False)
+    assert again.n_written == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == mtimes
+    (out / "BW/BW3/flag.png").unlink()
+    assert generate("tid2013", source_dir, out, seed=0, jobs=1, types=["GB", "BW"], min_size=64,
+                    progress=False).n_written == 1
+    assert (out / "BW/BW3/flag.png").read_bytes() == (reference_run / "BW/BW3/flag.png").read_bytes()
+    # Other settings in the same folder would mix two datasets: refused, naming the settings file.
+    with pytest.raises(InputError, match="seed") as err:
+        generate("tid2013", source_dir, out, seed=5, jobs=1, types=["GB"], min_size=64, progress=False)
+    assert err.value.path == str(out / ".make_ranks.json")
+
+
+def test_split_is_seeded_80_20():
+    names = [f"img{i:03d}" for i in range(50)]
+    split = split_references(names, 0.2, seed=0)
+    assert sorted(split) == names and list(split.values()).count("test") == 10
+    assert split == split_references(list(reversed(names)), 0.2, seed=0)  # order of discovery is irrelevant
+    assert split != split_references(names, 0.2, seed=1)
+    assert list(split_references(["a", "b"], 0.2, 0).values()).count("test") == 1  # never an empty side
+    assert set(split_references(["a", "b", "c"], 0.0, 0).values()) == {"train"}
+    assert split_references(["a"], 0.2, 0) == {"a": "train"}
+
+
+def write_bad_inputs(folder: Path) -> dict[str, str]:
+    """One good image plus one of each bad kind; returns file name -> expected message fragment."""
+    good = crops()["astro"]
+    cv2.imwrite(str(folder / "good.png"), good)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    (folder / "empty.jpg").write_bytes(b"")
+    cv2.imwrite(str(folder / "gray.png"), good[:, :, 0])
+    cv2.imwrite(str(folder / "gray3.bmp"), np.repeat(good[:, :, :1], 3, axis=2))
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([good, np.full(good.shape[:2], 255, np.uint8)]))
+    cv2.imwrite(str(folder / "tiny.png"), good[:40, :40])
+    cv2.imwrite(str(folder / "deep.png"), good.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "comma,name.png"), good)
+    (folder / "notes.txt").write_text("not an image")
+    return {"corrupt.png": "corrupt", "empty.jpg": "corrupt", "gray.png": "grayscale",
+            "gray3.bmp": "grayscale", "rgba.png": "alpha", "tiny.png": "smaller than the 64x64 crop",
+            "deep.png": "uint16", "comma,name.png": "cannot go into a list"}
+
+
+def test_bad_images_are_skipped_with_a_warning(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    expected = write_bad_inputs(folder)
+    warnings: list[str] = []
+    result = generate("live", folder, tmp_path / "out", jobs=2, types="GB", min_size=64, progress=False,
+                      warn=warnings.append)
+    assert result.references == ["good"] and result.train == ["good"] and result.test == []
+    assert len(result.skipped) == len(expected)
+    for name, fragment in expected.items():
+        assert any(str(folder / name) in w and fragment in w for w in warnings), (name, warnings)
+    assert sorted(p.name for p in (tmp_path / "out" / "pristine").iterdir()) == ["good.png"]
+
+
+def test_bad_input_errors(tmp_path, source_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    with pytest.raises(InputError, match="no images") as err:
+        generate("live", empty, tmp_path / "o1", progress=False)
+    assert err.value.path == str(empty)
+    with pytest.raises(InputError, match="not found"):
+        generate("live", tmp_path / "missing", tmp_path / "o2", progress=False)
+    all_bad = tmp_path / "allbad"
+    all_bad.mkdir()
+    (all_bad / "x.png").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="no usable pristine image"):
+        generate("live", all_bad, tmp_path / "o3", progress=False, warn=lambda message: None)
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for ext in (".png", ".bmp"):
+        cv2.imwrite(str(twins / f"a{ext}"), crops()["astro"])
+    with pytest.raises(InputError, match="same reference name 'a'"):
+        generate("live", twins, tmp_path / "o4", progress=False)
+    with pytest.raises(InputError, match="unknown distortion type.*XX"):
+        generate("live", source_dir, tmp_path / "o5", types="GB,XX", progress=False)
+    with pytest.raises(InputError, match="unknown rankset"):
+        generate("kadid", source_dir, tmp_path / "o6", progress=False)
+    with pytest.raises(InputError, match="test fraction"):
+        generate("live", source_dir, tmp_path / "o7", test_fraction=1.0, progress=False)
+    assert not (tmp_path / "o5").exists() and not (tmp_path / "o7").exists()  # nothing half made
+
+
+def test_cli_exit_codes(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = run_cli("--rankset", "live", "--pristine", str(empty), "--out", str(tmp_path / "o"))
+    assert failed.returncode == 2 and failed.stderr.startswith(f"error: {empty}: no images")
+    failed = run_cli("--rankset", "tid2013", "--types", "GN,NOPE", "--out", str(tmp_path / "o"))
+    assert failed.returncode == 2 and "unknown distortion type(s) NOPE" in failed.stderr
+    # The embedded default set, one reference, one type: a real end-to-end run.
+    out = tmp_path / "default"
+    done = run_cli("--rankset", "tid2013", "--pristine", "default", "--out", str(out), "--types", "MSH",
+                   "--limit-refs", "1", "--jobs", "2", "--lmdb", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (out / "pristine" / "astronaut.png").is_file()
+    assert (out / "MSH" / "MSH4" / "astronaut.png").is_file()
+    assert len((out / "manifest.csv").read_text().splitlines()) == 1 + 5
+    assert (out / "images.lmdb" / "data.mdb").is_file()
+
+
+def test_default_pristine_set_is_usable():
+    sources = pristine.default_sources()
+    assert [p.name for p in sources] == sorted(pristine.DEFAULT_NAMES)
+    for path in sources:
+        image = pristine.load_pristine(path, 227)  # colour, 8-bit, at least the Shallow crop
+        assert image.dtype == np.uint8 and image.ndim == 3 and min(image.shape[:2]) >= 300
