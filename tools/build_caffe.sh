@@ -106,8 +106,6 @@ print(numpy.__version__.split(".")[0])
 EOF
 }
 
-nvcc_major() { nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p'; }
-
 # ---------------------------------------------------------------------------------------------------
 mode=cpu
 [ "$CUDA" = 1 ] && mode=cuda
@@ -121,17 +119,11 @@ esac
 "$PYTHON" -c "import numpy" 2>/dev/null || die "$PYTHON has no numpy" "Install requirements: make venv"
 
 if [ "$mode" = cuda ]; then
-  command -v nvcc >/dev/null 2>&1 || die "CUDA=1 but nvcc is not on PATH" \
-    "Install a CUDA toolkit (11.x-13.x) or put its bin/ on PATH"
-  NVCC_MAJOR="$(nvcc_major)"
-  if [ "${NVCC_MAJOR:-0}" -ge 13 ]; then
-    # CUDA 13 removed offline compilation for compute capabilities below 7.5 (Maxwell, Pascal, Volta).
-    kept=""
-    for a in $CUDA_ARCH; do [ "$a" -ge 75 ] && kept="$kept $a"; done
-    [ "${kept// /}" != "${CUDA_ARCH// /}" ] && info "nvcc ${NVCC_MAJOR} cannot target < sm_75: CUDA_ARCH '${CUDA_ARCH}' -> '${kept# }'"
-    CUDA_ARCH="${kept# }"
-  fi
-  [ -n "$CUDA_ARCH" ] || die "no GPU architecture left to build for" "Set CUDA_ARCH, e.g. CUDA_ARCH=90"
+  # Everything CUDA-specific lives in tools/build_caffe_cuda.sh, hashed into the CUDA key only, so that
+  # changing it never invalidates the CPU build.
+  # shellcheck source=tools/build_caffe_cuda.sh
+  source "$REPO_ROOT/tools/build_caffe_cuda.sh"
+  cuda_prepare
 fi
 
 mapfile -t PYF < <(python_facts)
@@ -148,8 +140,7 @@ key_material() {
     done
   fi
   if [ "$mode" = cuda ]; then
-    echo "arch=$CUDA_ARCH nvcc=$(nvcc --version | tail -n 2 | tr '\n' ' ')"
-    grep -v '^\s*#' "$REPO_ROOT/tools/cuda_libs.sh" | sha256sum | cut -d' ' -f1
+    cuda_key_material
   fi
 }
 
@@ -234,21 +225,7 @@ CMAKE_ARGS=(-DCMAKE_BUILD_TYPE=Release -DBLAS=Open -DUSE_CUDNN=OFF -DUSE_NCCL=OF
 if [ "$mode" = cpu ]; then
   CMAKE_ARGS+=(-DCPU_ONLY=ON)
 else
-  ptx="${CUDA_ARCH##* }"
-  CMAKE_ARGS+=(-DCPU_ONLY=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH" -DCUDA_ARCH_PTX="$ptx")
-  # A toolkit without cuBLAS/cuRAND (as on the project's build machine) takes them from PyPI's
-  # nvidia-cublas / nvidia-curand wheels (tools/cuda_libs.sh); CUBLAS_ROOT may also point at a folder
-  # with include/ and lib/ by hand.
-  nvcc_root="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
-  if [ -z "${CUBLAS_ROOT:-}" ] && ! ls "$nvcc_root"/lib*/libcublas.so* >/dev/null 2>&1 \
-      && ! ls "$nvcc_root"/targets/*/lib/libcublas.so* >/dev/null 2>&1; then
-    info "no cuBLAS in $nvcc_root: taking cuBLAS/cuRAND from PyPI wheels"
-    CUBLAS_ROOT="$(PYTHON="$PYTHON" bash "$REPO_ROOT/tools/cuda_libs.sh")" || die "could not provide cuBLAS/cuRAND"
-  fi
-  if [ -n "${CUBLAS_ROOT:-}" ]; then
-    CMAKE_ARGS+=(-DCUDA_cublas_LIBRARY="$CUBLAS_ROOT/lib/libcublas.so" -DCUDA_curand_LIBRARY="$CUBLAS_ROOT/lib/libcurand.so"
-      "-DCUDA_NVCC_FLAGS=-I$CUBLAS_ROOT/include" "-DCMAKE_CXX_FLAGS=-I$CUBLAS_ROOT/include")
-  fi
+  cuda_cmake_args
 fi
 BUILD="$WORK/build"
 mkdir -p "$BUILD"

@@ -1,0 +1,438 @@
+"""tools.scoring and tools.evaluate: crop protocol, batching, weight checks, the result files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from rankiqa.errors import InputError
+from tools import evaluate, scoring
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+RESULT_FILES = ("metrics.json", "per_image.csv", "metrics.md", "scatter.png", "srocc_per_type.png")
+
+# A deploy net small enough for tests: 32x32 input, one convolution, a one-output head.
+TINY_DEPLOY = """
+name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 32 dim: 32 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "HEAD" type: "InnerProduct" bottom: "conv1" top: "HEAD" inner_product_param { num_output: 1 } }
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers (also used by tests/test_predict.py)
+
+
+def make_tiny_model(folder: Path, head: str = "fc8", seed: int = 0, name: str = "tiny") -> tuple[Path, Path]:
+    """Write a tiny deploy prototxt with output blob ``head`` and a caffemodel of seeded weights."""
+    import caffe
+
+    deploy = folder / f"{name}_deploy.prototxt"
+    deploy.write_text(TINY_DEPLOY.replace("HEAD", head), encoding="utf-8")
+    net = caffe.Net(str(deploy), caffe.TEST)
+    rng = np.random.default_rng(seed)
+    for params in net.params.values():
+        for blob in params:
+            blob.data[...] = rng.normal(0.0, 0.01, size=blob.data.shape)
+    model = folder / f"{name}.caffemodel"
+    net.save(str(model))
+    return deploy, model
+
+
+def write_table(path: Path, rows: list[tuple[str, str, str, Path, float]], direction: str) -> Path:
+    """A test table CSV in the DESIGN.md format."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(evaluate.TABLE_COLUMNS)
+        for reference, type_code, level, image, score in rows:
+            writer.writerow([reference, type_code, level, str(image), score, direction])
+    return path
+
+
+def make_images(folder: Path, count: int, size: tuple[int, int] = (40, 52), seed: int = 0) -> list[Path]:
+    """``count`` distinct random PNG images of ``size`` (H, W)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        path = folder / f"img{i:02d}.png"
+        cv2.imwrite(str(path), cv2.GaussianBlur(image, (0, 0), 1 + i % 3))
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# crop positions and the batching logic (no Caffe needed)
+
+
+def test_crop_positions_are_seeded_in_range_and_cover_both_ends() -> None:
+    a = scoring.crop_positions(40, 50, 32, 32, 2000, seed=3, index=7)
+    assert a.shape == (2000, 2)
+    assert a[:, 0].min() == 0 and a[:, 0].max() == 8   # 40 - 32, inclusive
+    assert a[:, 1].min() == 0 and a[:, 1].max() == 18
+    np.testing.assert_array_equal(a, scoring.crop_positions(40, 50, 32, 32, 2000, seed=3, index=7))
+    assert not np.array_equal(a, scoring.crop_positions(40, 50, 32, 32, 2000, seed=3, index=8))
+    assert not np.array_equal(a, scoring.crop_positions(40, 50, 32, 32, 2000, seed=4, index=7))
+    exact = scoring.crop_positions(32, 32, 32, 32, 5, seed=0, index=0)
+    assert not exact.any()  # an image the size of the crop has one position
+    with pytest.raises(ValueError, match="smaller"):
+        scoring.crop_positions(31, 40, 32, 32, 1, 0, 0)
+
+
+class _FakeBlob:
+    def __init__(self, *shape: int):
+        self.data = np.zeros(shape, dtype=np.float32)
+
+    def reshape(self, *shape: int) -> None:
+        self.data = np.zeros(shape, dtype=np.float32)
+
+
+class _FakeNet:
+    """pycaffe's interface; the output is a fixed random linear function of the crop (C, H, W)."""
+
+    def __init__(self, crop: int):
+        self.weights = np.random.default_rng(5).normal(size=(3, crop, crop))
+        self.blobs = {"data": _FakeBlob(1, 3, crop, crop), "fc8": _FakeBlob(1, 1)}
+        self.batch_sizes: list[int] = []
+
+    def reshape(self) -> None:
+        self.blobs["fc8"].reshape(self.blobs["data"].data.shape[0], 1)
+
+    def forward(self) -> None:
+        data = self.blobs["data"].data
+        self.batch_sizes.append(data.shape[0])
+        self.blobs["fc8"].data[:, 0] = np.einsum("nchw,chw->n", data.astype(np.float64), self.weights)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10, 64])
+def test_scorer_batches_crops_across_images_and_keeps_their_order(batch: int) -> None:
+    crop, crops = 16, 10
+    info = scoring.DeployInfo("fake.prototxt", "data", 3, crop, crop, "fc8")
+    net = _FakeNet(crop)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(20 + i, 30 - i, 3), dtype=np.uint8) for i in range(5)]
+    scorer = scoring.CropScorer(net, info, crops=crops, batch=batch, seed=11)
+    keys = ["a", "b", "c", "d", "e"]
+    results = list(scorer.score((keys[i], 100 + i, image) for i, image in enumerate(images)))
+    assert [key for key, _ in results] == keys
+    for i, (_, values) in enumerate(results):
+        # recompute each crop's output by hand: the BGR HxWxC image cut at the seeded corners
+        corners = scoring.crop_positions(*images[i].shape[:2], crop, crop, crops, 11, 100 + i)
+        expected = [np.einsum("hwc,chw->", images[i][y:y + crop, x:x + crop].astype(np.float64), net.weights)
+                    for y, x in corners]
+        np.testing.assert_allclose(values, expected, rtol=1e-6)
+    assert max(net.batch_sizes) == min(batch, 5 * crops)
+    assert sum(net.batch_sizes) == 5 * crops
+
+
+# ------------------------------------------------------------------------------------------------
+# tables and reports (no Caffe needed)
+
+
+def test_read_table_and_its_errors(tmp_path: Path) -> None:
+    images = make_images(tmp_path / "img", 2)
+    table = write_table(tmp_path / "t.csv", [("r1", "01", "1", images[0], 5.5),
+                                             ("r1", "02", "2", Path("img") / images[1].name, 3.0)],
+                        "higher_better")
+    samples, direction = evaluate.read_samples(table)
+    assert direction == "higher_better"
+    assert [s.type for s in samples] == ["01", "02"]
+    assert samples[1].path == str(images[1])  # relative paths resolve against the table's folder
+    assert samples[1].line == 3
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text(table.read_text().replace("3.0", "three"), encoding="utf-8")
+    with pytest.raises(InputError, match="not a number") as err:
+        evaluate.read_samples(bad)
+    assert err.value.path == str(bad) and err.value.line == 3
+    mixed = write_table(tmp_path / "mixed.csv", [("r", "01", "1", images[0], 1.0)], "higher_better")
+    with open(mixed, "a", encoding="utf-8") as handle:
+        handle.write(f"r,01,2,{images[1]},2.0,lower_better\n")
+    with pytest.raises(InputError, match="mixed score directions"):
+        evaluate.read_samples(mixed)
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("reference,path,score\nr,x.png,1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="missing column"):
+        evaluate.read_samples(nocol)
+
+
+def test_read_plain_list(tmp_path: Path) -> None:
+    images = make_images(tmp_path, 2)
+    listing = tmp_path / "test.txt"
+    listing.write_text(f"{images[0]} 4.5\n{images[1].name} 2\n", encoding="utf-8")
+    samples, direction = evaluate.read_samples(listing)
+    assert direction is None
+    assert [(s.path, s.score, s.type) for s in samples] == [(str(images[0]), 4.5, ""),
+                                                            (str(images[1]), 2.0, "")]
+
+
+def test_direction_report_states_the_expected_sign() -> None:
+    assert evaluate.direction_report("lower_better", "higher_better", "x", False)["expected_sign"] == -1
+    assert evaluate.direction_report("lower_better", "higher_better", "x", True)["expected_sign"] == 1
+    assert evaluate.direction_report("higher_better", "higher_better", "x", False)["expected_sign"] == 1
+    assert evaluate.direction_report("higher_better", "unknown", "x", False)["expected_sign"] is None
+
+
+def test_model_direction_inference() -> None:
+    rank = scoring.DeployInfo("d", "data", 3, 224, 224, "fc8_m")
+    ft = scoring.DeployInfo("d", "data", 3, 224, 224, "fc8")
+    assert scoring.model_direction(rank, "runs/x/snap.caffemodel", None)[0] == "higher_better"
+    assert scoring.model_direction(rank, "models/Rank_live.caffemodel", None)[0] == "lower_better"
+    assert scoring.model_direction(ft, "models/FT_tid2013.caffemodel", None)[0] == "higher_better"
+    assert scoring.model_direction(ft, "runs/x/snap.caffemodel", None)[0] == "unknown"
+    assert scoring.model_direction(ft, "runs/x/snap.caffemodel", None, "lower_better")[0] == "lower_better"
+    assert scoring.model_direction(rank, "models/Rank_live.caffemodel", "higher_better")[0] == "higher_better"
+
+
+def _synthetic_report(tmp_path: Path, shift: float = 0.0) -> tuple[dict, list, dict]:
+    types = ["01", "08", "10"]
+    samples = [evaluate.Sample(str(tmp_path / f"i{k}.png"), 9.0 - k % 5, f"r{k // 15}", types[k % 3],
+                               str(k % 5), k + 2) for k in range(30)]
+    truth = np.array([s.score for s in samples])
+    rng = np.random.default_rng(int(shift * 10))
+    preds = {"mean": truth + rng.normal(scale=1.0, size=30) + shift, "median": truth + shift}
+    info = scoring.DeployInfo("d.prototxt", "data", 3, 224, 224, "fc8")
+    direction = evaluate.direction_report("higher_better", "higher_better", "test", False)
+    report = evaluate.build_report(info, "m.caffemodel", "t.csv", "tid2013", samples, preds, 30, 0, direction,
+                                   ("01", "08", "10"))
+    return report, samples, preds
+
+
+def test_writers_produce_every_file_without_caffe(tmp_path: Path) -> None:
+    report, samples, preds = _synthetic_report(tmp_path)
+    out = tmp_path / "res"
+    evaluate.write_outputs(out, report, samples, preds, {"08": "Gaussian blur"})
+    for name in RESULT_FILES:
+        assert (out / name).is_file(), name
+    loaded = json.loads((out / "metrics.json").read_text())
+    assert loaded["overall"]["median"]["srocc"] == pytest.approx(1.0)  # median == truth + shift
+    assert list(loaded["per_type"]["mean"]) == ["01", "08", "10"]
+    assert loaded["per_type"]["mean"]["08"]["n"] == 10
+    assert "| 08 | Gaussian blur | 10 |" in (out / "metrics.md").read_text()
+    assert (out / "scatter.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
+    reports = [_synthetic_report(tmp_path, shift)[0] for shift in (0.0, 0.5, 1.0)]
+    summary = evaluate.summarize_splits(reports)
+    values = [r["overall"]["mean"]["plcc"] for r in reports]
+    assert summary["overall"]["mean"]["plcc"] == pytest.approx(np.mean(values))
+    assert summary["overall_std"]["mean"]["plcc"] == pytest.approx(np.std(values, ddof=1))
+    assert summary["per_type"]["mean"]["10"]["n_splits"] == 3
+    text = evaluate.metrics_markdown(summary, {})
+    assert "±" in text and "n_splits" in text
+
+
+# ------------------------------------------------------------------------------------------------
+# with Caffe
+
+
+@pytest.fixture(scope="module")
+def caffe_module():
+    return pytest.importorskip("caffe")
+
+
+def test_output_blob_is_chosen_from_the_deploy_prototxt(caffe_module, tmp_path: Path) -> None:
+    expected = {"vgg16/rank_deploy.prototxt": ("fc8_m", 224), "vgg16/ft_deploy.prototxt": ("fc8", 224),
+                "vgg16/ft_tid2013_deploy.prototxt": ("fc8", 224),
+                "shallow/rank_deploy.prototxt": ("fc8_m", 227), "shallow/ft_deploy.prototxt": ("fc8", 227)}
+    for name, (blob, crop) in expected.items():
+        path = REPO / "prototxts" / name
+        if not path.is_file():
+            continue
+        info = scoring.read_deploy(path)
+        got = (info.output_blob, info.crop_height, info.crop_width, info.input_blob)
+        assert got == (blob, crop, crop, "data"), name
+    tiny = tmp_path / "t.prototxt"
+    tiny.write_text(TINY_DEPLOY.replace("HEAD", "quality"), encoding="utf-8")
+    assert scoring.read_deploy(tiny).output_blob == "quality"  # the only output, whatever its name
+    legacy = tmp_path / "legacy.prototxt"
+    legacy.write_text('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 24\ninput_dim: 20\n'
+                      + TINY_DEPLOY.split("\n", 3)[3].replace("HEAD", "fc8"), encoding="utf-8")
+    info = scoring.read_deploy(legacy)
+    assert (info.crop_height, info.crop_width, info.output_blob) == (24, 20, "fc8")
+    # two dangling outputs, one of them a known head -> the head; none known -> refused
+    two = tmp_path / "two.prototxt"
+    two.write_text(TINY_DEPLOY.replace("HEAD", "fc8_m") + 'layer { name: "aux" type: "InnerProduct" '
+                   'bottom: "conv1" top: "aux" inner_product_param { num_output: 2 } }', encoding="utf-8")
+    assert scoring.read_deploy(two).output_blob == "fc8_m"
+    two.write_text(two.read_text().replace("fc8_m", "other"), encoding="utf-8")
+    with pytest.raises(InputError, match="cannot tell the score blob"):
+        scoring.read_deploy(two)
+
+
+def test_mismatched_caffemodel_is_an_input_error(caffe_module, tmp_path: Path) -> None:
+    deploy, model = make_tiny_model(tmp_path, head="fc8")
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    deploy_m, _ = make_tiny_model(renamed, head="fc8_m")  # layer 'fc8_m' has no weights in `model`
+    with pytest.raises(InputError, match=r"no weights for layer\(s\) \['fc8_m'\]") as err:
+        scoring.load_net(deploy_m, model)
+    assert err.value.path == str(model)
+    wider = tmp_path / "wider_deploy.prototxt"
+    wider.write_text(deploy.read_text().replace("num_output: 4", "num_output: 5"), encoding="utf-8")
+    with pytest.raises(InputError, match="shape"):
+        scoring.load_net(wider, model)
+    junk = tmp_path / "junk.caffemodel"
+    junk.write_bytes(b"\xff\xfe not a protobuf \x00\x01")
+    with pytest.raises(InputError):
+        scoring.load_net(deploy, junk)
+    with pytest.raises(InputError, match="caffemodel not found"):
+        scoring.load_net(deploy, tmp_path / "missing.caffemodel")
+
+
+def _scores(net, info, images: list[np.ndarray], batch: int, crops: int = 30) -> np.ndarray:
+    scorer = scoring.CropScorer(net, info, crops=crops, batch=batch, seed=0)
+    return np.stack([values for _, values in scorer.score((i, i, img) for i, img in enumerate(images))])
+
+
+def test_batched_and_one_crop_per_forward_give_the_same_scores(caffe_module, tmp_path: Path) -> None:
+    deploy, model = make_tiny_model(tmp_path)
+    net, info = scoring.load_net(deploy, model)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, size=(36 + i, 41, 3), dtype=np.uint8) for i in range(4)]
+    one = _scores(net, info, images, batch=1)
+    for batch in (7, 60, 120):
+        np.testing.assert_allclose(_scores(net, info, images, batch=batch), one, rtol=1e-5, atol=1e-6)
+    assert np.ptp(one) > 0  # different crops really give different outputs
+
+
+def test_batched_equals_one_crop_on_the_shallow_deploy(caffe_module, tmp_path: Path) -> None:
+    deploy = REPO / "prototxts" / "shallow" / "ft_deploy.prototxt"
+    if not deploy.is_file():
+        pytest.skip("prototxts/shallow/ft_deploy.prototxt not written yet")
+    net = caffe_module.Net(str(deploy), caffe_module.TEST)
+    rng = np.random.default_rng(2)
+    for params in net.params.values():
+        for blob in params:
+            blob.data[...] = rng.normal(0.0, 0.02, size=blob.data.shape)
+    info = scoring.read_deploy(deploy)
+    images = [rng.integers(0, 256, size=(235, 240, 3), dtype=np.uint8) for _ in range(2)]
+    one = _scores(net, info, images, batch=1, crops=6)
+    np.testing.assert_allclose(_scores(net, info, images, batch=12, crops=6), one, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture()
+def tid_fixture(caffe_module, tmp_path: Path) -> dict:
+    """A fixture TID2013 through the real list writer, and a tiny random model."""
+    from data_prep.make_ft_lists import make_lists
+    from tests.iqa_fixtures import make_tid2013
+
+    data = make_tid2013(tmp_path / "tid", n_refs=5, types=(1, 8, 10), levels=3, size=40)
+    make_lists("tid2013", data, tmp_path / "ft", splits=2, seed=0)
+    deploy, model = make_tiny_model(tmp_path)
+    return {"root": tmp_path, "deploy": deploy, "model": model, "ft": tmp_path / "ft"}
+
+
+def _run(args: list[str]) -> int:
+    return evaluate.main([*args, "--quiet"])
+
+
+def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
+    out = tid_fixture["root"] / "results" / "run"
+    table = tid_fixture["ft"] / "split0" / "test.csv"
+    code = _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]),
+                 "--table", str(table), "--out", str(out), "--crops", "5", "--batch", "8",
+                 "--dataset", "tid2013"])
+    assert code == 0, capsys.readouterr().err
+    for name in RESULT_FILES:
+        assert (out / name).is_file(), name
+    assert not list(out.glob(".*.tmp*"))  # no temporary files left behind
+    for name in ("scatter.png", "srocc_per_type.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    samples, _ = evaluate.read_samples(table)
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["n_images"] == len(samples) and report["crops"] == 5 and report["seed"] == 0
+    assert report["output_blob"] == "fc8" and report["dataset"] == "tid2013"
+    assert report["crop_size"] == [32, 32]
+    # per-type metrics are keyed by the dataset's type codes, exactly those of the table
+    assert set(report["per_type"]["mean"]) == {s.type for s in samples} == {"01", "08", "10"}
+    assert set(report["overall"]) == {"mean", "median"}
+    assert report["direction"]["expected_sign"] == 1  # fine-tuned head on its own MOS labels
+    with open(out / "per_image.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(evaluate.PER_IMAGE_COLUMNS)
+    assert [r["path"] for r in rows] == [s.path for s in samples]
+    assert [float(r["ground_truth"]) for r in rows] == [s.score for s in samples]
+    from rankiqa.metrics import metrics
+
+    recomputed = metrics([float(r["pred_mean"]) for r in rows], [s.score for s in samples])
+    assert recomputed["srocc"] == pytest.approx(report["overall"]["mean"]["srocc"])
+    markdown = (out / "metrics.md").read_text()
+    assert "SROCC" in markdown and "| 08 |" in markdown and "Gaussian blur" in markdown
+
+    # the batch size changes nothing; one crop per forward neither (same seed, same crops)
+    out_one = tid_fixture["root"] / "results" / "one"
+    assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]),
+                 "--table", str(table), "--out", str(out_one), "--crops", "5",
+                 "--one-crop-per-forward"]) == 0
+    with open(out_one / "per_image.csv", encoding="utf-8", newline="") as handle:
+        one_rows = list(csv.DictReader(handle))
+    np.testing.assert_allclose([float(r["pred_mean"]) for r in one_rows],
+                               [float(r["pred_mean"]) for r in rows], rtol=1e-5)
+
+
+def test_ranking_model_on_dmos_reports_negative_expected_sign_and_negate(tid_fixture: dict) -> None:
+    root = tid_fixture["root"]
+    rank_dir = root / "rank"
+    rank_dir.mkdir()
+    deploy, model = make_tiny_model(rank_dir, head="fc8_m")
+    samples, _ = evaluate.read_samples(tid_fixture["ft"] / "split0" / "test.csv")
+    dmos = write_table(root / "dmos.csv", [(s.reference, s.type, s.level, Path(s.path), 10 - s.score)
+                                           for s in samples], "lower_better")
+    reports = {}
+    for negate in (False, True):
+        out = root / f"neg{negate}"
+        assert _run(["--deploy", str(deploy), "--model", str(model), "--table", str(dmos), "--out", str(out),
+                     "--crops", "3"] + (["--negate"] if negate else [])) == 0
+        reports[negate] = json.loads((out / "metrics.json").read_text())
+    assert reports[False]["direction"]["expected_sign"] == -1
+    assert "NEGATIVE" in reports[False]["direction"]["note"]
+    assert reports[True]["direction"]["expected_sign"] == 1 and reports[True]["direction"]["negated"]
+    flipped = -reports[False]["overall"]["mean"]["srocc"]
+    assert reports[True]["overall"]["mean"]["srocc"] == pytest.approx(flipped)
+
+
+def test_splits_mode_averages_over_splits(tid_fixture: dict) -> None:
+    out = tid_fixture["root"] / "results" / "splits"
+    assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]),
+                 "--table", str(tid_fixture["ft"] / "split{split}" / "test.csv"), "--out", str(out),
+                 "--crops", "3", "--splits", "2", "--dataset", "tid2013"]) == 0
+    per_split = [json.loads((out / f"split{k}" / "metrics.json").read_text()) for k in range(2)]
+    for k in range(2):
+        for name in RESULT_FILES:
+            assert (out / f"split{k}" / name).is_file()
+    for name in RESULT_FILES:
+        assert (out / name).is_file()
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["n_splits"] == 2
+    values = [r["overall"]["mean"]["srocc"] for r in per_split]
+    assert summary["overall"]["mean"]["srocc"] == pytest.approx(np.mean(values))
+    assert summary["overall_std"]["mean"]["srocc"] == pytest.approx(np.std(values, ddof=1))
+    with open(out / "per_image.csv", encoding="utf-8") as handle:
+        assert sum(1 for _ in handle) == 1 + sum(r["n_images"] for r in per_split)
+
+
+def test_too_small_image_and_bad_flags_are_clean_errors(tid_fixture: dict, capsys) -> None:
+    root = tid_fixture["root"]
+    small = make_images(root / "small", 1, size=(20, 60))[0]
+    table = write_table(root / "small.csv", [("r", "01", "1", small, 3.0)], "higher_better")
+    args = ["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]),
+            "--out", str(root / "bad")]
+    assert _run([*args, "--table", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert f"{table}:2:" in err and "smaller than the 32x32 crop" in err
+    assert not (root / "bad" / "metrics.json").exists()
+    assert _run([*args, "--table", str(table), "--splits", "2"]) == 2
+    assert "{split}" in capsys.readouterr().err

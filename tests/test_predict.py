@@ -1,0 +1,103 @@
+"""tools.predict: files and folders in, a CSV of scores out; bad images skipped, not fatal."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rankiqa.image_io import read_bgr
+from tests.test_evaluate import make_images, make_tiny_model
+from tools import predict, scoring
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_collect_images_walks_folders_sorted_and_keeps_explicit_files(tmp_path: Path) -> None:
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.BMP", "notes.txt", "sub/c.jpg"):
+        (tmp_path / "dir" / name).write_bytes(b"x")
+    explicit = tmp_path / "odd.name"
+    found = predict.collect_images([str(tmp_path / "dir"), str(explicit)])
+    folder = tmp_path / "dir"
+    assert found == [folder / "a.BMP", folder / "b.png", folder / "sub" / "c.jpg", explicit]
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> dict:
+    pytest.importorskip("caffe")
+    deploy, model = make_tiny_model(tmp_path)
+    return {"deploy": deploy, "model": model, "root": tmp_path}
+
+
+def test_predict_scores_good_images_and_skips_bad_ones(tiny: dict, capsys) -> None:
+    root = tiny["root"]
+    good = make_images(root / "imgs", 3)
+    small = make_images(root / "small", 1, size=(20, 50))[0]
+    corrupt = root / "imgs" / "zz_corrupt.png"
+    corrupt.write_bytes(b"this is not a PNG")
+    missing = root / "missing.png"
+    out = root / "pred.csv"
+    code = predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
+                         str(root / "imgs"), str(small), str(missing), "--out", str(out), "--crops", "4",
+                         "--batch", "6", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"{corrupt}: cannot decode image" in err
+    assert f"{small}: image 50x20 (WxH) is smaller than the 32x32 crop" in err and "--resize-small" in err
+    assert f"{missing}: image not found" in err
+    rows = _read_csv(out)
+    assert list(rows[0]) == list(predict.COLUMNS)
+    assert [r["path"] for r in rows] == [str(p) for p in good]
+    assert {r["direction"] for r in rows} == {"unknown"} and {r["scale"] for r in rows} == {"absolute"}
+
+    # the same crops as the evaluation protocol: seed 0, crop positions by input order
+    net, info = scoring.load_net(tiny["deploy"], tiny["model"])
+    scorer = scoring.CropScorer(net, info, crops=4, batch=1, seed=0)
+    expected = [values for _, values in scorer.score((i, i, read_bgr(p)) for i, p in enumerate(good))]
+    np.testing.assert_allclose([float(r["score"]) for r in rows], [v.mean() for v in expected], rtol=1e-5)
+    np.testing.assert_allclose([float(r["median"]) for r in rows], [np.median(v) for v in expected],
+                               rtol=1e-5)
+
+
+def test_resize_small_upscales_instead_of_skipping(tiny: dict) -> None:
+    small = make_images(tiny["root"] / "small", 1, size=(20, 50))[0]
+    out = tiny["root"] / "pred.csv"
+    assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
+                         str(small), "--out", str(out), "--crops", "3", "--resize-small", "--quiet"]) == 0
+    rows = _read_csv(out)
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["score"]))
+
+
+def test_nothing_scored_is_an_error_and_writes_nothing(tiny: dict, capsys) -> None:
+    bad = tiny["root"] / "bad.png"
+    bad.write_bytes(b"")
+    out = tiny["root"] / "pred.csv"
+    code = predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images", str(bad),
+                         "--out", str(out), "--quiet"])
+    assert code == 2
+    assert "none of the 1 images could be scored" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_direction_column_follows_the_head_and_the_flag(tiny: dict) -> None:
+    root = tiny["root"]
+    images = make_images(root / "imgs", 1)
+    rank_dir = root / "rank"
+    rank_dir.mkdir()
+    deploy_m, model_m = make_tiny_model(rank_dir, head="fc8_m", name="Rank_live")
+    cases = [
+        ((deploy_m, model_m, []), ("lower_better", "relative")),       # the released LIVE ranking model
+        ((tiny["deploy"], tiny["model"], ["--direction", "higher_better"]), ("higher_better", "absolute")),
+    ]
+    for (deploy, model, extra), expected in cases:
+        out = root / "d.csv"
+        assert predict.main(["--deploy", str(deploy), "--model", str(model), "--images", str(images[0]),
+                             "--out", str(out), "--crops", "2", "--quiet", *extra]) == 0
+        row = _read_csv(out)[0]
+        assert (row["direction"], row["scale"]) == expected

@@ -1,0 +1,56 @@
+# The CUDA part of tools/build_caffe.sh (sourced by it when CUDA=1; not run on its own).
+# What CUDA 13 required, as found on the project's build machine (nvcc 13.0, no GPU):
+#   - Offline compilation for compute capabilities below 7.5 is gone (Maxwell, Pascal, Volta): the
+#     architecture list is filtered to >= 75 with nvcc >= 13. The Docker image uses CUDA 12.6 to keep Volta.
+#   - cudaDeviceProp lost clockRate, deviceOverlap and kernelExecTimeoutEnabled: src/caffe/common.cpp is
+#     patched in build_caffe.sh (for both modes: the fix is harmless on CPU).
+#   - The toolkit there has no cuBLAS/cuRAND: they come from PyPI wheels (tools/cuda_libs.sh).
+#   - CMake 3.25's FindCUDA clears the cuBLAS/cuRAND cache entries on the first configure: build_caffe.sh
+#     always configures twice.
+# NCCL (multi-GPU training, GPUS=0,1,...) is switched on when nccl.h and libnccl are found (the NVIDIA
+# CUDA devel images ship them); otherwise the build has no NCCL and tools/train.py refuses --gpus.
+
+nvcc_major() { nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p'; }
+
+cuda_prepare() {
+  command -v nvcc >/dev/null 2>&1 || die "CUDA=1 but nvcc is not on PATH" \
+    "Install a CUDA toolkit (11.x-13.x) or put its bin/ on PATH"
+  NVCC_MAJOR="$(nvcc_major)"
+  if [ "${NVCC_MAJOR:-0}" -ge 13 ]; then
+    local a kept=""
+    for a in $CUDA_ARCH; do [ "$a" -ge 75 ] && kept="$kept $a"; done
+    if [ "${kept// /}" != "${CUDA_ARCH// /}" ]; then
+      info "nvcc ${NVCC_MAJOR} cannot target < sm_75: CUDA_ARCH '${CUDA_ARCH}' -> '${kept# }'"
+    fi
+    CUDA_ARCH="${kept# }"
+  fi
+  [ -n "$CUDA_ARCH" ] || die "no GPU architecture left to build for" "Set CUDA_ARCH, e.g. CUDA_ARCH=90"
+  NVCC_ROOT="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
+  NCCL_FOUND=0
+  if ls /usr/include/nccl.h "$NVCC_ROOT"/include/nccl.h >/dev/null 2>&1; then NCCL_FOUND=1; fi
+}
+
+cuda_key_material() {
+  echo "arch=$CUDA_ARCH nccl=$NCCL_FOUND nvcc=$(nvcc --version | tail -n 2 | tr '\n' ' ')"
+  grep -hv '^\s*#' "$REPO_ROOT/tools/build_caffe_cuda.sh" "$REPO_ROOT/tools/cuda_libs.sh" | sha256sum | cut -d' ' -f1
+}
+
+cuda_cmake_args() {
+  local ptx="${CUDA_ARCH##* }"
+  CMAKE_ARGS+=(-DCPU_ONLY=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH" -DCUDA_ARCH_PTX="$ptx")
+  if [ "$NCCL_FOUND" = 1 ]; then
+    CMAKE_ARGS+=(-DUSE_NCCL=ON)
+    info "NCCL found: multi-GPU training enabled"
+  fi
+  # CUBLAS_ROOT may point at a folder with include/ and lib/ holding cuBLAS and cuRAND.
+  if [ -z "${CUBLAS_ROOT:-}" ] && ! ls "$NVCC_ROOT"/lib*/libcublas.so* >/dev/null 2>&1 \
+      && ! ls "$NVCC_ROOT"/targets/*/lib/libcublas.so* >/dev/null 2>&1; then
+    info "no cuBLAS in $NVCC_ROOT: taking cuBLAS/cuRAND from PyPI wheels"
+    CUBLAS_ROOT="$(PYTHON="$PYTHON" bash "$REPO_ROOT/tools/cuda_libs.sh")" || die "could not provide cuBLAS/cuRAND"
+  fi
+  if [ -n "${CUBLAS_ROOT:-}" ]; then
+    CMAKE_ARGS+=(-DCUDA_cublas_LIBRARY="$CUBLAS_ROOT/lib/libcublas.so"
+      -DCUDA_curand_LIBRARY="$CUBLAS_ROOT/lib/libcurand.so"
+      "-DCUDA_NVCC_FLAGS=-I$CUBLAS_ROOT/include" "-DCMAKE_CXX_FLAGS=-I$CUBLAS_ROOT/include")
+  fi
+}

@@ -1,0 +1,132 @@
+"""Score images with a trained model (``make predict``): a CSV of path, score and median.
+
+The protocol is the evaluation's (``tools.scoring``): ``--crops`` random crops of the deploy net's input
+size per image (seeded by ``--seed`` and the image's position in the input order), score = mean of the
+outputs, median beside it.
+
+Score direction (the ``direction`` and ``scale`` columns): ``--direction`` when given; else the released
+models by file name (Rank_tid2013/FT_tid2013: higher = better; Rank_live/FT_live: higher = worse); else a
+ranking head (``fc8_m``) gives *relative* scores, higher = better (the rank loss's default ``quality``
+direction; pass ``--direction lower_better`` for a model trained with ``direction: dmos``); a fine-tuned
+head (``fc8``) gives scores on the scale of its training labels (MOS: higher = better, DMOS: higher =
+worse), reported as ``unknown`` unless ``--direction`` says which.
+
+Images smaller than the crop are skipped with a message, or upscaled (bicubic, aspect kept) with
+``--resize-small``. Unreadable files are reported on stderr and skipped; the exit status is non-zero only
+when no image could be scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rankiqa.errors import InputError, cli_main
+from rankiqa.fsutil import atomic_write_text
+from rankiqa.image_io import read_bgr, upscale_to_min_side
+from tools import scoring
+
+IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                              ".jp2"})
+COLUMNS = ("path", "score", "median", "direction", "scale")
+
+
+def collect_images(inputs: Sequence[str]) -> list[Path]:
+    """Files as given, and the image files under each folder (recursive, sorted, by extension)."""
+    found: list[Path] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            found.append(path)  # a missing file is reported when it is read, like any unreadable one
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deploy", required=True,
+                        help="deploy prototxt (input size and score blob are read from it)")
+    parser.add_argument("--model", required=True, help="caffemodel")
+    parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders")
+    parser.add_argument("--out", required=True, help="output CSV")
+    parser.add_argument("--crops", type=int, default=30, help="random crops per image (default 30)")
+    parser.add_argument("--batch", type=int, default=60, help="crops per forward pass (default 60)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the crop positions (default 0)")
+    parser.add_argument("--gpu", type=int, default=-1, help="GPU id; -1 = CPU (default)")
+    parser.add_argument("--direction", choices=scoring.DIRECTIONS, default=None,
+                        help="direction of the model's scores (default: inferred, see above)")
+    parser.add_argument("--resize-small", action="store_true",
+                        help="upscale images smaller than the crop instead of skipping them")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.crops < 1 or args.batch < 1:
+        raise InputError("--crops and --batch must be at least 1")
+    images = collect_images(args.images)
+    if not images:
+        raise InputError(f"no image files found in {' '.join(args.images)}")
+    net, info = scoring.load_net(args.deploy, args.model, args.gpu)
+    scorer = scoring.CropScorer(net, info, args.crops, args.batch, args.seed)
+    direction, source = scoring.model_direction(info, args.model, args.direction)
+    scale = "relative" if info.head_kind == "ranking" else "absolute"
+
+    def load(index: int) -> np.ndarray | str:
+        """The image ready to crop, or the reason it is skipped."""
+        try:
+            image = read_bgr(images[index])
+        except InputError as err:
+            return err.message
+        if not scorer.fits(image):
+            if not args.resize_small:
+                return (f"image {image.shape[1]}x{image.shape[0]} (WxH) is smaller than the "
+                        f"{info.crop_width}x{info.crop_height} crop (use --resize-small to upscale it)")
+            image = upscale_to_min_side(image, info.crop_height, info.crop_width)
+        return image
+
+    skipped = 0
+
+    def readable():
+        nonlocal skipped
+        for index, future in scoring.prefetch(load, range(len(images))):
+            result = future.result()
+            if isinstance(result, str):
+                skipped += 1
+                tqdm.write(f"warning: {images[index]}: {result}: skipped", file=sys.stderr)
+                continue
+            yield index, index, result
+
+    rows: list[tuple[str, float, float]] = []
+    with tqdm(total=len(images), desc="predict", unit="img", disable=args.quiet, file=sys.stderr) as bar:
+        for index, values in scorer.score(readable()):
+            mean, median = scoring.summarize(values)
+            rows.append((str(images[index]), mean, median))
+            bar.update(1)
+    if not rows:
+        raise InputError(f"none of the {len(images)} images could be scored")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for path, mean, median in rows:
+        writer.writerow([path, repr(mean), repr(median), direction, scale])
+    atomic_write_text(args.out, buffer.getvalue())
+    print(f"{len(rows)} images scored, {skipped} skipped -> {args.out} (output {info.output_blob}: "
+          f"{scale} scores, {direction}; {source})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The paper's test protocol, shared by ``tools.evaluate`` and ``tools.predict``.
+
+For every image: ``crops`` random crops of the deploy net's input size (seeded per image), the net's
+output for each crop, then the mean (the image's score, as the paper) and the median. Crops of several
+images go through the net in one forward pass (``batch`` crops at a time); ``batch=1`` reproduces the
+original's one-crop-per-forward loop, crop for crop the same positions.
+
+Crop positions of the image with ordinal ``index`` depend only on ``(seed, index)``, never on the batch
+size or on the other images, so that batched and one-crop-at-a-time runs score the same crops.
+
+Caffe is imported lazily, so that the pure helpers here work (and are testable) without it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rankiqa.errors import InputError
+
+#: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
+RANKING_HEAD = "fc8_m"
+FINETUNED_HEAD = "fc8"
+KNOWN_HEADS: tuple[str, ...] = (RANKING_HEAD, FINETUNED_HEAD)
+
+#: The score direction of the released models of the original authors, by file stem (lower case).
+#: Rank_live / FT_live were trained on LIVE lists written in reverse (DMOS-like: higher = worse).
+RELEASED_DIRECTIONS: dict[str, str] = {
+    "rank_live": "lower_better",
+    "ft_live": "lower_better",
+    "rank_tid2013": "higher_better",
+    "ft_tid2013": "higher_better",
+}
+
+DIRECTIONS: tuple[str, ...] = ("higher_better", "lower_better")
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+
+@dataclass(frozen=True)
+class DeployInfo:
+    """What the tools need to know about a deploy prototxt."""
+
+    path: str
+    input_blob: str
+    channels: int
+    crop_height: int
+    crop_width: int
+    output_blob: str
+
+    @property
+    def head_kind(self) -> str:
+        """``ranking`` (fc8_m), ``finetuned`` (fc8) or ``other``."""
+        return {RANKING_HEAD: "ranking", FINETUNED_HEAD: "finetuned"}.get(self.output_blob, "other")
+
+
+def _caffe() -> Any:
+    # Caffe's glog prints every layer of every net it builds; keep warnings and errors only unless the
+    # user asked otherwise (the variable is read once, when the library loads).
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        import caffe  # lazily: only the net-running paths need it
+    except ImportError as err:
+        raise InputError(f"pycaffe is not importable ({err}); build it with tools/build_caffe.sh") from None
+    return caffe
+
+
+def _input_shape(net_param: Any, path: str) -> tuple[str, list[int]]:
+    """The (name, shape) of the net input: an ``Input`` layer, or the legacy ``input:`` fields."""
+    if len(net_param.input) > 0:
+        name = net_param.input[0]
+        if len(net_param.input_shape) > 0:
+            return name, list(net_param.input_shape[0].dim)
+        if len(net_param.input_dim) >= 4:
+            return name, list(net_param.input_dim[:4])
+        raise InputError(f"input {name!r} has no input_shape / input_dim", path)
+    for layer in net_param.layer:
+        if layer.type == "Input":
+            if not layer.input_param.shape:
+                raise InputError(f"Input layer {layer.name!r} has no shape", path)
+            return layer.top[0], list(layer.input_param.shape[0].dim)
+    raise InputError("no input found (expected an Input layer or input/input_shape fields)", path)
+
+
+def choose_output_blob(net_param: Any, path: str) -> str:
+    """The blob holding the quality score: the net's final output.
+
+    Rule: the tops that no later layer consumes (the net's outputs); when that is one blob, it; when
+    several, the one among the known heads (``fc8_m``, then ``fc8``). A net without a unique answer
+    is rejected rather than guessed.
+    """
+    consumed: set[str] = set()
+    outputs: list[str] = []
+    for layer in reversed(net_param.layer):
+        for top in layer.top:
+            if top not in consumed and top not in outputs:
+                outputs.append(top)
+        # a layer's bottoms are consumed even when it writes in place (ReLU: bottom == top)
+        consumed.update(b for b in layer.bottom if b not in layer.top)
+    outputs = [blob for blob in outputs if blob not in consumed]
+    if len(outputs) == 1:
+        return outputs[0]
+    for head in KNOWN_HEADS:
+        if head in outputs:
+            return head
+    raise InputError(f"cannot tell the score blob among the outputs {sorted(outputs)}; expected one of "
+                     f"{list(KNOWN_HEADS)}", path)
+
+
+def read_deploy(path: str | os.PathLike) -> DeployInfo:
+    """Parse a deploy prototxt: its input blob and crop size, and its output (score) blob."""
+    from google.protobuf import text_format
+
+    caffe_pb2 = _caffe().proto.caffe_pb2
+    path = str(path)
+    if not Path(path).is_file():
+        raise InputError("deploy prototxt not found", path)
+    net_param = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(Path(path).read_text(encoding="utf-8"), net_param)
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        raise InputError(f"not a valid net prototxt: {err}", path) from None
+    name, shape = _input_shape(net_param, path)
+    if len(shape) != 4:
+        raise InputError(f"input {name!r} must be 4-D (N, C, H, W), got {shape}", path)
+    if shape[1] != 3:
+        raise InputError(f"input {name!r} must have 3 (BGR) channels, got {shape[1]}", path)
+    return DeployInfo(path=path, input_blob=name, channels=int(shape[1]), crop_height=int(shape[2]),
+                      crop_width=int(shape[3]), output_blob=choose_output_blob(net_param, path))
+
+
+def _blob_shape(blob: Any) -> tuple[int, ...] | None:
+    """Shape of a ``BlobProto``; ``None`` for the legacy 4-D fields (Caffe matches those by count)."""
+    if blob.HasField("shape"):
+        return tuple(int(d) for d in blob.shape.dim)
+    return None
+
+
+def _check_weights(net: Any, model_path: str) -> None:
+    """Reject a caffemodel that does not fit the deploy net, before Caffe aborts on it.
+
+    Caffe's ``CopyTrainedLayersFrom`` kills the process on a shape mismatch and silently keeps the
+    random initialisation of a layer missing from the file (e.g. ``fc6`` vs ``fc6_m``): both are
+    turned into an ``InputError`` naming the model and the layer.
+    """
+    caffe_pb2 = _caffe().proto.caffe_pb2
+    model = caffe_pb2.NetParameter()
+    try:
+        model.ParseFromString(Path(model_path).read_bytes())
+    except Exception as err:  # protobuf raises DecodeError, or others on truncated files
+        raise InputError(f"not a caffemodel ({type(err).__name__}: {err})", model_path) from None
+    stored: dict[str, list[Any]] = {}
+    for layer in list(model.layer) + list(model.layers):  # new format, then the V1 "layers" field
+        if len(layer.blobs) > 0:
+            stored[layer.name] = list(layer.blobs)
+    missing = [name for name in net.params if name not in stored]
+    if missing:
+        raise InputError(f"no weights for layer(s) {missing} of the deploy net (the model holds "
+                         f"{sorted(stored)}): wrong deploy prototxt for this model?", model_path)
+    for name, params in net.params.items():
+        blobs = stored[name]
+        if len(blobs) != len(params):
+            raise InputError(f"layer {name!r}: the model has {len(blobs)} blobs, the net {len(params)}",
+                             model_path)
+        for index, (blob, param) in enumerate(zip(blobs, params, strict=True)):
+            want = tuple(param.data.shape)
+            have = _blob_shape(blob)
+            count = len(blob.data) if have is None else int(np.prod(have))
+            if (have is not None and have != want) or count != int(np.prod(want)):
+                raise InputError(f"layer {name!r} blob {index}: the model has shape {have or count}, "
+                                 f"the deploy net {want}", model_path)
+
+
+def _require_gpu_build(caffe: Any, gpu: int) -> None:
+    """Refuse ``--gpu`` on a CPU-only build: Caffe would abort the process (``NO_GPU``) instead.
+
+    tools/build_caffe.sh records ``mode=cpu|cuda`` in ``<prefix>/BUILD_INFO``; other builds are trusted.
+    """
+    build_info = Path(caffe.__file__).resolve().parents[2] / "BUILD_INFO"
+    if build_info.is_file() and "mode=cpu" in build_info.read_text(encoding="utf-8", errors="replace"):
+        raise InputError(f"--gpu {gpu}: this Caffe build is CPU-only; use --gpu -1 or build it with "
+                         "`make caffe CUDA=1`", build_info)
+
+
+def load_net(deploy: str | os.PathLike, model: str | os.PathLike, gpu: int = -1) -> tuple[Any, DeployInfo]:
+    """Build the deploy net in TEST phase and load the caffemodel's weights (checked first)."""
+    caffe = _caffe()
+    info = read_deploy(deploy)
+    model = str(model)
+    if not Path(model).is_file():
+        raise InputError("caffemodel not found", model)
+    if gpu >= 0:
+        _require_gpu_build(caffe, gpu)
+        caffe.set_mode_gpu()
+        caffe.set_device(gpu)
+    else:
+        caffe.set_mode_cpu()
+    net = caffe.Net(info.path, caffe.TEST)
+    if info.output_blob not in net.blobs:
+        raise InputError(f"output blob {info.output_blob!r} missing from the built net", info.path)
+    _check_weights(net, model)
+    net.copy_from(model)
+    return net, info
+
+
+def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str | None,
+                    ground_truth: str | None = None) -> tuple[str, str]:
+    """The score direction of a model's output and where it comes from: ``(direction, source)``.
+
+    ``direction`` is ``higher_better``, ``lower_better`` or ``unknown``. In order: the ``flag``; the
+    released models by file name (:data:`RELEASED_DIRECTIONS`); a ranking head (``fc8_m``) is
+    ``higher_better`` (the rank loss's default ``quality`` direction: a less distorted image scores
+    higher); a fine-tuned head is assumed trained on ``ground_truth`` labels (same direction), and is
+    ``unknown`` without them.
+    """
+    if flag:
+        return flag, "given on the command line"
+    stem = Path(model_path).stem.lower()
+    if stem in RELEASED_DIRECTIONS:
+        return RELEASED_DIRECTIONS[stem], f"released model {Path(model_path).stem}"
+    if info.head_kind == "ranking":
+        return "higher_better", "ranking head fc8_m: relative scores, rank loss direction 'quality'"
+    if ground_truth:
+        return ground_truth, "fine-tuned head: assumed trained on these labels"
+    return "unknown", "fine-tuned head: same direction as the labels it was trained on (MOS or DMOS)"
+
+
+def crop_positions(height: int, width: int, crop_height: int, crop_width: int, count: int, seed: int,
+                   index: int) -> np.ndarray:
+    """``count`` random top-left corners ``(y, x)`` for the image with ordinal ``index``.
+
+    Corners are uniform over every position that keeps the crop inside the image (both ends
+    inclusive). The generator is seeded with ``(seed, index)`` only.
+    """
+    if height < crop_height or width < crop_width:
+        raise ValueError(f"image {height}x{width} is smaller than the {crop_height}x{crop_width} crop")
+    rng = np.random.default_rng([seed, index])
+    ys = rng.integers(0, height - crop_height + 1, size=count)
+    xs = rng.integers(0, width - crop_width + 1, size=count)
+    return np.stack([ys, xs], axis=1)
+
+
+def prefetch(func: Callable[[T], Any], items: Iterable[T], depth: int = 4) -> Iterator[tuple[T, Future]]:
+    """Yield ``(item, future of func(item))`` in order, with up to ``depth`` calls running ahead.
+
+    Image decoding (OpenCV releases the GIL) then overlaps with the forward passes.
+    """
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending: collections.deque[tuple[T, Future]] = collections.deque()
+        for item in items:
+            pending.append((item, pool.submit(func, item)))
+            if len(pending) > depth:
+                yield pending.popleft()
+        while pending:
+            yield pending.popleft()
+
+
+class CropScorer:
+    """Scores images by the net's outputs on random crops, ``batch`` crops per forward pass."""
+
+    def __init__(self, net: Any, info: DeployInfo, crops: int = 30, batch: int = 60, seed: int = 0):
+        if crops < 1:
+            raise ValueError("crops must be at least 1")
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.net = net
+        self.info = info
+        self.crops = crops
+        self.batch = batch
+        self.seed = seed
+        self._buffer = np.empty((batch, 3, info.crop_height, info.crop_width), dtype=np.float32)
+
+    def _forward(self, count: int) -> np.ndarray:
+        """Run the net on the first ``count`` crops of the buffer; one score per crop."""
+        blob = self.net.blobs[self.info.input_blob]
+        if blob.data.shape[0] != count:  # reshape only when the batch size changes (the last batch)
+            blob.reshape(count, 3, self.info.crop_height, self.info.crop_width)
+            self.net.reshape()
+        blob.data[...] = self._buffer[:count]
+        self.net.forward()
+        out = self.net.blobs[self.info.output_blob].data.copy().reshape(count, -1)
+        if out.shape[1] != 1:
+            raise InputError(f"output blob {self.info.output_blob!r} has {out.shape[1]} values per "
+                             "crop; a quality score needs exactly 1", self.info.path)
+        return out[:, 0].astype(np.float64)
+
+    def score(self, items: Iterable[tuple[K, int, np.ndarray]]) -> Iterator[tuple[K, np.ndarray]]:
+        """Yield ``(key, per-crop outputs)`` for each ``(key, index, HxWx3 BGR uint8 image)``, in order.
+
+        ``index`` seeds the crop positions (see :func:`crop_positions`); images must be at least the
+        crop size (check with :meth:`fits` first).
+        """
+        ch, cw = self.info.crop_height, self.info.crop_width
+        owners: list[int] = []  # for each filled buffer row: which pending image it belongs to
+        pending: list[tuple[K, list[float]]] = []  # images whose crops are (partly) in flight
+        done = 0  # number of images of `pending` already yielded
+
+        def flush() -> Iterator[tuple[K, np.ndarray]]:
+            nonlocal done
+            scores = self._forward(len(owners))
+            for owner, value in zip(owners, scores, strict=True):
+                pending[owner][1].append(float(value))
+            owners.clear()
+            while done < len(pending) and len(pending[done][1]) == self.crops:
+                key, values = pending[done]
+                yield key, np.asarray(values)
+                pending[done] = (key, [])  # free the memory; the slot index must stay valid
+                done += 1
+
+        for key, index, image in items:
+            height, width = image.shape[:2]
+            pending.append((key, []))
+            owner = len(pending) - 1
+            # (H, W, C) -> (C, H, W) float32, once per image, then slice the crops out of it
+            chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+            for y, x in crop_positions(height, width, ch, cw, self.crops, self.seed, index):
+                self._buffer[len(owners)] = chw[:, y:y + ch, x:x + cw]
+                owners.append(owner)
+                if len(owners) == self.batch:
+                    yield from flush()
+        if owners:
+            yield from flush()
+
+    def fits(self, image: np.ndarray) -> bool:
+        """True when the image is at least as large as the crop."""
+        return image.shape[0] >= self.info.crop_height and image.shape[1] >= self.info.crop_width
+
+
+def summarize(values: np.ndarray) -> tuple[float, float]:
+    """The image's score (mean of its crop outputs, as the paper) and the median beside it."""
+    return float(np.mean(values)), float(np.median(values))
