@@ -1,0 +1,111 @@
+"""Pair data layer for the standard two-branch Siamese baseline.
+
+Each of the ``batch_size`` pairs is drawn from one group of the ranked set (a random reference, a random
+distortion type, two different levels); ``label`` is +1 when the first image (``data``) is the better
+(less distorted) one and -1 when the second (``data_p``) is. Same manifest, crops, seeding, prefetch and
+shards as :mod:`pylayers.rank_data`, so ``make bench`` compares the losses on equal terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pylayers.prefetch import (
+    ImageSource,
+    Prefetcher,
+    batch_rng,
+    loader_params,
+    param_int,
+    parse_params,
+    random_crop,
+)
+from pylayers.rank_data import RankSet, open_source, read_manifest
+from rankiqa.errors import InputError
+
+try:  # the builder works without Caffe; the layer needs it.
+    import caffe
+
+    _LayerBase = caffe.Layer
+except ImportError:  # pragma: no cover - only without pycaffe
+    _LayerBase = object
+
+
+@dataclass
+class PairBatchBuilder:
+    """Builds the pair batch with a given global index (a pure function of seed and index)."""
+
+    rank_set: RankSet
+    source: ImageSource | None
+    batch_size: int
+    crop: int
+    seed: int
+
+    def plan(self, index: int) -> list[tuple[tuple[str, str, int], tuple[str, str, int]]]:
+        """The pairs ``((reference, type, level_a), (reference, type, level_b))`` of one batch."""
+        rank_set = self.rank_set
+        rng = batch_rng(self.seed, index, 0)
+        pairs = []
+        for _ in range(self.batch_size):
+            reference = rank_set.references[int(rng.integers(len(rank_set.references)))]
+            distortion = rank_set.types[int(rng.integers(len(rank_set.types)))]
+            level_a, level_b = (int(v) for v in rng.choice(len(rank_set.levels), size=2, replace=False))
+            pairs.append(((reference, distortion, level_a), (reference, distortion, level_b)))
+        return pairs
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        assert self.source is not None, "a source is needed to load images"
+        pairs = self.plan(index)
+        rng = batch_rng(self.seed, index, 1)
+        shape = (len(pairs), 3, self.crop, self.crop)
+        first, second = np.empty(shape, dtype=np.uint8), np.empty(shape, dtype=np.uint8)
+        for slot, (key_a, key_b) in enumerate(pairs):
+            for blob, key in ((first, key_a), (second, key_b)):
+                path = self.rank_set.paths[key]
+                blob[slot] = random_crop(self.source.read(path), self.crop, rng, self.source.describe(path))
+        label = np.array([1.0 if a[2] < b[2] else -1.0 for a, b in pairs], dtype=np.float32)
+        return {"data": first, "data_p": second, "label": label}
+
+
+PAIR_DEFAULTS = {"split": "train", "lmdb": None, "batch_size": 22, "crop": 224, "seed": 0, "workers": 2,
+                 "prefetch": 4, "shard_index": 0, "shard_count": 1, "start_batch": 0}
+
+
+class PairDataLayer(_LayerBase):
+    """Caffe data layer: tops ``data``, ``data_p`` (P,3,crop,crop) and ``label`` (P,) in {+1, -1}.
+
+    param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``batch_size`` (pairs, default 22:
+    the 45 images of a TID-style batch make 22 disjoint pairs), ``crop``, ``seed``, ``workers``,
+    ``prefetch``, ``shard_index``, ``shard_count``, ``start_batch``.
+    """
+
+    def setup(self, bottom, top) -> None:
+        name = type(self).__name__
+        params = parse_params(self.param_str, name, PAIR_DEFAULTS, required=("manifest",))
+        common = loader_params(params, name)
+        if len(top) != 3 or len(bottom) != 0:
+            raise InputError(f"needs no bottoms and 3 tops (data, data_p, label); "
+                             f"got {len(bottom)}/{len(top)}",
+                             name)
+        rank_set = read_manifest(params["manifest"], str(params["split"]))
+        source = open_source(rank_set, params["lmdb"], name)
+        self.builder = PairBatchBuilder(rank_set, source, param_int(params, "batch_size", name, 1),
+                                        common["crop"], common["seed"])
+        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
+                                     common["shard_index"], common["shard_count"], common["start_batch"])
+
+    def reshape(self, bottom, top) -> None:
+        n, crop = self.builder.batch_size, self.builder.crop
+        top[0].reshape(n, 3, crop, crop)
+        top[1].reshape(n, 3, crop, crop)
+        top[2].reshape(n)
+
+    def forward(self, bottom, top) -> None:
+        batch = self.prefetcher.next()
+        top[0].data[...] = batch["data"]
+        top[1].data[...] = batch["data_p"]
+        top[2].data[...] = batch["label"]
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        """A data layer has nothing to propagate."""

@@ -1,0 +1,231 @@
+"""Ranked-batch data layer for the efficient Siamese training (RankIQA).
+
+A batch is a list of groups. One group = one distortion type of ``images_per_group`` consecutive
+reference images over all levels 0..L (0 = pristine = best), in level order (level-major, then image).
+As in the original:
+
+* TID2013-style (``types_per_batch: 9, images_per_group: 1``): 9 of the 18 types at random, 5 levels,
+  and all groups of a batch use the same reference image, whose index advances with every batch.
+* LIVE-style (``types_per_batch: 4, images_per_group: 2``): all 4 types x 6 levels x 2 consecutive
+  reference images (pairs across levels are also formed across the two images of a group).
+
+When ``types_per_batch`` equals the number of types the types come in sorted order, else a random
+subset per batch. Each image gets its own uniformly placed random crop; blobs are BGR 0-255 float32
+with no mean subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
+(``reference,type,level,path,split``; paths relative to the manifest's folder), or the LMDB beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pylayers.prefetch import (
+    ImageSource,
+    Prefetcher,
+    batch_rng,
+    loader_params,
+    param_int,
+    parse_params,
+    random_crop,
+)
+from rankiqa.errors import InputError
+
+try:  # the builders work without Caffe; the layer needs it.
+    import caffe
+
+    _LayerBase = caffe.Layer
+except ImportError:  # pragma: no cover - only without pycaffe
+    _LayerBase = object
+
+MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
+
+
+@dataclass
+class RankSet:
+    """The (reference x type x level) grid of one split of a manifest."""
+
+    manifest: Path
+    references: list[str]
+    types: list[str]
+    levels: list[int]
+    paths: dict[tuple[str, str, int], str] = field(repr=False)
+    lines: dict[tuple[str, str, int], int] = field(repr=False)
+
+    @property
+    def max_level(self) -> int:
+        return self.levels[-1]
+
+
+def read_manifest(manifest: str | os.PathLike, split: str) -> RankSet:
+    """Read the rows of ``split`` and check that they form a complete grid of groups.
+
+    Every (reference, type) must have the same levels 0..L and every reference every type, because a
+    batch takes the same reference(s) across its types: an incomplete grid is an InputError naming
+    the manifest (and line where one is at fault).
+    """
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise InputError("manifest not found (run `make ranks` first)", manifest)
+    paths: dict[tuple[str, str, int], str] = {}
+    lines: dict[tuple[str, str, int], int] = {}
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        absent = [column for column in MANIFEST_COLUMNS if column not in header]
+        if absent:
+            raise InputError(f"missing column(s) {absent}; expected {list(MANIFEST_COLUMNS)}", manifest, 1)
+        for row in reader:
+            lineno = reader.line_num
+            if row["split"] != split:
+                continue
+            try:
+                level = int(row["level"])
+            except (TypeError, ValueError):
+                raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
+            if level < 0:
+                raise InputError(f"level {level} is negative", manifest, lineno)
+            if not row["path"]:
+                raise InputError("empty path", manifest, lineno)
+            key = (row["reference"], row["type"], level)
+            if key in paths:
+                raise InputError(f"duplicate row for reference {key[0]!r}, type {key[1]!r}, level {level} "
+                                 f"(first at line {lines[key]})", manifest, lineno)
+            paths[key] = row["path"]
+            lines[key] = lineno
+    if not paths:
+        raise InputError(f"no rows with split {split!r}", manifest)
+    references = sorted({key[0] for key in paths})
+    types = sorted({key[1] for key in paths})
+    levels = sorted({key[2] for key in paths})
+    if levels != list(range(levels[-1] + 1)) or len(levels) < 2:
+        raise InputError(f"split {split!r} levels must be 0..L with L >= 1, got {levels}", manifest)
+    for reference in references:
+        for distortion in types:
+            for level in levels:
+                if (reference, distortion, level) not in paths:
+                    raise InputError(f"split {split!r}: reference {reference!r} has no image for type "
+                                     f"{distortion!r} level {level} (every reference needs every type and "
+                                     "level)", manifest)
+    return RankSet(manifest, references, types, levels, paths, lines)
+
+
+def open_source(rank_set: RankSet, lmdb_path: str | None, layer: str) -> ImageSource:
+    """Image source for a manifest: files beside it, or the LMDB; checks that every image is there."""
+    source = ImageSource(rank_set.manifest.parent, lmdb_path)
+    keys = list(rank_set.paths)
+    missing = source.missing(rank_set.paths[key] for key in keys)
+    if missing:
+        first = next(key for key in keys if rank_set.paths[key] == missing[0])
+        raise InputError(f"{len(missing)} image(s) missing, first {source.describe(missing[0])}",
+                         rank_set.manifest, rank_set.lines[first])
+    return source
+
+
+@dataclass
+class RankBatchBuilder:
+    """Builds the ranked batch with a given global index (a pure function of seed and index)."""
+
+    rank_set: RankSet
+    source: ImageSource | None
+    types_per_batch: int
+    images_per_group: int
+    crop: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        where = str(self.rank_set.manifest)
+        n_types, n_refs = len(self.rank_set.types), len(self.rank_set.references)
+        if not 1 <= self.types_per_batch <= n_types:
+            raise InputError(f"types_per_batch {self.types_per_batch} cannot be formed from {n_types} "
+                             "distortion type(s)", where)
+        if not 1 <= self.images_per_group <= n_refs:
+            raise InputError(f"images_per_group {self.images_per_group} cannot be formed from {n_refs} "
+                             "reference image(s)", where)
+
+    @property
+    def batch_size(self) -> int:
+        return self.types_per_batch * self.images_per_group * len(self.rank_set.levels)
+
+    def plan(self, index: int) -> list[tuple[str, str, int, int]]:
+        """The batch's items ``(reference, type, level, group)`` in blob order."""
+        rank_set = self.rank_set
+        rng = batch_rng(self.seed, index, 0)
+        n_types = len(rank_set.types)
+        if self.types_per_batch == n_types:
+            chosen = list(range(n_types))
+        else:
+            chosen = [int(t) for t in rng.permutation(n_types)[:self.types_per_batch]]
+        # The reference window advances by images_per_group per batch and wraps when fewer are left.
+        positions = len(rank_set.references) // self.images_per_group
+        start = (index % positions) * self.images_per_group
+        references = rank_set.references[start:start + self.images_per_group]
+        items = []
+        for group, type_index in enumerate(chosen):
+            for level in rank_set.levels:
+                for reference in references:
+                    items.append((reference, rank_set.types[type_index], level, group))
+        return items
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        assert self.source is not None, "a source is needed to load images"
+        items = self.plan(index)
+        rng = batch_rng(self.seed, index, 1)
+        data = np.empty((len(items), 3, self.crop, self.crop), dtype=np.uint8)
+        for slot, (reference, distortion, level, _group) in enumerate(items):
+            path = self.rank_set.paths[(reference, distortion, level)]
+            data[slot] = random_crop(self.source.read(path), self.crop, rng, self.source.describe(path))
+        return {
+            "data": data,
+            "label": np.array([item[2] for item in items], dtype=np.float32),
+            "group": np.array([item[3] for item in items], dtype=np.float32),
+        }
+
+
+RANK_DEFAULTS = {"split": "train", "lmdb": None, "types_per_batch": 9, "images_per_group": 1, "crop": 224,
+                 "seed": 0, "workers": 2, "prefetch": 4, "shard_index": 0, "shard_count": 1,
+                 "start_batch": 0}
+
+
+class RankDataLayer(_LayerBase):
+    """Caffe data layer: tops ``data`` (N,3,crop,crop), ``label`` (N,) levels, ``group`` (N,) ids.
+
+    param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``types_per_batch``,
+    ``images_per_group``, ``crop``, ``seed``, ``workers``, ``prefetch``, ``shard_index``,
+    ``shard_count``, ``start_batch``. N = types_per_batch x images_per_group x (L + 1).
+    """
+
+    def setup(self, bottom, top) -> None:
+        name = type(self).__name__
+        params = parse_params(self.param_str, name, RANK_DEFAULTS, required=("manifest",))
+        common = loader_params(params, name)
+        if len(top) != 3 or len(bottom) != 0:
+            raise InputError(f"needs no bottoms and 3 tops (data, label, group); "
+                             f"got {len(bottom)}/{len(top)}",
+                             name)
+        rank_set = read_manifest(params["manifest"], str(params["split"]))
+        source = open_source(rank_set, params["lmdb"], name)
+        self.builder = RankBatchBuilder(rank_set, source, param_int(params, "types_per_batch", name, 1),
+                                        param_int(params, "images_per_group", name, 1), common["crop"],
+                                        common["seed"])
+        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
+                                     common["shard_index"], common["shard_count"], common["start_batch"])
+
+    def reshape(self, bottom, top) -> None:
+        n, crop = self.builder.batch_size, self.builder.crop
+        top[0].reshape(n, 3, crop, crop)
+        top[1].reshape(n)
+        top[2].reshape(n)
+
+    def forward(self, bottom, top) -> None:
+        batch = self.prefetcher.next()
+        top[0].data[...] = batch["data"]  # uint8 -> float32 here: 4x less data through the worker pipe
+        top[1].data[...] = batch["label"]
+        top[2].data[...] = batch["group"]
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        """A data layer has nothing to propagate."""

@@ -1,0 +1,231 @@
+"""Ranking hinge losses: the efficient all-pairs Siamese loss and the two-branch baseline.
+
+Score direction. ``direction: quality`` (default): a less distorted image (lower level) should get a
+*higher* output, so the net's output reads like MOS. ``direction: dmos``: the original RankIQA LIVE
+convention (its LIVE rank lists were written in reverse), the output rises with distortion, like DMOS.
+
+All-pairs loss (RankIQA, "efficient Siamese"): with the batch laid out as groups (one distortion type of
+one or more reference images over all levels), every ordered pair (i, j) of the same group with
+``level_i < level_j`` (i is the better image) contributes ``max(0, margin - (f_i - f_j))``; the sum is
+divided by the batch size N. One forward pass thus yields all within-group pairs (90 for a 45-image
+TID-style batch) instead of the N/2 pairs a two-branch net sees.
+
+The numpy functions here need no Caffe, so tests and ``make bench`` call them directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pylayers.prefetch import parse_params
+from rankiqa.errors import InputError
+
+try:  # Caffe is optional for the numpy functions; the layers need it.
+    import caffe
+
+    _LayerBase = caffe.Layer
+except ImportError:  # pragma: no cover - only without pycaffe
+    _LayerBase = object
+
+DIRECTIONS = ("quality", "dmos")
+
+
+def _sign(direction: str) -> float:
+    """+1 when the better image should score higher (quality), -1 when lower (dmos)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    return 1.0 if direction == "quality" else -1.0
+
+
+def pair_mask(levels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Boolean (N, N) matrix: ``[i, j]`` is True when i and j share a group and ``level_i < level_j``."""
+    levels = np.asarray(levels).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    return (groups[:, None] == groups[None, :]) & (levels[:, None] < levels[None, :])
+
+
+def pair_count(levels: np.ndarray, groups: np.ndarray) -> int:
+    """Number of ordered pairs the all-pairs loss sees in one batch."""
+    return int(pair_mask(levels, groups).sum())
+
+
+def all_pairs_hinge(scores: np.ndarray, levels: np.ndarray, groups: np.ndarray, margin: float = 10.0,
+                    direction: str = "quality") -> tuple[float, np.ndarray]:
+    """All-pairs hinge loss and its exact gradient with respect to ``scores``.
+
+    Vectorised over the (N, N) pair matrix: a batch holds at most a few hundred images, so the matrix
+    is small, and it replaces any Python loop over pairs.
+
+    Returns ``(loss, grad)`` with ``grad`` shaped (N,) and float64.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    levels = np.asarray(levels).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    n = scores.size
+    if levels.size != n or groups.size != n:
+        raise ValueError(f"scores ({n}), levels ({levels.size}) and groups ({groups.size}) differ in size")
+    if n == 0:
+        return 0.0, np.zeros(0)
+    sign = _sign(direction)
+    # hinge[i, j] = margin - sign * (f_i - f_j): positive where pair (i better, j worse) is violated.
+    hinge = margin - sign * (scores[:, None] - scores[None, :])
+    active = pair_mask(levels, groups) & (hinge > 0)
+    loss = float(hinge[active].sum()) / n
+    # d loss / d f_i: -sign/N for every active pair where i is the better image, +sign/N where worse.
+    grad = sign * (active.sum(axis=0) - active.sum(axis=1)).astype(np.float64) / n
+    return loss, grad
+
+
+def all_pairs_hinge_loop(scores: np.ndarray, levels: np.ndarray, groups: np.ndarray, margin: float = 10.0,
+                         direction: str = "quality") -> tuple[float, np.ndarray]:
+    """Reference implementation with an explicit Python loop over pairs (tests and the benchmark)."""
+    scores = [float(s) for s in np.asarray(scores).reshape(-1)]
+    levels = list(np.asarray(levels).reshape(-1))
+    groups = list(np.asarray(groups).reshape(-1))
+    sign = _sign(direction)
+    n = len(scores)
+    total = 0.0
+    grad = [0.0] * n
+    for i in range(n):
+        for j in range(n):
+            if groups[i] != groups[j] or not levels[i] < levels[j]:
+                continue
+            violation = margin - sign * (scores[i] - scores[j])
+            if violation > 0:
+                total += violation
+                grad[i] -= sign
+                grad[j] += sign
+    if n == 0:
+        return 0.0, np.zeros(0)
+    return total / n, np.asarray(grad, dtype=np.float64) / n
+
+
+def pair_hinge(scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray, margin: float = 10.0,
+               direction: str = "quality") -> tuple[float, np.ndarray, np.ndarray]:
+    """Two-branch hinge: pair k has ``label_k = +1`` when image a is the better one, -1 when b is.
+
+    Loss = sum_k max(0, margin - label_k * sign * (a_k - b_k)) / P for P pairs (P is each branch's
+    batch size, as Caffe normalises). Returns ``(loss, grad_a, grad_b)``.
+    """
+    a = np.asarray(scores_a, dtype=np.float64).reshape(-1)
+    b = np.asarray(scores_b, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if not (a.size == b.size == y.size):
+        raise ValueError(f"pair sizes differ: {a.size}, {b.size}, {y.size}")
+    if a.size == 0:
+        return 0.0, np.zeros(0), np.zeros(0)
+    if not np.all(np.abs(y) == 1):
+        raise ValueError("pair labels must be +1 or -1")
+    sign = _sign(direction)
+    p = a.size
+    violation = margin - y * sign * (a - b)
+    active = violation > 0
+    loss = float(violation[active].sum()) / p
+    grad_a = np.where(active, -y * sign, 0.0) / p
+    return loss, grad_a, -grad_a
+
+
+def _check_direction(value: object, layer: str) -> str:
+    if value not in DIRECTIONS:
+        raise InputError(f"param_str: direction must be one of {list(DIRECTIONS)}, got {value!r}", layer)
+    return str(value)
+
+
+class AllPairsHingeLossLayer(_LayerBase):
+    """Caffe loss layer: bottoms ``score`` (N,1)/(N,), ``label`` (N,) levels, optional ``group`` (N,).
+
+    param_str (YAML): ``margin`` (10), ``group_size`` (consecutive groups when there is no ``group``
+    bottom), ``direction`` (``quality`` or ``dmos``). Needs ``loss_weight: 1`` in the prototxt.
+    """
+
+    def setup(self, bottom, top) -> None:
+        name = type(self).__name__
+        params = parse_params(self.param_str, name, {"margin": 10.0, "group_size": None,
+                                                     "direction": "quality"})
+        try:
+            self.margin = float(params["margin"])
+        except (TypeError, ValueError):
+            raise InputError(f"param_str: margin must be a number, got {params['margin']!r}", name) from None
+        if not np.isfinite(self.margin) or self.margin < 0:
+            raise InputError(f"param_str: margin must be finite and >= 0, got {self.margin}", name)
+        self.direction = _check_direction(params["direction"], name)
+        self.group_size = params["group_size"]
+        if len(bottom) not in (2, 3):
+            raise InputError(f"needs bottoms score, label and optionally group; got {len(bottom)}", name)
+        if len(bottom) == 2:
+            if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) \
+                    or self.group_size < 1:
+                raise InputError("without a group bottom, param_str needs group_size (a positive integer), "
+                                 f"got {self.group_size!r}", name)
+        self._grad = np.zeros(0)
+
+    def reshape(self, bottom, top) -> None:
+        name = type(self).__name__
+        n = bottom[0].num
+        if bottom[0].count != n:
+            raise InputError(f"score must hold one value per image, got shape {tuple(bottom[0].shape)}", name)
+        for index in range(1, len(bottom)):
+            if bottom[index].count != n:
+                raise InputError(f"bottom {index} has {bottom[index].count} values for a batch of {n}", name)
+        if len(bottom) == 2 and n % self.group_size != 0:
+            raise InputError(f"group_size {self.group_size} does not divide the batch size {n}", name)
+        top[0].reshape(1)
+
+    def _groups(self, bottom) -> np.ndarray:
+        n = bottom[0].num
+        if len(bottom) == 3:
+            return bottom[2].data.reshape(-1)
+        return np.arange(n) // self.group_size
+
+    def forward(self, bottom, top) -> None:
+        loss, self._grad = all_pairs_hinge(bottom[0].data, bottom[1].data, self._groups(bottom),
+                                           self.margin, self.direction)
+        top[0].data[0] = loss
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        if propagate_down[0]:
+            # top diff carries the loss_weight that Caffe set up for this loss.
+            scale = float(top[0].diff.reshape(-1)[0])
+            bottom[0].diff[...] = (self._grad * scale).reshape(bottom[0].diff.shape)
+
+
+class PairHingeLossLayer(_LayerBase):
+    """Caffe loss layer for the two-branch baseline: bottoms ``score`` (P,), ``score_p`` (P,), ``label``.
+
+    ``label`` is +1 when the first branch's image is the better one, -1 otherwise. param_str:
+    ``margin`` (10), ``direction`` (``quality``/``dmos``).
+    """
+
+    def setup(self, bottom, top) -> None:
+        name = type(self).__name__
+        params = parse_params(self.param_str, name, {"margin": 10.0, "direction": "quality"})
+        try:
+            self.margin = float(params["margin"])
+        except (TypeError, ValueError):
+            raise InputError(f"param_str: margin must be a number, got {params['margin']!r}", name) from None
+        if not np.isfinite(self.margin) or self.margin < 0:
+            raise InputError(f"param_str: margin must be finite and >= 0, got {self.margin}", name)
+        self.direction = _check_direction(params["direction"], name)
+        if len(bottom) != 3:
+            raise InputError(f"needs bottoms score, score_p and label; got {len(bottom)}", name)
+        self._grads = (np.zeros(0), np.zeros(0))
+
+    def reshape(self, bottom, top) -> None:
+        name = type(self).__name__
+        p = bottom[0].num
+        for index in range(3):
+            if bottom[index].count != p:
+                raise InputError(f"bottom {index} has {bottom[index].count} values for {p} pairs", name)
+        top[0].reshape(1)
+
+    def forward(self, bottom, top) -> None:
+        loss, grad_a, grad_b = pair_hinge(bottom[0].data, bottom[1].data, bottom[2].data,
+                                          self.margin, self.direction)
+        self._grads = (grad_a, grad_b)
+        top[0].data[0] = loss
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        scale = float(top[0].diff.reshape(-1)[0])
+        for index in range(2):
+            if propagate_down[index]:
+                bottom[index].diff[...] = (self._grads[index] * scale).reshape(bottom[index].diff.shape)
