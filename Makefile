@@ -2,6 +2,7 @@
 # Every target that runs Python depends on `env` (venv + Caffe), so nothing has to be set up by hand.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
 
@@ -41,6 +42,14 @@ BATCH    ?=
 SNAPSHOT ?=
 WEIGHTS  ?=
 RESUME   ?=
+TEST_INTERVAL ?=
+WORKERS  ?=
+# Batch make-up of ranking: groups (distortion types) per batch and images per group; faithful defaults
+# per RANKSET (tid2013: 9 x 1, live: 4 x 2) when empty.
+TYPES_PER_BATCH  ?=
+IMAGES_PER_GROUP ?=
+# Score direction of ranking: quality (less distorted = higher output) or dmos (the original's LIVE lists).
+DIRECTION ?=
 RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
@@ -54,6 +63,11 @@ EVAL_BATCH ?= 60
 RUN        ?= $(DATASET)_$(NET)
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
+# Flip the sign of predictions (a quality-up model on DMOS ground truth); with SPLITS=n, MODEL may hold
+# '{split}' for per-split models.
+NEGATE     ?=
+# Score direction of MODEL for predict: higher_better or lower_better (default: inferred, see README).
+PRED_DIRECTION ?=
 
 PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankiqa.pth
 opt = $(if $(2),$(1) $(2))
@@ -108,7 +122,10 @@ $(RANKS_DIR)/manifest.csv:
 train_rank: env $(RANKS_DIR)/manifest.csv
 	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --data $(RANKS_DIR) --out $(RANK_RUN) \
 	  --gpu $(GPU) --seed $(SEED) $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
-	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME))
+	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME)) \
+	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS)) \
+	  $(call opt,--types-per-batch,$(TYPES_PER_BATCH)) $(call opt,--images-per-group,$(IMAGES_PER_GROUP)) \
+	  $(call opt,--direction,$(DIRECTION))
 
 ft_lists: env
 	$(PY) -m data_prep.make_ft_lists --dataset $(DATASET) --data $(DATA) --out $(FT_DIR) --splits $(SPLITS) \
@@ -119,18 +136,20 @@ finetune: env
 	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(FT_DIR)/split$(SPLIT) \
 	  --out $(FT_RUN) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
 	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
-	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME))
+	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME)) \
+	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS))
 
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
 	@[ -f $(FT_DIR)/split$(SPLIT)/test.csv ] || $(MAKE) ft_lists
-	$(PY) -m tools.evaluate --deploy $(DEPLOY) --model $(MODEL) --table $(FT_DIR)/split$(SPLIT)/test.csv \
-	  --out results/$(RUN) --crops $(CROPS) --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET)
+	$(PY) -m tools.evaluate --deploy $(DEPLOY) --model '$(MODEL)' --out results/$(RUN) --crops $(CROPS) \
+	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
+	  $(if $(filter-out 1,$(SPLITS)),--table '$(FT_DIR)/split{split}/test.csv' --splits $(SPLITS),--table $(FT_DIR)/split$(SPLIT)/test.csv)
 
 predict: env
 	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel" >&2; exit 2; }
 	$(PY) -m tools.predict --deploy $(DEPLOY) --model $(MODEL) --images $(IMAGES) --out $(PRED_OUT) \
-	  --crops $(CROPS) --gpu $(GPU)
+	  --crops $(CROPS) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
 
 demo: env
 	$(PY) -m tools.demo --out results/demo --seed $(SEED) --jobs $(JOBS)

@@ -201,7 +201,8 @@ def _worker_loop(build: Callable[[int], Batch], tasks, results, stop) -> None:
     """Worker process: build batches by global index until told to stop."""
     # Ctrl-C goes to the whole process group; the parent handles it and shuts the workers down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cv2.setNumThreads(1)  # the parallelism is across workers; OpenCV's own pool only oversubscribes.
+    # No cv2.setNumThreads here: touching OpenCV's thread pool in a forked child deadlocks when the parent
+    # had started that pool (seen in the test suite). Decoding and cropping do not use the pool anyway.
     while True:
         task = tasks.get()
         if task is None or stop.is_set():

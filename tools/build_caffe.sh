@@ -116,6 +116,9 @@ case "${1:-}" in
 esac
 
 [ -x "$PYTHON" ] || die "Python not found: $PYTHON" "Create the venv first: make venv (or set PYTHON=...)"
+# CMake runs in the build folder: make the path absolute, without resolving the venv's symlink (the venv's
+# python must stay the one that sees the venv's numpy).
+case "$PYTHON" in /*) ;; *) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac
 "$PYTHON" -c "import numpy" 2>/dev/null || die "$PYTHON has no numpy" "Install requirements: make venv"
 
 if [ "$mode" = cuda ]; then
@@ -130,8 +133,9 @@ mapfile -t PYF < <(python_facts)
 PY_VERSION="${PYF[0]}"; PY_INCLUDE="${PYF[1]}"; PY_LIBRARY="${PYF[2]}"; NUMPY_MAJOR="${PYF[3]}"
 
 key_material() {
-  # The recipe is this script without its comments: editing a comment does not force a 7-minute rebuild.
-  grep -v '^\s*#' "$SCRIPT_PATH" | sha256sum | cut -d' ' -f1
+  # The recipe part of this script (fixes, CMake options, install layout) without comments: editing the
+  # orchestration around it, or a comment, does not force a 7-minute rebuild.
+  sed -n '/^# >>> recipe/,/^# <<< recipe/p' "$SCRIPT_PATH" | grep -v '^\s*#' | sha256sum | cut -d' ' -f1
   echo "$CAFFE_DEB_VERSION $CAFFE_ORIG_SHA256 $CAFFE_DEBIAN_SHA256 mode=$mode"
   echo "python=$PY_VERSION $(readlink -f "$PYTHON") numpy=$NUMPY_MAJOR"
   if command -v dpkg-query >/dev/null 2>&1; then
@@ -163,6 +167,20 @@ if [ -f "$PREFIX/.complete" ]; then
 fi
 
 mkdir -p "$RANKIQA_CACHE/downloads"
+# One build per key at a time: a second `make caffe` (another terminal, a parallel job) waits for the
+# first and then finds its result. Holding the lock also means any partial folder of this key is stale
+# (a build killed with SIGKILL cannot clean up after itself): remove those.
+exec 9>"${RANKIQA_CACHE}/caffe-${mode}-${KEY}.lock"
+if ! flock -n 9; then
+  info "another build of this key is running; waiting for it"
+  flock 9
+fi
+if [ -f "$PREFIX/.complete" ]; then
+  info "cached build found: $PREFIX"
+  echo "$PREFIX"
+  exit 0
+fi
+rm -rf "${RANKIQA_CACHE}/caffe-${mode}-${KEY}.partial."*
 WORK="$(mktemp -d "${RANKIQA_CACHE}/caffe-${mode}-${KEY}.partial.XXXXXX")"
 # Whatever happens, a half-built tree never takes the prefix's name; it is removed on failure.
 cleanup() { rc=$?; [ $rc -ne 0 ] && rm -rf "$WORK" && info "removed partial build $WORK"; exit $rc; }
@@ -198,6 +216,7 @@ while read -r patch_name; do
 done < "$SRC/debian/patches/series"
 info "applied Debian's $(grep -cv '^\s*$' "$SRC/debian/patches/series") patches"
 
+# >>> recipe: from here to "<<< recipe" is hashed into the cache key (with the pins and versions).
 stage "3/5 fixes for today's toolchain"
 # protobuf >= 3.21 has only the one-argument CodedInputStream::SetTotalBytesLimit.
 sed -i 's/SetTotalBytesLimit(kProtoReadBytesLimit, 536870912)/SetTotalBytesLimit(kProtoReadBytesLimit)/' \
@@ -250,6 +269,7 @@ mv "$STAGE_DIR/lib/python3/dist-packages/caffe" "$STAGE_DIR/python/caffe" || die
 rm -rf "$STAGE_DIR/lib/python3"
 # Caffe's own Python unit tests are not installed by CMake; keep them for `make test`.
 cp -r "$SRC/python/caffe/test" "$STAGE_DIR/python/caffe/test"
+# <<< recipe
 caffe_version="$(PYTHONPATH="$STAGE_DIR/python" "$PYTHON" -c \
   "import caffe; assert 'Python' in caffe.layer_type_list(), 'no Python layer'; print(caffe.__version__)")" \
   || die "smoke test failed: import caffe from $STAGE_DIR/python"
