@@ -321,9 +321,14 @@ def _worker_init() -> None:
 
 
 def _pool(jobs: int):
-    # fork: the workers inherit the imported modules (cv2, scipy, bm3d) instead of importing them again.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return multiprocessing.get_context(method).Pool(jobs, initializer=_worker_init)
+    # forkserver, not fork: a child forked from a parent whose OpenCV thread pool is running (the demo,
+    # the tests, any caller that used cv2 before) deadlocks in cv2.setNumThreads. The fork server is a
+    # fresh process; the workers it forks import cv2 once, then keep it.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["data_prep.make_ranks"])
+    return context.Pool(jobs, initializer=_worker_init)
 
 
 def _manifest_text(rows: list[tuple[str, str, int, str, str]]) -> str:

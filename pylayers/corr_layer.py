@@ -8,9 +8,9 @@ averaged test output of the solver stays a number.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from pylayers.prefetch import parse_params
+from rankiqa import metrics
 from rankiqa.errors import InputError
 
 try:  # correlations() works without Caffe; the layer needs it.
@@ -27,11 +27,9 @@ def correlations(prediction: np.ndarray, score: np.ndarray) -> tuple[float, floa
     y = np.asarray(score, dtype=np.float64).reshape(-1)
     if x.size != y.size:
         raise ValueError(f"prediction ({x.size}) and score ({y.size}) differ in size")
-    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+    if x.size == 0 or not (np.isfinite(x).all() and np.isfinite(y).all()):
         return 0.0, 0.0
-    srocc = float(stats.spearmanr(x, y)[0])
-    plcc = float(stats.pearsonr(x, y)[0])
-    return (srocc if np.isfinite(srocc) else 0.0), (plcc if np.isfinite(plcc) else 0.0)
+    return metrics.srocc(x, y), metrics.plcc(x, y)  # 0.0 for constant input or n < 2
 
 
 class CorrelationLayer(_LayerBase):

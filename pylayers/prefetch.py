@@ -203,8 +203,17 @@ def _worker_loop(build: Callable[[int], Batch], tasks, results, stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # No cv2.setNumThreads here: touching OpenCV's thread pool in a forked child deadlocks when the parent
     # had started that pool (seen in the test suite). Decoding and cropping do not use the pool anyway.
+    parent = os.getppid()
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            # A parent killed without cleanup (Caffe aborts with SIGABRT on a failed CHECK) leaves the workers
+            # re-parented: exit instead of living on and holding the parent's stdout open.
+            if os.getppid() != parent:
+                results.cancel_join_thread()
+                return
+            continue
         if task is None or stop.is_set():
             # Results nobody will read must not keep this process alive flushing them into the pipe.
             results.cancel_join_thread()

@@ -66,6 +66,10 @@ def all_pairs_hinge(scores: np.ndarray, levels: np.ndarray, groups: np.ndarray, 
         raise ValueError(f"scores ({n}), levels ({levels.size}) and groups ({groups.size}) differ in size")
     if n == 0:
         return 0.0, np.zeros(0)
+    if not np.isfinite(scores).all():
+        # A NaN score compares False with everything: without this the loss would read 0 ("perfect") on a
+        # diverged net. NaN makes the divergence visible to the solver's log and the driver.
+        return float("nan"), np.full(n, np.nan)
     sign = _sign(direction)
     # hinge[i, j] = margin - sign * (f_i - f_j): positive where pair (i better, j worse) is violated.
     hinge = margin - sign * (scores[:, None] - scores[None, :])
@@ -116,6 +120,9 @@ def pair_hinge(scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray, m
         return 0.0, np.zeros(0), np.zeros(0)
     if not np.all(np.abs(y) == 1):
         raise ValueError("pair labels must be +1 or -1")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        nan = np.full(a.size, np.nan)
+        return float("nan"), nan, nan.copy()  # as in all_pairs_hinge: divergence must not read as 0
     sign = _sign(direction)
     p = a.size
     violation = margin - y * sign * (a - b)

@@ -138,6 +138,11 @@ layer {{ name: 'loss' type: 'Python' {bottoms} top: 'loss' loss_weight: {loss_we
 """
     path = tmp_path / "loss_net.prototxt"
     path.write_text(text)
+    # The gaussian filler draws from Caffe's RNG: seed it, or a draw that puts a pair right at the hinge's
+    # kink now and then makes the central differences disagree (seen once in the suite).
+    import caffe
+
+    caffe.set_random_seed(0)
     return path
 
 

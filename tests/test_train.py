@@ -160,7 +160,8 @@ def test_rank_overrides_are_written_into_the_run_folder_only(tmp_path):
     assert solver.random_seed == 5 and solver.solver_mode == caffe.proto.caffe_pb2.SolverParameter.CPU
     assert Path(solver.net) == (tmp_path / "run" / "train.prototxt").resolve()
     assert Path(solver.snapshot_prefix) == (tmp_path / "run" / "snapshots" / "run").resolve()
-    assert solver.test_interval == 0 and list(solver.test_iter) == [1]   # the LIVE solver's test_iter
+    # Caffe never tests by itself (the driver does), yet needs test_interval > 0 when a test net exists.
+    assert solver.test_interval == train.CAFFE_TEST_NEVER and list(solver.test_iter) == [1]  # LIVE solver
     assert solver.gamma == pytest.approx(0.1) and solver.stepsize == 10000  # faithful values kept
 
     net = train.read_net_param(tmp_path / "run" / "train.prototxt")
@@ -274,7 +275,7 @@ def ranks(tmp_path_factory) -> Path:
 def _rank_cli(ranks: Path, out: Path, *extra: str) -> int:
     return train.main(["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(ranks),
                        "--out", str(out), "--gpu", "-1", "--types-per-batch", "3", "--workers", "0",
-                       "--lr", "1e-3", "--test-interval", "0", "--display", "10", *extra])
+                       "--test-interval", "0", "--display", "10", *extra])  # the Shallow default lr
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -364,7 +365,7 @@ def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_
     out = tmp_path / "ft_tiny"
     code = train.main(["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists),
                        "--out", str(out), "--rank-model", str(model), "--gpu", "-1", "--iters", "40",
-                       "--batch", "8", "--lr", "1e-4", "--test-interval", "40", "--workers", "0"])
+                       "--batch", "8", "--test-interval", "40", "--workers", "0"])
     assert code == 0, capsys.readouterr().err
     log = (out / "log.txt").read_text()
     assert "initialised 4 layer(s)" in log and "conv1 conv2 conv3 conv4" in log  # fc8_m does not transfer

@@ -25,9 +25,9 @@ Faithful choices and the rules this driver adds (also in ``--help``):
   a rerun of the same command continues from the highest-iteration valid ``.solverstate`` in
   ``<out>/snapshots/`` (delete the run folder to start over). Ctrl-C finishes the current iteration, writes a
   snapshot and exits with status 130.
-* Testing: Caffe's own testing is switched off in the written solver (``test_interval: 0``) and the driver
-  runs the test net itself every ``--test-interval`` iterations, so that SROCC/PLCC can be pooled over the
-  whole test list (not averaged per batch) and written to ``loss.csv``.
+* Testing: Caffe's own testing is switched off in the written solver (``test_interval`` beyond any run) and
+  the driver runs the test net itself every ``--test-interval`` iterations, so that SROCC/PLCC can be pooled
+  over the whole test list (not averaged per batch) and written to ``loss.csv``.
 * GPU: ``--gpu auto`` (default) uses GPU 0 when the Caffe build and the machine have one, else the CPU;
   ``--gpu -1`` forces the CPU. ``--gpus 0,1`` trains on several GPUs with NCCL (one process per GPU, each data
   layer reading a disjoint share of batches: ``shard_index = rank``, ``shard_count = len(gpus)``); the batch
@@ -72,6 +72,15 @@ FT_STYLE = {"tid2013": "tid2013", "live": "live", "csiq": "live", "kadid": "tid2
 RANK_BATCH = {"tid2013": (9, 1), "live": (4, 2)}
 #: Used only when a solver file does not say (the faithful solvers in prototxts/solvers/ do).
 DEFAULT_SNAPSHOT = {"rank": 5000, "finetune": 1000}
+#: Base learning rates of the Shallow net (CPU-only extra; its input is scaled to [0, 1]) when --lr is not
+#: given. Measured on a small generated set (tests/test_train.py's): ranking at 1e-2 oscillates and at 1e-4
+#: barely moves in 60 iterations, 1e-3 learns; fine-tuning from a ranking model at 1e-4 spikes and collapses
+#: to a constant, at 1e-5 loses the ranking's order, at 3e-6 falls steadily and keeps it.
+SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
+
+#: Caffe's test interval in the written solver: never reached (the driver runs the test net itself).
+CAFFE_TEST_NEVER = 2**31 - 1
+
 DEFAULT_TEST_INTERVAL = {"rank": 1000, "finetune": 500}
 DEFAULT_RANK_TEST_ITERS = 20
 DISPLAY_EVERY = 20
@@ -382,7 +391,9 @@ def configure_solver(solver_param: Any, net_path: Path, snapshot_prefix: Path, m
     if test_iter:
         solver.test_iter.append(test_iter)
     # The driver tests (pooled SROCC/PLCC); Caffe testing inside step() would run the test net twice.
-    solver.test_interval = 0
+    # Caffe insists on test_interval > 0 when a test net exists (it aborts the process otherwise), so the
+    # interval is one no run reaches.
+    solver.test_interval = CAFFE_TEST_NEVER if test_iter else 0
     solver.test_initialization = False
     return solver
 
@@ -789,7 +800,8 @@ def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | N
     """One pass of the test net: mean of each output over ``test_iters`` batches; with a correlation layer,
     SROCC and PLCC over all the pass's predictions (the first ``test_items`` of them)."""
     import numpy as np
-    from scipy import stats
+
+    from rankiqa import metrics
 
     net = solver.test_nets[0]
     net.share_with(solver.net)
@@ -809,10 +821,10 @@ def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | N
         score = np.concatenate(scores)
         if run.test_items:
             pred, score = pred[: run.test_items], score[: run.test_items]
-        if len(pred) > 2 and np.ptp(pred) > 0 and np.ptp(score) > 0:
-            srocc = float(stats.spearmanr(pred, score)[0])
-            plcc = float(stats.pearsonr(pred, score)[0])
-        else:  # a constant output (e.g. a dead net) has no correlation
+        if np.isfinite(pred).all() and np.isfinite(score).all():
+            # rankiqa.metrics: 0.0 where undefined (a constant output, e.g. a collapsed net), as in eval.
+            srocc, plcc = metrics.srocc(pred, score), metrics.plcc(pred, score)
+        else:  # a diverged net: no correlation to report
             srocc = plcc = float("nan")
         names = corr[2] if len(corr[2]) >= 2 else ["srocc", "plcc"]
         results[names[0]] = srocc
@@ -897,7 +909,7 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
     window: list[float] = []
     stop = StopRequest()
     interrupted = False
-    warned = False
+    diverged = ""
     bar = tqdm(total=run.max_iter, initial=start, disable=None if log else True, dynamic_ncols=True,
                desc=run.run_dir.name, unit="it", file=sys.stderr)
     try:
@@ -913,9 +925,10 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                 if log is None:
                     continue
                 loss = net_loss(solver.net)
-                if not math.isfinite(loss) and not warned:
-                    log.note(f"warning: the loss is {loss} at iteration {iteration}; lower --lr?")
-                    warned = True
+                if not math.isfinite(loss):
+                    # Diverged weights only get worse (and a snapshot of them would be resumed from): stop.
+                    diverged = f"the loss is {loss} at iteration {iteration}: training diverged; lower --lr"
+                    break
                 window.append(loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
@@ -933,6 +946,11 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
         interrupted = True
     finally:
         bar.close()
+    if diverged:
+        if log is not None:
+            log.note(f"error: {diverged}")
+            log.flush_outputs(force_plot=True)
+        raise InputError(diverged, run.solver_path)
     if log is not None:
         if last_snapshot != solver.iter:
             solver.snapshot()
@@ -1009,6 +1027,9 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
         raise InputError(f"--display must be >= 1, got {args.display}")
     if args.lr is not None and not args.lr > 0:
         raise InputError(f"--lr must be > 0, got {args.lr}")
+    if args.lr is None and args.net == "shallow":
+        # The faithful solvers' rates are VGG-16's; the Shallow net (a CPU-only extra) has its own.
+        args.lr = SHALLOW_DEFAULT_LR[kind]
 
     shares = gpu_shares(parse_gpus(args.gpus)) if args.gpus else None
     if shares is not None:
@@ -1172,7 +1193,8 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", choices=NETS, required=True, help="vgg16 (224 crops) or shallow (227, CPU)")
     parser.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/<name>")
     parser.add_argument("--iters", type=int, help="max_iter (default: the solver's)")
-    parser.add_argument("--lr", type=float, help="base_lr (default: the solver's)")
+    parser.add_argument("--lr", type=float,
+                        help="base_lr (default: the solver's for vgg16; SHALLOW_DEFAULT_LR for shallow)")
     parser.add_argument("--snapshot", type=int, help="snapshot every N iterations (default: the solver's)")
     parser.add_argument("--test-interval", type=int,
                         help="test every N iterations, 0 = never (default: the solver's)")

@@ -1,0 +1,195 @@
+"""Tests of ``make bench`` (tools/bench.py).
+
+Speed is never asserted: the numbers depend on the machine and its load. What is checked: the helpers
+measure what they say, and a ``--quick`` run writes a BENCHMARKS.md with every section holding finite
+positive figures, the plot it links to, and a GPU section that does not invent GPU figures.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools import bench
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("## 1. Loss layer", "## 2. Efficient vs standard Siamese", "## 3. Data layer", "## 4. Evaluation",
+            "## 5. GPU")
+# A number that does not continue a word (so "9x5x1" gives 9 and "3.7x" gives 3.7).
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\d.])", re.IGNORECASE)
+
+
+def _caffe_available() -> bool:
+    try:
+        import caffe  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_caffe = pytest.mark.skipif(not _caffe_available(), reason="pycaffe is not importable (make caffe)")
+
+
+def test_layout_arrays_follow_the_data_layers_order_and_pair_counts():
+    levels, groups = bench.layout_arrays(9, 5, 1)
+    assert levels.size == 45
+    assert list(levels[:5]) == [0, 1, 2, 3, 4] and list(groups[:6]) == [0, 0, 0, 0, 0, 1]
+    from pylayers.rank_loss import pair_count
+
+    assert pair_count(levels, groups) == 90                    # the paper's 90 pairs of a 45-image batch
+    assert pair_count(*bench.layout_arrays(4, 6, 2)) == 240    # and 240 of a 48-image LIVE batch
+
+
+def test_time_calls_returns_the_median_seconds_per_call():
+    calls = []
+    seconds = bench.time_calls(lambda: calls.append(1), repeats=3, warmup=2, min_seconds=0.001)
+    assert seconds > 0 and math.isfinite(seconds)
+    assert len(calls) >= 2 + 1 + 3  # warm-up, calibration and at least one call per round
+
+
+def test_bench_loss_compares_equal_results_per_layout():
+    rows = bench.bench_loss(bench.QUICK, seed=0)
+    assert [row["layout"] for row in rows] == ["9x5x1", "9x5x4", "4x6x8"]
+    assert [row["pairs"] for row in rows] == [90, 1440, 3840]
+    for row in rows:
+        assert row["vectorised_s"] > 0 and row["loop_s"] > 0
+        assert row["speedup"] == pytest.approx(row["loop_s"] / row["vectorised_s"])
+
+
+def test_machine_description_names_the_cpu():
+    assert bench.cpu_model()
+    assert "OpenBLAS" in bench.blas_threads() or "THREADS" in bench.blas_threads()
+
+
+def section_text(markdown: str, heading: str) -> str:
+    start = markdown.index(heading)
+    following = [markdown.index(h) for h in SECTIONS if markdown.index(h) > start]
+    return markdown[start:min(following) if following else len(markdown)]
+
+
+def table_numbers(section: str) -> list[float]:
+    """The numbers inside the section's Markdown table cells (not the prose)."""
+    values = []
+    for line in section.splitlines():
+        if line.startswith("|") and not set(line) <= set("|-: "):
+            for cell in line.strip("|").split("|"):
+                values += [float(match) for match in NUMBER.findall(cell.replace("**", ""))]
+    return values
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory) -> Path:
+    """A work folder holding the quick run's generated ranking set (made once for this module)."""
+    folder = tmp_path_factory.mktemp("bench_work")
+    bench.make_rankset(folder, bench.QUICK, seed=0)
+    return folder
+
+
+@needs_caffe
+def test_timed_layers_record_one_data_wait_and_one_loss_pass_per_iteration(work_dir, tmp_path):
+    data_dir = bench.make_rankset(work_dir, bench.QUICK, seed=0)  # already there: only checked
+    spec = bench.NetSpec("t", "efficient", types_per_batch=2, workers=0)
+    with bench.solver_for(spec, data_dir, tmp_path, bench.QUICK, seed=0, device=-1) as solver:
+        assert solver.net.blobs["data"].num == 2 * 5
+        steps = bench.timed_steps(solver, warmup=1, steps=2)
+        recorded = bench.timings()
+        assert len(steps) == 2
+        assert len(recorded["data"]) == 2 and len(recorded["loss_forward"]) == 2
+        assert len(recorded["loss_backward"]) == 2
+        # the waits and the loss passes happen inside the timed iterations
+        assert sum(recorded["data"]) + sum(recorded["loss_forward"]) < sum(steps)
+        layers = list(bench._layer_module().DATA_LAYERS)
+        assert len(layers) == 1
+    # leaving the block stops the loader (no worker keeps loading while the next configuration is timed)
+    assert layers[0].prefetcher._closed and not bench._layer_module().DATA_LAYERS
+
+
+@needs_caffe
+def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, tmp_path):
+    out = tmp_path / "BENCH.md"
+    plots = tmp_path / "plots"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--quick", "--out", str(out), "--plots-dir", str(plots),
+         "--work-dir", str(work_dir), "--gpu", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    markdown = out.read_text(encoding="utf-8")
+    for heading in SECTIONS[:4]:
+        numbers = table_numbers(section_text(markdown, heading))
+        assert numbers, heading
+        assert all(math.isfinite(v) for v in numbers), heading
+        # Every figure is a time, a rate, a count, a share or a loss; the test curve starts at iteration 0.
+        assert all(v > 0 for v in numbers if not heading.startswith("## 2.")), heading
+        assert all(v >= 0 for v in numbers), heading
+    # Section 2: the time and pairs ratios are in the prose, bold.
+    ratios = re.findall(r"\*\*([0-9.e+-]+)x\*\*", section_text(markdown, SECTIONS[1]))
+    assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
+    # The plot the report links to exists and is a PNG.
+    link = re.search(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert link is not None
+    png = (out.parent / link.group(1)).resolve()
+    assert png == (plots / "siamese_test_loss.png").resolve()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # This CPU build has no GPU: --gpu 0 must say so and report no GPU figure.
+    gpu = section_text(markdown, SECTIONS[4])
+    assert "No GPU was available in this run" in gpu and "`--gpu 0` was given" in gpu
+    assert not table_numbers(gpu)
+    # The machine is named, with its load.
+    assert "Intel" in markdown or "AMD" in markdown or "CPU" in markdown
+    assert "load average" in markdown
+    # No temporary file is left beside the outputs.
+    assert not list(tmp_path.glob(".*.tmp*")) and not list(plots.glob(".*.tmp*"))
+
+
+def test_bad_arguments_exit_2_with_a_message(tmp_path):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-m", "tools.bench", "--quick", "--out", str(folder)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and str(folder) in result.stderr
+
+
+def test_render_without_gpu_never_shows_gpu_figures():
+    report = _fake_report()
+    text = bench.render(report, "plots")
+    gpu = section_text(text, SECTIONS[4])
+    assert "No GPU was available in this run" in gpu and "no GPU was requested" in gpu
+    assert "load average" in text and "machine was shared" in text  # load 9.0 on this machine's cores
+
+
+def _fake_report() -> dict:
+    """A report of made-up measurements (rendering only; no number here is presented as a result)."""
+    curve = [(0, 20.0, 0.5), (2, 10.0, 0.8)]
+    rows = [{"batch": 8, "images_per_s": 2.0, "speedup": 2.0},
+            {"batch": 1, "images_per_s": 1.0, "speedup": 1.0}]
+    net = {"images": 10, "pairs": 20, "iteration_s": 0.5, "timed_steps": 1, "pairs_per_s": 40.0,
+           "curve": curve}
+    data_row = {"source": "PNG files", "workers": 2, "batch": 45, "loader_images_per_s": 100.0,
+                "iteration_s": 1.0, "wait_s": 0.01, "wait_share": 0.01, "train_images_per_s": 45.0,
+                "loss_layer_s": 0.001}
+    return {
+        "command": "python -m tools.bench --quick", "date": "today", "quick": True, "settings": bench.QUICK,
+        "machine": {"CPU": "test CPU"}, "load_before": (9.0, 1.0, 1.0), "load_after": (1.0, 1.0, 1.0),
+        "loss": [{"layout": "9x5x1", "n": 45, "pairs": 90, "vectorised_s": 1e-5, "loop_s": 1e-4,
+                  "speedup": 10.0}],
+        "data": [dict(data_row, workers=0), data_row], "siamese": {
+            "images": 10, "base_lr": 1e-4,
+            "nets": {"efficient": net, "pair": dict(net, pairs=5, pairs_per_s=10.0)},
+            "time_ratio": 1.0, "pairs_ratio": 4.0},
+        "eval": {"images": 2, "crops": 4, "sizes": [(300, 400)], "rows": rows, "batched": rows[0],
+                 "one_crop": rows[-1], "speedup": 2.0},
+        "gpu": None, "gpu_reason": "no GPU was requested", "wall_s": 1.0,
+    }
+
+
+def test_fake_report_numbers_parse():
+    # the table parser used above must see the numbers of a table row, or the quick-run test proves nothing
+    assert table_numbers("| a | 1.5 | 2e-3 ms | **3x** | 9x5x1 | 4% |\n|---|---|") == [1.5, 0.002, 3, 9, 4]
+    assert np.isfinite(table_numbers("| 7 |")).all()
