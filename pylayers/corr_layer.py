@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pylayers import LayerBase
 from pylayers.prefetch import parse_params
 from rankiqa import metrics
 from rankiqa.errors import InputError
-
-try:  # correlations() works without Caffe; the layer needs it.
-    import caffe
-
-    _LayerBase = caffe.Layer
-except ImportError:  # pragma: no cover - only without pycaffe
-    _LayerBase = object
 
 
 def correlations(prediction: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -32,7 +26,7 @@ def correlations(prediction: np.ndarray, score: np.ndarray) -> tuple[float, floa
     return metrics.srocc(x, y), metrics.plcc(x, y)  # 0.0 for constant input or n < 2
 
 
-class CorrelationLayer(_LayerBase):
+class CorrelationLayer(LayerBase):
     """Caffe layer: bottoms ``prediction`` (N,1)/(N,) and ``score`` (N,); tops ``srocc``, ``plcc`` (1,).
 
     No param_str keys; no gradient. The solver prints both tops as test outputs.

@@ -15,23 +15,13 @@ import numpy as np
 
 from pylayers.prefetch import (
     ImageSource,
-    Prefetcher,
+    PrefetchDataLayer,
     batch_rng,
-    loader_params,
     param_bool,
     param_int,
-    parse_params,
     random_crop,
 )
-from rankiqa.errors import InputError
 from rankiqa.lists import read_list
-
-try:  # the builder works without Caffe; the layer needs it.
-    import caffe
-
-    _LayerBase = caffe.Layer
-except ImportError:  # pragma: no cover - only without pycaffe
-    _LayerBase = object
 
 _EPOCH_STREAM = 2  # batch_rng stream of the epoch permutations (0/1 are per-batch streams)
 
@@ -88,7 +78,7 @@ FT_DEFAULTS = {"batch_size": 30, "crop": 224, "seed": 0, "shuffle": True, "worke
                "shard_index": 0, "shard_count": 1, "start_batch": 0}
 
 
-class FTDataLayer(_LayerBase):
+class FTDataLayer(PrefetchDataLayer):
     """Caffe data layer: tops ``data`` (N,3,crop,crop) and ``score`` (N,).
 
     param_str keys: ``list`` (required; relative image paths resolve against the list's folder),
@@ -96,27 +86,11 @@ class FTDataLayer(_LayerBase):
     ``shard_index``, ``shard_count``, ``start_batch``.
     """
 
-    def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        params = parse_params(self.param_str, name, FT_DEFAULTS, required=("list",))
-        common = loader_params(params, name)
-        if len(top) != 2 or len(bottom) != 0:
-            raise InputError(f"needs no bottoms and 2 tops (data, score); got {len(bottom)}/{len(top)}", name)
+    TOPS = ("data", "score")
+    DEFAULTS = FT_DEFAULTS
+    REQUIRED = ("list",)
+
+    def make_builder(self, params: dict, common: dict[str, int], name: str) -> FTBatchBuilder:
         rows = read_list(str(params["list"]))
-        self.builder = FTBatchBuilder(rows, ImageSource(), param_int(params, "batch_size", name, 1),
-                                      common["crop"], common["seed"], param_bool(params, "shuffle", name))
-        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
-                                     common["shard_index"], common["shard_count"], common["start_batch"])
-
-    def reshape(self, bottom, top) -> None:
-        n, crop = self.builder.batch_size, self.builder.crop
-        top[0].reshape(n, 3, crop, crop)
-        top[1].reshape(n)
-
-    def forward(self, bottom, top) -> None:
-        batch = self.prefetcher.next()
-        top[0].data[...] = batch["data"]
-        top[1].data[...] = batch["score"]
-
-    def backward(self, top, propagate_down, bottom) -> None:
-        """A data layer has nothing to propagate."""
+        return FTBatchBuilder(rows, ImageSource(), param_int(params, "batch_size", name, 1), common["crop"],
+                              common["seed"], param_bool(params, "shuffle", name))

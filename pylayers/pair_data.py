@@ -14,22 +14,12 @@ import numpy as np
 
 from pylayers.prefetch import (
     ImageSource,
-    Prefetcher,
+    PrefetchDataLayer,
     batch_rng,
-    loader_params,
     param_int,
-    parse_params,
     random_crop,
 )
 from pylayers.rank_data import RankSet, open_source, read_manifest
-from rankiqa.errors import InputError
-
-try:  # the builder works without Caffe; the layer needs it.
-    import caffe
-
-    _LayerBase = caffe.Layer
-except ImportError:  # pragma: no cover - only without pycaffe
-    _LayerBase = object
 
 
 @dataclass
@@ -72,7 +62,7 @@ PAIR_DEFAULTS = {"split": "train", "lmdb": None, "batch_size": 22, "crop": 224, 
                  "prefetch": 4, "shard_index": 0, "shard_count": 1, "start_batch": 0}
 
 
-class PairDataLayer(_LayerBase):
+class PairDataLayer(PrefetchDataLayer):
     """Caffe data layer: tops ``data``, ``data_p`` (P,3,crop,crop) and ``label`` (P,) in {+1, -1}.
 
     param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``batch_size`` (pairs, default 22:
@@ -80,32 +70,12 @@ class PairDataLayer(_LayerBase):
     ``prefetch``, ``shard_index``, ``shard_count``, ``start_batch``.
     """
 
-    def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        params = parse_params(self.param_str, name, PAIR_DEFAULTS, required=("manifest",))
-        common = loader_params(params, name)
-        if len(top) != 3 or len(bottom) != 0:
-            raise InputError(f"needs no bottoms and 3 tops (data, data_p, label); "
-                             f"got {len(bottom)}/{len(top)}",
-                             name)
+    TOPS = ("data", "data_p", "label")
+    DEFAULTS = PAIR_DEFAULTS
+    REQUIRED = ("manifest",)
+
+    def make_builder(self, params: dict, common: dict[str, int], name: str) -> PairBatchBuilder:
         rank_set = read_manifest(params["manifest"], str(params["split"]))
         source = open_source(rank_set, params["lmdb"], name)
-        self.builder = PairBatchBuilder(rank_set, source, param_int(params, "batch_size", name, 1),
-                                        common["crop"], common["seed"])
-        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
-                                     common["shard_index"], common["shard_count"], common["start_batch"])
-
-    def reshape(self, bottom, top) -> None:
-        n, crop = self.builder.batch_size, self.builder.crop
-        top[0].reshape(n, 3, crop, crop)
-        top[1].reshape(n, 3, crop, crop)
-        top[2].reshape(n)
-
-    def forward(self, bottom, top) -> None:
-        batch = self.prefetcher.next()
-        top[0].data[...] = batch["data"]
-        top[1].data[...] = batch["data_p"]
-        top[2].data[...] = batch["label"]
-
-    def backward(self, top, propagate_down, bottom) -> None:
-        """A data layer has nothing to propagate."""
+        return PairBatchBuilder(rank_set, source, param_int(params, "batch_size", name, 1), common["crop"],
+                                common["seed"])

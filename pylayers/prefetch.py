@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import yaml
 
+from pylayers import LayerBase
 from rankiqa.errors import InputError
 
 Batch = dict[str, np.ndarray]
@@ -326,3 +327,51 @@ class Prefetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The data layers' common part
+
+
+class PrefetchDataLayer(LayerBase):
+    """Base of the data layers: tops named by ``TOPS``, filled from a batch builder behind a Prefetcher.
+
+    A subclass sets ``TOPS`` (the batch keys, in top order; the first is the image blob) and implements
+    ``make_builder(params, common, name)``, returning a builder with ``batch_size``, ``crop`` and
+    ``__call__(global_batch_index) -> dict``. ``DEFAULTS`` and ``REQUIRED`` describe its param_str.
+    """
+
+    TOPS: tuple[str, ...] = ()
+    DEFAULTS: dict[str, Any] = {}
+    REQUIRED: tuple[str, ...] = ()
+
+    def make_builder(self, params: dict[str, Any], common: dict[str, int], name: str) -> Any:
+        raise NotImplementedError
+
+    def setup(self, bottom, top) -> None:
+        name = type(self).__name__
+        params = parse_params(self.param_str, name, self.DEFAULTS, required=self.REQUIRED)
+        common = loader_params(params, name)
+        if len(top) != len(self.TOPS) or len(bottom) != 0:
+            raise InputError(f"needs no bottoms and {len(self.TOPS)} tops ({', '.join(self.TOPS)}); "
+                             f"got {len(bottom)}/{len(top)}", name)
+        self.builder = self.make_builder(params, common, name)
+        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
+                                     common["shard_index"], common["shard_count"], common["start_batch"])
+
+    def reshape(self, bottom, top) -> None:
+        n, crop = self.builder.batch_size, self.builder.crop
+        for index, key in enumerate(self.TOPS):
+            if index == 0 or key == "data_p":
+                top[index].reshape(n, 3, crop, crop)
+            else:
+                top[index].reshape(n)
+
+    def forward(self, bottom, top) -> None:
+        batch = self.prefetcher.next()
+        for index, key in enumerate(self.TOPS):
+            # Images travel as uint8 (4x less data through the worker pipe) and become float32 here.
+            top[index].data[...] = batch[key]
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        """A data layer has nothing to propagate."""

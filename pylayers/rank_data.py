@@ -26,21 +26,12 @@ import numpy as np
 
 from pylayers.prefetch import (
     ImageSource,
-    Prefetcher,
+    PrefetchDataLayer,
     batch_rng,
-    loader_params,
     param_int,
-    parse_params,
     random_crop,
 )
 from rankiqa.errors import InputError
-
-try:  # the builders work without Caffe; the layer needs it.
-    import caffe
-
-    _LayerBase = caffe.Layer
-except ImportError:  # pragma: no cover - only without pycaffe
-    _LayerBase = object
 
 MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
 
@@ -191,7 +182,7 @@ RANK_DEFAULTS = {"split": "train", "lmdb": None, "types_per_batch": 9, "images_p
                  "start_batch": 0}
 
 
-class RankDataLayer(_LayerBase):
+class RankDataLayer(PrefetchDataLayer):
     """Caffe data layer: tops ``data`` (N,3,crop,crop), ``label`` (N,) levels, ``group`` (N,) ids.
 
     param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``types_per_batch``,
@@ -199,33 +190,13 @@ class RankDataLayer(_LayerBase):
     ``shard_count``, ``start_batch``. N = types_per_batch x images_per_group x (L + 1).
     """
 
-    def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        params = parse_params(self.param_str, name, RANK_DEFAULTS, required=("manifest",))
-        common = loader_params(params, name)
-        if len(top) != 3 or len(bottom) != 0:
-            raise InputError(f"needs no bottoms and 3 tops (data, label, group); "
-                             f"got {len(bottom)}/{len(top)}",
-                             name)
+    TOPS = ("data", "label", "group")
+    DEFAULTS = RANK_DEFAULTS
+    REQUIRED = ("manifest",)
+
+    def make_builder(self, params: dict, common: dict[str, int], name: str) -> RankBatchBuilder:
         rank_set = read_manifest(params["manifest"], str(params["split"]))
         source = open_source(rank_set, params["lmdb"], name)
-        self.builder = RankBatchBuilder(rank_set, source, param_int(params, "types_per_batch", name, 1),
-                                        param_int(params, "images_per_group", name, 1), common["crop"],
-                                        common["seed"])
-        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
-                                     common["shard_index"], common["shard_count"], common["start_batch"])
-
-    def reshape(self, bottom, top) -> None:
-        n, crop = self.builder.batch_size, self.builder.crop
-        top[0].reshape(n, 3, crop, crop)
-        top[1].reshape(n)
-        top[2].reshape(n)
-
-    def forward(self, bottom, top) -> None:
-        batch = self.prefetcher.next()
-        top[0].data[...] = batch["data"]  # uint8 -> float32 here: 4x less data through the worker pipe
-        top[1].data[...] = batch["label"]
-        top[2].data[...] = batch["group"]
-
-    def backward(self, top, propagate_down, bottom) -> None:
-        """A data layer has nothing to propagate."""
+        return RankBatchBuilder(rank_set, source, param_int(params, "types_per_batch", name, 1),
+                                param_int(params, "images_per_group", name, 1), common["crop"],
+                                common["seed"])

@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pylayers import LayerBase
 from pylayers.prefetch import parse_params
 from rankiqa.errors import InputError
-
-try:  # Caffe is optional for the numpy functions; the layers need it.
-    import caffe
-
-    _LayerBase = caffe.Layer
-except ImportError:  # pragma: no cover - only without pycaffe
-    _LayerBase = object
 
 DIRECTIONS = ("quality", "dmos")
 
@@ -138,7 +132,7 @@ def _check_direction(value: object, layer: str) -> str:
     return str(value)
 
 
-class AllPairsHingeLossLayer(_LayerBase):
+class AllPairsHingeLossLayer(LayerBase):
     """Caffe loss layer: bottoms ``score`` (N,1)/(N,), ``label`` (N,) levels, optional ``group`` (N,).
 
     param_str (YAML): ``margin`` (10), ``group_size`` (consecutive groups when there is no ``group``
@@ -196,7 +190,7 @@ class AllPairsHingeLossLayer(_LayerBase):
             bottom[0].diff[...] = (self._grad * scale).reshape(bottom[0].diff.shape)
 
 
-class PairHingeLossLayer(_LayerBase):
+class PairHingeLossLayer(LayerBase):
     """Caffe loss layer for the two-branch baseline: bottoms ``score`` (P,), ``score_p`` (P,), ``label``.
 
     ``label`` is +1 when the first branch's image is the better one, -1 otherwise. param_str:

@@ -414,12 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="test table CSV (data/ft/<ds>/split<k>/test.csv) or '<path> <score>' list; "
                              "holds {split} with --splits")
     parser.add_argument("--out", required=True, help="results folder, e.g. results/<run>")
-    parser.add_argument("--crops", type=int, default=30, help="random crops per image (default 30)")
-    parser.add_argument("--batch", type=int, default=60, help="crops per forward pass (default 60)")
     parser.add_argument("--one-crop-per-forward", action="store_true",
                         help="one crop per forward pass, as the original (same crops, same scores; slow)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the crop positions (default 0)")
-    parser.add_argument("--gpu", type=int, default=-1, help="GPU id; -1 = CPU (default)")
     parser.add_argument("--dataset", default=None,
                         help="dataset name (tid2013, live, csiq, kadid): type names, and the score "
                              "direction of a plain list")
@@ -433,15 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="direction of the ground truth of a plain list (a table CSV states it)")
     parser.add_argument("--splits", type=int, default=0,
                         help="evaluate splits 0..N-1 ({split} in --table/--model) and report mean and std")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scoring.add_crop_arguments(parser)
     return parser
 
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.crops < 1 or args.batch < 1:
-        raise InputError("--crops and --batch must be at least 1")
+    scoring.check_crop_arguments(args)
     if args.splits < 0:
         raise InputError("--splits must be positive")
     batch = 1 if args.one_crop_per_forward else args.batch

@@ -59,23 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="caffemodel")
     parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders")
     parser.add_argument("--out", required=True, help="output CSV")
-    parser.add_argument("--crops", type=int, default=30, help="random crops per image (default 30)")
-    parser.add_argument("--batch", type=int, default=60, help="crops per forward pass (default 60)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the crop positions (default 0)")
-    parser.add_argument("--gpu", type=int, default=-1, help="GPU id; -1 = CPU (default)")
     parser.add_argument("--direction", choices=scoring.DIRECTIONS, default=None,
                         help="direction of the model's scores (default: inferred, see above)")
     parser.add_argument("--resize-small", action="store_true",
                         help="upscale images smaller than the crop instead of skipping them")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    scoring.add_crop_arguments(parser)
     return parser
 
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.crops < 1 or args.batch < 1:
-        raise InputError("--crops and --batch must be at least 1")
+    scoring.check_crop_arguments(args)
     images = collect_images(args.images)
     if not images:
         raise InputError(f"no image files found in {' '.join(args.images)}")

@@ -13,6 +13,7 @@ Caffe is imported lazily, so that the pure helpers here work (and are testable) 
 
 from __future__ import annotations
 
+import argparse
 import collections
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -337,3 +338,18 @@ class CropScorer:
 def summarize(values: np.ndarray) -> tuple[float, float]:
     """The image's score (mean of its crop outputs, as the paper) and the median beside it."""
     return float(np.mean(values)), float(np.median(values))
+
+
+def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The crop-protocol flags shared by ``tools.evaluate`` and ``tools.predict``."""
+    parser.add_argument("--crops", type=int, default=30, help="random crops per image (default 30)")
+    parser.add_argument("--batch", type=int, default=60, help="crops per forward pass (default 60)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the crop positions (default 0)")
+    parser.add_argument("--gpu", type=int, default=-1, help="GPU id; -1 = CPU (default)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def check_crop_arguments(args: argparse.Namespace) -> None:
+    """Reject crop-protocol flags that cannot work."""
+    if args.crops < 1 or args.batch < 1:
+        raise InputError("--crops and --batch must be at least 1")
