@@ -72,7 +72,7 @@ PRED_DIRECTION ?=
 PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankiqa.pth
 opt = $(if $(2),$(1) $(2))
 
-.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench \
+.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check \
         test lint clean
 
 help:
@@ -86,6 +86,7 @@ help:
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
+	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
 	@echo "See README.md for every variable."
 
 # The venv is rebuilt when requirements.txt changes. System packages first (python3-venv on a bare Debian).
@@ -156,6 +157,12 @@ demo: env
 
 bench: env
 	$(PY) -m tools.bench --out BENCHMARKS.md --gpu $(GPU)
+
+# The GPU proof of issue 8 (device, VGG-16 rank steps, CPU/GPU parity, timings): run on a GPU machine with
+# the CUDA build (make caffe CUDA=1); GPU_CHECK_ARGS=--cpu-smoke runs its code paths on a CPU.
+GPU_CHECK_ARGS ?=
+gpu-check: env
+	PYTHON=$(PY) bash tools/gpu_check.sh $(GPU_CHECK_ARGS)
 
 # ---- quality ------------------------------------------------------------------------------------
 lint: venv

@@ -133,10 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = first["train_images"] + first["test_images"]
     refs = first["train_refs"] + first["test_refs"]
     print(f"{DATASETS[args.dataset].title}: {total} images of {refs} references -> {args.out}/table.csv")
+    print_split_summary(summary)
+    return 0
+
+
+def print_split_summary(summary: list[dict]) -> None:
+    """One line per split: images and references on each side (shared with ``data_prep.synthetic_iqa``)."""
     for entry in summary:
         print(f"  split{entry['split']}: train {entry['train_images']} images ({entry['train_refs']} refs), "
               f"test {entry['test_images']} images ({entry['test_refs']} refs)")
-    return 0
 
 
 if __name__ == "__main__":

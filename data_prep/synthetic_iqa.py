@@ -31,7 +31,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from data_prep.datasets import HIGHER_BETTER, IQARow
-from data_prep.make_ft_lists import write_ft_lists
+from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
 
@@ -286,9 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = summary[0]["train_images"] + summary[0]["test_images"]
     print(f"synthetic stand-in (MS-SSIM scores, not MOS): {total} images of {len(references)} references "
           f"-> {args.out}/table.csv")
-    for entry in summary:
-        print(f"  split{entry['split']}: train {entry['train_images']} images ({entry['train_refs']} refs), "
-              f"test {entry['test_images']} images ({entry['test_refs']} refs)")
+    print_split_summary(summary)
     return 0
 
 

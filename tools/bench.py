@@ -104,8 +104,8 @@ TIMINGS: dict[str, list[float]] = {"data": [], "loss_forward": [], "loss_backwar
 DATA_LAYERS: list[Any] = []  # every timed data layer created, so that its workers can be stopped
 
 
-class TimedRankDataLayer(RankDataLayer):
-    """``RankDataLayer`` that records how long each forward (the solver's wait for a batch) takes."""
+class _TimedDataMixin:
+    """Records how long each forward of a data layer (the solver's wait for a batch) takes."""
 
     def setup(self, bottom, top) -> None:
         super().setup(bottom, top)
@@ -117,17 +117,12 @@ class TimedRankDataLayer(RankDataLayer):
         TIMINGS["data"].append(time.perf_counter() - start)
 
 
-class TimedPairDataLayer(PairDataLayer):
-    """``PairDataLayer`` that records how long each forward takes."""
+class TimedRankDataLayer(_TimedDataMixin, RankDataLayer):
+    """``RankDataLayer`` with its wait for data timed."""
 
-    def setup(self, bottom, top) -> None:
-        super().setup(bottom, top)
-        DATA_LAYERS.append(self)
 
-    def forward(self, bottom, top) -> None:
-        start = time.perf_counter()
-        super().forward(bottom, top)
-        TIMINGS["data"].append(time.perf_counter() - start)
+class TimedPairDataLayer(_TimedDataMixin, PairDataLayer):
+    """``PairDataLayer`` with its wait for data timed."""
 
 
 class TimedAllPairsHingeLossLayer(AllPairsHingeLossLayer):
