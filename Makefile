@@ -59,7 +59,8 @@ FT_RUN   ?= runs/ft_$(DATASET)_$(NET)$(if $(FROM_SCRATCH),_scratch)
 MODEL      ?=
 DEPLOY     ?= prototxts/$(NET)/ft_deploy.prototxt
 CROPS      ?= 30
-EVAL_BATCH ?= 60
+# Crops per forward pass. On the CPU one crop per forward measured fastest (BENCHMARKS.md, section 4).
+EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)
 RUN        ?= $(DATASET)_$(NET)
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
