@@ -50,14 +50,16 @@ TYPES_PER_BATCH  ?=
 IMAGES_PER_GROUP ?=
 # Score direction of ranking: quality (less distorted = higher output) or dmos (the original's LIVE lists).
 DIRECTION ?=
-RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)
+RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
-FT_RUN   ?= runs/ft_$(DATASET)_$(NET)$(if $(FROM_SCRATCH),_scratch)
+FT_RUN   ?= runs/ft_$(DATASET)_$(NET)_split$(SPLIT)$(if $(FROM_SCRATCH),_scratch)
 
 # ---- evaluation ---------------------------------------------------------------------------------
 MODEL      ?=
-DEPLOY     ?= prototxts/$(NET)/ft_deploy.prototxt
+# TID2013-style fine-tuned VGG-16 models name their fc layers fc6_m/fc7_m (as the original's FT_tid2013).
+TID_STYLE  := tid2013 kadid synthetic
+DEPLOY     ?= prototxts/$(NET)/$(if $(and $(filter vgg16,$(NET)),$(filter $(TID_STYLE),$(DATASET))),ft_tid2013_deploy,ft_deploy).prototxt
 CROPS      ?= 30
 # Crops per forward pass. On the CPU one crop per forward measured fastest (BENCHMARKS.md, section 4).
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)

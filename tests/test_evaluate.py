@@ -436,3 +436,14 @@ def test_too_small_image_and_bad_flags_are_clean_errors(tid_fixture: dict, capsy
     assert not (root / "bad" / "metrics.json").exists()
     assert _run([*args, "--table", str(table), "--splits", "2"]) == 2
     assert "{split}" in capsys.readouterr().err
+
+
+def test_ranking_model_trained_with_dmos_direction_is_lower_better(tmp_path):
+    # tools/train.py records the rank loss direction in run.json beside snapshots/.
+    model = tmp_path / "run" / "snapshots" / "run_iter_10.caffemodel"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"")
+    assert scoring._run_direction(model) is None
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"kind": "rank", "direction": "dmos"}))
+    assert scoring._run_direction(model) == "dmos"
+    assert scoring._run_direction(tmp_path / "elsewhere.caffemodel") is None

@@ -134,7 +134,8 @@ def _tiny_manifest(folder: Path) -> Path:
     """A manifest without images: enough for the override logic, which does not open images."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = ["reference,type,level,path,split"]
-    for ref, split in (("a", "train"), ("b", "test")):
+    # Two test references: LIVE-style test batches group 2 images (fewer would leave no test net).
+    for ref, split in (("a", "train"), ("b", "test"), ("c", "test")):
         for dtype in ("GB", "GN"):
             for level in range(5):
                 path = f"pristine/{ref}.png" if level == 0 else f"{dtype}/{dtype}{level}/{ref}.png"
@@ -388,3 +389,42 @@ def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_
                        "--iters", "2", "--batch", "4", "--workers", "0", "--test-interval", "0"])
     assert code == 2
     assert "bad.caffemodel: layer 'conv2' param 0: shape mismatch" in capsys.readouterr().err
+
+
+@needs_caffe
+def test_live_style_test_split_too_small_for_a_group_gets_no_test_net(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    manifest = data / "manifest.csv"
+    manifest.write_text("\n".join(line for line in manifest.read_text().splitlines()
+                                   if not line.startswith("c,")) + "\n")
+    args = train.build_parser().parse_args([
+        "rank", "--rankset", "live", "--net", "shallow", "--data", str(data), "--out", str(tmp_path / "run"),
+        "--gpu", "-1", "--workers", "0"])
+    run, _ = train.prepare_rank(args)
+    solver = train.read_solver_param(tmp_path / "run" / "solver.prototxt")
+    assert run.test_iters == 0 and list(solver.test_iter) == [] and solver.test_interval == 0
+
+
+@needs_caffe
+def test_a_rerun_with_another_direction_is_refused(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    base = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out",
+            str(tmp_path / "run"), "--gpu", "-1", "--workers", "0", "--types-per-batch", "2"]
+    train.prepare_rank(train.build_parser().parse_args(base))
+    with pytest.raises(InputError, match="direction='quality', not 'dmos'"):
+        train.prepare_rank(train.build_parser().parse_args([*base, "--direction", "dmos"]))
+
+
+def test_default_rank_model_takes_the_original_iteration_when_present(tmp_path):
+    runs = tmp_path / "runs"
+    layouts = (("rank_live", "live", (10000, 20000, 50000)), ("rank_tid", "tid2013", (10000,)))
+    for name, rankset, iters in layouts:
+        (runs / name / "snapshots").mkdir(parents=True)
+        info = {"kind": "rank", "rankset": rankset, "net": "vgg16"}
+        (runs / name / "run.json").write_text(json.dumps(info))
+        for it in iters:
+            (runs / name / "snapshots" / f"{name}_iter_{it}.caffemodel").write_bytes(b"")
+    # LIVE-style fine-tuning starts from the 20k ranking model (as the original), not the newest 50k one;
+    # without the preferred iteration, the highest one is taken.
+    assert train.default_rank_model(runs, "live", "vgg16").name == "rank_live_iter_20000.caffemodel"
+    assert train.default_rank_model(runs, "tid2013", "vgg16").name == "rank_tid_iter_10000.caffemodel"

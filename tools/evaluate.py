@@ -318,6 +318,8 @@ def write_outputs(out: Path, report: dict, samples: Sequence[Sample], preds: dic
                   type_names: dict[str, str]) -> None:
     """Write the five result files of one evaluation, each atomically; metrics.json last."""
     title = f"{report.get('dataset') or Path(report['table']).name}: {Path(report['model']).name}"
+    # An earlier run's metrics.json beside this run's other files would pass for a finished evaluation.
+    (out / "metrics.json").unlink(missing_ok=True)
     atomic_write_text(out / "per_image.csv", per_image_csv(samples, preds))
     atomic_write_text(out / "metrics.md", metrics_markdown(report, type_names))
     plot_scatter(out / "scatter.png", samples, preds["mean"], title)

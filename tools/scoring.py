@@ -212,6 +212,19 @@ def load_net(deploy: str | os.PathLike, model: str | os.PathLike, gpu: int = -1)
     return net, info
 
 
+def _run_direction(model_path: Path) -> str | None:
+    """The rank loss direction recorded in ``run.json`` of the run that wrote ``<run>/snapshots/X``."""
+    import json
+
+    run_json = model_path.parent.parent / "run.json"
+    if model_path.parent.name != "snapshots" or not run_json.is_file():
+        return None
+    try:
+        return json.loads(run_json.read_text(encoding="utf-8")).get("direction")
+    except (OSError, ValueError):
+        return None
+
+
 def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str | None,
                     ground_truth: str | None = None) -> tuple[str, str]:
     """The score direction of a model's output and where it comes from: ``(direction, source)``.
@@ -228,6 +241,9 @@ def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str |
     if stem in RELEASED_DIRECTIONS:
         return RELEASED_DIRECTIONS[stem], f"released model {Path(model_path).stem}"
     if info.head_kind == "ranking":
+        trained = _run_direction(Path(model_path))
+        if trained == "dmos":
+            return "lower_better", "ranking head fc8_m trained with direction 'dmos' (its run.json)"
         return "higher_better", "ranking head fc8_m: relative scores, rank loss direction 'quality'"
     if ground_truth:
         return ground_truth, "fine-tuned head: assumed trained on these labels"

@@ -20,7 +20,10 @@ Faithful choices and the rules this driver adds (also in ``--help``):
   layer's blob count and shapes and names the first mismatching layer (Caffe itself would abort the process).
 * Default ``--rank-model``: among the sibling folders of ``--out`` whose ``run.json`` says ``kind: rank`` with
   the same rank set and net, the run whose newest snapshot is the most recent file; from it, the
-  ``.caffemodel`` with the highest iteration.
+  ``.caffemodel`` of the original's iteration (``PREFERRED_RANK_ITER``: TID2013 50k, LIVE 20k) when it
+  exists, else the one with the highest iteration.
+* A run folder belongs to one configuration (``run.json``: rank set or dataset, net, data or lists,
+  direction, batch make-up, initialisation): a rerun with another is refused rather than resumed.
 * Resume: ``--resume X.solverstate`` restores weights, momentum history and the iteration counter; without it
   a rerun of the same command continues from the highest-iteration valid ``.solverstate`` in
   ``<out>/snapshots/`` (delete the run folder to start over). Ctrl-C finishes the current iteration, writes a
@@ -77,6 +80,9 @@ DEFAULT_SNAPSHOT = {"rank": 5000, "finetune": 1000}
 #: barely moves in 60 iterations, 1e-3 learns; fine-tuning from a ranking model at 1e-4 spikes and collapses
 #: to a constant, at 1e-5 loses the ranking's order, at 3e-6 falls steadily and keeps it.
 SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
+
+#: The ranking snapshot the original fine-tunes from, per ranking style (when the run has it).
+PREFERRED_RANK_ITER = {"tid2013": 50000, "live": 20000}
 
 #: Caffe's test interval in the written solver: never reached (the driver runs the test net itself).
 CAFFE_TEST_NEVER = 2**31 - 1
@@ -238,11 +244,11 @@ def shard_of(n_items: int, shard_index: int, shard_count: int) -> range:
 
 
 def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
-    """(highest level L, rows per split) of a ranking ``manifest.csv``; bad rows name the file and line."""
+    """(highest level L, references per split) of a ranking ``manifest.csv``; bad rows name file and line."""
     if not manifest.is_file():
         raise InputError("ranking manifest not found (run `make ranks` first)", manifest)
     top = -1
-    splits: dict[str, int] = {}
+    references: dict[str, set[str]] = {}
     with open(manifest, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = {"reference", "type", "level", "path", "split"} - set(reader.fieldnames or [])
@@ -254,10 +260,10 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
             except (TypeError, ValueError):
                 raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
             top = max(top, level)
-            splits[row["split"]] = splits.get(row["split"], 0) + 1
+            references.setdefault(row["split"], set()).add(row["reference"])
     if top < 1:
         raise InputError("manifest has no distorted levels", manifest)
-    return top, splits
+    return top, {split: len(refs) for split, refs in references.items()}
 
 
 def count_list_lines(path: Path) -> int:
@@ -570,7 +576,10 @@ def default_rank_model(runs_root: Path, rankset: str, net: str) -> Path:
             continue
         newest = max(p.stat().st_mtime for p in models)
         if best is None or newest > best[0]:
-            best = (newest, models[0])
+            # The original fine-tunes from the ranking model at a set iteration (TID2013 50k, LIVE 20k)
+            # when the run has it; otherwise from the run's latest snapshot.
+            preferred = [p for p in models if snapshot_iteration(p) == PREFERRED_RANK_ITER.get(rankset)]
+            best = (newest, (preferred or models)[0])
     if best is None:
         raise InputError(f"no ranking snapshot for rank set {rankset!r} and net {net!r} under {runs_root}/; "
                          "train one with `make train_rank`, or pass --rank-model / --from-scratch")
@@ -1130,11 +1139,21 @@ def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] 
         return configure_rank_net(net_param, net_src, data_dir, types_per_batch, images_per_group, levels,
                                   args.seed, args.workers, args.direction, share, start, test_start)
 
-    # Without test rows there is no test net (its data layer would have nothing to read).
-    test_default = DEFAULT_RANK_TEST_ITERS if splits.get("test") else None
-    if not splits.get("test"):
+    # Without test references there is no test net (its data layer would have nothing to read); with fewer
+    # test references than images per group (LIVE style: 2) the test batches cannot be formed either.
+    test_refs = splits.get("test", 0)
+    if test_refs < images_per_group:
+        if test_refs:
+            print(f"note: {test_refs} test reference(s) < {images_per_group} images per group: no test net",
+                  file=sys.stderr)
+        test_refs = 0
+    test_default = DEFAULT_RANK_TEST_ITERS if test_refs else None
+    if not test_refs:
         args.test_iters = 0
-    identity = {"kind": "rank", "rankset": args.rankset, "net": args.net}
+    # Everything that decides what the weights learn: a rerun with other values is refused, not resumed.
+    identity = {"kind": "rank", "rankset": args.rankset, "net": args.net, "data": str(data_dir.resolve()),
+                "direction": args.direction, "types_per_batch": types_per_batch,
+                "images_per_group": images_per_group}
     header = (f"rank training: rank set {args.rankset}, net {args.net}, {types_per_batch} types x "
               f"{images_per_group} image(s) x {levels + 1} levels per batch, direction {args.direction}")
     return _prepare(args, "rank", identity, net_src, solver_src, configure, test_default, None, args.weights,
@@ -1177,7 +1196,10 @@ def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuSha
         return configure_ft_net(net_param, net_src, lists_dir, args.batch, args.seed, args.workers, share,
                                 start, test_start)
 
-    identity = {"kind": "finetune", "dataset": args.dataset, "net": args.net}
+    identity: dict[str, Any] = {"kind": "finetune", "dataset": args.dataset, "net": args.net,
+                                "lists": str(lists_dir.resolve()), "from_scratch": bool(args.from_scratch)}
+    if args.rank_model is not None:  # a rerun that resumes may leave it out; one that names another differs
+        identity["rank_model"] = str(Path(args.rank_model).resolve())
     header = (f"fine-tuning: dataset {args.dataset} ({style} style), net {args.net}, "
               f"init {'scratch' if args.from_scratch else weights}")
     run, shares = _prepare(args, "finetune", identity, net_src, solver_src, configure, test_default,
