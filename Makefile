@@ -53,6 +53,9 @@ DIRECTION ?=
 RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
+# Layers of RANK_MODEL/WEIGHTS not to copy, e.g. SKIP_LAYERS=fc8 with ImageNet VGG-16 as RANK_MODEL: the
+# paper's ImageNet-VGG fine-tuned baseline.
+SKIP_LAYERS ?=
 FT_RUN   ?= runs/ft_$(DATASET)_$(NET)_split$(SPLIT)$(if $(FROM_SCRATCH),_scratch)
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ finetune: env
 	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(FT_DIR)/split$(SPLIT) \
 	  --out $(FT_RUN) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
 	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
+	  $(call opt,--skip-layers,$(SKIP_LAYERS)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS))
 

@@ -428,3 +428,25 @@ def test_default_rank_model_takes_the_original_iteration_when_present(tmp_path):
     # without the preferred iteration, the highest one is taken.
     assert train.default_rank_model(runs, "live", "vgg16").name == "rank_live_iter_20000.caffemodel"
     assert train.default_rank_model(runs, "tid2013", "vgg16").name == "rank_tid_iter_10000.caffemodel"
+
+
+@needs_caffe
+def test_skip_layers_loads_a_model_whose_head_does_not_fit(tmp_path):
+    """The ImageNet-VGG baseline case: a model whose fc8 has another shape, copied without its fc8."""
+    deploy = REPO / "prototxts/shallow/ft_deploy.prototxt"
+    wide = tmp_path / "wide_head.prototxt"
+    text = deploy.read_text()
+    head = text.index('name: "fc8"')
+    wide.write_text(text[:head] + text[head:].replace("num_output: 1", "num_output: 3", 1))
+    caffe.set_random_seed(3)
+    source = caffe.Net(str(wide), caffe.TEST)
+    weights = tmp_path / "wide.caffemodel"
+    source.save(str(weights))
+    target = caffe.Net(str(deploy), caffe.TEST)
+    fc8_before = target.params["fc8"][0].data.copy()
+    with pytest.raises(InputError, match="layer 'fc8' param 0: shape mismatch"):
+        train.load_weights(target, weights)
+    copied = train.load_weights(target, weights, skip_layers=("fc8",))
+    assert "fc8" not in copied and "conv1" in copied
+    np.testing.assert_array_equal(target.params["conv4"][0].data, source.params["conv4"][0].data)
+    np.testing.assert_array_equal(target.params["fc8"][0].data, fc8_before)

@@ -53,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -484,14 +484,35 @@ def net_param_shapes(net: Any) -> dict[str, list[tuple[int, ...]]]:
             for name, layer in zip(net._layer_names, net.layers, strict=True)}
 
 
-def load_weights(net: Any, weights_path: Path) -> list[str]:
-    """Check shapes, then copy the matching layers (by name) into ``net``; returns the copied layer names."""
+def load_weights(net: Any, weights_path: Path, skip_layers: Sequence[str] = ()) -> list[str]:
+    """Check shapes, then copy the matching layers (by name) into ``net``; returns the copied layer names.
+
+    ``skip_layers`` are left as the net initialised them, e.g. ImageNet VGG-16's 1000-way ``fc8`` when the
+    fine-tuning head is also named ``fc8`` (the paper's ImageNet-VGG baseline). Without it Caffe copies
+    (``copy_from``); with it the remaining layers are copied here, blob by blob.
+    """
     source = read_caffemodel(weights_path)
-    copied = check_weight_shapes(source, net_param_shapes(net), weights_path)
+    skip = set(skip_layers)
+    if skip:
+        for layers in (source.layer, source.layers):
+            for index in reversed(range(len(layers))):
+                if layers[index].name in skip:
+                    del layers[index]
+    target = net_param_shapes(net)
+    copied = check_weight_shapes(source, target, weights_path)
     if not copied:
         raise InputError("no layer of this model matches a layer of the net by name", weights_path)
-    del source  # a VGG-16 model is half a gigabyte: let it go before Caffe reads its own copy
-    net.copy_from(str(weights_path))
+    if not skip:
+        del source  # a VGG-16 model is half a gigabyte: let it go before Caffe reads its own copy
+        net.copy_from(str(weights_path))
+        return copied
+    import numpy as np
+
+    params = dict(zip(net._layer_names, net.layers, strict=True))
+    for layer in [*source.layer, *source.layers]:
+        if layer.name in copied:
+            for blob, proto in zip(params[layer.name].blobs, layer.blobs, strict=True):
+                blob.data[...] = np.asarray(proto.data, dtype=np.float32).reshape(blob.data.shape)
     return copied
 
 
@@ -715,6 +736,7 @@ class PreparedRun:
     resume: Path | None
     device: int = -1
     rank_solvers: list[Path] = dataclasses.field(default_factory=list)
+    skip_layers: tuple[str, ...] = ()  # layers of the weights file not to copy
 
 
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -873,7 +895,7 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
             if log:
                 log.note(f"resumed from {run.resume} at iteration {solver.iter}")
         elif run.weights is not None:
-            copied = load_weights(solver.net, run.weights)
+            copied = load_weights(solver.net, run.weights, run.skip_layers)
             if log:
                 log.note(f"initialised {len(copied)} layer(s) from {run.weights}: {' '.join(copied)}")
         if share is not None:
@@ -1106,7 +1128,8 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
                       snapshot_every=int(solver.snapshot), display=args.display,
                       test_interval=test_interval, test_iters=test_iters, test_items=test_items,
                       weights=None if resume is not None else weights, resume=resume, device=device,
-                      rank_solvers=rank_solvers)
+                      rank_solvers=rank_solvers,
+                      skip_layers=tuple(n for n in (args.skip_layers or "").split(",") if n.strip()))
     return run, shares
 
 
@@ -1215,6 +1238,9 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--net", choices=NETS, required=True, help="vgg16 (224 crops) or shallow (227, CPU)")
     parser.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/<name>")
     parser.add_argument("--iters", type=int, help="max_iter (default: the solver's)")
+    parser.add_argument("--skip-layers", default="",
+                        help="comma-separated layers of the initial weights not to copy (e.g. fc8 of "
+                             "ImageNet VGG-16 for the ImageNet-VGG fine-tuned baseline)")
     parser.add_argument("--lr", type=float,
                         help="base_lr (default: the solver's for vgg16; SHALLOW_DEFAULT_LR for shallow)")
     parser.add_argument("--snapshot", type=int, help="snapshot every N iterations (default: the solver's)")
