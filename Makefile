@@ -31,9 +31,12 @@ RANKS_DIR ?= data/ranks/$(RANKSET)
 LMDB      ?=
 DATASET   ?= tid2013
 DATA      ?= /data/$(DATASET)
-FT_DIR    ?= data/ft/$(DATASET)
+FT_DIR    ?= data/ft/$(DATASET)$(if $(FT_TYPES),_$(subst $(comma),-,$(FT_TYPES)))
 SPLITS    ?= 1
 SPLIT     ?= 0
+# Distortion type codes to keep in the fine-tuning lists (default all); FT_TYPES=paper with DATASET=csiq
+# keeps the paper's 4 LIVE-like CSIQ types.
+FT_TYPES  ?=
 
 # ---- training -----------------------------------------------------------------------------------
 ITERS    ?=
@@ -77,6 +80,7 @@ PRED_DIRECTION ?=
 
 PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankiqa.pth
 opt = $(if $(2),$(1) $(2))
+comma := ,
 
 .PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check \
         test lint clean
@@ -136,7 +140,7 @@ train_rank: env $(RANKS_DIR)/manifest.csv
 
 ft_lists: env
 	$(PY) -m data_prep.make_ft_lists --dataset $(DATASET) --data $(DATA) --out $(FT_DIR) --splits $(SPLITS) \
-	  --seed $(SEED)
+	  --seed $(SEED) $(call opt,--types,$(FT_TYPES))
 
 finetune: env
 	@[ -f $(FT_DIR)/split$(SPLIT)/train.txt ] || $(MAKE) ft_lists

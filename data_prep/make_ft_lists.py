@@ -81,13 +81,30 @@ def write_ft_lists(rows: Sequence[IQARow], out_dir: str | os.PathLike, splits: i
     return summary
 
 
+#: The paper's CSIQ protocol: the 4 distortion types CSIQ shares with LIVE (10 splits in the paper).
+PAPER_CSIQ_TYPES = ("AWGN", "JPEG", "jpeg2000", "BLUR")
+
+
+def _parse_types(dataset: str, text: str) -> list[str] | None:
+    if not text.strip():
+        return None
+    if text.strip() == "paper":
+        if dataset != "csiq":
+            raise InputError("--types paper applies to csiq only")
+        return list(PAPER_CSIQ_TYPES)
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def make_lists(dataset: str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, splits: int = 1,
                seed: int = 0, test_fraction: float = 0.2, include_synthetic_ref: bool = False,
-               live_realigned: bool = False, live_drop_refs: bool = False) -> list[dict[str, int]]:
+               live_realigned: bool = False, live_drop_refs: bool = False,
+               types: Sequence[str] | None = None) -> list[dict[str, int]]:
     """Load ``dataset`` from ``data_dir`` and write its fine-tuning lists to ``out_dir``.
 
     The dataset-specific flags apply only to their dataset; passing one for another dataset is an
-    error rather than silently ignored.
+    error rather than silently ignored. ``types`` keeps only those distortion type codes (e.g. the paper's
+    CSIQ protocol: ``PAPER_CSIQ_TYPES``); the reference copies of LIVE (type code of their folder) follow
+    their folder.
     """
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r} (expected one of {', '.join(DATASETS)})")
@@ -101,6 +118,13 @@ def make_lists(dataset: str, data_dir: str | os.PathLike, out_dir: str | os.Path
             raise InputError("--live-realigned / --live-drop-refs apply to live only")
         options.update(realigned=live_realigned, drop_refs=live_drop_refs)
     rows = load_dataset(dataset, data_dir, **options)
+    if types:
+        known = DATASETS[dataset].types
+        unknown = [t for t in types if t not in known]
+        if unknown:
+            raise InputError(f"unknown {dataset} type code(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(known)})")
+        rows = [row for row in rows if row.type in set(types)]
     return write_ft_lists(rows, out_dir, splits=splits, seed=seed, test_fraction=test_fraction)
 
 
@@ -120,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="live: dmos_new of dmos_realigned.mat instead of dmos of dmos.mat")
     parser.add_argument("--live-drop-refs", action="store_true",
                         help="live: leave out the 203 reference copies (orgs == 1; the original keeps them)")
+    parser.add_argument("--types", default="",
+                        help="comma-separated type codes to keep (default: all); 'paper' for csiq = the "
+                             "paper's 4 LIVE-like types " + ",".join(PAPER_CSIQ_TYPES))
     return parser
 
 
@@ -128,7 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     summary = make_lists(args.dataset, args.data, args.out, splits=args.splits, seed=args.seed,
                          test_fraction=args.test_fraction, include_synthetic_ref=args.include_synthetic_ref,
-                         live_realigned=args.live_realigned, live_drop_refs=args.live_drop_refs)
+                         live_realigned=args.live_realigned, live_drop_refs=args.live_drop_refs,
+                         types=_parse_types(args.dataset, args.types))
     first = summary[0]
     total = first["train_images"] + first["test_images"]
     refs = first["train_refs"] + first["test_refs"]

@@ -119,3 +119,19 @@ def test_single_reference_cannot_be_split(tmp_path):
     root = fx.make_kadid(tmp_path / "kadid", n_refs=1, types=(1,), levels=2)
     with pytest.raises(InputError, match="at least 2 reference"):
         mfl.make_lists("kadid", root, tmp_path / "out")
+
+
+def test_types_keep_the_papers_four_csiq_types(tmp_path: Path) -> None:
+    root = fx.make_csiq(tmp_path / "csiq")
+    mfl.make_lists("csiq", root, tmp_path / "all")
+    mfl.make_lists("csiq", root, tmp_path / "paper", types=list(mfl.PAPER_CSIQ_TYPES))
+    every = {row.type for row in read_table(tmp_path / "all" / "table.csv")}
+    kept = {row.type for row in read_table(tmp_path / "paper" / "table.csv")}
+    assert kept == set(mfl.PAPER_CSIQ_TYPES) & every and kept < every
+    assert mfl.main(["--dataset", "csiq", "--data", str(root), "--out", str(tmp_path / "cli"),
+                     "--types", "paper"]) == 0
+    assert {row.type for row in read_table(tmp_path / "cli" / "table.csv")} == kept
+    with pytest.raises(InputError, match="unknown csiq type code"):
+        mfl.make_lists("csiq", root, tmp_path / "bad", types=["GB"])
+    assert mfl.main(["--dataset", "tid2013", "--data", str(root), "--out", str(tmp_path / "x"),
+                     "--types", "paper"]) == 2
