@@ -132,6 +132,17 @@ def _check_direction(value: object, layer: str) -> str:
     return str(value)
 
 
+def _margin_and_direction(params: dict, name: str) -> tuple[float, str]:
+    """The hinge parameters every ranking loss layer takes from its param_str, checked."""
+    try:
+        margin = float(params["margin"])
+    except (TypeError, ValueError):
+        raise InputError(f"param_str: margin must be a number, got {params['margin']!r}", name) from None
+    if not np.isfinite(margin) or margin < 0:
+        raise InputError(f"param_str: margin must be finite and >= 0, got {margin}", name)
+    return margin, _check_direction(params["direction"], name)
+
+
 class AllPairsHingeLossLayer(LayerBase):
     """Caffe loss layer: bottoms ``score`` (N,1)/(N,), ``label`` (N,) levels, optional ``group`` (N,).
 
@@ -143,13 +154,7 @@ class AllPairsHingeLossLayer(LayerBase):
         name = type(self).__name__
         params = parse_params(self.param_str, name, {"margin": 10.0, "group_size": None,
                                                      "direction": "quality"})
-        try:
-            self.margin = float(params["margin"])
-        except (TypeError, ValueError):
-            raise InputError(f"param_str: margin must be a number, got {params['margin']!r}", name) from None
-        if not np.isfinite(self.margin) or self.margin < 0:
-            raise InputError(f"param_str: margin must be finite and >= 0, got {self.margin}", name)
-        self.direction = _check_direction(params["direction"], name)
+        self.margin, self.direction = _margin_and_direction(params, name)
         self.group_size = params["group_size"]
         if len(bottom) not in (2, 3):
             raise InputError(f"needs bottoms score, label and optionally group; got {len(bottom)}", name)
@@ -200,13 +205,7 @@ class PairHingeLossLayer(LayerBase):
     def setup(self, bottom, top) -> None:
         name = type(self).__name__
         params = parse_params(self.param_str, name, {"margin": 10.0, "direction": "quality"})
-        try:
-            self.margin = float(params["margin"])
-        except (TypeError, ValueError):
-            raise InputError(f"param_str: margin must be a number, got {params['margin']!r}", name) from None
-        if not np.isfinite(self.margin) or self.margin < 0:
-            raise InputError(f"param_str: margin must be finite and >= 0, got {self.margin}", name)
-        self.direction = _check_direction(params["direction"], name)
+        self.margin, self.direction = _margin_and_direction(params, name)
         if len(bottom) != 3:
             raise InputError(f"needs bottoms score, score_p and label; got {len(bottom)}", name)
         self._grads = (np.zeros(0), np.zeros(0))

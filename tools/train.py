@@ -468,14 +468,7 @@ def read_caffemodel(path: Path) -> Any:
         head = handle.read(8)
     if head.startswith(b"\x89HDF"):
         raise InputError("HDF5 weights are not supported; use a binary .caffemodel", path)
-    from google.protobuf.message import DecodeError
-
-    message = caffe_pb2().NetParameter()
-    try:
-        message.ParseFromString(path.read_bytes())
-    except DecodeError as err:
-        raise InputError(f"not a Caffe model: {err}", path) from None
-    return message
+    return _parse_binary(path, caffe_pb2().NetParameter(), "not a Caffe model")
 
 
 def net_param_shapes(net: Any) -> dict[str, list[tuple[int, ...]]]:
@@ -534,18 +527,23 @@ def snapshots(folder: Path, suffix: str) -> list[Path]:
     return sorted(found, key=lambda p: snapshot_iteration(p) or 0, reverse=True)
 
 
+def _parse_binary(path: Path, message: Any, what: str) -> Any:
+    """Fill ``message`` from the binary protobuf file ``path``; a decoding error names the file."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        message.ParseFromString(path.read_bytes())
+    except DecodeError as err:
+        raise InputError(f"{what}: {err}", path) from None
+    return message
+
+
 def check_solverstate(path: Path) -> tuple[int, Path]:
     """(iteration, model) of a ``.solverstate``; the model is the one the state names or, when that path
     no longer exists (a moved run folder), the ``.caffemodel`` of the same name beside the state."""
     if not path.is_file():
         raise InputError("solver state not found", path)
-    from google.protobuf.message import DecodeError
-
-    state = caffe_pb2().SolverState()
-    try:
-        state.ParseFromString(path.read_bytes())
-    except DecodeError as err:
-        raise InputError(f"not a Caffe solver state (truncated?): {err}", path) from None
+    state = _parse_binary(path, caffe_pb2().SolverState(), "not a Caffe solver state (truncated?)")
     if not state.HasField("iter"):
         raise InputError("not a Caffe solver state (no iteration)", path)
     model = Path(state.learned_net) if state.learned_net else None
