@@ -101,3 +101,16 @@ def test_direction_column_follows_the_head_and_the_flag(tiny: dict) -> None:
                              "--out", str(out), "--crops", "2", "--quiet", *extra]) == 0
         row = _read_csv(out)[0]
         assert (row["direction"], row["scale"]) == expected
+
+
+def test_finetuned_model_direction_comes_from_its_run(tmp_path):
+    from tools import scoring
+
+    model = tmp_path / "ft" / "snapshots" / "ft_iter_10.caffemodel"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"")
+    assert scoring._finetuned_direction(model) is None
+    (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "live"}')
+    assert scoring._finetuned_direction(model) == "lower_better"
+    (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "tid2013"}')
+    assert scoring._finetuned_direction(model) == "higher_better"

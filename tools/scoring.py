@@ -212,17 +212,36 @@ def load_net(deploy: str | os.PathLike, model: str | os.PathLike, gpu: int = -1)
     return net, info
 
 
-def _run_direction(model_path: Path) -> str | None:
-    """The rank loss direction recorded in ``run.json`` of the run that wrote ``<run>/snapshots/X``."""
+def _run_record(model_path: Path) -> dict:
+    """``run.json`` of the training run that wrote ``<run>/snapshots/X`` (``{}`` when there is none)."""
     import json
 
     run_json = model_path.parent.parent / "run.json"
     if model_path.parent.name != "snapshots" or not run_json.is_file():
-        return None
+        return {}
     try:
-        return json.loads(run_json.read_text(encoding="utf-8")).get("direction")
+        record = json.loads(run_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _run_direction(model_path: Path) -> str | None:
+    """The rank loss direction recorded in the run's ``run.json``."""
+    return _run_record(model_path).get("direction")
+
+
+def _finetuned_direction(model_path: Path) -> str | None:
+    """The direction of the labels a fine-tuning run (its ``run.json``) trained on."""
+    from data_prep.datasets import DATASETS, HIGHER_BETTER
+
+    record = _run_record(model_path)
+    if record.get("kind") != "finetune":
         return None
+    if record.get("dataset") == "synthetic":
+        return HIGHER_BETTER  # the demo's MS-SSIM stand-in
+    info = DATASETS.get(record.get("dataset", ""))
+    return info.direction if info else None
 
 
 def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str | None,
@@ -247,6 +266,9 @@ def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str |
         return "higher_better", "ranking head fc8_m: relative scores, rank loss direction 'quality'"
     if ground_truth:
         return ground_truth, "fine-tuned head: assumed trained on these labels"
+    trained = _finetuned_direction(Path(model_path))
+    if trained:
+        return trained, "fine-tuned head: the labels of its training run (run.json)"
     return "unknown", "fine-tuned head: same direction as the labels it was trained on (MOS or DMOS)"
 
 
