@@ -20,7 +20,7 @@ RUN apt-get update \
 
 # Only what the build needs, so that code changes do not rebuild Caffe.
 COPY requirements.txt Makefile ./
-COPY tools/build_caffe.sh tools/build_caffe.sh
+COPY tools/build_caffe.sh tools/build_caffe_cuda.sh tools/cuda_libs.sh tools/
 RUN make caffe CUDA=1 && rm -rf /var/lib/apt/lists/* /root/.cache/pip
 
 COPY . .

@@ -65,3 +65,25 @@ def test_second_run_finds_the_cached_build():
     assert proc.returncode == 0, proc.stderr
     assert "cached build found" in proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(prefix)
+
+
+def test_dockerfile_copies_every_file_the_caffe_build_uses_before_building():
+    """The image builds Caffe from a few copied files (so code changes do not rebuild it): each file the
+    build script sources or runs must be among them, or `docker build` fails where CI cannot see it."""
+    import re
+
+    lines = (REPO / "Dockerfile").read_text().splitlines()
+    build_at = next(i for i, line in enumerate(lines) if line.startswith("RUN make caffe"))
+    copied: set[str] = set()
+    for line in lines[:build_at]:
+        if line.startswith("COPY "):
+            *sources, dest = line.split()[1:]
+            copied.update(sources)
+    scripts = {"tools/build_caffe.sh"}
+    for script in sorted(scripts):
+        text = (REPO / script).read_text()
+        scripts |= set(re.findall(r"\$REPO_ROOT/(tools/[\w.]+\.sh)", text))
+    scripts |= {m for s in list(scripts) for m in re.findall(r"\$REPO_ROOT/(tools/[\w.]+\.sh)",
+                                                            (REPO / s).read_text())}
+    needed = scripts | {"requirements.txt", "Makefile"}
+    assert needed <= copied, f"not copied before `RUN make caffe`: {sorted(needed - copied)}"
