@@ -59,7 +59,8 @@ FROM_SCRATCH ?=
 # Layers of RANK_MODEL/WEIGHTS not to copy, e.g. SKIP_LAYERS=fc8 with ImageNet VGG-16 as RANK_MODEL: the
 # paper's ImageNet-VGG fine-tuned baseline.
 SKIP_LAYERS ?=
-FT_RUN   ?= runs/ft_$(DATASET)_$(NET)_split$(SPLIT)$(if $(FROM_SCRATCH),_scratch)
+# One folder per configuration: lists (FT_DIR), net, split, and where the weights come from.
+FT_RUN   ?= runs/ft_$(notdir $(FT_DIR))_$(NET)_split$(SPLIT)$(if $(FROM_SCRATCH),_scratch)$(if $(RANK_MODEL),_from-$(basename $(notdir $(RANK_MODEL))))
 
 # ---- evaluation ---------------------------------------------------------------------------------
 MODEL      ?=
@@ -69,7 +70,7 @@ DEPLOY     ?= prototxts/$(NET)/$(if $(and $(filter vgg16,$(NET)),$(filter $(TID_
 CROPS      ?= 30
 # Crops per forward pass. On the CPU one crop per forward measured fastest (BENCHMARKS.md, section 4).
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)
-RUN        ?= $(DATASET)_$(NET)
+RUN        ?= $(notdir $(FT_DIR))_$(NET)
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
 # Flip the sign of predictions (a quality-up model on DMOS ground truth); with SPLITS=n, MODEL may hold
@@ -92,11 +93,14 @@ help:
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
 	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live PRISTINE=dir LMDB=1)"
 	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS RESUME)"
+	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS FT_TYPES; run by finetune/eval)"
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
+	@echo "  make check-cuda-build  compile the CUDA Caffe without switching the venv (CUDA_ARCH)"
+	@echo "  make lint | venv | clean   ruff + hadolint; the venv alone; remove runs/, results/, data/ranks, data/ft"
 	@echo "See README.md for every variable."
 
 # The venv is rebuilt when requirements.txt changes. System packages first (python3-venv on a bare Debian).
@@ -146,6 +150,7 @@ finetune: env
 	@[ -f $(FT_DIR)/split$(SPLIT)/train.txt ] || $(MAKE) ft_lists
 	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(FT_DIR)/split$(SPLIT) \
 	  --out $(FT_RUN) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
+	  $(if $(filter command line environment,$(origin RANKSET)),--rankset $(RANKSET)) \
 	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
 	  $(call opt,--skip-layers,$(SKIP_LAYERS)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME)) \
@@ -153,15 +158,16 @@ finetune: env
 
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
-	@[ -f $(FT_DIR)/split$(SPLIT)/test.csv ] || $(MAKE) ft_lists
+	@[ -f $(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$$(($(SPLITS)-1)),$(SPLIT))/test.csv ] || $(MAKE) ft_lists
 	$(PY) -m tools.evaluate --deploy $(DEPLOY) --model '$(MODEL)' --out results/$(RUN) --crops $(CROPS) \
+	  --seed $(SEED) \
 	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
 	  $(if $(filter-out 1,$(SPLITS)),--table '$(FT_DIR)/split{split}/test.csv' --splits $(SPLITS),--table $(FT_DIR)/split$(SPLIT)/test.csv)
 
 predict: env
 	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel" >&2; exit 2; }
 	$(PY) -m tools.predict --deploy $(DEPLOY) --model $(MODEL) --images $(IMAGES) --out $(PRED_OUT) \
-	  --crops $(CROPS) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
+	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
 
 demo: env
 	$(PY) -m tools.demo --out results/demo --seed $(SEED) --jobs $(JOBS)
@@ -173,7 +179,7 @@ bench: env
 # the CUDA build (make caffe CUDA=1); GPU_CHECK_ARGS=--cpu-smoke runs its code paths on a CPU.
 GPU_CHECK_ARGS ?=
 gpu-check: env
-	PYTHON=$(PY) bash tools/gpu_check.sh $(GPU_CHECK_ARGS)
+	PYTHON=$(PY) bash tools/gpu_check.sh $(if $(filter-out -1,$(GPU)),--gpu $(GPU)) $(GPU_CHECK_ARGS)
 
 # ---- quality ------------------------------------------------------------------------------------
 lint: venv
