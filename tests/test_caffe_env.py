@@ -70,7 +70,6 @@ def _write_tiny_ranking_net(tmp_path: Path, batch: int, group_size: int) -> Path
 
 def test_python_loss_layer_trains_and_loss_falls(tmp_path):
     """A prototxt net whose loss is our Python all-pairs hinge layer learns to order levels."""
-    pytest.importorskip("pylayers.rank_loss")
     groups, levels = 4, 5
     batch = groups * levels
     caffe.set_mode_cpu()

@@ -249,8 +249,7 @@ def test_output_blob_is_chosen_from_the_deploy_prototxt(caffe_module, tmp_path: 
                 "shallow/rank_deploy.prototxt": ("fc8_m", 227), "shallow/ft_deploy.prototxt": ("fc8", 227)}
     for name, (blob, crop) in expected.items():
         path = REPO / "prototxts" / name
-        if not path.is_file():
-            continue
+        assert path.is_file(), path
         info = scoring.read_deploy(path)
         got = (info.output_blob, info.crop_height, info.crop_width, info.input_blob)
         assert got == (blob, crop, crop, "data"), name
@@ -310,8 +309,6 @@ def test_batched_and_one_crop_per_forward_give_the_same_scores(caffe_module, tmp
 
 def test_batched_equals_one_crop_on_the_shallow_deploy(caffe_module, tmp_path: Path) -> None:
     deploy = REPO / "prototxts" / "shallow" / "ft_deploy.prototxt"
-    if not deploy.is_file():
-        pytest.skip("prototxts/shallow/ft_deploy.prototxt not written yet")
     net = caffe_module.Net(str(deploy), caffe_module.TEST)
     rng = np.random.default_rng(2)
     for params in net.params.values():
@@ -447,3 +444,6 @@ def test_ranking_model_trained_with_dmos_direction_is_lower_better(tmp_path):
     (tmp_path / "run" / "run.json").write_text(json.dumps({"kind": "rank", "direction": "dmos"}))
     assert scoring._run_direction(model) == "dmos"
     assert scoring._run_direction(tmp_path / "elsewhere.caffemodel") is None
+    ranking = scoring.read_deploy(REPO / "prototxts" / "shallow" / "rank_deploy.prototxt")
+    assert scoring.model_direction(ranking, model, None)[0] == "lower_better"
+    assert scoring.model_direction(ranking, tmp_path / "elsewhere.caffemodel", None)[0] == "higher_better"

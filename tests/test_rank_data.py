@@ -268,12 +268,17 @@ def test_rank_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
 
 def test_pair_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
-    param = f"{{manifest: '{manifest}', batch_size: 5, crop: 32, workers: 0}}"
+    param = f"{{manifest: '{manifest}', batch_size: 5, crop: 32, seed: 6, workers: 0}}"
     net = caffe.Net(str(data_net(tmp_path, param, "PairDataLayer", "pylayers.pair_data",
                                  ("data", "data_p", "label"))), caffe.TRAIN)
-    net.forward()
-    assert net.blobs["data"].data.shape == net.blobs["data_p"].data.shape == (5, 3, 32, 32)
-    assert set(np.unique(net.blobs["label"].data)) <= {-1.0, 1.0}
+    builder = PairBatchBuilder(read_manifest(manifest, "train"), ImageSource(manifest.parent), 5, 32, 6)
+    for index in range(2):
+        net.forward()
+        assert net.blobs["data"].data.shape == net.blobs["data_p"].data.shape == (5, 3, 32, 32)
+        expected = builder(index)
+        for top in ("data", "data_p", "label"):
+            np.testing.assert_array_equal(net.blobs[top].data, expected[top].astype(np.float32))
+        assert set(np.unique(net.blobs["label"].data)) <= {-1.0, 1.0}
 
 
 @pytest.mark.parametrize("param_str, fragment", [

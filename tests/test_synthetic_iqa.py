@@ -184,7 +184,7 @@ def test_bad_input(pristine_dir, tmp_path, fake_generator, capsys):
 
 
 def test_with_the_real_generator(pristine_dir, tmp_path):
-    distortions = pytest.importorskip("data_prep.distortions")
+    from data_prep import distortions
     wanted = [t for t in ("GN", "JPEG") if t in distortions.RANKSETS["tid2013"]]
     assert wanted, "the TID2013-style rank set should have GN and JPEG"
     out = tmp_path / "real"

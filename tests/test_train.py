@@ -347,9 +347,17 @@ def test_resume_continues_the_counter_and_reproduces_the_run(ranks, rank_run, tm
     # Weights, momentum, iteration counter and data stream restored: the same losses as the straight run.
     for iteration, loss in uninterrupted.items():
         assert resumed[iteration] == pytest.approx(loss, rel=1e-3), iteration
-    # An explicit --resume from an earlier state also works, and a finished run is not trained again.
+    # A finished run is not trained again.
     assert _rank_cli(ranks, out, "--iters", "60", "--snapshot", "30") == 0
     assert "already at iteration 60" in (out / "log.txt").read_text()
+    # An explicit --resume from an earlier state, into another run folder, continues from that state.
+    state = rank_run / "snapshots" / "rank_tiny_iter_30.solverstate"
+    other = tmp_path / "other" / "rank_tiny"
+    assert _rank_cli(ranks, other, "--iters", "60", "--snapshot", "30", "--resume", str(state)) == 0
+    assert "start iter=30 " in (other / "log.txt").read_text()
+    explicit = {r["iteration"]: float(r["train_loss"]) for r in _csv_rows(other / "loss.csv")}
+    for iteration in ("40", "50", "60"):
+        assert explicit[iteration] == pytest.approx(uninterrupted[iteration], rel=1e-3), iteration
 
 
 @needs_caffe
