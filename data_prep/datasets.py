@@ -28,7 +28,7 @@ import csv
 import math
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +173,19 @@ def _require(root: Path, names: Iterable[str], dataset: str) -> None:
 # TID2013
 
 
+def _two_field_lines(label_path: Path, form: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, first, second) of a whitespace-separated two-column label file; blank lines skipped,
+    any other line that is not two fields names the file and line."""
+    with open(label_path, encoding="utf-8", errors="replace") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            fields = raw.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise InputError(f"expected {form}, got {raw.strip()!r}", label_path, lineno)
+            yield lineno, fields[0], fields[1]
+
+
 def load_tid2013(root: str | os.PathLike, include_synthetic_ref: bool = False) -> list[IQARow]:
     """Read TID2013 (3,000 images; 2,880 without the synthetic reference 25, the faithful default).
 
@@ -184,29 +197,22 @@ def load_tid2013(root: str | os.PathLike, include_synthetic_ref: bool = False) -
     index = _folder_index(root / "distorted_images")
     rows: list[IQARow] = []
     seen: dict[str, int] = {}
-    with open(label_path, encoding="utf-8", errors="replace") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            fields = raw.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise InputError(f"expected '<MOS> <name>', got {raw.strip()!r}", label_path, lineno)
-            score_text, name = fields
-            match = _TID_NAME.match(name)
-            if not match:
-                raise InputError(f"{name!r} is not a TID2013 name (iRR_DD_L.bmp)", label_path, lineno)
-            ref_id, type_id, level = (int(g) for g in match.groups())
-            if not (1 <= ref_id <= 25 and 1 <= type_id <= 24 and 1 <= level <= 5):
-                raise InputError(f"{name!r}: reference 01-25, type 01-24, level 1-5 expected",
-                                 label_path, lineno)
-            score = _parse_score(score_text, label_path, lineno, "MOS")
-            _check_duplicate(seen, name, label_path, lineno)
-            if ref_id == 25 and not include_synthetic_ref:
-                continue
-            path = _find(index, name, label_path, lineno, "distorted_images/")
-            code = f"{type_id:02d}"
-            rows.append(IQARow(f"I{ref_id:02d}", code, level, path, score, HIGHER_BETTER,
-                               TID2013_TYPE_NAMES[code]))
+    for lineno, score_text, name in _two_field_lines(label_path, "'<MOS> <name>'"):
+        match = _TID_NAME.match(name)
+        if not match:
+            raise InputError(f"{name!r} is not a TID2013 name (iRR_DD_L.bmp)", label_path, lineno)
+        ref_id, type_id, level = (int(g) for g in match.groups())
+        if not (1 <= ref_id <= 25 and 1 <= type_id <= 24 and 1 <= level <= 5):
+            raise InputError(f"{name!r}: reference 01-25, type 01-24, level 1-5 expected",
+                             label_path, lineno)
+        score = _parse_score(score_text, label_path, lineno, "MOS")
+        _check_duplicate(seen, name, label_path, lineno)
+        if ref_id == 25 and not include_synthetic_ref:
+            continue
+        path = _find(index, name, label_path, lineno, "distorted_images/")
+        code = f"{type_id:02d}"
+        rows.append(IQARow(f"I{ref_id:02d}", code, level, path, score, HIGHER_BETTER,
+                           TID2013_TYPE_NAMES[code]))
     if not rows:
         raise InputError("no images listed", label_path)
     return rows
@@ -385,15 +391,9 @@ def _csiq_split_name(name: str, label_path: Path, line: int | None) -> tuple[str
 def _csiq_labels_txt(label_path: Path) -> list[tuple[str, str, int, float, int]]:
     """``csiq_label.txt``: (ref, type, level, dmos, line) per line."""
     out = []
-    with open(label_path, encoding="utf-8", errors="replace") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            fields = raw.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise InputError(f"expected '<name> <dmos>', got {raw.strip()!r}", label_path, lineno)
-            ref, code, level = _csiq_split_name(fields[0], label_path, lineno)
-            out.append((ref, code, level, _parse_score(fields[1], label_path, lineno, "DMOS"), lineno))
+    for lineno, name, dmos_text in _two_field_lines(label_path, "'<name> <dmos>'"):
+        ref, code, level = _csiq_split_name(name, label_path, lineno)
+        out.append((ref, code, level, _parse_score(dmos_text, label_path, lineno, "DMOS"), lineno))
     return out
 
 

@@ -302,13 +302,8 @@ def configure_rank_net(net_param: Any, source: Path, data_dir: Path, types_per_b
         if layer.python_param.module.endswith("rank_data") or "types_per_batch" in params:
             params["types_per_batch"] = types_per_batch
             params["images_per_group"] = images_per_group
-        test = layer_phase(layer) == "test"
-        params["seed"] = seed + 1 if test else seed
-        if workers is not None:
-            params["workers"] = workers
-        # Only rank 0 runs the test net, so the test data are never split.
-        _set_share(params, None if test else share)
-        params["start_batch"] = test_start_batch if test else start_batch
+        _set_stream_params(params, layer_phase(layer) == "test", seed, workers, share, start_batch,
+                           test_start_batch)
         set_param_str(layer, params)
     for layer in python_layers(net_param, "rank_loss"):
         params = get_param_str(layer, source)
@@ -338,14 +333,20 @@ def configure_ft_net(net_param: Any, source: Path, lists_dir: Path, batch: int |
             params["batch_size"] = batch
         if test:
             params["shuffle"] = False
-        params["seed"] = seed + 1 if test else seed
-        if workers is not None:
-            params["workers"] = workers
-        # Only rank 0 runs the test net, so the test list is never split.
-        _set_share(params, None if test else share)
-        params["start_batch"] = test_start_batch if test else start_batch
+        _set_stream_params(params, test, seed, workers, share, start_batch, test_start_batch)
         set_param_str(layer, params)
     return net_param
+
+
+def _set_stream_params(params: dict[str, Any], test: bool, seed: int, workers: int | None,
+                       share: GpuShare | None, start_batch: int, test_start_batch: int) -> None:
+    """The param_str keys that place a data layer in its batch stream: seed (the test net draws its own),
+    workers, GPU share (only rank 0 runs the test net, so test data are never split) and the resume point."""
+    params["seed"] = seed + 1 if test else seed
+    if workers is not None:
+        params["workers"] = workers
+    _set_share(params, None if test else share)
+    params["start_batch"] = test_start_batch if test else start_batch
 
 
 def _set_share(params: dict[str, Any], share: GpuShare | None) -> None:
