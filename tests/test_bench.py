@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.caffe_marks import needs_caffe
 from tools import bench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,15 +27,6 @@ SECTIONS = ("## 1. Loss layer", "## 2. Efficient vs standard Siamese", "## 3. Da
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\d.])", re.IGNORECASE)
 
 
-def _caffe_available() -> bool:
-    try:
-        import caffe  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_caffe = pytest.mark.skipif(not _caffe_available(), reason="pycaffe is not importable (make caffe)")
 
 
 def test_layout_arrays_follow_the_data_layers_order_and_pair_counts():

@@ -8,13 +8,8 @@ import math
 import pytest
 
 from rankiqa.errors import InputError
+from tests.caffe_marks import needs_caffe
 from tools import demo
-
-try:
-    import caffe
-except ImportError:  # before `make caffe`: the helper tests still run
-    caffe = None
-needs_caffe = pytest.mark.skipif(caffe is None, reason="pycaffe is not built (make caffe)")
 
 
 def test_profiles_keep_ranking_and_finetuning_references_apart():

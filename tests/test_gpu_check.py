@@ -18,20 +18,12 @@ from pathlib import Path
 import pytest
 
 from rankiqa.errors import InputError
+from tests.caffe_marks import needs_caffe
 from tools import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _caffe_available() -> bool:
-    try:
-        import caffe  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_caffe = pytest.mark.skipif(not _caffe_available(), reason="pycaffe is not importable (make caffe)")
 
 
 def _env() -> dict[str, str]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from rankiqa.errors import InputError
+from tests.caffe_marks import needs_caffe
 from tools import logparse, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +128,6 @@ try:
     import caffe
 except ImportError:  # before `make caffe`: the tests above still run
     caffe = None
-needs_caffe = pytest.mark.skipif(caffe is None, reason="pycaffe is not built (make caffe)")
 
 
 def _tiny_manifest(folder: Path) -> Path:
