@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from rankiqa import caffe_io
 from rankiqa.errors import InputError
 
 #: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
@@ -61,17 +62,6 @@ class DeployInfo:
     def head_kind(self) -> str:
         """``ranking`` (fc8_m), ``finetuned`` (fc8) or ``other``."""
         return {RANKING_HEAD: "ranking", FINETUNED_HEAD: "finetuned"}.get(self.output_blob, "other")
-
-
-def _caffe() -> Any:
-    # Caffe's glog prints every layer of every net it builds; keep warnings and errors only unless the
-    # user asked otherwise (the variable is read once, when the library loads).
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    try:
-        import caffe  # lazily: only the net-running paths need it
-    except ImportError as err:
-        raise InputError(f"pycaffe is not importable ({err}); build it with tools/build_caffe.sh") from None
-    return caffe
 
 
 def _input_shape(net_param: Any, path: str) -> tuple[str, list[int]]:
@@ -120,7 +110,7 @@ def read_deploy(path: str | os.PathLike) -> DeployInfo:
     """Parse a deploy prototxt: its input blob and crop size, and its output (score) blob."""
     from google.protobuf import text_format
 
-    caffe_pb2 = _caffe().proto.caffe_pb2
+    caffe_pb2 = caffe_io.caffe_pb2()
     path = str(path)
     if not Path(path).is_file():
         raise InputError("deploy prototxt not found", path)
@@ -138,13 +128,6 @@ def read_deploy(path: str | os.PathLike) -> DeployInfo:
                       crop_width=int(shape[3]), output_blob=choose_output_blob(net_param, path))
 
 
-def _blob_shape(blob: Any) -> tuple[int, ...] | None:
-    """Shape of a ``BlobProto``; ``None`` for the legacy 4-D fields (Caffe matches those by count)."""
-    if blob.HasField("shape"):
-        return tuple(int(d) for d in blob.shape.dim)
-    return None
-
-
 def _check_weights(net: Any, model_path: str) -> None:
     """Reject a caffemodel that does not fit the deploy net, before Caffe aborts on it.
 
@@ -152,32 +135,15 @@ def _check_weights(net: Any, model_path: str) -> None:
     random initialisation of a layer missing from the file (e.g. ``fc6`` vs ``fc6_m``): both are
     turned into an ``InputError`` naming the model and the layer.
     """
-    caffe_pb2 = _caffe().proto.caffe_pb2
-    model = caffe_pb2.NetParameter()
-    try:
-        model.ParseFromString(Path(model_path).read_bytes())
-    except Exception as err:  # protobuf raises DecodeError, or others on truncated files
-        raise InputError(f"not a caffemodel ({type(err).__name__}: {err})", model_path) from None
-    stored: dict[str, list[Any]] = {}
-    for layer in list(model.layer) + list(model.layers):  # new format, then the V1 "layers" field
-        if len(layer.blobs) > 0:
-            stored[layer.name] = list(layer.blobs)
+    model = caffe_io.read_caffemodel(Path(model_path))
+    stored = {layer.name for layer in [*model.layer, *model.layers] if len(layer.blobs) > 0}
     missing = [name for name in net.params if name not in stored]
     if missing:
         raise InputError(f"no weights for layer(s) {missing} of the deploy net (the model holds "
                          f"{sorted(stored)}): wrong deploy prototxt for this model?", model_path)
-    for name, params in net.params.items():
-        blobs = stored[name]
-        if len(blobs) != len(params):
-            raise InputError(f"layer {name!r}: the model has {len(blobs)} blobs, the net {len(params)}",
-                             model_path)
-        for index, (blob, param) in enumerate(zip(blobs, params, strict=True)):
-            want = tuple(param.data.shape)
-            have = _blob_shape(blob)
-            count = len(blob.data) if have is None else int(np.prod(have))
-            if (have is not None and have != want) or count != int(np.prod(want)):
-                raise InputError(f"layer {name!r} blob {index}: the model has shape {have or count}, "
-                                 f"the deploy net {want}", model_path)
+    shapes = {name: [tuple(blob.data.shape) for blob in params] for name, params in net.params.items()}
+    caffe_io.check_weight_shapes(model, shapes, Path(model_path),
+                                 hint="wrong deploy prototxt for this model?")
 
 
 def _require_gpu_build(caffe: Any, gpu: int) -> None:
@@ -193,7 +159,7 @@ def _require_gpu_build(caffe: Any, gpu: int) -> None:
 
 def load_net(deploy: str | os.PathLike, model: str | os.PathLike, gpu: int = -1) -> tuple[Any, DeployInfo]:
     """Build the deploy net in TEST phase and load the caffemodel's weights (checked first)."""
-    caffe = _caffe()
+    caffe = caffe_io.import_caffe()
     info = read_deploy(deploy)
     model = str(model)
     if not Path(model).is_file():

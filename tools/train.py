@@ -59,6 +59,13 @@ from typing import Any
 
 import yaml
 
+from rankiqa.caffe_io import (
+    caffe_pb2,
+    check_weight_shapes,
+    import_caffe,
+    parse_binary,
+    read_caffemodel,
+)
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from tools.logparse import LossTable, plot, write_csv
@@ -99,23 +106,8 @@ _SNAPSHOT_NAME = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)$")
 # Caffe imports (lazy: --help, the share-splitting and the log parser work without Caffe)
 
 
-def import_caffe() -> Any:
-    """Import pycaffe quietly (glog's INFO lines would drown the progress bar; ``GLOG_minloglevel=0`` shows
-    them). The variable must be set before the first import: glog reads it when the library loads."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    try:
-        import caffe
-    except ImportError as err:
-        raise InputError(f"cannot import pycaffe ({err}); build it with `make caffe`") from None
-    return caffe
 
 
-def caffe_pb2() -> Any:
-    """The ``caffe_pb2`` protobuf module."""
-    import_caffe()
-    from caffe.proto import caffe_pb2 as pb2
-
-    return pb2
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -409,69 +401,6 @@ def configure_solver(solver_param: Any, net_path: Path, snapshot_prefix: Path, m
 # Weights: shape check, then Caffe's copy
 
 
-def blob_proto_shape(blob: Any) -> tuple[int, ...] | None:
-    """Shape of a serialised blob; ``None`` for a legacy 4-D blob (num/channels/height/width)."""
-    if any(blob.HasField(f) for f in ("num", "channels", "height", "width")):
-        return None
-    return tuple(int(d) for d in blob.shape.dim)
-
-
-def _legacy_equal(blob: Any, target: tuple[int, ...]) -> bool:
-    """Caffe's rule for legacy blobs: the target, padded to 4-D on the left with ones, equals (n, c, h, w)."""
-    if len(target) > 4:
-        return False
-    padded = (1,) * (4 - len(target)) + tuple(target)
-    return padded == (blob.num, blob.channels, blob.height, blob.width)
-
-
-def _describe(blob: Any) -> str:
-    shape = blob_proto_shape(blob)
-    if shape is None:
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    return "x".join(str(d) for d in shape)
-
-
-def check_weight_shapes(source: Any, target_shapes: dict[str, list[tuple[int, ...]]],
-                        weights_path: Path) -> list[str]:
-    """Layers of ``source`` (a ``NetParameter`` with blobs) that Caffe would copy into a net whose layers and
-    parameter shapes are ``target_shapes`` (layer name -> blob shapes; layers without parameters map to []).
-
-    Raises ``InputError`` naming the weights file and the first layer whose blob count or shape differs:
-    the check that Caffe's ``CopyTrainedLayersFrom`` makes with a fatal abort.
-    """
-    copied: list[str] = []
-    for layer in [*source.layer, *source.layers]:  # `layers`: the V1 format of e.g. VGG_ILSVRC_16_layers
-        if layer.name not in target_shapes or not layer.blobs:
-            continue
-        shapes = target_shapes[layer.name]
-        if len(shapes) != len(layer.blobs):
-            raise InputError(f"layer {layer.name!r}: the weights have {len(layer.blobs)} blob(s), the net's "
-                             f"layer has {len(shapes)}; rename the layer in the net to train it from scratch",
-                             weights_path)
-        for index, (blob, shape) in enumerate(zip(layer.blobs, shapes, strict=True)):
-            stored = blob_proto_shape(blob)
-            same = _legacy_equal(blob, shape) if stored is None else stored == tuple(shape)
-            if not same:
-                raise InputError(
-                    f"layer {layer.name!r} param {index}: shape mismatch, the weights have {_describe(blob)},"
-                    " "
-                    f"the net needs {'x'.join(map(str, shape))}; rename the layer in the net to train it "
-                    "from scratch", weights_path)
-        copied.append(layer.name)
-    return copied
-
-
-def read_caffemodel(path: Path) -> Any:
-    """Parse a binary ``.caffemodel`` (``NetParameter``)."""
-    if not path.is_file():
-        raise InputError("weights file not found", path)
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-    if head.startswith(b"\x89HDF"):
-        raise InputError("HDF5 weights are not supported; use a binary .caffemodel", path)
-    return _parse_binary(path, caffe_pb2().NetParameter(), "not a Caffe model")
-
-
 def net_param_shapes(net: Any) -> dict[str, list[tuple[int, ...]]]:
     """Layer name -> parameter blob shapes of a live ``caffe.Net`` (layers without parameters -> [])."""
     return {str(name): [tuple(blob.data.shape) for blob in layer.blobs]
@@ -528,15 +457,7 @@ def snapshots(folder: Path, suffix: str) -> list[Path]:
     return sorted(found, key=lambda p: snapshot_iteration(p) or 0, reverse=True)
 
 
-def _parse_binary(path: Path, message: Any, what: str) -> Any:
-    """Fill ``message`` from the binary protobuf file ``path``; a decoding error names the file."""
-    from google.protobuf.message import DecodeError
 
-    try:
-        message.ParseFromString(path.read_bytes())
-    except DecodeError as err:
-        raise InputError(f"{what}: {err}", path) from None
-    return message
 
 
 def check_solverstate(path: Path) -> tuple[int, Path]:
@@ -544,7 +465,7 @@ def check_solverstate(path: Path) -> tuple[int, Path]:
     no longer exists (a moved run folder), the ``.caffemodel`` of the same name beside the state."""
     if not path.is_file():
         raise InputError("solver state not found", path)
-    state = _parse_binary(path, caffe_pb2().SolverState(), "not a Caffe solver state (truncated?)")
+    state = parse_binary(path, caffe_pb2().SolverState(), "not a Caffe solver state (truncated?)")
     if not state.HasField("iter"):
         raise InputError("not a Caffe solver state (no iteration)", path)
     model = Path(state.learned_net) if state.learned_net else None
