@@ -34,6 +34,7 @@ from data_prep.datasets import HIGHER_BETTER, IQARow
 from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
+from rankiqa.image_io import read_bgr
 
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WINDOW = 11
@@ -204,9 +205,7 @@ def build_synthetic_rows(pristine_dir: str | os.PathLike, references: Sequence[s
     sources = []
     for name in references:
         source = _find_reference(pristine_dir, name)
-        pristine = cv2.imread(str(source), cv2.IMREAD_COLOR)
-        if pristine is None:
-            raise InputError("cannot read image", source)
+        pristine = read_bgr(source)
         if min(pristine.shape[:2]) < smallest:
             raise InputError(f"MS-SSIM needs images of at least {smallest} pixels on a side, got "
                              f"{pristine.shape[1]}x{pristine.shape[0]}", source)
