@@ -83,7 +83,7 @@ PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["pure
 opt = $(if $(2),$(1) $(2))
 comma := ,
 
-.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check \
+.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check gpu-bundle \
         test lint clean
 
 help:
@@ -100,6 +100,7 @@ help:
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
 	@echo "  make check-cuda-build  compile the CUDA Caffe without switching the venv (CUDA_ARCH)"
+	@echo "  make gpu-bundle   pack CUDA Caffe for the device tool's GPU machine (root; see README)"
 	@echo "  make lint | venv | clean   ruff + hadolint; the venv alone; remove runs/, results/, data/ranks, data/ft"
 	@echo "See README.md for every variable."
 
@@ -181,11 +182,18 @@ GPU_CHECK_ARGS ?=
 gpu-check: env
 	PYTHON=$(PY) bash tools/gpu_check.sh $(if $(filter-out -1,$(GPU)),--gpu $(GPU)) $(GPU_CHECK_ARGS)
 
+# The CUDA build packed for the `device` tool's GPU machine (Ubuntu 24.04, Python 3.12, no network), built in
+# an Ubuntu 24.04 root made here, and tested here in CPU mode: tools/gpu_bundle.sh (needs root; about 8
+# minutes the first time on 2 cores, 1 minute when cached). There: bash tools/gpu_bundle_run.sh, with the folder bundle/ carried.
+GPU_BUNDLE_ARCH ?= 90
+gpu-bundle:
+	GPU_BUNDLE_ARCH="$(GPU_BUNDLE_ARCH)" JOBS=$(JOBS) bash tools/gpu_bundle.sh
+
 # ---- quality ------------------------------------------------------------------------------------
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile
-	bash -n tools/build_caffe.sh
+	$(VENV)/bin/shellcheck -S warning tools/*.sh .ci/run
 
 test: env lint
 	$(PY) -m pytest -q

@@ -190,3 +190,15 @@ def test_table_numbers_parses_markdown_tables():
     # the table parser used above must see the numbers of a table row, or the quick-run test proves nothing
     assert table_numbers("| a | 1.5 | 2e-3 ms | **3x** | 9x5x1 | 4% |\n|---|---|") == [1.5, 0.002, 3, 9, 4]
     assert np.isfinite(table_numbers("| 7 |")).all()
+
+
+def test_gpu_check_section_shows_the_recorded_report_or_says_there_is_none(tmp_path, monkeypatch):
+    record = tmp_path / "docs" / "bench" / "gpu_check.md"
+    monkeypatch.setattr(bench, "GPU_CHECK_RECORD", record)
+    missing = "\n".join(bench.gpu_check_section())
+    assert "Not measured: no run of the GPU check on a GPU is recorded" in missing
+    record.parent.mkdir(parents=True)
+    record.write_text("| device | NVIDIA H200 |\n", encoding="utf-8")
+    shown = "\n".join(bench.gpu_check_section())
+    assert "| device | NVIDIA H200 |" in shown and "docs/bench/gpu_check.md" in shown
+    assert "Not measured" not in shown

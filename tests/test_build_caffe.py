@@ -87,3 +87,17 @@ def test_dockerfile_copies_every_file_the_caffe_build_uses_before_building():
                                                             (REPO / s).read_text())}
     needed = scripts | {"requirements.txt", "Makefile"}
     assert needed <= copied, f"not copied before `RUN make caffe`: {sorted(needed - copied)}"
+
+
+def test_lean_build_drops_the_libraries_the_bundle_does_not_need():
+    full = run_script("--list-deps", env=dict(os.environ, CUDA="1")).stdout.split()
+    lean = run_script("--list-deps", env=dict(os.environ, CUDA="1", CAFFE_LEAN="1")).stdout.split()
+    dropped = set(full) - set(lean)
+    assert dropped == {"libopencv-dev", "libleveldb-dev", "liblmdb-dev", "libsnappy-dev"}
+    assert set(lean) < set(full) and "libboost-python-dev" in lean and "libhdf5-dev" in lean
+
+
+def test_lean_without_cuda_is_refused(tmp_path):
+    proc = run_script("--list-deps", env=dict(os.environ, CAFFE_LEAN="1", RANKIQA_CACHE=str(tmp_path)))
+    assert proc.returncode != 0
+    assert "CAFFE_LEAN=1 is for the CUDA build (CUDA=1)" in proc.stderr

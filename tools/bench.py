@@ -809,7 +809,28 @@ def render(report: dict[str, Any], plots_rel: str) -> str:
                   f"| evaluation images / s | {g_eval['batched']['images_per_s']:.4g} | "
                   f"{g_eval['one_crop']['images_per_s']:.4g} | {_x(g_eval['speedup'])} |", "",
                   "How measured: as sections 2 and 4, in Caffe's GPU mode (timing only, no test curve).", ""]
+    lines += gpu_check_section()
     return "\n".join(lines)
+
+
+#: The report of a real GPU run of tools/gpu_check.py, committed by whoever ran it (its Markdown snippet).
+GPU_CHECK_RECORD = Path(__file__).resolve().parents[1] / "docs" / "bench" / "gpu_check.md"
+
+
+def gpu_check_section() -> list[str]:
+    """The GPU check of issue 8 (VGG-16 on a GPU, against `caffe time`): its recorded report, or the plain
+    statement that there is none. Never estimated."""
+    lines = ["### GPU check (VGG-16, our Python layers against `caffe time`)", ""]
+    if GPU_CHECK_RECORD.is_file():
+        where = GPU_CHECK_RECORD.relative_to(GPU_CHECK_RECORD.parents[2])
+        return lines + [f"From `{where}` (a run of `tools/gpu_check.py` on a GPU):", "",
+                        GPU_CHECK_RECORD.read_text(encoding="utf-8"), ""]
+    return lines + [_para(
+        "**Not measured: no run of the GPU check on a GPU is recorded** (there is no",
+        "`docs/bench/gpu_check.md`). It is prepared: `make gpu-bundle` packs the CUDA build for the",
+        "`device` tool's GPU machine and `tools/gpu_bundle_run.sh` runs the check there (or",
+        "`make gpu-check CUDA=1` on any GPU machine); its Markdown report, saved as",
+        "`docs/bench/gpu_check.md`, is shown here."), ""]
 
 
 # ---------------------------------------------------------------------------------------------------------

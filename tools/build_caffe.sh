@@ -16,6 +16,9 @@
 # Environment:
 #   PYTHON        Python that pycaffe is built for (default: .venv/bin/python); it must have numpy.
 #   CUDA          0 (CPU_ONLY, default) or 1 (CUDA, no cuDNN).
+#   CAFFE_LEAN    1 with CUDA=1: without OpenCV, LevelDB and LMDB (Caffe's own image/database data layers,
+#                 which this project never uses: its data layers are Python). Fewer libraries to carry in
+#                 the GPU bundle (tools/gpu_bundle.sh); a separate cache entry (caffe-cuda-lean-<key>).
 #   CUDA_ARCH     space-separated compute capabilities for CUDA=1 (default "70 75 80 86 89 90": Volta to
 #                 Hopper); PTX is emitted for the last one. CUDA 13 dropped Volta (sm_70): with nvcc >= 13
 #                 the list is filtered to >= 75 and the script says so.
@@ -35,6 +38,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT_PATH="${REPO_ROOT}/tools/build_caffe.sh"
 PYTHON="${PYTHON:-${REPO_ROOT}/.venv/bin/python}"
 CUDA="${CUDA:-0}"
+CAFFE_LEAN="${CAFFE_LEAN:-0}"
 CUDA_ARCH="${CUDA_ARCH:-70 75 80 86 89 90}"
 RANKIQA_CACHE="${RANKIQA_CACHE:-${HOME}/.cache/rankiqa}"
 JOBS="${JOBS:-$(nproc)}"
@@ -47,6 +51,8 @@ DEB_PACKAGES=(build-essential cmake curl ca-certificates patch xz-utils python3-
   libboost-dev libboost-filesystem-dev libboost-system-dev libboost-thread-dev libboost-python-dev
   libgflags-dev libgoogle-glog-dev libhdf5-dev liblmdb-dev libleveldb-dev libsnappy-dev
   libopenblas-dev libopencv-dev libprotobuf-dev protobuf-compiler)
+# What the lean build (CAFFE_LEAN=1) leaves out.
+LEAN_SKIPPED_PACKAGES=" liblmdb-dev libleveldb-dev libsnappy-dev libopencv-dev "
 
 stage() { printf '\n[caffe] == %s ==\n' "$*" >&2; }
 info() { printf '[caffe] %s\n' "$*" >&2; }
@@ -109,6 +115,15 @@ EOF
 # ---------------------------------------------------------------------------------------------------
 mode=cpu
 [ "$CUDA" = 1 ] && mode=cuda
+if [ "$CAFFE_LEAN" = 1 ]; then
+  [ "$mode" = cuda ] || die "CAFFE_LEAN=1 is for the CUDA build (CUDA=1) of the GPU bundle"
+  mode=cuda-lean
+  kept=()
+  for pkg in "${DEB_PACKAGES[@]}"; do
+    [[ "$LEAN_SKIPPED_PACKAGES" == *" $pkg "* ]] || kept+=("$pkg")
+  done
+  DEB_PACKAGES=("${kept[@]}")
+fi
 
 case "${1:-}" in
   --list-deps) echo "${DEB_PACKAGES[*]}"; exit 0 ;;
@@ -121,7 +136,7 @@ esac
 case "$PYTHON" in /*) ;; *) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac
 "$PYTHON" -c "import numpy" 2>/dev/null || die "$PYTHON has no numpy" "Install requirements: make venv"
 
-if [ "$mode" = cuda ]; then
+if [ "$mode" != cpu ]; then
   # Everything CUDA-specific lives in tools/build_caffe_cuda.sh, hashed into the CUDA key only, so that
   # changing it never invalidates the CPU build.
   # shellcheck source=tools/build_caffe_cuda.sh
@@ -143,7 +158,7 @@ key_material() {
       echo "$p=$(pkg_version "$p")"
     done
   fi
-  if [ "$mode" = cuda ]; then
+  if [ "$mode" != cpu ]; then
     cuda_key_material
   fi
 }
@@ -276,7 +291,7 @@ caffe_version="$(PYTHONPATH="$STAGE_DIR/python" "$PYTHON" -c \
 info "pycaffe $caffe_version imports; Python layer registered"
 cat > "$STAGE_DIR/BUILD_INFO" <<EOF
 caffe debian source ${CAFFE_DEB_VERSION} (pycaffe reports ${caffe_version})
-mode ${mode}$([ "$mode" = cuda ] && echo " arch ${CUDA_ARCH}")
+mode ${mode}$([ "$mode" != cpu ] && echo " arch ${CUDA_ARCH}")
 python ${PY_VERSION} $(readlink -f "$PYTHON")
 key ${KEY}
 built $(date -u +%Y-%m-%dT%H:%M:%SZ) in $((SECONDS - start)) s with ${JOBS} jobs

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # mode, info, die, PYTHON...: set by build_caffe.sh, which sources this
 # The CUDA part of tools/build_caffe.sh (sourced by it when CUDA=1; not run on its own).
 # What CUDA 13 required, as found on the project's build machine (nvcc 13.0, no GPU):
 #   - Offline compilation for compute capabilities below 7.5 is gone (Maxwell, Pascal, Volta): the
@@ -38,6 +39,9 @@ cuda_key_material() {
 cuda_cmake_args() {
   local ptx="${CUDA_ARCH##* }"
   CMAKE_ARGS+=(-DCPU_ONLY=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH" -DCUDA_ARCH_PTX="$ptx")
+  if [ "$mode" = cuda-lean ]; then
+    CMAKE_ARGS+=(-DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF)
+  fi
   if [ "$NCCL_FOUND" = 1 ]; then
     CMAKE_ARGS+=(-DUSE_NCCL=ON)
     info "NCCL found: multi-GPU training enabled"
