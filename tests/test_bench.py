@@ -202,3 +202,25 @@ def test_gpu_check_section_shows_the_recorded_report_or_says_there_is_none(tmp_p
     shown = "\n".join(bench.gpu_check_section())
     assert "| device | NVIDIA H200 |" in shown and "docs/bench/gpu_check.md" in shown
     assert "Not measured" not in shown
+
+
+def test_record_gpu_check_keeps_a_gpu_report_and_refuses_a_smoke_run(tmp_path, monkeypatch):
+    record = tmp_path / "docs" / "bench" / "gpu_check.md"
+    monkeypatch.setattr(bench, "GPU_CHECK_RECORD", record)
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    before = "# Benchmarks\n\n## 5. GPU\n\nno GPU\n\n" + "\n".join(bench.gpu_check_section())
+    benchmarks.write_text(before, encoding="utf-8")
+    smoke = tmp_path / "smoke.md"
+    smoke.write_text("## GPU check (issue 8): CPU smoke run, NOT a GPU result\n", encoding="utf-8")
+    with pytest.raises(bench.InputError, match="not the report of a GPU run"):
+        bench.record_gpu_check(smoke, benchmarks)
+    with pytest.raises(bench.InputError, match="no such report"):
+        bench.record_gpu_check(tmp_path / "missing.md", benchmarks)
+    assert benchmarks.read_text(encoding="utf-8") == before and not record.exists()
+    gpu = tmp_path / "gpu_check.md"
+    gpu.write_text("## GPU check (issue 8)\n\n| device | NVIDIA H200 |\n", encoding="utf-8")
+    assert bench.main(["--out", str(benchmarks), "--record-gpu-check", str(gpu)]) == 0
+    after = benchmarks.read_text(encoding="utf-8")
+    assert after.startswith("# Benchmarks\n\n## 5. GPU\n\nno GPU\n\n")  # the measured sections are kept
+    assert "| device | NVIDIA H200 |" in after and "Not measured" not in after
+    assert record.read_text(encoding="utf-8") == gpu.read_text(encoding="utf-8")

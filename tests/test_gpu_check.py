@@ -54,8 +54,8 @@ def test_cpu_smoke_passes_and_records_every_check(smoke):
     assert done.returncode == 0, done.stderr[-3000:]
     assert report["ok"] is True and report["failures"] == []
     assert report["mode"] == "cpu-smoke" and report["device_id"] == -1
-    assert report["steps"] == ["train", "compare", "time"]
-    assert set(report["checks"]) == {"train", "compare", "time"}
+    assert report["steps"] == ["train", "compare", "time", "nccl"]
+    assert set(report["checks"]) == {"train", "compare", "time", "nccl"}
     assert all(step["ok"] for step in report["checks"].values())
     device = report["device"]
     assert device["ok"] and device["build_mode"] in ("cpu", "cuda")
@@ -106,6 +106,32 @@ def test_cpu_smoke_times_three_ways_and_parses_caffe_time(smoke):
 
 
 @needs_caffe
+def test_cpu_smoke_trains_through_the_driver_without_nccl(smoke):
+    _done, report, _markdown, root = smoke
+    nccl = report["checks"]["nccl"]
+    # On the CPU the step runs tools/train.py with --gpu -1 (NCCL needs a GPU) and says so.
+    assert nccl["nccl"] is False and "--gpu -1" in nccl["command"] and "--gpus" not in nccl["command"]
+    assert nccl["returncode"] == 0 and nccl["gpus"] is None
+    assert len(nccl["losses"]) == nccl["iterations"] == report["settings"]["nccl_iters"]
+    assert all(math.isfinite(v) for v in nccl["losses"])
+    run = root / "work" / "nets_cpu-smoke" / "nccl_run"
+    assert (run / "snapshots" / nccl["snapshot"]).is_file()
+    # The losses come from the driver's own log (what loss.csv shows).
+    assert f"{nccl['losses'][-1]:.6g}" in (run / "loss.csv").read_text()
+
+
+@needs_caffe
+def test_nccl_step_reports_a_driver_that_refuses_gpus(smoke):
+    """``--gpus`` on this CPU-only build: tools/train.py refuses (exit 2) and the step fails, quoting why."""
+    _done, _report, _markdown, root = smoke
+    data_dir = root / "work" / "ranks_2refs_seed0"
+    result = gpu_check.step_nccl(gpu_check.SMOKE, data_dir, root / "gpus", device=0, seed=0)
+    assert result["ok"] is False and result["nccl"] is True and "--gpus 0" in result["command"]
+    assert result["returncode"] == 2
+    assert "--gpus needs a CUDA Caffe built with NCCL" in result["error"]
+
+
+@needs_caffe
 def test_cpu_smoke_markdown_carries_the_figures_and_says_it_is_no_gpu_result(smoke):
     _done, report, markdown, _root = smoke
     assert markdown.startswith("## GPU check (issue 8): CPU smoke run, NOT a GPU result")
@@ -113,6 +139,8 @@ def test_cpu_smoke_markdown_carries_the_figures_and_says_it_is_no_gpu_result(smo
     assert "`caffe time` (Caffe layers only)" in markdown
     assert f"max abs diff {report['checks']['compare']['max_abs_diff']:.3g}" in markdown
     assert f"batch {report['checks']['time']['batch']}" in markdown
+    assert f"snapshot {report['checks']['nccl']['snapshot']}" in markdown
+    assert "`tools/train.py --gpu -1` (CPU smoke: no NCCL)" in markdown
 
 
 @needs_caffe

@@ -820,7 +820,7 @@ GPU_CHECK_RECORD = Path(__file__).resolve().parents[1] / "docs" / "bench" / "gpu
 def gpu_check_section() -> list[str]:
     """The GPU check of issue 8 (VGG-16 on a GPU, against `caffe time`): its recorded report, or the plain
     statement that there is none. Never estimated."""
-    lines = ["### GPU check (VGG-16, our Python layers against `caffe time`)", ""]
+    lines = [f"{GPU_CHECK_HEADING}, our Python layers against `caffe time`)", ""]
     if GPU_CHECK_RECORD.is_file():
         where = GPU_CHECK_RECORD.relative_to(GPU_CHECK_RECORD.parents[2])
         return lines + [f"From `{where}` (a run of `tools/gpu_check.py` on a GPU):", "",
@@ -829,8 +829,28 @@ def gpu_check_section() -> list[str]:
         "**Not measured: no run of the GPU check on a GPU is recorded** (there is no",
         "`docs/bench/gpu_check.md`). It is prepared: `make gpu-bundle` packs the CUDA build for the",
         "`device` tool's GPU machine and `tools/gpu_bundle_run.sh` runs the check there (or",
-        "`make gpu-check CUDA=1` on any GPU machine); its Markdown report, saved as",
-        "`docs/bench/gpu_check.md`, is shown here."), ""]
+        "`make gpu-check CUDA=1` on any GPU machine); its Markdown report, kept by",
+        "`python -m tools.bench --record-gpu-check gpu_check.md`, is shown here."), ""]
+
+
+GPU_CHECK_HEADING = "### GPU check (VGG-16"
+
+
+def record_gpu_check(report: Path, benchmarks: Path) -> None:
+    """Keep the Markdown report of a GPU run of tools/gpu_check.py as ``docs/bench/gpu_check.md`` and
+    rewrite the GPU-check part of ``benchmarks`` to show it, without rerunning the benchmarks."""
+    text = report.read_text(encoding="utf-8") if report.is_file() else None
+    if text is None:
+        raise InputError("no such report (the gpu_check.md of a GPU run)", report)
+    if "CPU smoke run, NOT a GPU result" in text or not text.startswith("## GPU check"):
+        raise InputError("not the report of a GPU run of tools/gpu_check.py", report)
+    current = benchmarks.read_text(encoding="utf-8") if benchmarks.is_file() else ""
+    if current.count(GPU_CHECK_HEADING) != 1:
+        raise InputError(f"expected one '{GPU_CHECK_HEADING}...' section; regenerate it with make bench",
+                         benchmarks)
+    atomic_write_text(GPU_CHECK_RECORD, text)
+    head = current[:current.index(GPU_CHECK_HEADING)]
+    atomic_write_text(benchmarks, head + "\n".join(gpu_check_section()))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -847,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, default=Path("data/bench"),
                         help="generated ranking set and resolved nets (default data/bench; reused)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record-gpu-check", type=Path, metavar="GPU_CHECK_MD",
+                        help="only keep this gpu_check.md of a GPU run as docs/bench/gpu_check.md and show "
+                             "it in --out's GPU section (no benchmarks are run)")
     return parser
 
 
@@ -861,6 +884,10 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--out is a folder; give the Markdown file to write", out)
     if args.work_dir.exists() and not args.work_dir.is_dir():
         raise InputError("--work-dir exists and is not a folder", args.work_dir)
+    if args.record_gpu_check is not None:
+        record_gpu_check(args.record_gpu_check, out)
+        print(f"recorded {args.record_gpu_check} as {GPU_CHECK_RECORD}; updated {out}", file=sys.stderr)
+        return 0
     from tools import train
 
     caffe = train.import_caffe()

@@ -19,6 +19,8 @@
 #   CAFFE_LEAN    1 with CUDA=1: without OpenCV, LevelDB and LMDB (Caffe's own image/database data layers,
 #                 which this project never uses: its data layers are Python). Fewer libraries to carry in
 #                 the GPU bundle (tools/gpu_bundle.sh); a separate cache entry (caffe-cuda-lean-<key>).
+#   NCCL          with CUDA=1: 1 (default) builds multi-GPU support with NCCL (the system's, else NVIDIA's PyPI
+#                 wheel); 0 without.
 #   CUDA_ARCH     space-separated compute capabilities for CUDA=1 (default "70 75 80 86 89 90": Volta to
 #                 Hopper); PTX is emitted for the last one. CUDA 13 dropped Volta (sm_70): with nvcc >= 13
 #                 the list is filtered to >= 75 and the script says so.

@@ -34,18 +34,16 @@ SUITE=noble
 KEYRING_DEB="ubuntu-keyring_2023.11.28.1_all.deb"
 KEYRING_SHA256="36de43b15853ccae0028e9a767613770c704833f82586f28eb262f0311adb8a8"
 # The packages of requirements.txt that pycaffe and tools/gpu_check.py import (the GPU machine has its own).
-DEVICE_PACKAGES=(numpy opencv-python-headless scipy PyYAML pillow scikit-image tqdm six protobuf)
+DEVICE_PACKAGES=(numpy opencv-python-headless scipy PyYAML pillow scikit-image tqdm six protobuf matplotlib)
 
 info() { printf '[gpu-bundle] %s\n' "$*" >&2; }
 die() { printf '[gpu-bundle] FAILED: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root: debootstrap, chroot and bind mounts (run it with sudo)"
 command -v nvcc >/dev/null 2>&1 || die "nvcc is not on PATH (the CUDA toolkit that compiles the build)"
-# The toolkit's folder, as nvcc reports it ("#$ TOP=/usr/local/cuda-13.0/bin/.."): nvcc on PATH may be a
-# wrapper script (as on the project's build machine) rather than a link into the toolkit.
-NVCC_ROOT="$(nvcc --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -n 1)"
-[ -n "$NVCC_ROOT" ] || NVCC_ROOT="$(dirname "$(readlink -f "$(command -v nvcc)")")/.."
-NVCC_ROOT="$(readlink -f "$NVCC_ROOT")"
+# shellcheck source=tools/build_caffe_cuda.sh
+source "$REPO_ROOT/tools/build_caffe_cuda.sh"  # function definitions only: nvcc_root
+NVCC_ROOT="$(nvcc_root)"
 [ -x "$NVCC_ROOT/bin/nvcc" ] || die "cannot locate the CUDA toolkit of nvcc (got '$NVCC_ROOT')"
 if ! command -v debootstrap >/dev/null 2>&1; then
   info "installing debootstrap"
@@ -144,7 +142,7 @@ info "build root ready: $ROOT"
 
 mount_root "$ROOT"
 info "step 2/4: CUDA Caffe for sm_${GPU_BUNDLE_ARCH} inside the root (cached after the first build)"
-prefix="$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && CUDA=1 CAFFE_LEAN=1 CUDA_ARCH='$GPU_BUNDLE_ARCH' \
+prefix="$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && CUDA=1 CAFFE_LEAN=1 CUDA_ARCH='$GPU_BUNDLE_ARCH' NCCL='${NCCL:-1}' \
   RANKIQA_CACHE=/cache PYTHON=/opt/device-python/bin/python JOBS='$JOBS' bash tools/build_caffe.sh" | tail -n 1)"
 case "$prefix" in /cache/caffe-cuda-lean-*) ;; *) die "the build did not report its prefix (got '$prefix')" ;; esac
 
@@ -155,12 +153,22 @@ in_root "$ROOT" /bin/bash -c "cd /rankiqa && /usr/bin/python3.12 -m tools.gpu_bu
 
 if [ "$GPU_BUNDLE_TEST" = 1 ]; then
   info "step 4/4: test the bundle in CPU mode with the device-like Python of the root"
-  cuda_libs="$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && RANKIQA_CACHE=/cache \
-    PYTHON=/opt/device-python/bin/python bash tools/cuda_libs.sh")"
+  lib_path=""
+  for part in blas nccl; do
+    lib_path="$lib_path$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && RANKIQA_CACHE=/cache \
+      PYTHON=/opt/device-python/bin/python bash tools/cuda_libs.sh $part")/lib:"
+  done
   in_root "$ROOT" /bin/bash -c "mkdir -p /tmp/gpu-bundle-test && cd /rankiqa && BUNDLE='$packed' \
-    PYTHON=/opt/device-python/bin/python RANKIQA_CUDA_LIB_PATH='$cuda_libs/lib:$NVCC_ROOT/lib64' \
+    PYTHON=/opt/device-python/bin/python RANKIQA_CUDA_LIB_PATH='$lib_path$NVCC_ROOT/lib64' \
     OUT=/tmp/gpu-bundle-test bash tools/gpu_bundle_run.sh --cpu-smoke" \
     || die "the bundle failed its CPU-mode test (the bundle was not copied to $GPU_BUNDLE)"
+  if [ "${NCCL:-1}" != 0 ]; then
+    # The step that uses NCCL needs a GPU; here: is it compiled into the bundle's pycaffe at all?
+    in_root "$ROOT" /bin/bash -c "cd /rankiqa && eval \"\$(/opt/device-python/bin/python -m tools.gpu_bundle env \
+      --dest /tmp/rankiqa-gpu-bundle --cuda-lib-path '$lib_path')\" && /opt/device-python/bin/python -c \
+      'import caffe; from tools.train import require_nccl; require_nccl(caffe); print(\"NCCL: in the bundle\")'" \
+      || die "the bundle's pycaffe has no NCCL (build with NCCL=1)"
+  fi
 else
   info "step 4/4: skipped (GPU_BUNDLE_TEST=0)"
 fi

@@ -1,7 +1,7 @@
 """The GPU check of issue 8: prove that CUDA Caffe trains with our Python layers, in one prepared command.
 
     python -m tools.gpu_check --out gpu_check.json [--gpu 0] [--cpu-smoke] [--work-dir /tmp/gpu_check]
-        [--steps train,compare,time] [--tolerance 1e-4] [--seed 0]
+        [--steps train,compare,time,nccl] [--tolerance 1e-4] [--seed 0]
 
 Steps (each recorded in the JSON; a failed step does not stop the others, but makes the exit status 1):
 
@@ -19,9 +19,13 @@ Steps (each recorded in the JSON; a failed step does not stop the others, but ma
    (the timed subclasses of ``tools.bench``, prefetch workers as in training), (b) in pycaffe with Caffe's
    own layers only (``Input`` + ``EuclideanLoss``, same trunk), (c) ``caffe time`` on net (b).
 
-``--cpu-smoke`` runs the same code on the CPU with tiny sizes (the Shallow net in steps 1 and 3, CPU vs CPU
-in step 2), so that the script is tested where there is no GPU. ``--gpu -1`` without ``--cpu-smoke`` runs
-the full sizes on the CPU (slow: a CPU reference, e.g. to check the fixed-batch learning rate).
+4. ``nccl``: a few iterations of ``tools/train.py rank --gpus <device>``: Caffe's multi-GPU path (NCCL, a
+   process per GPU) with one rank, as one GPU allows; finite losses and the final snapshot.
+
+``--cpu-smoke`` runs the same code on the CPU with tiny sizes (the Shallow net in steps 1, 3 and 4, CPU vs
+CPU in step 2, ``--gpu -1`` instead of ``--gpus`` in step 4), so that the script is tested where there is no
+GPU. ``--gpu -1`` without ``--cpu-smoke`` runs the full sizes on the CPU (slow: a CPU reference, e.g. to
+check the fixed-batch learning rate).
 
 Outputs: the JSON (``--out``, rewritten atomically after every step, so a run cut short keeps what it
 measured) and a Markdown snippet for BENCHMARKS.md beside it (same name, ``.md``). Exit status: 0 all
@@ -37,6 +41,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -54,14 +59,14 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from pylayers.rank_data import RankDataLayer
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
-from tools import bench
+from tools import bench, logparse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOTXTS = REPO_ROOT / "prototxts"
 RANK_SOLVER = PROTOTXTS / "solvers" / "rank_tid2013.prototxt"
 #: Distortion types that are quick to generate (a subset of tools.bench's).
 CHECK_TYPES = ("GN", "GB", "JPEG")
-STEPS = ("train", "compare", "time")
+STEPS = ("train", "compare", "time", "nccl")
 SCORE_BLOB = "fc8_m"  # the ranking head of both nets
 
 
@@ -79,13 +84,14 @@ class Settings:
     time_warmup: int      # untimed forward+backward calls before timing (step 3)
     time_iters: int       # timed calls (median) and `caffe time` iterations
     time_workers: int     # prefetch workers of the Python data layer while timing (as in training)
+    nccl_iters: int       # iterations of tools/train.py on the multi-GPU (NCCL) path (step 4)
 
 
 GPU = Settings(net="vgg16", crop=224, refs=3, types=3, train_iters=8, base_lr=None, compare_batch=8,
-               time_warmup=3, time_iters=20, time_workers=2)
+               time_warmup=3, time_iters=20, time_workers=2, nccl_iters=10)
 # The smoke run's Shallow net learns visibly faster at 1e-3 than at the solver's 1e-4 in 4 iterations.
 SMOKE = Settings(net="shallow", crop=227, refs=2, types=2, train_iters=4, base_lr=1e-3, compare_batch=2,
-                 time_warmup=1, time_iters=2, time_workers=0)
+                 time_warmup=1, time_iters=2, time_workers=0, nccl_iters=2)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -441,6 +447,39 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
     return result
 
 
+def step_nccl(settings: Settings, data_dir: Path, run_dir: Path, device: int, seed: int) -> dict[str, Any]:
+    """Ranking training through ``tools/train.py`` on Caffe's multi-GPU path: ``--gpus <device>`` trains one
+    NCCL rank in a process of its own (unique id, broadcast of the weights, all-reduce after every
+    backward), the path ``GPUS=0,1`` takes with more ranks; the device tool lends one GPU, so one rank is
+    what can run there. Passes when the driver exits 0, every logged loss is finite and the final snapshot
+    is written. The CPU smoke run trains through the same driver with ``--gpu -1`` (NCCL needs a GPU): it
+    tests this step, not NCCL."""
+    out = run_dir / "nccl_run"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: tools/train.py would resume an old one
+    placement = ["--gpus", str(device)] if device >= 0 else ["--gpu", "-1"]
+    command = [sys.executable, "-m", "tools.train", "rank", "--rankset", "tid2013", "--net", settings.net,
+               "--data", str(data_dir), "--out", str(out), *placement, "--iters", str(settings.nccl_iters),
+               "--snapshot", str(settings.nccl_iters), "--test-interval", "0", "--display", "1",
+               "--seed", str(seed), "--types-per-batch", str(settings.types), "--workers", "0"]
+    done = run_command(command, timeout=900, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])))
+    log = out / "log.txt"
+    losses = logparse.parse_log(log).series("train_loss")[1] if log.is_file() else []
+    final = sorted((out / "snapshots").glob(f"*_iter_{settings.nccl_iters}.caffemodel"))
+    run_json = out / "run.json"
+    gpus = json.loads(run_json.read_text(encoding="utf-8")).get("gpus") if run_json.is_file() else None
+    ok = (done["returncode"] == 0 and bool(losses) and all(math.isfinite(v) for v in losses)
+          and bool(final) and (gpus == [device] if device >= 0 else True))
+    result: dict[str, Any] = {"nccl": device >= 0, "command": " ".join(command),
+                              "returncode": done["returncode"], "iterations": settings.nccl_iters,
+                              "losses": losses, "gpus": gpus, "snapshot": final[0].name if final else None,
+                              "ok": ok}
+    if not ok:
+        result["error"] = (f"tools.train exited {done['returncode']} {done.get('error', '')}".strip()
+                           + f"; output: {done['output'][-1500:]}")
+    return result
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Report
 
@@ -484,6 +523,16 @@ def render(report: dict[str, Any]) -> str:
     timing = checks.get("time")
     if timing is not None:
         lines.append(f"| forward+backward timing | {_pass(timing)} | {timing.get('error', 'below')} |")
+    nccl = checks.get("nccl")
+    if nccl is not None:
+        what = ("`tools/train.py --gpus` (NCCL, one rank)" if nccl.get("nccl")
+                else "`tools/train.py --gpu -1` (CPU smoke: no NCCL)")
+        if nccl.get("ok"):
+            losses = " → ".join(_fmt(v) for v in nccl["losses"])
+            figures = f"{nccl['iterations']} iterations, losses {losses}, snapshot {nccl['snapshot']}"
+        else:
+            figures = str(nccl.get("error", "")).replace("\n", " ").replace("|", "/")[-600:]
+        lines.append(f"| ranking training, {what} | {_pass(nccl)} | {figures} |")
     lines.append("")
     if timing is not None and "caffe_time_s" in timing:
         net, batch = timing["net"], timing["batch"]
@@ -504,7 +553,8 @@ def render(report: dict[str, Any]) -> str:
         "one batch of a tiny generated TID2013-style set; passes when every loss is finite and the loss of",
         "that batch in the TEST phase (no dropout; a net sharing the weights) is lower after the",
         "iterations than before. Timing: median of synchronised `net.forward()` + `net.backward()` calls",
-        "after warm-up; `caffe time` reports its own mean 'Average Forward-Backward'."), ""]
+        "after warm-up; `caffe time` reports its own mean 'Average Forward-Backward'. Multi-GPU path:",
+        "`tools/train.py rank --gpus <device>` on the same set, one NCCL rank in its own process."), ""]
     return "\n".join(lines)
 
 
@@ -613,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.work_dir / f"nets_{mode}"
         run_dir.mkdir(parents=True, exist_ok=True)
         data_dir: Path | None = None
-        if {"train", "time"} & set(steps):
+        if {"train", "time", "nccl"} & set(steps):
             say("generating the ranking set")
             data_dir = rankset(args.work_dir, settings, args.seed)
         for name in steps:
@@ -623,8 +673,10 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "compare":
                 func = lambda: step_compare(caffe, settings, run_dir, device, args.seed,  # noqa: E731
                                             args.tolerance)
-            else:
+            elif name == "time":
                 func = lambda: step_time(caffe, settings, data_dir, run_dir, device, args.seed)  # noqa: E731
+            else:
+                func = lambda: step_nccl(settings, data_dir, run_dir, device, args.seed)  # noqa: E731
             report["checks"][name] = run_step(name, func, say)
             save()
     save()
