@@ -136,11 +136,24 @@ def manifest_bytes(**extra) -> bytes:
     return json.dumps(manifest).encode()
 
 
+def test_unpack_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
+    bundle = tmp_path / "b.tar.xz"
+    write_bundle(bundle, {"gpu-bundle/MANIFEST.json": manifest_bytes(), "gpu-bundle/lib/libx.so.1": b"x"})
+    dest = tmp_path / "home"
+    dest.mkdir()
+    (dest / "thesis.tex").write_text("a user's work")
+    with pytest.raises(BundleError, match="exists and is not an unpacked bundle"):
+        gpu_bundle.unpack(bundle, dest)
+    assert (dest / "thesis.tex").read_text() == "a user's work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.xz", "home"]
+
+
 def test_unpack_replaces_an_earlier_unpack(tmp_path):
     bundle = tmp_path / "b.tar.xz"
     write_bundle(bundle, {"gpu-bundle/MANIFEST.json": manifest_bytes(), "gpu-bundle/lib/libx.so.1": b"x"})
     dest = tmp_path / "dest"
     dest.mkdir()
+    (dest / "MANIFEST.json").write_bytes(manifest_bytes())
     (dest / "stale").write_text("from an older bundle")
     gpu_bundle.unpack(bundle, dest)
     assert (dest / "lib" / "libx.so.1").read_bytes() == b"x"
@@ -206,8 +219,9 @@ def test_env_names_the_cuda_libraries_it_cannot_find(tmp_path, monkeypatch):
 def test_env_leaves_the_driver_to_the_system_loader(tmp_path, monkeypatch):
     monkeypatch.delenv("RANKIQA_CUDA_LIB_PATH", raising=False)
     monkeypatch.setattr(gpu_bundle, "ldconfig_paths", lambda: {"libcuda.so.1": Path("/usr/lib/libcuda.so.1")})
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     dest = unpacked(tmp_path, cuda_libraries=["libcuda.so.1"])
-    assert gpu_bundle.env_lines(dest, [])[0].startswith(f"export LD_LIBRARY_PATH={dest / 'lib'}")
+    assert gpu_bundle.env_lines(dest, [])[0] == f"export LD_LIBRARY_PATH={dest / 'lib'}"
 
 
 def test_env_refuses_a_bundle_for_another_python(tmp_path):
@@ -243,3 +257,17 @@ def test_run_script_without_a_bundle_exits_2_and_says_how_to_make_one(tmp_path):
     assert proc.returncode == 2
     assert f"{tmp_path / 'none.tar.xz'}: no such bundle; make it with `make gpu-bundle`" in proc.stderr
     assert not (tmp_path / "dest").exists()
+
+
+def test_build_root_key_covers_its_recipe_and_pins():
+    """What names the Ubuntu build root: the pins of requirements.txt, the -dev packages and the recipe lines
+    themselves (an edit there must give a new root, not silently reuse the old one)."""
+    proc = subprocess.run(["bash", str(REPO / "tools" / "gpu_bundle.sh"), "--print-root-recipe"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    recipe = proc.stdout
+    assert "numpy==" in recipe and "matplotlib==" in recipe  # the device-like venv's pins
+    assert "libboost-python-dev" in recipe and "libopencv-dev" not in recipe  # the lean build's packages
+    for step in ("debootstrap --variant=minbase", "tools/build_caffe.sh --deps-only",
+                 "-m venv /opt/device-python", "pip install"):
+        assert step in recipe, step

@@ -458,3 +458,18 @@ def test_skip_layers_loads_a_model_whose_head_does_not_fit(tmp_path):
     assert "fc8" not in copied and "conv1" in copied
     np.testing.assert_array_equal(target.params["conv4"][0].data, source.params["conv4"][0].data)
     np.testing.assert_array_equal(target.params["fc8"][0].data, fc8_before)
+
+
+class _FakeNccl:
+    """A pycaffe stand-in whose NCCL.new_uid returns ``uid`` (the id itself needs a CUDA build)."""
+
+    def __init__(self, uid: bytes):
+        self.NCCL = type("NCCL", (), {"new_uid": staticmethod(lambda: uid)})
+
+
+def test_nccl_uid_refuses_an_id_cut_at_a_zero_byte():
+    # Unpatched pycaffe's bytes stop at the id's first zero byte (9 bytes seen from such a build).
+    with pytest.raises(InputError, match=r"returned 9 bytes, not 128 \(BVLC/caffe#6600\)"):
+        train.nccl_uid(_FakeNccl(b"\xc4\x08>bj\xd4\xc4\x7f\x02"))
+    full = bytes(range(128))
+    assert train.nccl_uid(_FakeNccl(full)) == full

@@ -842,7 +842,9 @@ def record_gpu_check(report: Path, benchmarks: Path) -> None:
     text = report.read_text(encoding="utf-8") if report.is_file() else None
     if text is None:
         raise InputError("no such report (the gpu_check.md of a GPU run)", report)
-    if "CPU smoke run, NOT a GPU result" in text or not text.startswith("## GPU check"):
+    # tools/gpu_check.py names the device ("(device 0)") only in GPU mode, and the build mode beside it.
+    on_gpu = re.search(r"\(device \d+\); Caffe build: cuda", text)
+    if not text.startswith("## GPU check") or "CPU smoke run" in text or on_gpu is None:
         raise InputError("not the report of a GPU run of tools/gpu_check.py", report)
     current = benchmarks.read_text(encoding="utf-8") if benchmarks.is_file() else ""
     if current.count(GPU_CHECK_HEADING) != 1:

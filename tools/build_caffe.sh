@@ -249,7 +249,12 @@ sed -i -e '/Clock rate:/d' -e 's/prop\.deviceOverlap/prop.asyncEngineCount/' \
 # Relocatable install: libraries found next to the binaries, so the prefix can be moved (and carried).
 sed -i 's|set(CMAKE_INSTALL_RPATH ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR})|set(CMAKE_INSTALL_RPATH "$ORIGIN/../lib;$ORIGIN/../../lib")|' \
   "$SRC/cmake/Misc.cmake"
+# pycaffe's NCCL.new_uid() built its bytes with PyBytes_FromString, which stops at the first zero byte of
+# the 128-byte NCCL id (BVLC/caffe#6600, fix of PR #6661): multi-GPU runs from Python 3 got a truncated id.
+sed -i 's/PyBytes_FromString(uid.c_str())/PyBytes_FromStringAndSize(uid.data(), uid.size())/' \
+  "$SRC/python/caffe/_caffe.cpp"
 grep -q 'SetTotalBytesLimit(kProtoReadBytesLimit)' "$SRC/src/caffe/util/io.cpp" || die "io.cpp fix did not apply"
+grep -q 'PyBytes_FromStringAndSize(uid.data()' "$SRC/python/caffe/_caffe.cpp" || die "_caffe.cpp fix did not apply"
 grep -q 'tobytes' "$SRC/python/caffe/io.py" || die "io.py fix did not apply"
 grep -q 'ORIGIN' "$SRC/cmake/Misc.cmake" || die "RPATH fix did not apply"
 

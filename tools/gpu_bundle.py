@@ -10,8 +10,8 @@ takes the prefix's ``bin/caffe``, ``lib/libcaffe*``, ``python/caffe`` (without C
 
 * the C runtime and the compiler's runtime (glibc, libstdc++, libgcc_s): the GPU machine has its own,
   as new or newer, and two copies of glibc in one process do not work;
-* CUDA's libraries (cudart, cuBLAS(Lt), cuRAND, the driver): the GPU machine has them, matching its driver,
-  inside its PyTorch install; they are several hundred MiB, far over what travels.
+* CUDA's libraries (cudart, cuBLAS(Lt), cuRAND, NCCL, the driver): the GPU machine has them, matching its
+  driver, inside its PyTorch install; they are several hundred MiB, far over what travels.
 
 The CUDA sonames the build needs are written to the bundle's ``MANIFEST.json`` so that ``env`` can look
 for exactly those on the GPU machine and name any it cannot find.
@@ -193,6 +193,9 @@ def unpack(bundle: Path, dest: Path) -> dict:
             raise BundleError(f"{bundle}: not a readable bundle ({err})") from None
         manifest = read_manifest(partial / "gpu-bundle")
         if dest.exists():
+            # Only an earlier unpack (or an empty folder) is replaced: never a folder of something else.
+            if not (dest / MANIFEST).is_file() and any(dest.iterdir()):
+                raise BundleError(f"{dest}: exists and is not an unpacked bundle; give another --dest")
             shutil.rmtree(dest)
         os.replace(partial / "gpu-bundle", dest)
     finally:

@@ -16,7 +16,8 @@
 #                   into $RANKIQA_CACHE/caffe-cuda-lean-<key> (362 s compile on 2 cores here; cached).
 #   3. pack         tools/gpu_bundle.py pack -> $GPU_BUNDLE (default bundle/gpu-bundle.tar.xz, ignored by git).
 #   4. test         inside the root, with the device-like venv: tools/gpu_bundle_run.sh --cpu-smoke (the
-#                   CUDA libraries come from the cuBLAS/cuRAND wheels and this machine's CUDA toolkit).
+#                   CUDA libraries come from the cuBLAS/cuRAND/NCCL wheels and this machine's CUDA
+#                   toolkit), and a check that NCCL is compiled into the bundle's pycaffe.
 #                   GPU_BUNDLE_TEST=0 skips it.
 # On the GPU machine: device tool run, carry ["bundle"], command `bash tools/gpu_bundle_run.sh`.
 #
@@ -39,7 +40,25 @@ DEVICE_PACKAGES=(numpy opencv-python-headless scipy PyYAML pillow scikit-image t
 info() { printf '[gpu-bundle] %s\n' "$*" >&2; }
 die() { printf '[gpu-bundle] FAILED: %s\n' "$*" >&2; exit 1; }
 
+pins=()
+for name in "${DEVICE_PACKAGES[@]}"; do
+  pin="$(grep -i "^${name}==" "$REPO_ROOT/requirements.txt")" || die "requirements.txt pins no ${name}"
+  pins+=("$pin")
+done
+# What the build root is made of, hashed into its name: a change makes a new root.
+root_recipe() {
+  echo "$SUITE $KEYRING_SHA256 ${pins[*]}"
+  CUDA=1 CAFFE_LEAN=1 APT=0 bash "$REPO_ROOT/tools/build_caffe.sh" --list-deps
+  sed -n '/^[[:space:]]*# >>> root recipe/,/^[[:space:]]*# <<< root recipe/p' "$REPO_ROOT/tools/gpu_bundle.sh"
+}
+if [ "${1:-}" = --print-root-recipe ]; then root_recipe; exit 0; fi
+
 [ "$(id -u)" = 0 ] || die "needs root: debootstrap, chroot and bind mounts (run it with sudo)"
+# A mount namespace of its own: every bind mount below vanishes with this process, even when it is killed,
+# and none of them propagates to the host's mount table.
+if [ -z "${RANKIQA_GPU_BUNDLE_NS:-}" ]; then
+  exec unshare --mount --propagation private env RANKIQA_GPU_BUNDLE_NS=1 bash "$REPO_ROOT/tools/gpu_bundle.sh" "$@"
+fi
 command -v nvcc >/dev/null 2>&1 || die "nvcc is not on PATH (the CUDA toolkit that compiles the build)"
 # shellcheck source=tools/build_caffe_cuda.sh
 source "$REPO_ROOT/tools/build_caffe_cuda.sh"  # function definitions only: nvcc_root
@@ -51,17 +70,11 @@ if ! command -v debootstrap >/dev/null 2>&1; then
     || die "apt-get install debootstrap failed"
 fi
 
-pins=()
-for name in "${DEVICE_PACKAGES[@]}"; do
-  pin="$(grep -i "^${name}==" "$REPO_ROOT/requirements.txt")" || die "requirements.txt pins no ${name}"
-  pins+=("$pin")
-done
-ROOT_KEY="$( { echo "$SUITE $KEYRING_SHA256 ${pins[*]}"
-  CUDA=1 CAFFE_LEAN=1 APT=0 bash "$REPO_ROOT/tools/build_caffe.sh" --list-deps
-  sed -n '/^# >>> root recipe/,/^# <<< root recipe/p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12)"
+ROOT_KEY="$(root_recipe | sha256sum | cut -c1-12)"
 ROOT="$RANKIQA_CACHE/ubuntu-${SUITE}-${ROOT_KEY}"
 
-# Bind mounts, undone on every exit. A root is never deleted while anything is mounted inside it.
+# Bind mounts, undone on every exit (and gone with the namespace anyway). A root is never deleted while
+# anything is mounted inside it.
 MOUNTED=()
 bind() { # bind SRC DEST [ro]
   mkdir -p "$2"
@@ -86,18 +99,25 @@ mount_root() { # mount_root ROOT
   bind /dev "$1/dev"
   mkdir -p "$1/dev/pts"
   mount -t devpts devpts "$1/dev/pts" && MOUNTED+=("$1/dev/pts")
-  bind "$REPO_ROOT" "$1/rankiqa"
+  bind "$REPO_ROOT" "$1/rankiqa" ro
   bind "$RANKIQA_CACHE" "$1/cache"
   bind "$NVCC_ROOT" "$1$NVCC_ROOT" ro
-  # This machine's certificate authorities (a proxy's, say) for pip and apt inside the root.
+  # This machine's certificate authorities (a proxy's, say) for pip and apt inside the root: the bundle file
+  # now, and the local ones where the root's update-ca-certificates (run when apt touches ca-certificates)
+  # will find them again.
   cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt" 2>/dev/null || true
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$1/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"
+  fi
   cp /etc/resolv.conf "$1/etc/resolv.conf"
 }
 in_root() { # in_root ROOT COMMAND...: a clean environment (no pip settings of this machine leak in)
   local root="$1"
   shift
   chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
-    PATH="$NVCC_ROOT/bin:/usr/sbin:/usr/bin:/sbin:/bin" PIP_DISABLE_PIP_VERSION_CHECK=1 "$@"
+    PATH="$NVCC_ROOT/bin:/usr/sbin:/usr/bin:/sbin:/bin" PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 "$@"
 }
 trap unmount_all EXIT
 
@@ -154,7 +174,9 @@ in_root "$ROOT" /bin/bash -c "cd /rankiqa && /usr/bin/python3.12 -m tools.gpu_bu
 if [ "$GPU_BUNDLE_TEST" = 1 ]; then
   info "step 4/4: test the bundle in CPU mode with the device-like Python of the root"
   lib_path=""
-  for part in blas nccl; do
+  parts=(blas)
+  if [ "${NCCL:-1}" != 0 ]; then parts+=(nccl); fi
+  for part in "${parts[@]}"; do
     lib_path="$lib_path$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && RANKIQA_CACHE=/cache \
       PYTHON=/opt/device-python/bin/python bash tools/cuda_libs.sh $part")/lib:"
   done
@@ -164,10 +186,13 @@ if [ "$GPU_BUNDLE_TEST" = 1 ]; then
     || die "the bundle failed its CPU-mode test (the bundle was not copied to $GPU_BUNDLE)"
   if [ "${NCCL:-1}" != 0 ]; then
     # The step that uses NCCL needs a GPU; here: is it compiled into the bundle's pycaffe at all?
-    in_root "$ROOT" /bin/bash -c "cd /rankiqa && eval \"\$(/opt/device-python/bin/python -m tools.gpu_bundle env \
-      --dest /tmp/rankiqa-gpu-bundle --cuda-lib-path '$lib_path')\" && /opt/device-python/bin/python -c \
-      'import caffe; from tools.train import require_nccl; require_nccl(caffe); print(\"NCCL: in the bundle\")'" \
-      || die "the bundle's pycaffe has no NCCL (build with NCCL=1)"
+    in_root "$ROOT" /bin/bash -c "set -e; cd /rankiqa
+      exports=\$(/opt/device-python/bin/python -m tools.gpu_bundle env --dest /tmp/rankiqa-gpu-bundle \
+        --cuda-lib-path '$lib_path$NVCC_ROOT/lib64')
+      eval \"\$exports\"
+      /opt/device-python/bin/python -c 'import caffe; from tools import train; train.require_nccl(caffe); \
+        print(len(train.nccl_uid(caffe)), \"byte NCCL id\")'
+      echo 'NCCL: compiled into the bundle'" || die "the bundle's pycaffe has no usable NCCL (see above)"
   fi
 else
   info "step 4/4: skipped (GPU_BUNDLE_TEST=0)"

@@ -35,6 +35,7 @@ checks passed, 1 a check failed, 2 bad command line (``rankiqa.errors.cli_main``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -42,6 +43,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -134,14 +136,24 @@ def build_info(caffe: Any) -> str | None:
 
 
 def run_command(command: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; its exit status and output (never raises for a missing program or a timeout)."""
+    """Run a command; its exit status and output (never raises for a missing program or a timeout).
+
+    The command runs in a process group of its own, killed whole on a timeout: a training driver's GPU
+    worker processes must not outlive it and hold the GPU."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
     except FileNotFoundError:
         return {"command": command, "returncode": None, "output": "", "error": "not found"}
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"command": command, "returncode": None, "output": "", "error": f"timed out after {timeout} s"}
-    return {"command": command, "returncode": done.returncode, "output": done.stdout + done.stderr}
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        return {"command": command, "returncode": None, "output": stdout + stderr,
+                "error": f"timed out after {timeout} s"}
+    return {"command": command, "returncode": proc.returncode, "output": stdout + stderr}
 
 
 def glog_env() -> dict[str, str]:
@@ -433,7 +445,7 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
     command = [str(binary), "time", "-model", str(caffe_path), "-iterations", str(settings.time_iters)]
     if device >= 0:
         command += ["-gpu", str(device)]
-    run = run_command(command, timeout=600, env=glog_env())
+    run = run_command(command, timeout=300, env=glog_env())
     parsed = parse_caffe_time(run["output"])
     result["caffe_time"] = {"command": " ".join(command), "returncode": run["returncode"], **parsed}
     if "forward_backward_ms" not in parsed:
@@ -461,7 +473,8 @@ def step_nccl(settings: Settings, data_dir: Path, run_dir: Path, device: int, se
                "--data", str(data_dir), "--out", str(out), *placement, "--iters", str(settings.nccl_iters),
                "--snapshot", str(settings.nccl_iters), "--test-interval", "0", "--display", "1",
                "--seed", str(seed), "--types-per-batch", str(settings.types), "--workers", "0"]
-    done = run_command(command, timeout=900, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+    # Well inside the device tool's 10-minute call (the GPU run takes seconds).
+    done = run_command(command, timeout=240, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])))
     log = out / "log.txt"
     losses = logparse.parse_log(log).series("train_loss")[1] if log.is_file() else []

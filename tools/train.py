@@ -582,6 +582,22 @@ def require_nccl(caffe: Any) -> None:
                          "Train on one GPU with --gpu N, or rebuild Caffe with NCCL")
 
 
+#: Size of NCCL's ncclUniqueId (NCCL_UNIQUE_ID_BYTES in nccl.h).
+NCCL_UNIQUE_ID_BYTES = 128
+
+
+def nccl_uid(caffe: Any) -> bytes:
+    """A new NCCL id for the ranks. Unpatched pycaffe returns it cut at its first zero byte
+    (BVLC/caffe#6600; tools/build_caffe.sh fixes that): the ranks would then read past it and hang or crash,
+    so a short id is refused here with the reason."""
+    uid = caffe.NCCL.new_uid()
+    if len(uid) != NCCL_UNIQUE_ID_BYTES:
+        raise InputError(f"this pycaffe's NCCL.new_uid() returned {len(uid)} bytes, not "
+                         f"{NCCL_UNIQUE_ID_BYTES} (BVLC/caffe#6600); rebuild Caffe with `make caffe CUDA=1`, "
+                         "which fixes it")
+    return uid
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Run folder, log
 
@@ -931,7 +947,7 @@ def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
 
     caffe = import_caffe()
     require_nccl(caffe)
-    uid = caffe.NCCL.new_uid()
+    uid = nccl_uid(caffe)
     # spawn, not fork: a forked child would inherit this process's Caffe/CUDA state.
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_gpu_worker, args=(run, share, uid), name=f"rank{share.rank}")
