@@ -83,7 +83,7 @@ PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["pure
 opt = $(if $(2),$(1) $(2))
 comma := ,
 
-.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check gpu-bundle \
+.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check gpu-bundle docker-replay \
         test lint clean
 
 help:
@@ -101,7 +101,8 @@ help:
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
 	@echo "  make check-cuda-build  compile the CUDA Caffe without switching the venv (CUDA_ARCH)"
 	@echo "  make gpu-bundle   pack CUDA Caffe for the device tool's GPU machine (root; see README)"
-	@echo "  make lint | venv | clean   ruff + hadolint; the venv alone; remove runs/, results/, data/ranks, data/ft"
+	@echo "  make docker-replay  the Dockerfile's steps without Docker, in an Ubuntu 24.04 root (root)"
+	@echo "  make lint | venv | clean   ruff + hadolint + shellcheck; the venv alone; remove runs/, results/, data/ranks, data/ft"
 	@echo "See README.md for every variable."
 
 # The venv is rebuilt when requirements.txt changes. System packages first (python3-venv on a bare Debian).
@@ -188,6 +189,11 @@ gpu-check: env
 GPU_BUNDLE_ARCH ?= 90
 gpu-bundle:
 	GPU_BUNDLE_ARCH="$(GPU_BUNDLE_ARCH)" JOBS=$(JOBS) bash tools/gpu_bundle.sh
+
+# The Dockerfile's steps replayed without Docker in a fresh Ubuntu 24.04 root (tools/docker_replay.sh: root;
+# about 8 minutes on 2 cores for one GPU architecture, DOCKER_REPLAY_CUDA_ARCH, default 90).
+docker-replay:
+	bash tools/docker_replay.sh
 
 # ---- quality ------------------------------------------------------------------------------------
 lint: venv
