@@ -3,6 +3,7 @@ COPYs exists, and what the replay cannot follow is refused with the line, not sk
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,12 +35,22 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context():
                 assert source in context, f"Dockerfile:{step.line}: COPY {source} is not in the build context"
 
 
-def test_build_context_leaves_out_dockerignore_and_git_ignored_files():
+def test_build_context_is_the_folder_minus_the_projects_dockerignore(tmp_path):
+    """Docker's rules, not git's: a file git ignores is sent unless .dockerignore names it."""
+    shutil.copy(REPO / ".dockerignore", tmp_path / ".dockerignore")
+    for name in ("Makefile", "tools/train.py", "tools/__pycache__/train.cpython-311.pyc", ".venv/bin/python",
+                 ".git/HEAD", "data/ranks/x.png", "runs/r/log.txt", "results/m.json",
+                 "bundle/gpu-bundle.tar.xz", ".pytest_cache/v", "notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    expected = [".dockerignore", "Makefile", "notes.txt", "tools/train.py"]
+    assert docker_replay.context_files(tmp_path) == expected
+
+
+def test_the_repository_context_holds_what_the_image_needs():
     context = docker_replay.context_files(REPO)
-    assert "Makefile" in context and "tools/build_caffe.sh" in context and "Dockerfile" in context
-    left_out = (".venv/", ".git/", "data/", "runs/", "results/", "bundle/", ".pytest_cache/")
-    assert not [name for name in context if name.startswith(left_out)]
-    assert not [name for name in context if "__pycache__" in name]
+    assert "Makefile" in context and "tools/build_caffe.sh" in context and "requirements.txt" in context
+    assert not [name for name in context if name.startswith((".venv/", ".git/", "bundle/"))]
 
 
 def test_continuations_and_comments_inside_an_instruction():
@@ -55,6 +66,12 @@ def test_continuations_and_comments_inside_an_instruction():
     ("FROM a AS build\nRUN true\nFROM ubuntu:24.04\n", "multi-stage", None),
     ("RUN true\n", "the first instruction must be FROM", 1),
     ("FROM ubuntu:24.04\nENV =x\n", "ENV: cannot read", 2),
+    ("FROM ubuntu:24.04\nSHELL [\"/bin/bash\", \"-c\"]\n", "instruction SHELL is not replayed", 2),
+    ("FROM ubuntu:24.04\nVOLUME /data\n", "instruction VOLUME is not replayed", 2),
+    ("FROM ubuntu:24.04\nENV A=1\nENV B=$A\n", "variable substitution", 3),
+    ("FROM ubuntu:24.04\nWORKDIR opt\n", "only absolute paths", 2),
+    ("FROM ubuntu:24.04\nWORKDIR /opt/../etc\n", "only absolute paths", 2),
+    ("FROM ubuntu:24.04\nCOPY ../secret /opt/\n", "COPY paths with '..'", 2),
 ])
 def test_what_cannot_be_replayed_is_refused_with_its_line(text, message, line):
     with pytest.raises(InputError, match=message) as info:
@@ -69,8 +86,8 @@ def test_skipped_instructions_are_listed_not_dropped():
 
 @pytest.mark.parametrize(("path", "expected"), [
     (".venv/bin/python", True), ("data/x.png", True), ("tools/__pycache__/a.pyc", True),
-    ("tools/train.py", False), ("datasets.md", False), ("runs", True),
+    ("tools/train.py", False), ("datasets.md", False), ("runs", True), ("data_prep/pristine.py", False),
 ])
-def test_dockerignore_rules(path, expected):
-    patterns = [".venv", ".git", "data", "runs", "results", "**/__pycache__"]
+def test_dockerignore_rules_of_the_project(path, expected):
+    patterns = docker_replay.dockerignore_patterns(REPO)
     assert docker_replay.ignored(path, patterns) is expected

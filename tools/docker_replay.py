@@ -4,8 +4,9 @@
     python3 -m tools.docker_replay context [--root .]                  the files `COPY . .` would send
 
 Only what this project's Dockerfile uses is understood: FROM, ENV (``k=v`` pairs, quoted values), WORKDIR,
-COPY (shell form, no flags), RUN (shell form); CMD, ENTRYPOINT, LABEL, EXPOSE, USER-less metadata are
-skipped (they change nothing that is built). Anything else is refused with the file and line, so that a
+COPY (shell form, no flags, file sources), RUN (shell form); CMD, ENTRYPOINT, LABEL, EXPOSE, STOPSIGNAL and
+HEALTHCHECK are skipped (they change nothing that is built). Anything else (SHELL, USER, ARG, ADD, ``$``
+substitution outside RUN, a relative or ``..`` path) is refused with the file and line, so that a
 Dockerfile change the replay cannot follow is noticed rather than silently ignored.
 
 Step lines: ``FROM<TAB>image``, ``ENV<TAB>key<TAB>value``, ``WORKDIR<TAB>path``,
@@ -26,7 +27,8 @@ from pathlib import Path
 
 from rankiqa.errors import InputError, cli_main
 
-SKIPPED = {"CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "VOLUME"}
+#: Instructions that build nothing (metadata for the container that runs the image).
+SKIPPED = {"CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "STOPSIGNAL", "HEALTHCHECK"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,10 @@ def parse(text: str, path: str = "Dockerfile") -> list[Step]:
         if keyword in SKIPPED:
             steps.append(Step(line, "SKIP", (keyword,)))
             continue
+        if keyword not in ("FROM", "ENV", "WORKDIR", "COPY", "RUN"):
+            raise InputError(f"instruction {keyword} is not replayed by tools/docker_replay.sh", path, line)
+        if keyword in ("ENV", "WORKDIR", "COPY") and "$" in rest:
+            raise InputError(f"{keyword}: variable substitution ($) is not replayed", path, line)
         if rest.startswith("["):
             raise InputError(f"{keyword} in JSON (exec) form is not replayed: use the shell form", path, line)
         if keyword == "FROM":
@@ -90,6 +96,8 @@ def parse(text: str, path: str = "Dockerfile") -> list[Step]:
                     raise InputError(f"ENV: cannot read {word!r} (expected key=value)", path, line)
                 steps.append(Step(line, "ENV", (key, value)))
         elif keyword == "WORKDIR":
+            if not rest.startswith("/") or ".." in rest.split("/"):
+                raise InputError(f"WORKDIR {rest}: only absolute paths without '..' are replayed", path, line)
             steps.append(Step(line, "WORKDIR", (rest,)))
         elif keyword == "COPY":
             words = shlex.split(rest)
@@ -97,11 +105,12 @@ def parse(text: str, path: str = "Dockerfile") -> list[Step]:
                 raise InputError("COPY with flags (--from, --chown, ...) is not replayed", path, line)
             if len(words) < 2:
                 raise InputError("COPY needs a source and a destination", path, line)
+            sources = words[:-1]
+            if any(".." in word.split("/") for word in words) or any(src.startswith("/") for src in sources):
+                raise InputError("COPY paths with '..' or absolute sources are not replayed", path, line)
             steps.append(Step(line, "COPY", (words[-1], *words[:-1])))
-        elif keyword == "RUN":
+        else:  # RUN
             steps.append(Step(line, "RUN", (rest,)))
-        else:
-            raise InputError(f"instruction {keyword} is not replayed by tools/docker_replay.sh", path, line)
     if not steps or steps[0].kind != "FROM":
         raise InputError("the first instruction must be FROM", path, steps[0].line if steps else None)
     if sum(step.kind == "FROM" for step in steps) > 1:

@@ -15,8 +15,9 @@
 #   - RUN steps run with /bin/sh -c in the step's WORKDIR with the ENV so far (plus the image's PATH).
 # Then the check that the image is usable: pycaffe imports from the venv the build made, and
 # `tools.gpu_check --cpu-smoke` passes (DOCKER_REPLAY_CHECK overrides the command, run like a RUN step).
-# Every run starts from a fresh root (as `docker build --no-cache`); it is removed afterwards unless
-# DOCKER_REPLAY_KEEP=1. Needs root, nvcc, network to the Ubuntu archive and PyPI. About 8 minutes on 2 cores.
+# Every run starts from a fresh root (as `docker build --no-cache`); after a successful replay it is removed
+# unless DOCKER_REPLAY_KEEP=1, after a failure it is kept for a look (about 2 GB) until the next run.
+# Needs root, nvcc, network to the Ubuntu archive and PyPI. About 7 minutes on 2 cores.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,7 +44,7 @@ ur_host_checks
 ROOT="$RANKIQA_CACHE/docker-replay"
 mkdir -p "$RANKIQA_CACHE"
 exec 8>"$ROOT.lock"
-flock 8
+flock -n 8 || { info "another replay is running; waiting for it"; flock 8; }
 trap ur_unmount_all EXIT
 ur_safe_remove "$ROOT"
 start=$SECONDS
@@ -60,8 +61,10 @@ set_env() { # KEY VALUE: replace or add
 }
 run_in_image() { # LINE COMMAND
   info "Dockerfile:$1: RUN $2"
-  chroot "$ROOT" /usr/bin/env -i "${env_vars[@]}" /bin/sh -c "cd '$workdir' && $2" \
-    || die "Dockerfile:$1: RUN failed: $2"
+  # stdin from /dev/null as in Docker (here it would be the rest of the step list); the folder and the
+  # command reach sh as arguments, unquoted nowhere.
+  chroot "$ROOT" /usr/bin/env -i "${env_vars[@]}" /bin/sh -c 'cd "$1" && exec /bin/sh -c "$2"' sh \
+    "$workdir" "$2" </dev/null || die "Dockerfile:$1: RUN failed: $2"
 }
 
 while IFS=$'\t' read -r line kind first rest; do
@@ -100,7 +103,8 @@ while IFS=$'\t' read -r line kind first rest; do
           "$PYTHON" -m tools.docker_replay context --root "$REPO_ROOT" \
             | tar -C "$REPO_ROOT" -cf - --no-recursion -T - | tar -C "$ROOT$dest" -xf -
         else
-          [ -e "$REPO_ROOT/$source" ] || die "Dockerfile:$line: COPY $source: no such file in the context"
+          [ -f "$REPO_ROOT/$source" ] || die "Dockerfile:$line: COPY $source: no such file in the context" \
+            "(folders other than . are not replayed)"
           case "$first" in */) mkdir -p "$ROOT$dest" ;; esac
           cp -a "$REPO_ROOT/$source" "$ROOT$dest"
         fi

@@ -49,10 +49,13 @@ ur_debootstrap() { # DIR LOG
   local dir="$1" log="$2" keyring="$RANKIQA_CACHE/downloads/$UR_KEYRING_DEB" keydir
   mkdir -p "$RANKIQA_CACHE/downloads"
   if ! echo "$UR_KEYRING_SHA256  $keyring" | sha256sum -c --status 2>/dev/null; then
-    curl -fsSL --retry 3 -o "$keyring.tmp" "$UBUNTU_MIRROR/pool/main/u/ubuntu-keyring/$UR_KEYRING_DEB" \
-      || die "download failed: $UBUNTU_MIRROR/pool/main/u/ubuntu-keyring/$UR_KEYRING_DEB"
-    echo "$UR_KEYRING_SHA256  $keyring.tmp" | sha256sum -c --status || die "checksum mismatch: $UR_KEYRING_DEB"
-    mv "$keyring.tmp" "$keyring"
+    local tmp
+    tmp="$(mktemp "$keyring.XXXXXX")"  # a name of its own: gpu-bundle and docker-replay may both download
+    curl -fsSL --retry 3 -o "$tmp" "$UBUNTU_MIRROR/pool/main/u/ubuntu-keyring/$UR_KEYRING_DEB" \
+      || { rm -f "$tmp"; die "download failed: $UBUNTU_MIRROR/pool/main/u/ubuntu-keyring/$UR_KEYRING_DEB"; }
+    echo "$UR_KEYRING_SHA256  $tmp" | sha256sum -c --status \
+      || { rm -f "$tmp"; die "checksum mismatch: $UR_KEYRING_DEB"; }
+    mv "$tmp" "$keyring"
   fi
   keydir="$(mktemp -d)"
   dpkg-deb -x "$keyring" "$keydir"
@@ -80,7 +83,9 @@ ur_unmount_all() {
   UR_MOUNTED=()
 }
 
-ur_mounts_under() { awk -v p="$1/" 'index($2 "/", p) == 1 {print $2}' /proc/mounts; }
+ur_mounts_under() { # findmnt -l prints targets as they are (/proc/mounts writes a space as \040)
+  findmnt -ln -o TARGET | UR_UNDER="$1/" awk 'index($0 "/", ENVIRON["UR_UNDER"]) == 1'
+}
 
 ur_safe_remove() {
   [ -z "$(ur_mounts_under "$1")" ] \
@@ -97,12 +102,14 @@ ur_mount_base() { # ROOT
   # This machine's certificate authorities (a proxy's, say) for pip and apt inside the root: the bundle file
   # now, and the local ones where the root's update-ca-certificates (run when apt touches ca-certificates)
   # will find them again.
-  cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt" 2>/dev/null || true
+  # --remove-destination: a symbolic link there is replaced, never followed out of the root.
+  cp --remove-destination /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt" \
+    2>/dev/null || true
   if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     mkdir -p "$1/usr/local/share/ca-certificates"
     cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"
   fi
-  cp /etc/resolv.conf "$1/etc/resolv.conf"
+  cp --remove-destination /etc/resolv.conf "$1/etc/resolv.conf"
 }
 
 ur_in_root() { # ROOT COMMAND...
