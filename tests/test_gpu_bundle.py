@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -271,3 +272,13 @@ def test_build_root_key_covers_its_recipe_and_pins():
     for step in ("debootstrap --variant=minbase", "tools/build_caffe.sh --deps-only",
                  "-m venv /opt/device-python", "pip install"):
         assert step in recipe, step
+
+
+def test_device_like_cuda_wheels_are_the_versions_the_build_links():
+    """The build root's stand-in for the GPU machine's NVIDIA wheels pins what tools/cuda_libs.sh builds
+    against (cuBLAS, cuRAND, NCCL): a drift would test the bundle against other libraries than it uses."""
+    bundle_script = (REPO / "tools" / "gpu_bundle.sh").read_text()
+    wheels = set(re.search(r"^CUDA_WHEELS=\((.*)\)$", bundle_script, re.MULTILINE).group(1).split())
+    built = set(re.findall(r'"(nvidia-[a-z0-9-]+==[0-9.]+)"', (REPO / "tools" / "cuda_libs.sh").read_text()))
+    assert built == {"nvidia-cublas==13.0.2.14", "nvidia-curand==10.4.0.35", "nvidia-nccl-cu13==2.31.2"}
+    assert built <= wheels and any(w.startswith("nvidia-cuda-runtime==13.") for w in wheels)

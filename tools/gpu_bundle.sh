@@ -15,9 +15,9 @@
 #   2. CUDA Caffe   built inside it for GPU_BUNDLE_ARCH (default 90: the H100 and H200 of the device tool)
 #                   into $RANKIQA_CACHE/caffe-cuda-lean-<key> (362 s compile on 2 cores here; cached).
 #   3. pack         tools/gpu_bundle.py pack -> $GPU_BUNDLE (default bundle/gpu-bundle.tar.xz, ignored by git).
-#   4. test         inside the root, with the device-like venv: tools/gpu_bundle_run.sh --cpu-smoke (the
-#                   CUDA libraries come from the cuBLAS/cuRAND/NCCL wheels and this machine's CUDA
-#                   toolkit), and a check that NCCL is compiled into the bundle's pycaffe.
+#   4. test         inside the root, with the device-like venv: tools/gpu_bundle_run.sh --cpu-smoke, which
+#                   finds the CUDA libraries in the venv's NVIDIA wheels as it does on the GPU machine, and
+#                   a check that NCCL is compiled into the bundle's pycaffe (a 128-byte NCCL id).
 #                   GPU_BUNDLE_TEST=0 skips it.
 # On the GPU machine: device tool run, carry ["bundle"], command `bash tools/gpu_bundle_run.sh`.
 #
@@ -32,6 +32,9 @@ GPU_BUNDLE_TEST="${GPU_BUNDLE_TEST:-1}"
 JOBS="${JOBS:-$(nproc)}"
 # The packages of requirements.txt that pycaffe and tools/gpu_check.py import (the GPU machine has its own).
 DEVICE_PACKAGES=(numpy opencv-python-headless scipy PyYAML pillow scikit-image tqdm six protobuf matplotlib)
+# CUDA 13's libraries as the GPU machine has them: NVIDIA's wheels in the site-packages (nvidia/*/lib), where
+# tools/gpu_bundle_run.sh looks. The versions of tools/cuda_libs.sh, plus the runtime (tested to agree).
+CUDA_WHEELS=(nvidia-cuda-runtime==13.0.96 nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-nccl-cu13==2.31.2)
 
 info() { printf '[gpu-bundle] %s\n' "$*" >&2; }
 die() { printf '[gpu-bundle] FAILED: %s\n' "$*" >&2; exit 1; }
@@ -45,7 +48,7 @@ for name in "${DEVICE_PACKAGES[@]}"; do
 done
 # What the build root is made of, hashed into its name: a change makes a new root.
 root_recipe() {
-  echo "$UR_SUITE $UR_KEYRING_SHA256 ${pins[*]}"
+  echo "$UR_SUITE $UR_KEYRING_SHA256 ${pins[*]} ${CUDA_WHEELS[*]}"
   CUDA=1 CAFFE_LEAN=1 APT=0 bash "$REPO_ROOT/tools/build_caffe.sh" --list-deps
   sed -n '/^[[:space:]]*# >>> root recipe/,/^[[:space:]]*# <<< root recipe/p' "$REPO_ROOT/tools/gpu_bundle.sh"
   grep -v '^[[:space:]]*#' "$REPO_ROOT/tools/ubuntu_root.sh"
@@ -81,6 +84,7 @@ if [ ! -f "$ROOT/.complete" ]; then
     bash tools/build_caffe.sh --deps-only"
   in_root "$partial" /usr/bin/python3.12 -m venv /opt/device-python
   in_root "$partial" /opt/device-python/bin/pip install -q "${pins[@]}"
+  in_root "$partial" /opt/device-python/bin/pip install -q --no-deps "${CUDA_WHEELS[@]}"
   # <<< root recipe
   ur_unmount_all
   touch "$partial/.complete"
@@ -101,22 +105,14 @@ in_root "$ROOT" /bin/bash -c "cd /rankiqa && /usr/bin/python3.12 -m tools.gpu_bu
 
 if [ "$GPU_BUNDLE_TEST" = 1 ]; then
   info "step 4/4: test the bundle in CPU mode with the device-like Python of the root"
-  lib_path=""
-  parts=(blas)
-  if [ "${NCCL:-1}" != 0 ]; then parts+=(nccl); fi
-  for part in "${parts[@]}"; do
-    lib_path="$lib_path$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && RANKIQA_CACHE=/cache \
-      PYTHON=/opt/device-python/bin/python bash tools/cuda_libs.sh $part")/lib:"
-  done
+  # No RANKIQA_CUDA_LIB_PATH: the CUDA libraries must be found as on the GPU machine (site-packages).
   in_root "$ROOT" /bin/bash -c "mkdir -p /tmp/gpu-bundle-test && cd /rankiqa && BUNDLE='$packed' \
-    PYTHON=/opt/device-python/bin/python RANKIQA_CUDA_LIB_PATH='$lib_path$NVCC_ROOT/lib64' \
-    OUT=/tmp/gpu-bundle-test bash tools/gpu_bundle_run.sh --cpu-smoke" \
+    PYTHON=/opt/device-python/bin/python OUT=/tmp/gpu-bundle-test bash tools/gpu_bundle_run.sh --cpu-smoke" \
     || die "the bundle failed its CPU-mode test (the bundle was not copied to $GPU_BUNDLE)"
   if [ "${NCCL:-1}" != 0 ]; then
     # The step that uses NCCL needs a GPU; here: is it compiled into the bundle's pycaffe at all?
     in_root "$ROOT" /bin/bash -c "set -e; cd /rankiqa
-      exports=\$(/opt/device-python/bin/python -m tools.gpu_bundle env --dest /tmp/rankiqa-gpu-bundle \
-        --cuda-lib-path '$lib_path$NVCC_ROOT/lib64')
+      exports=\$(/opt/device-python/bin/python -m tools.gpu_bundle env --dest /tmp/rankiqa-gpu-bundle)
       eval \"\$exports\"
       /opt/device-python/bin/python -c 'import caffe; from tools import train; train.require_nccl(caffe); \
         print(len(train.nccl_uid(caffe)), \"byte NCCL id\")'
