@@ -7,6 +7,7 @@ check here turns that into an ``InputError`` naming the weights file and the lay
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,23 @@ def import_caffe() -> Any:
     except ImportError as err:
         raise InputError(f"cannot import pycaffe ({err}); build it with `make caffe`") from None
     return caffe
+
+
+def caffe_prefix(caffe: Any) -> Path:
+    """The install prefix of the imported pycaffe (``<prefix>/python/caffe/__init__.py``), as laid out by
+    tools/build_caffe.sh and the GPU bundle: ``bin/caffe`` and ``BUILD_INFO`` sit there."""
+    return Path(caffe.__file__).resolve().parents[2]
+
+
+def build_mode(caffe: Any) -> str:
+    """``cpu`` or ``cuda``: the "mode cpu" / "mode cuda-lean" line that tools/build_caffe.sh writes into
+    ``<prefix>/BUILD_INFO`` (its key line repeats it as ``mode=...``); ``unknown`` for other builds."""
+    info = caffe_prefix(caffe) / "BUILD_INFO"
+    if info.is_file():
+        found = re.search(r"^mode[ =](\w+)", info.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
+        if found:
+            return found.group(1)
+    return "unknown"
 
 
 def caffe_pb2() -> Any:

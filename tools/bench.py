@@ -50,6 +50,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from pylayers.pair_data import PairDataLayer
 from pylayers.rank_data import RankDataLayer
 from pylayers.rank_loss import AllPairsHingeLossLayer, all_pairs_hinge, all_pairs_hinge_loop, pair_count
+from rankiqa import caffe_io
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
 
@@ -217,24 +218,13 @@ def blas_threads() -> str:
     return f"{os.cpu_count()} (OpenBLAS default: one per core; OPENBLAS_NUM_THREADS unset)"
 
 
-def caffe_build(caffe: Any) -> str:
-    """``mode=cpu`` / ``mode=cuda`` line of the build's BUILD_INFO (tools/build_caffe.sh), when there."""
-    info = Path(caffe.__file__).resolve().parents[2] / "BUILD_INFO"
-    if info.is_file():
-        # tools/build_caffe.sh writes a "mode cpu" line (and "mode=cpu" inside its key line).
-        found = re.search(r"^mode[ =](\w+)", info.read_text(encoding="utf-8", errors="replace"), re.MULTILINE)
-        if found:
-            return found.group(1)
-    return "unknown"
-
-
 def machine_info(caffe: Any, mode: str) -> dict[str, str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "CPU": cpu_model(),
         "cores usable": str(cores),
         "Caffe mode": mode,
-        "Caffe build": caffe_build(caffe),
+        "Caffe build": caffe_io.build_mode(caffe),
         "BLAS threads": blas_threads(),
         "Python": platform.python_version(),
         "NumPy": np.__version__,
@@ -626,7 +616,7 @@ def gpu_status(caffe: Any, gpu: int) -> tuple[bool, str]:
     if gpu < 0:
         return False, ("no GPU was requested (`--gpu -1`; `make bench` passes GPU=0 only when a CUDA build "
                        "is selected and `nvidia-smi` answers)")
-    if caffe_build(caffe) == "cpu":
+    if caffe_io.build_mode(caffe) == "cpu":
         return False, f"`--gpu {gpu}` was given, but this Caffe build is CPU-only (BUILD_INFO mode=cpu)"
     # Probed in a child process: a CPU-only build or a missing device aborts the process (glog FATAL).
     if not train.gpu_usable(gpu):

@@ -44,6 +44,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rankiqa.errors import InputError, cli_main
+from rankiqa.fsutil import atomic_path
 
 MANIFEST = "MANIFEST.json"
 #: Libraries never carried: the GPU machine's own C and C++ runtimes must be the ones loaded.
@@ -141,9 +142,8 @@ def pack(prefix: Path, out: Path, max_mib: float, preset: int = 9) -> dict:
         (stage / "bin").mkdir(parents=True)
         (stage / "lib").mkdir()
         shutil.copy2(binary, stage / "bin" / "caffe")
-        for lib in prefix.glob("lib/libcaffe.so*"):
-            if lib.suffix != ".a":
-                shutil.copy2(lib, stage / "lib" / lib.name, follow_symlinks=False)
+        for lib in prefix.glob("lib/libcaffe.so*"):  # the library and its unversioned link
+            shutil.copy2(lib, stage / "lib" / lib.name, follow_symlinks=False)
         for name in carried:
             # Under its soname (what the loader asks for), whatever file the soname linked to.
             shutil.copy2(resolved[name], stage / "lib" / name)
@@ -151,9 +151,7 @@ def pack(prefix: Path, out: Path, max_mib: float, preset: int = 9) -> dict:
                         ignore=shutil.ignore_patterns("test", "__pycache__", "*.pyc"))
         shutil.copy2(prefix / "BUILD_INFO", stage / "BUILD_INFO")
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(f".{out.name}.partial")
-        try:
+        with atomic_path(out) as partial:
             # A plain .tar (no compression) is for tests: the CPU build's libraries take 20 s to compress.
             with (tarfile.open(partial, "w:xz", preset=preset) if out.name.endswith(".xz")
                   else tarfile.open(partial, "w")) as tar:
@@ -162,9 +160,6 @@ def pack(prefix: Path, out: Path, max_mib: float, preset: int = 9) -> dict:
             if size_mib > max_mib:
                 raise BundleError(f"{out}: {size_mib:.1f} MiB, over the {max_mib:g} MiB allowed (--max-mib); "
                                   f"largest libraries: {largest(stage / 'lib')}")
-            os.replace(partial, out)
-        finally:
-            partial.unlink(missing_ok=True)
     manifest["size_mib"] = round(out.stat().st_size / 2**20, 1)
     return manifest
 

@@ -59,6 +59,7 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from pylayers.rank_data import RankDataLayer
+from rankiqa import caffe_io
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from tools import bench, logparse
@@ -119,19 +120,14 @@ class FixedRankDataLayer(RankDataLayer):
 # Helpers
 
 
-def caffe_prefix(caffe: Any) -> Path:
-    """The install prefix of the imported pycaffe (``<prefix>/python/caffe/__init__.py``)."""
-    return Path(caffe.__file__).resolve().parents[2]
-
-
 def caffe_binary(caffe: Any) -> Path:
     """``<prefix>/bin/caffe`` beside the imported pycaffe."""
-    return caffe_prefix(caffe) / "bin" / "caffe"
+    return caffe_io.caffe_prefix(caffe) / "bin" / "caffe"
 
 
 def build_info(caffe: Any) -> str | None:
     """The text of the build's BUILD_INFO file (tools/build_caffe.sh), or None when there is none."""
-    path = caffe_prefix(caffe) / "BUILD_INFO"
+    path = caffe_io.caffe_prefix(caffe) / "BUILD_INFO"
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
 
 
@@ -282,8 +278,8 @@ def caffe_only_net_param(net_param: Any, batch: int, crop: int) -> Any:
 
 def step_device(caffe: Any, device: int) -> dict[str, Any]:
     """Which device and which Caffe build the figures come from."""
-    info: dict[str, Any] = {"device": device, "caffe": str(caffe_prefix(caffe)),
-                            "build_mode": bench.caffe_build(caffe), "build_info": build_info(caffe)}
+    info: dict[str, Any] = {"device": device, "caffe": str(caffe_io.caffe_prefix(caffe)),
+                            "build_mode": caffe_io.build_mode(caffe), "build_info": build_info(caffe)}
     smi = run_command(["nvidia-smi", "-L"], timeout=30)
     info["nvidia_smi"] = smi["output"].strip() if smi["returncode"] == 0 else None
     if device < 0:

@@ -149,12 +149,11 @@ def _check_weights(net: Any, model_path: str) -> None:
 def _require_gpu_build(caffe: Any, gpu: int) -> None:
     """Refuse ``--gpu`` on a CPU-only build: Caffe would abort the process (``NO_GPU``) instead.
 
-    tools/build_caffe.sh records ``mode=cpu|cuda`` in ``<prefix>/BUILD_INFO``; other builds are trusted.
+    tools/build_caffe.sh records the mode in ``<prefix>/BUILD_INFO``; other builds are trusted.
     """
-    build_info = Path(caffe.__file__).resolve().parents[2] / "BUILD_INFO"
-    if build_info.is_file() and "mode=cpu" in build_info.read_text(encoding="utf-8", errors="replace"):
+    if caffe_io.build_mode(caffe) == "cpu":
         raise InputError(f"--gpu {gpu}: this Caffe build is CPU-only; use --gpu -1 or build it with "
-                         "`make caffe CUDA=1`", build_info)
+                         "`make caffe CUDA=1`", caffe_io.caffe_prefix(caffe) / "BUILD_INFO")
 
 
 def load_net(deploy: str | os.PathLike, model: str | os.PathLike, gpu: int = -1) -> tuple[Any, DeployInfo]:
