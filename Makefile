@@ -23,6 +23,8 @@ GPUS ?=
 # The paper's VGG-16 on a GPU, the paper's small Shallow net on a CPU.
 NET ?= $(if $(filter -1,$(GPU)),shallow,vgg16)
 SEED ?= 0
+# Seeds of `make demo`, one demo each (mean and std over them), e.g. SEEDS=0,1,2.
+SEEDS ?= $(SEED)
 
 # ---- data ---------------------------------------------------------------------------------------
 RANKSET   ?= tid2013
@@ -56,6 +58,10 @@ DIRECTION ?=
 RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
+# Start of the fine-tuning head (filler|mean|linear) and scale of its loss (none|std); default per NET:
+# the original's (filler, none) for vgg16, (linear, std) for shallow (rankiqa/head_init.py).
+HEAD_INIT  ?=
+LOSS_SCALE ?=
 # Layers of RANK_MODEL/WEIGHTS not to copy, e.g. SKIP_LAYERS=fc8 with ImageNet VGG-16 as RANK_MODEL: the
 # paper's ImageNet-VGG fine-tuned baseline.
 SKIP_LAYERS ?=
@@ -83,12 +89,12 @@ PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["pure
 opt = $(if $(2),$(1) $(2))
 comma := ,
 
-.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo bench gpu-check gpu-bundle docker-replay \
+.PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo rank_accuracy bench gpu-check gpu-bundle docker-replay \
         test lint clean
 
 help:
 	@echo "rankiqa - RankIQA in Caffe. Set-up is automatic: every target builds what it needs."
-	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU)"
+	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU; SEEDS=0,1,2 PRISTINE=dir)"
 	@echo "  make test         the test suite (pytest) + lint"
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
 	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live PRISTINE=dir LMDB=1)"
@@ -97,6 +103,7 @@ help:
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
+	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY])"
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
 	@echo "  make check-cuda-build  compile the CUDA Caffe without switching the venv (CUDA_ARCH)"
@@ -154,7 +161,7 @@ finetune: env
 	  --out $(FT_RUN) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
 	  $(if $(filter command line environment,$(origin RANKSET)),--rankset $(RANKSET)) \
 	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
-	  $(call opt,--skip-layers,$(SKIP_LAYERS)) \
+	  $(call opt,--skip-layers,$(SKIP_LAYERS)) $(call opt,--head-init,$(HEAD_INIT)) $(call opt,--loss-scale,$(LOSS_SCALE)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS))
 
@@ -172,7 +179,16 @@ predict: env
 	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
 
 demo: env
-	$(PY) -m tools.demo --out results/demo --seed $(SEED) --jobs $(JOBS)
+	$(PY) -m tools.demo --seeds $(SEEDS) --pristine '$(PRISTINE)' --jobs $(JOBS)
+
+# The ranking stage's own metric; a ranking model by default (DEPLOY given: any model of that deploy net).
+RANK_SPLIT ?=
+rank_accuracy: env
+	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and RANKS_DIR=, default $(RANKS_DIR))" >&2; exit 2; }
+	$(PY) -m tools.rank_accuracy --model '$(MODEL)' --ranks '$(RANKS_DIR)' $(call opt,--split,$(RANK_SPLIT)) \
+	  --deploy $(if $(filter command line environment,$(origin DEPLOY)),$(DEPLOY),prototxts/$(NET)/rank_deploy.prototxt) \
+	  --out 'results/rank_accuracy/$(basename $(notdir $(MODEL)))' --crops $(if $(filter command line environment,$(origin CROPS)),$(CROPS),10) \
+	  --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU)
 
 bench: env
 	$(PY) -m tools.bench --out BENCHMARKS.md --gpu $(GPU)

@@ -10,8 +10,11 @@ As in the original:
   reference images (pairs across levels are also formed across the two images of a group).
 
 When ``types_per_batch`` equals the number of types the types come in sorted order, else a random
-subset per batch. Each image gets its own uniformly placed random crop; blobs are BGR 0-255 float32
-with no mean subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
+subset per batch. Each image gets its own uniformly placed random crop (as the original), or, with
+``aligned_crops: true``, all levels of one reference in one group share one crop window, so that the
+images of a group differ only by their distortion (the CPU demo's choice: a small net learns local and
+global distortions from few references; see README). Blobs are BGR 0-255 float32 with no mean
+subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
 (``reference,type,level,path,split``; paths relative to the manifest's folder), or the LMDB beside it.
 """
 
@@ -28,6 +31,7 @@ from pylayers.prefetch import (
     ImageSource,
     PrefetchDataLayer,
     batch_rng,
+    param_bool,
     param_int,
     random_crop,
 )
@@ -127,6 +131,7 @@ class RankBatchBuilder:
     images_per_group: int
     crop: int
     seed: int
+    aligned_crops: bool = False
 
     def __post_init__(self) -> None:
         where = str(self.rank_set.manifest)
@@ -167,9 +172,14 @@ class RankBatchBuilder:
         items = self.plan(index)
         rng = batch_rng(self.seed, index, 1)
         data = np.empty((len(items), 3, self.crop, self.crop), dtype=np.uint8)
-        for slot, (reference, distortion, level, _group) in enumerate(items):
+        for slot, (reference, distortion, level, group) in enumerate(items):
             path = self.rank_set.paths[(reference, distortion, level)]
-            data[slot] = random_crop(self.source.read(path), self.crop, rng, self.source.describe(path))
+            window = rng
+            if self.aligned_crops:
+                # the same generator state for every level of (group, reference): the same window
+                ref_index = self.rank_set.references.index(reference)
+                window = np.random.default_rng([self.seed, index, 2, group, ref_index])
+            data[slot] = random_crop(self.source.read(path), self.crop, window, self.source.describe(path))
         return {
             "data": data,
             "label": np.array([item[2] for item in items], dtype=np.float32),
@@ -179,7 +189,7 @@ class RankBatchBuilder:
 
 RANK_DEFAULTS = {"split": "train", "lmdb": None, "types_per_batch": 9, "images_per_group": 1, "crop": 224,
                  "seed": 0, "workers": 2, "prefetch": 4, "shard_index": 0, "shard_count": 1,
-                 "start_batch": 0}
+                 "start_batch": 0, "aligned_crops": False}
 
 
 class RankDataLayer(PrefetchDataLayer):
@@ -187,7 +197,7 @@ class RankDataLayer(PrefetchDataLayer):
 
     param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``types_per_batch``,
     ``images_per_group``, ``crop``, ``seed``, ``workers``, ``prefetch``, ``shard_index``,
-    ``shard_count``, ``start_batch``. N = types_per_batch x images_per_group x (L + 1).
+    ``shard_count``, ``start_batch``, ``aligned_crops``. N = types_per_batch x images_per_group x (L + 1).
     """
 
     TOPS = ("data", "label", "group")
@@ -199,4 +209,4 @@ class RankDataLayer(PrefetchDataLayer):
         source = open_source(rank_set, params["lmdb"], name)
         return RankBatchBuilder(rank_set, source, param_int(params, "types_per_batch", name, 1),
                                 param_int(params, "images_per_group", name, 1), common["crop"],
-                                common["seed"])
+                                common["seed"], param_bool(params, "aligned_crops", name))

@@ -13,14 +13,50 @@ from tools import demo
 
 
 def test_profiles_keep_ranking_and_finetuning_references_apart():
-    for profile in (demo.full_profile(), demo.quick_profile()):
-        assert profile.rank_refs and len(profile.ft_refs) >= 2
+    names = demo.default_names()
+    for profile in (demo.full_profile(names), demo.quick_profile(names)):
+        assert profile.rank_refs and len(profile.ft_refs) >= 3
         assert not set(profile.rank_refs) & set(profile.ft_refs)
         assert not set(profile.types) & set(demo.EXCLUDED_TYPES)
-    full = demo.full_profile()
+        assert demo.MIN_TEST_REFS <= profile.ft_test_refs < len(profile.ft_refs)
+    full = demo.full_profile(names)
     # every default image is used, alternately: no hand-picked assignment
-    assert sorted(full.rank_refs + full.ft_refs) == demo.default_names()
-    assert full.rank_refs == tuple(demo.default_names()[0::2])
+    assert sorted(full.rank_refs + full.ft_refs) == names
+    assert full.rank_refs == tuple(names[0::2])
+    assert "HFN" not in full.types  # as the original's lists
+
+
+def test_test_reference_count_keeps_two_held_out_and_one_to_train():
+    assert [demo.test_reference_count(n) for n in (3, 4, 5, 6, 9)] == [2, 2, 2, 3, 4]
+
+
+def test_a_folder_needs_six_usable_photographs(tmp_path):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for k in range(5):
+        cv2.imwrite(str(tmp_path / f"p{k}.png"), rng.integers(0, 256, (240, 250, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "small.png"), rng.integers(0, 256, (100, 300, 3), dtype=np.uint8))
+    warnings: list[str] = []
+    with pytest.raises(InputError, match="at least 6 usable") as info:
+        demo.resolve_photos(str(tmp_path), warn=warnings.append)
+    assert str(tmp_path) in str(info.value)
+    assert any("small.png" in w for w in warnings)
+    cv2.imwrite(str(tmp_path / "p5.png"), rng.integers(0, 256, (240, 250, 3), dtype=np.uint8))
+    photos = demo.resolve_photos(str(tmp_path), warn=warnings.append)
+    assert sorted(photos.sources) == [f"p{k}" for k in range(6)]
+    assert photos.tag.startswith(tmp_path.name + "-")
+    # a changed folder is another photo set (other stage folders), never a silent reuse
+    cv2.imwrite(str(tmp_path / "p6.png"), rng.integers(0, 256, (240, 250, 3), dtype=np.uint8))
+    assert demo.resolve_photos(str(tmp_path), warn=warnings.append).tag != photos.tag
+
+
+def test_seeds_are_parsed_strictly():
+    assert demo.parse_seeds("0,1,2") == [0, 1, 2]
+    for bad in ("", "a", "1,1", "-1"):
+        with pytest.raises(InputError):
+            demo.parse_seeds(bad)
 
 
 def test_settings_pin_refuses_other_settings(tmp_path):
@@ -30,18 +66,31 @@ def test_settings_pin_refuses_other_settings(tmp_path):
         demo.check_settings(tmp_path, {"seed": 0, "iters": 4})
 
 
-def test_verdict_and_table_follow_the_numbers():
-    rows = [{"model": "RankIQA", "init": "a", "srocc": 0.2, "plcc": 0.1, "krocc": 0.1, "crops": 2,
-             "n_images": 12},
-            {"model": "RankIQA+FT", "init": "b", "srocc": -0.3, "plcc": 0.5, "krocc": 0.0, "crops": 2,
-             "n_images": 12},
-            {"model": "FT from scratch", "init": "c", "srocc": 0.6, "plcc": 0.4, "krocc": 0.3, "crops": 2,
-             "n_images": 12}]
-    assert demo.verdict(rows) == ("Order by SROCC on this run: FT from scratch (0.6000) > RankIQA (0.2000) > "
-                                  "RankIQA+FT (-0.3000).")
-    table = demo.table_markdown(rows)
-    assert demo.STANDIN_LABEL in table
-    assert "| RankIQA+FT | b | -0.3000 | 0.5000 | 0.0000 |" in table
+def _rows(seed, rank, ft, scratch):
+    return [{"seed": seed, "model": m, "srocc": v[0], "plcc": v[1], "krocc": 0.0, "n_images": 136}
+            for m, v in zip(demo.MODEL_LABELS, (rank, ft, scratch), strict=True)]
+
+
+def test_claim_checks_and_tables_follow_the_numbers():
+    good = {"GN": 1.0, "JPEG": 0.5, "overall": 0.9}
+    rows0 = _rows(0, (0.5, 0.8), (0.7, 0.9), (0.4, 0.6))
+    rows1 = _rows(1, (0.5, 0.8), (0.45, 0.9), (0.6, 0.6))
+    checks0 = demo.claim_checks(rows0, good)
+    assert all(checks0.values())
+    checks1 = demo.claim_checks(rows1, {"GN": 1.0, "JPEG": 0.4, "overall": 0.9})
+    assert not checks1["RankIQA+FT > FT from scratch (SROCC)"]
+    assert checks1["RankIQA+FT > FT from scratch (PLCC)"]
+    assert not checks1["RankIQA+FT >= RankIQA (SROCC)"]
+    assert not checks1["ranking accuracy of every type >= 0.5"]
+    assert checks1["ranking accuracy overall >= 0.85"]
+    text = demo.verdict(rows0 + rows1, {0: checks0, 1: checks1})
+    assert "- RankIQA+FT > FT from scratch (SROCC): does NOT hold for seed(s) 1" in text
+    assert "- RankIQA+FT > FT from scratch (PLCC): holds for every seed" in text
+    table = demo.table_markdown(rows0 + rows1)
+    assert "| RankIQA+FT | 0.575 ± 0.177 | 0.900 ± 0.000 | 0.700 / 0.900 | 0.450 / 0.900 |" in table
+    acc = demo.accuracy_markdown({"0": good, "1": {"GN": 0.8, "JPEG": 0.6, "overall": 0.7}})
+    assert "| JPEG | 0.500 | 0.600 | 0.550 |" in acc
+    assert acc.strip().endswith("| **overall** | 0.900 | 0.700 | 0.800 |")
 
 
 def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):
@@ -53,47 +102,62 @@ def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):
 
 
 @needs_caffe
-def test_quick_demo_end_to_end_and_resume(tmp_path, capsys):
-    argv = ["--quick", "--out", str(tmp_path / "results"), "--data-dir", str(tmp_path / "data"),
-            "--runs-dir", str(tmp_path / "runs"), "--seed", "0", "--jobs", "2"]
+def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--quick", "--out", str(out), "--data-dir", str(tmp_path / "data"),
+            "--runs-dir", str(tmp_path / "runs"), "--seeds", "0,1", "--jobs", "2"]
     assert demo.main(argv) == 0
     printed = capsys.readouterr().out
-    summary_md = (tmp_path / "results" / "summary.md").read_text()
-    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    summary_md = (out / "summary.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())
 
     assert demo.STANDIN_LABEL in summary_md and summary["label"] == demo.STANDIN_LABEL
-    assert [row["model"] for row in summary["rows"]] == ["RankIQA", "RankIQA+FT", "FT from scratch"]
-    for row in summary["rows"]:
+    assert [(r["seed"], r["model"]) for r in summary["runs"]] == [
+        (seed, model) for seed in (0, 1) for model in ("RankIQA", "RankIQA+FT", "FT from scratch")]
+    for row in summary["runs"]:
+        assert set(row) >= {"seed", "model", "srocc", "plcc"}
         assert math.isfinite(row["srocc"]) and math.isfinite(row["plcc"]), row
         assert -1.0 <= row["srocc"] <= 1.0 and -1.0 <= row["plcc"] <= 1.0
-        assert f"| {row['model']} |" in summary_md and f"| {row['model']} |" in printed
-        assert row["n_images"] == summary["rows"][0]["n_images"] > 0  # all three on the same test images
-    assert summary["rows"][0]["output_blob"] == "fc8_m"
+        assert row["n_images"] == summary["runs"][0]["n_images"] >= 2 * 3 * 4  # 2 held-out refs, 3 types x 4
+    for model in ("RankIQA", "RankIQA+FT", "FT from scratch"):
+        assert f"| {model} |" in summary_md and f"| {model} |" in printed
+    assert summary["details"][0]["output_blob"] == "fc8_m"
+    # pairwise ranking accuracy per seed: every type of the profile, overall, values in [0, 1]
+    assert sorted(summary["rank_accuracy"]) == ["0", "1"]
+    for accuracy in summary["rank_accuracy"].values():
+        assert list(accuracy) == ["GN", "GB", "JPEG", "overall"]
+        assert all(0.0 <= v <= 1.0 for v in accuracy.values())
+    assert set(summary["claim"]) == {"0", "1"}
     # the held-out references were seen neither by the ranking stage nor by fine-tuning
     settings = summary["settings"]
-    held_out = set(settings["ft_references"]["test"])
-    assert held_out and not held_out & set(settings["ft_references"]["train"])
-    assert not held_out & set(settings["rank_references"]["train"] + settings["rank_references"]["test"])
-    for name in ("summary_bars.png", "loss_curves.png"):
-        assert (tmp_path / "results" / name).stat().st_size > 0
-    assert all(not stage["reused"] for stage in summary["stages"].values())
+    for refs in summary["references"].values():
+        held_out = set(refs["ft"]["test"])
+        assert len(held_out) >= 2 and not held_out & set(refs["ft"]["train"])
+        assert not held_out & set(refs["rank"]) and set(refs["rank"]) == set(settings["rank_references"])
+    for name in ("srocc_per_seed.png", "rank_accuracy.png", "seed0/loss_curves.png", "seed1/loss_curves.png",
+                 "seed0/rank_accuracy/rank_accuracy.csv"):
+        assert (out / name).stat().st_size > 0
+    assert all(not stage["reused"] for stages in summary["stages"].values() for stage in stages.values())
+    # the fine-tuning runs started from a linear probe of their own features (both initialisations)
+    for run in ("ft_rankiqa", "ft_scratch"):
+        log = next((tmp_path / "runs").glob(f"quick-default-seed0/{run}/log.txt")).read_text()
+        assert "linear probe" in log
 
     # a rerun reuses every finished stage and reports the same numbers
     assert demo.main(argv) == 0
-    again = json.loads((tmp_path / "results" / "summary.json").read_text())
-    assert all(stage["reused"] for stage in again["stages"].values())
-    assert again["rows"] == summary["rows"]
-    assert [s["seconds"] for s in again["stages"].values()] == [
-        s["seconds"] for s in summary["stages"].values()]
+    again = json.loads((out / "summary.json").read_text())
+    assert all(stage["reused"] for stages in again["stages"].values() for stage in stages.values())
+    assert again["runs"] == summary["runs"] and again["rank_accuracy"] == summary["rank_accuracy"]
 
 
 def test_other_settings_in_the_same_folders_are_refused(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
-    profile = demo.quick_profile()
-    folder = f"{profile.name}-seed0"
+    photos = demo.resolve_photos("default")
+    profile = demo.quick_profile(list(photos.sources))
+    folder = f"{profile.name}-{photos.tag}-seed0"
     demo.check_settings(data / folder, {"profile": {"changed": True}, "seed": 0})
     with pytest.raises(InputError, match="other settings"):
-        demo.run_demo(profile, tmp_path / "out", data, runs, seed=0)
+        demo.run_demo(profile, photos, tmp_path / "out", data, runs, seeds=[0])
     assert not (tmp_path / "out" / "summary.json").exists()
 
 

@@ -134,6 +134,25 @@ def test_crops_vary_and_batches_are_seeded(manifest: Path) -> None:
     assert len(set(zip(tops, lefts, strict=True))) > 1  # each image gets its own crop
 
 
+def test_aligned_crops_share_one_window_per_reference_and_group(tmp_path: Path) -> None:
+    rank_set = read_manifest(make_rank_set(tmp_path, n_refs=5, levels=4), "train")
+    source = ImageSource(tmp_path)
+    for images_per_group in (1, 2):
+        builder = RankBatchBuilder(rank_set, source, 3, images_per_group, 32, seed=3, aligned_crops=True)
+        batch = builder(1)
+        _, tops, lefts = decode(batch["data"])
+        plan = builder.plan(1)
+        windows: dict[tuple[str, int], set[tuple[int, int]]] = {}
+        for (reference, _, _, group), top, left in zip(plan, tops, lefts, strict=True):
+            windows.setdefault((reference, group), set()).add((top, left))
+        assert all(len(w) == 1 for w in windows.values())  # every level of a reference: one window
+        assert len({next(iter(w)) for w in windows.values()}) > 1  # groups and references differ
+    # the default stays the original's: one crop per image
+    independent = RankBatchBuilder(rank_set, source, 3, 1, 32, seed=3)
+    _, tops, lefts = decode(independent(1)["data"][:4])
+    assert len(set(zip(tops, lefts, strict=True))) > 1
+
+
 def test_prefetch_workers_give_the_same_bytes_and_shards_are_disjoint(manifest: Path) -> None:
     rank_set = read_manifest(manifest, "train")
     builder = RankBatchBuilder(rank_set, ImageSource(manifest.parent), 2, 1, 32, seed=1)

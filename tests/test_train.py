@@ -372,9 +372,11 @@ def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_
         (lists / name).write_text("".join(sorted(lines)))
     model = rank_run / "snapshots" / "rank_tiny_iter_60.caffemodel"
     out = tmp_path / "ft_tiny"
+    # The original's start (prototxt filler, raw labels): the loss must fall from a random head.
     code = train.main(["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists),
                        "--out", str(out), "--rank-model", str(model), "--gpu", "-1", "--iters", "40",
-                       "--batch", "8", "--test-interval", "40", "--workers", "0"])
+                       "--batch", "8", "--test-interval", "40", "--workers", "0", "--head-init", "filler",
+                       "--loss-scale", "none"])
     assert code == 0, capsys.readouterr().err
     log = (out / "log.txt").read_text()
     assert "initialised 4 layer(s)" in log and "conv1 conv2 conv3 conv4" in log  # fc8_m does not transfer

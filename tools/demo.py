@@ -1,41 +1,52 @@
-"""``make demo``: the whole RankIQA pipeline in miniature on the embedded default data (Shallow net, CPU).
+"""``make demo``: the RankIQA pipeline in miniature (Shallow net, CPU), over seeds and on any photographs.
 
-    python -m tools.demo --out results/demo [--seed 0] [--jobs N] [--quick]
-        [--data-dir data/demo] [--runs-dir runs/demo]
+    python -m tools.demo [--pristine default|DIR] [--seeds 0,1,2] [--out results/demo] [--jobs N]
+        [--quick] [--data-dir data/demo] [--runs-dir runs/demo]
 
 No human-rated IQA database can be shipped, so the fine-tuning set is a SYNTHETIC STAND-IN: pristine
 images that the ranking stage never saw, distorted with the project's generator and scored by MS-SSIM
 against their reference (``data_prep.synthetic_iqa``), in place of a MOS. Every table and plot says so.
 
-Stages (each one is skipped when its outputs are complete, so a rerun after Ctrl-C resumes):
+The photographs (``--pristine``: scikit-image's embedded colour photographs, or a folder of at least
+``MIN_PHOTOS`` colour photographs) are split, alternately in sorted name order (no hand-picking), into
+ranking references and fine-tuning references; the fine-tuning references are split per seed (seeded, by
+reference) into training references and at least ``MIN_TEST_REFS`` held-out test references.
 
-1. ``pristine``: the default photographs (scikit-image's, ``data_prep.pristine``) are split, alternately
-   in sorted name order (no hand-picking), into ranking references and fine-tuning references.
-2. ``ranks``: the TID2013-style ranking set of the ranking references (``data_prep.make_ranks``).
-3. ``train_rank``: Siamese ranking training of the Shallow net (``tools.train rank``).
-4. ``synthetic``: the stand-in fine-tuning set of the other references, split by reference into train and
-   test halves (``data_prep.synthetic_iqa``, which refuses references present in the rank manifest).
+Stages, per seed (each one is skipped when its outputs are complete, so a rerun after Ctrl-C resumes):
+
+1. ``pristine``: copies of the photographs in the two disjoint folders.
+2. ``ranks``: the TID2013-style rank set of the ranking references (``data_prep.make_ranks``).
+3. ``synthetic``: the stand-in fine-tuning set of the other references (``data_prep.synthetic_iqa``,
+   which refuses references present in the rank manifest), and ``heldout_ranks.csv``: the same images with
+   their pristine references as a rank set (the references the ranking stage never saw).
+4. ``train_rank``: Siamese ranking training (``tools.train rank``) on every ranking reference.
 5. ``ft_rankiqa`` / ``ft_scratch``: fine-tuning from the ranking model (RankIQA+FT) and, with the same
-   iterations, learning rate and seed, from random initialisation (FT from scratch).
+   iterations, learning rate, head start and seed, from random initialisation (FT from scratch).
 6. ``eval_*``: the paper's protocol (``tools.evaluate``: random crops, mean of crops, SROCC/PLCC on raw
    outputs) on the held-out references, for the ranking model alone (output ``fc8_m``), RankIQA+FT and FT
-   from scratch.
-7. ``summary.md`` / ``summary.json`` / ``summary_bars.png`` / ``loss_curves.png`` in ``--out``; the table is
-   printed.
+   from scratch; ``rank_accuracy``: the ranking model's pairwise ranking accuracy per distortion type on
+   ``heldout_ranks.csv`` (``tools.rank_accuracy``).
 
-Outputs of the stages go to ``<data-dir>/<profile>-seed<S>/`` and ``<runs-dir>/<profile>-seed<S>/``
-(profile ``full`` or ``quick``), so the demo never touches a user's ``data/ranks`` or ``runs/``. A
-``demo_settings.json`` there pins the settings; a rerun with other settings is refused.
+Outputs: ``<out>/summary.md``, ``summary.json`` (``runs``: one ``{seed, model, srocc, plcc}`` per seed and
+model; ``rank_accuracy``: per seed, ``{type: accuracy, ..., overall}``), ``srocc_per_seed.png``,
+``rank_accuracy.png``, and per seed ``<out>/seed<S>/`` (evaluations, rank accuracy, loss curves, stage
+times). Stage outputs go to ``<data-dir>/<profile>-<photos>-seed<S>/`` and ``<runs-dir>/...`` (``photos``:
+``default``, or the folder's name and a hash of its file list), so the demo never touches a user's
+``data/ranks`` or ``runs/``. A ``demo_settings.json`` there pins the settings; a rerun with other settings is
+refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +64,12 @@ NET = "shallow"
 STANDIN_LABEL = "synthetic stand-in (MS-SSIM), not human MOS"
 SETTINGS_FILE = "demo_settings.json"
 STAGES_FILE = "stages.json"
+#: At least this many usable photographs: 3 for ranking, 3 for fine-tuning (1 train, 2 held out).
+MIN_PHOTOS = 6
+#: Held-out test references of the stand-in set, at least (the claim is measured on them).
+MIN_TEST_REFS = 2
+#: What the claim asks of the ranking model on references it never saw (pairwise accuracy).
+RANK_ACCURACY_GOAL = {"overall": 0.85, "every_type": 0.5}
 
 #: Types of the TID2013-style set left out of the demo, and why (reported in the summary).
 EXCLUDED_TYPES = {
@@ -60,6 +77,7 @@ EXCLUDED_TYPES = {
           "together",
     "CS": "a chroma-only change: MS-SSIM on luminance scores every level 1.000, so its stand-in score "
           "would carry no information",
+    "HFN": "left out of the original's lists (generated there, never trained on)",
 }
 
 
@@ -71,18 +89,17 @@ class Profile:
     rank_refs: tuple[str, ...]
     ft_refs: tuple[str, ...]
     types: tuple[str, ...]
-    rank_test_fraction: float   # share of the ranking references kept for the ranking test loss
-    ft_test_fraction: float     # share of the fine-tuning references held out for the evaluation
+    ft_test_refs: int           # held-out references of the stand-in set (per seed, seeded choice)
     rank_iters: int
     rank_lr: float
+    rank_types_per_batch: int
     ft_iters: int
     ft_lr: float
     ft_batch: int
+    head_init: str              # start of the fine-tuning head (rankiqa.head_init)
+    loss_scale: str             # scale of the Euclidean loss (rankiqa.head_init)
     snapshot: int
-    # Test passes during training (0 = none; the final evaluation does not depend on them):
-    rank_test_interval: int
-    rank_test_iters: int
-    ft_test_interval: int
+    ft_test_interval: int       # test passes during fine-tuning (0 = none; the evaluation does not use them)
     eval_crops: int
     eval_batch: int
 
@@ -98,6 +115,20 @@ def _alternate(names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(names[0::2]), tuple(names[1::2])
 
 
+def test_reference_count(n_ft: int) -> int:
+    """Held-out references among ``n_ft`` fine-tuning references: half, at least ``MIN_TEST_REFS``."""
+    return max(MIN_TEST_REFS, n_ft // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Photos:
+    """The photographs of one demo: name -> file, and a tag naming the set in folder names."""
+
+    sources: dict[str, Path]
+    tag: str
+    origin: str
+
+
 def default_names() -> list[str]:
     """Reference names of the embedded default pristine images, sorted."""
     from data_prep import pristine
@@ -105,42 +136,75 @@ def default_names() -> list[str]:
     return sorted(pristine.reference_name(p) for p in pristine.default_sources())
 
 
-def full_profile() -> Profile:
-    """The ``make demo`` configuration: sized to finish in about 12 minutes on 2 busy cores.
+def resolve_photos(pristine_arg: str, warn: Any = None) -> Photos:
+    """The usable photographs of ``--pristine`` (``default`` or a folder), checked before anything runs.
 
-    Measured there: a ranking iteration (45 images) takes about 2 s, a fine-tuning iteration (30) about 1 s,
-    so the schedule is a few hundred iterations in all. Learning rates: the Shallow net's defaults of
-    ``tools.train`` (``SHALLOW_DEFAULT_LR``; the faithful solvers' rates are VGG-16's), the same fine-tuning
-    rate for both initialisations.
+    A file that ``data_prep.pristine.load_pristine`` rejects (unreadable, grayscale, RGBA, 16-bit, smaller
+    than the crop) is skipped with a warning naming it; fewer than ``MIN_PHOTOS`` usable photographs is an
+    ``InputError`` naming the folder. A folder's tag is its name plus a hash of its files' names, sizes and
+    modification times, so another or changed folder gets other stage folders.
     """
-    rank_refs, ft_refs = _alternate(default_names())
-    return Profile(name="full", rank_refs=rank_refs, ft_refs=ft_refs, types=_all_types_but_excluded(),
-                   rank_test_fraction=0.2, ft_test_fraction=0.2,
-                   rank_iters=150, rank_lr=SHALLOW_DEFAULT_LR["rank"], ft_iters=100,
-                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, snapshot=50,
-                   rank_test_interval=50, rank_test_iters=4, ft_test_interval=25,
-                   eval_crops=10, eval_batch=60)
-
-
-def quick_profile() -> Profile:
-    """A tiny configuration (a minute or two) for the test: the four smallest images, three types."""
     from data_prep import pristine
 
-    by_size = sorted(pristine.default_sources(), key=lambda p: (_pixel_count(p), p.name))[:4]
-    rank_refs, ft_refs = _alternate([pristine.reference_name(p) for p in by_size])
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    if str(pristine_arg) == "default":
+        files = pristine.default_sources()
+        where: Path = pristine.skimage_data_dir()
+    else:
+        where = Path(pristine_arg)
+        files = pristine.list_images(where)
+    usable: dict[str, Path] = {}
+    for path in files:
+        try:
+            pristine.load_pristine(path, 227)
+        except InputError as err:
+            warn(f"skipped: {err}")
+            continue
+        usable[pristine.reference_name(path)] = path
+    if len(usable) < MIN_PHOTOS:
+        raise InputError(f"the demo needs at least {MIN_PHOTOS} usable colour photographs (at least "
+                         f"227x227): {len(usable)} found ({', '.join(sorted(usable)) or 'none'}); half train "
+                         "the ranking, the others are fine-tuned on and held out", where)
+    if str(pristine_arg) == "default":
+        return Photos(usable, "default", "scikit-image's embedded colour photographs")
+    digest = hashlib.sha256()
+    for name in sorted(usable):
+        stat = usable[name].stat()
+        digest.update(f"{usable[name].name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in where.resolve().name) or "photos"
+    return Photos(usable, f"{safe}-{digest.hexdigest()[:8]}", str(where.resolve()))
+
+
+def full_profile(names: Sequence[str]) -> Profile:
+    """The ``make demo`` configuration: one seed in under 15 minutes on 2 cores (README, measured).
+
+    Learning rates: the Shallow net's defaults of ``tools.train`` (``SHALLOW_DEFAULT_LR``; the faithful
+    solvers' rates are VGG-16's), the same fine-tuning rate, head start and iterations for both
+    initialisations.
+    """
+    rank_refs, ft_refs = _alternate(sorted(names))
+    types = _all_types_but_excluded()
+    return Profile(name="full", rank_refs=rank_refs, ft_refs=ft_refs, types=types,
+                   ft_test_refs=test_reference_count(len(ft_refs)),
+                   rank_iters=FULL_RANK_ITERS, rank_lr=SHALLOW_DEFAULT_LR["rank"],
+                   rank_types_per_batch=min(9, len(types)), ft_iters=FULL_FT_ITERS,
+                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, head_init="linear", loss_scale="std",
+                   snapshot=100, ft_test_interval=0, eval_crops=10, eval_batch=1)
+
+
+def quick_profile(names: Sequence[str]) -> Profile:
+    """A tiny configuration (a minute or two) for the tests: three types, a few iterations."""
+    rank_refs, ft_refs = _alternate(sorted(names))
     return Profile(name="quick", rank_refs=rank_refs, ft_refs=ft_refs, types=("GN", "GB", "JPEG"),
-                   rank_test_fraction=0.5, ft_test_fraction=0.5,
-                   rank_iters=4, rank_lr=SHALLOW_DEFAULT_LR["rank"], ft_iters=4,
-                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=8, snapshot=4,
-                   rank_test_interval=2, rank_test_iters=1, ft_test_interval=2,
-                   eval_crops=2, eval_batch=24)
+                   ft_test_refs=test_reference_count(len(ft_refs)), rank_iters=4,
+                   rank_lr=SHALLOW_DEFAULT_LR["rank"], rank_types_per_batch=3, ft_iters=4,
+                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=8, head_init="linear", loss_scale="std",
+                   snapshot=4, ft_test_interval=2, eval_crops=2, eval_batch=24)
 
 
-def _pixel_count(path: Path) -> int:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return 0 if image is None else int(image.shape[0] * image.shape[1])
+#: The schedule of the full profile (see README, "The demo", for the measurements behind it).
+FULL_RANK_ITERS = 300
+FULL_FT_ITERS = 100
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,11 +286,11 @@ def _run(stage: str, argv: list[str]) -> None:
 
 @dataclasses.dataclass
 class Paths:
-    """Where each stage writes."""
+    """Where each stage of one seed writes."""
 
     data: Path
     runs: Path
-    out: Path
+    out: Path  # this seed's results: <out>/seed<S>
 
     @property
     def pristine_rank(self) -> Path:
@@ -248,28 +312,29 @@ class Paths:
     def ft_lists(self) -> Path:
         return self.synthetic / "split0"
 
+    @property
+    def heldout_ranks(self) -> Path:
+        return self.synthetic / "heldout_ranks.csv"
+
     def run(self, name: str) -> Path:
         return self.runs / name
 
     def evaluation(self, name: str) -> Path:
         return self.out / "eval" / name
 
+    @property
+    def rank_accuracy(self) -> Path:
+        return self.out / "rank_accuracy"
 
-def stage_pristine(profile: Profile, paths: Paths) -> bool:
-    """Copy the default images (bytes unchanged) into the two disjoint pristine folders; False if done."""
-    from data_prep import pristine
 
-    sources = {pristine.reference_name(p): p for p in pristine.default_sources()}
-    missing = [n for n in (*profile.rank_refs, *profile.ft_refs) if n not in sources]
-    if missing:
-        raise InputError(f"default pristine image(s) {', '.join(missing)} not found",
-                         pristine.skimage_data_dir())
+def stage_pristine(profile: Profile, photos: Photos, paths: Paths) -> bool:
+    """Copy the photographs (bytes unchanged) into the two disjoint pristine folders; False if done."""
     wrote = False
     for folder, names in ((paths.pristine_rank, profile.rank_refs), (paths.pristine_ft, profile.ft_refs)):
         for name in names:
-            target = folder / sources[name].name
+            target = folder / photos.sources[name].name
             if not target.is_file():
-                atomic_write_bytes(target, sources[name].read_bytes())
+                atomic_write_bytes(target, photos.sources[name].read_bytes())
                 wrote = True
     return wrote
 
@@ -279,45 +344,61 @@ def ranks_complete(paths: Paths) -> bool:
     return (paths.ranks / "manifest.csv").is_file()
 
 
-def stage_ranks(profile: Profile, paths: Paths, seed: int, jobs: int) -> dict[str, Any]:
-    """Generate (or finish) the ranking set; returns its train/test references."""
+def stage_ranks(profile: Profile, paths: Paths, seed: int, jobs: int) -> None:
+    """Generate (or finish) the ranking set: every ranking reference trains (no ranking test split; the
+    ranking model is measured on the references it never saw, ``heldout_ranks.csv``)."""
     from data_prep import make_ranks
 
-    result = make_ranks.generate(RANKSET, paths.pristine_rank, paths.ranks, seed=seed, jobs=jobs,
-                                 test_fraction=profile.rank_test_fraction, types=list(profile.types),
-                                 progress=True)
-    return {"train": result.train, "test": result.test, "rows": result.n_rows}
+    make_ranks.generate(RANKSET, paths.pristine_rank, paths.ranks, seed=seed, jobs=jobs, test_fraction=0.0,
+                        types=list(profile.types), progress=True)
 
 
-def rank_references(paths: Paths) -> dict[str, list[str]]:
-    """Train/test references of the ranking set, read back from its manifest."""
-    import csv
-
-    split: dict[str, set[str]] = {"train": set(), "test": set()}
+def rank_references(paths: Paths) -> list[str]:
+    """References of the ranking set, read back from its manifest."""
     with open(paths.ranks / "manifest.csv", encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            split.setdefault(row["split"], set()).add(row["reference"])
-    return {key: sorted(value) for key, value in split.items()}
+        return sorted({row["reference"] for row in csv.DictReader(handle)})
 
 
 def synthetic_complete(paths: Paths) -> bool:
-    """make_synthetic writes README.txt after the table and the lists."""
+    """The stand-in set is complete when its README, table, lists and held-out rank table exist (in the
+    order they are written, the rank table last)."""
     return all((paths.synthetic / name).is_file() for name in ("README.txt", "table.csv")) and all(
-        (paths.ft_lists / name).is_file() for name in ("train.txt", "test.txt", "test.csv"))
+        (paths.ft_lists / name).is_file() for name in ("train.txt", "test.txt", "test.csv")) and \
+        paths.heldout_ranks.is_file()
 
 
 def stage_synthetic(profile: Profile, paths: Paths, seed: int) -> None:
-    """The stand-in fine-tuning set of the references the ranking stage never saw."""
+    """The stand-in fine-tuning set of the references the ranking stage never saw, and its rank table."""
     from data_prep import synthetic_iqa
 
+    fraction = profile.ft_test_refs / len(profile.ft_refs)  # make_ft_lists rounds it back to ft_test_refs
     synthetic_iqa.make_synthetic(paths.pristine_ft, list(profile.ft_refs), paths.synthetic, rankset=RANKSET,
-                                 seed=seed, splits=1, test_fraction=profile.ft_test_fraction,
+                                 seed=seed, splits=1, test_fraction=fraction,
                                  types=list(profile.types), rank_manifest=paths.ranks / "manifest.csv")
+    write_heldout_ranks(paths)
+
+
+def write_heldout_ranks(paths: Paths) -> None:
+    """``heldout_ranks.csv``: the stand-in set's images with their pristine reference as level 0 of every
+    type, in the rank manifest's columns (``rankiqa.rank_accuracy``)."""
+    from data_prep import pristine
+
+    originals = {pristine.reference_name(p): p for p in paths.pristine_ft.iterdir() if p.is_file()}
+    with open(paths.synthetic / "table.csv", encoding="utf-8", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    lines = ["reference,type,level,path,split"]
+    seen: set[tuple[str, str]] = set()
+    for row in table:
+        key = (row["reference"], row["type"])
+        if key not in seen:
+            seen.add(key)
+            lines.append(f"{row['reference']},{row['type']},0,{originals[row['reference']].resolve()},heldout")
+        lines.append(f"{row['reference']},{row['type']},{row['level']},{row['path']},heldout")
+    atomic_write_text(paths.heldout_ranks, "\n".join(lines) + "\n")
 
 
 def ft_references(paths: Paths) -> dict[str, list[str]]:
     """Train/test references of split 0 of the stand-in set (from its test table and the full table)."""
-    import csv
 
     def refs(table: Path) -> set[str]:
         with open(table, encoding="utf-8", newline="") as handle:
@@ -338,12 +419,11 @@ def final_model(run_dir: Path, iters: int) -> Path | None:
     return None
 
 
-def train_argv(kind: str, profile: Profile, paths: Paths, run_dir: Path, seed: int,
-               extra: list[str]) -> list[str]:
+def train_argv(kind: str, profile: Profile, run_dir: Path, seed: int, extra: list[str]) -> list[str]:
     """The ``tools.train`` command line of one training stage (CPU, the profile's schedule)."""
     iters = profile.rank_iters if kind == "rank" else profile.ft_iters
     lr = profile.rank_lr if kind == "rank" else profile.ft_lr
-    test_interval = profile.rank_test_interval if kind == "rank" else profile.ft_test_interval
+    test_interval = 0 if kind == "rank" else profile.ft_test_interval
     argv = [sys.executable, "-m", "tools.train", kind, "--net", NET, "--out", str(run_dir), "--gpu", "-1",
             "--seed", str(seed), "--iters", str(iters), "--lr", repr(lr),
             "--snapshot", str(min(profile.snapshot, iters)), "--test-interval", str(test_interval)]
@@ -353,10 +433,9 @@ def train_argv(kind: str, profile: Profile, paths: Paths, run_dir: Path, seed: i
 def stage_train_rank(profile: Profile, paths: Paths, seed: int) -> Path:
     """Siamese ranking training; returns the final model."""
     run_dir = paths.run("rank")
-    types_per_batch = min(9, len(profile.types))  # the original's 9 of 18 types per batch, when possible
-    _run("train_rank", train_argv("rank", profile, paths, run_dir, seed, [
-        "--rankset", RANKSET, "--data", str(paths.ranks), "--types-per-batch", str(types_per_batch),
-        "--test-iters", str(profile.rank_test_iters)]))
+    _run("train_rank", train_argv("rank", profile, run_dir, seed, [
+        "--rankset", RANKSET, "--data", str(paths.ranks),
+        "--types-per-batch", str(profile.rank_types_per_batch)]))
     model = final_model(run_dir, profile.rank_iters)
     if model is None:
         raise StageFailed(f"ranking training ended without a model at iteration {profile.rank_iters}")
@@ -367,17 +446,17 @@ def stage_finetune(name: str, profile: Profile, paths: Paths, seed: int, rank_mo
     """Fine-tune on the stand-in set from ``rank_model`` (None: from scratch); returns the final model."""
     run_dir = paths.run(name)
     init = ["--from-scratch"] if rank_model is None else ["--rank-model", str(rank_model)]
-    _run(name, train_argv("finetune", profile, paths, run_dir, seed, [
-        "--dataset", "synthetic", "--lists", str(paths.ft_lists), "--batch", str(profile.ft_batch), *init]))
+    _run(name, train_argv("finetune", profile, run_dir, seed, [
+        "--dataset", "synthetic", "--lists", str(paths.ft_lists), "--batch", str(profile.ft_batch),
+        "--head-init", profile.head_init, "--loss-scale", profile.loss_scale, *init]))
     model = final_model(run_dir, profile.ft_iters)
     if model is None:
         raise StageFailed(f"fine-tuning {name} ended without a model at iteration {profile.ft_iters}")
     return model
 
 
-def evaluation_complete(out: Path, model: Path, crops: int) -> bool:
-    """evaluate writes metrics.json last; it must be of this model and this number of crops."""
-    path = out / "metrics.json"
+def _report_of(path: Path, model: Path, crops: int) -> bool:
+    """A JSON report (written last by its tool) of this model and number of crops exists."""
     if not path.is_file():
         return False
     try:
@@ -396,6 +475,15 @@ def stage_evaluate(name: str, deploy: str, model: Path, profile: Profile, paths:
         "--seed", str(seed), "--gpu", "-1", "--quiet"])
 
 
+def stage_rank_accuracy(model: Path, profile: Profile, paths: Paths, seed: int) -> None:
+    """Pairwise ranking accuracy of the ranking model on the references it never saw."""
+    _run("rank_accuracy", [
+        sys.executable, "-m", "tools.rank_accuracy", "--deploy",
+        str(REPO_ROOT / "prototxts" / NET / "rank_deploy.prototxt"), "--model", str(model), "--ranks",
+        str(paths.heldout_ranks), "--out", str(paths.rank_accuracy), "--crops", str(profile.eval_crops),
+        "--batch", str(profile.eval_batch), "--seed", str(seed), "--gpu", "-1", "--quiet"])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Summary
 
@@ -404,88 +492,165 @@ def stage_evaluate(name: str, deploy: str, model: Path, profile: Profile, paths:
 MODELS = (
     ("rankiqa", "RankIQA", "ranking model only (output fc8_m)", "rank_deploy.prototxt"),
     ("rankiqa_ft", "RankIQA+FT", "fine-tuned from the ranking model", "ft_deploy.prototxt"),
-    ("ft_scratch", "FT from scratch", "fine-tuned from random weights, same iterations and seed",
+    ("ft_scratch", "FT from scratch", "fine-tuned from random weights, same iterations, head start and seed",
      "ft_deploy.prototxt"),
 )
+MODEL_LABELS = tuple(label for _, label, _, _ in MODELS)
 
 
-def read_rows(paths: Paths) -> list[dict[str, Any]]:
+def read_rows(paths: Paths, seed: int) -> list[dict[str, Any]]:
     """One row per model from its ``metrics.json`` (mean-of-crops scoring, as the paper)."""
     rows = []
     for key, label, init, _ in MODELS:
         report = json.loads((paths.evaluation(key) / "metrics.json").read_text(encoding="utf-8"))
         mean, median = report["overall"]["mean"], report["overall"]["median"]
-        rows.append({"key": key, "model": label, "init": init, "output_blob": report.get("output_blob"),
-                     "srocc": mean["srocc"], "plcc": mean["plcc"], "krocc": mean.get("krocc"),
+        rows.append({"seed": seed, "model": label, "srocc": mean["srocc"], "plcc": mean["plcc"],
+                     "krocc": mean.get("krocc"), "init": init, "output_blob": report.get("output_blob"),
                      "srocc_median_scoring": median["srocc"], "n_images": report["n_images"],
                      "crops": report["crops"], "caffemodel": report["model"],
                      "metrics": str(paths.evaluation(key) / "metrics.md")})
     return rows
 
 
+def read_rank_accuracy(paths: Paths) -> dict[str, float]:
+    """``{type: accuracy, ..., "overall": accuracy}`` of the ranking model on the held-out references."""
+    return json.loads((paths.rank_accuracy / "rank_accuracy.json").read_text(encoding="utf-8"))["accuracy"]
+
+
+def claim_checks(rows: list[dict[str, Any]], accuracy: dict[str, float]) -> dict[str, bool]:
+    """The paper's claim in miniature, checked on one seed's numbers (nothing is written in advance)."""
+    by = {row["model"]: row for row in rows}
+    ft, scratch, rank = by["RankIQA+FT"], by["FT from scratch"], by["RankIQA"]
+    per_type = [v for t, v in accuracy.items() if t != "overall"]
+    return {
+        "RankIQA+FT > FT from scratch (SROCC)": ft["srocc"] > scratch["srocc"],
+        "RankIQA+FT > FT from scratch (PLCC)": ft["plcc"] > scratch["plcc"],
+        "RankIQA+FT >= RankIQA (SROCC)": ft["srocc"] >= rank["srocc"],
+        "RankIQA+FT >= RankIQA (PLCC)": ft["plcc"] >= rank["plcc"],
+        f"ranking accuracy overall >= {RANK_ACCURACY_GOAL['overall']}":
+            accuracy["overall"] >= RANK_ACCURACY_GOAL["overall"],
+        f"ranking accuracy of every type >= {RANK_ACCURACY_GOAL['every_type']}":
+            bool(per_type) and min(per_type) >= RANK_ACCURACY_GOAL["every_type"],
+    }
+
+
 def _f(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
-def table_markdown(rows: list[dict[str, Any]]) -> str:
-    """The comparison table (Markdown)."""
-    lines = [f"Held-out references, {STANDIN_LABEL}; image score = mean of {rows[0]['crops']} random crops; "
-             f"{rows[0]['n_images']} test images.", "",
-             "| model | initialisation | SROCC | PLCC | KROCC |", "|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['model']} | {row['init']} | {_f(row['srocc'])} | {_f(row['plcc'])} | "
-                     f"{_f(row['krocc'])} |")
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def table_markdown(runs: list[dict[str, Any]]) -> str:
+    """Per model: SROCC and PLCC as mean +- std over the seeds, and each seed's values."""
+    seeds = sorted({r["seed"] for r in runs})
+    lines = ["| model | SROCC (mean ± std) | PLCC (mean ± std) | " +
+             " | ".join(f"seed {s} SROCC / PLCC" for s in seeds) + " |",
+             "|---|---|---|" + "---|" * len(seeds)]
+    for label in MODEL_LABELS:
+        mine = {r["seed"]: r for r in runs if r["model"] == label}
+        srocc = mean_std([mine[s]["srocc"] for s in seeds])
+        plcc = mean_std([mine[s]["plcc"] for s in seeds])
+        cells = " | ".join(f"{mine[s]['srocc']:.3f} / {mine[s]['plcc']:.3f}" for s in seeds)
+        lines.append(f"| {label} | {srocc[0]:.3f} ± {srocc[1]:.3f} | {plcc[0]:.3f} ± {plcc[1]:.3f} | "
+                     f"{cells} |")
     return "\n".join(lines) + "\n"
 
 
-def verdict(rows: list[dict[str, Any]]) -> str:
-    """The order by SROCC, computed from the numbers (no claim is written in advance)."""
-    ordered = sorted(rows, key=lambda r: r["srocc"], reverse=True)
-    chain = " > ".join(f"{r['model']} ({_f(r['srocc'])})" for r in ordered)
-    return f"Order by SROCC on this run: {chain}."
+def accuracy_markdown(accuracy: dict[str, dict[str, float]]) -> str:
+    """Pairwise ranking accuracy per type (rows) and seed (columns), with the mean."""
+    seeds = list(accuracy)
+    types = [t for t in accuracy[seeds[0]] if t != "overall"] + ["overall"]
+    lines = ["| type | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+             "|---|" + "---|" * (len(seeds) + 1)]
+    for dtype in types:
+        values = [accuracy[s][dtype] for s in seeds]
+        name = f"**{dtype}**" if dtype == "overall" else dtype
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) +
+                     f" | {statistics.fmean(values):.3f} |")
+    return "\n".join(lines) + "\n"
 
 
-def plot_bars(rows: list[dict[str, Any]], path: Path) -> None:
-    """SROCC and PLCC of the three models side by side."""
+def verdict(runs: list[dict[str, Any]], checks: dict[int, dict[str, bool]]) -> str:
+    """Which checks hold for every seed, computed from the numbers."""
+    names = list(next(iter(checks.values())))
+    lines = []
+    for name in names:
+        failed = [str(seed) for seed, result in checks.items() if not result[name]]
+        lines.append(f"- {name}: " + ("holds for every seed" if not failed else
+                                       f"does NOT hold for seed(s) {', '.join(failed)}"))
+    return "\n".join(lines)
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    width = 0.38
-    positions = range(len(rows))
-    for offset, metric, colour in ((-width / 2, "srocc", "tab:blue"), (width / 2, "plcc", "tab:orange")):
-        values = [r[metric] for r in rows]
-        bars = ax.bar([p + offset for p in positions], values, width, label=metric.upper(), color=colour)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(list(positions), [r["model"] for r in rows])
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_ylim(min(0.0, *(r[m] for r in rows for m in ("srocc", "plcc"))) - 0.05, 1.05)
-    ax.set_ylabel("correlation with the stand-in score")
-    ax.set_title(f"held-out references: {STANDIN_LABEL}", fontsize=9)
-    ax.legend(fontsize=8)
+    return plt
+
+
+def plot_seeds(runs: list[dict[str, Any]], path: Path) -> None:
+    """Each seed's SROCC (and PLCC) per model: one marker per seed, a bar for the mean."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    seeds = sorted({r["seed"] for r in runs})
+    for ax, metric in zip(axes, ("srocc", "plcc"), strict=True):
+        for index, label in enumerate(MODEL_LABELS):
+            values = [r[metric] for r in runs if r["model"] == label]
+            ax.bar(index, statistics.fmean(values), 0.6, color="tab:blue" if index == 1 else "lightgray")
+            for seed, value in zip(seeds, values, strict=True):
+                ax.plot(index + 0.15 * (seeds.index(seed) - (len(seeds) - 1) / 2), value, "o",
+                        color=f"C{seed % 10}", label=f"seed {seed}" if index == 0 else None)
+        ax.set_xticks(range(len(MODEL_LABELS)), MODEL_LABELS)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_ylim(min(0.0, *(r[metric] for r in runs)) - 0.05, 1.02)
+        ax.set_ylabel(metric.upper())
+        ax.legend(fontsize=7)
+    fig.suptitle(f"held-out references, per seed: {STANDIN_LABEL}", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_accuracy(accuracy: dict[str, dict[str, float]], path: Path) -> None:
+    """Pairwise ranking accuracy per type, one bar per seed."""
+    plt = _pyplot()
+    seeds = list(accuracy)
+    types = [t for t in accuracy[seeds[0]] if t != "overall"] + ["overall"]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.5 * len(types) + 2), 4))
+    width = 0.8 / len(seeds)
+    for k, seed in enumerate(seeds):
+        ax.bar([i + (k - (len(seeds) - 1) / 2) * width for i in range(len(types))],
+               [accuracy[seed][t] for t in types], width, label=f"seed {seed}")
+    ax.axhline(RANK_ACCURACY_GOAL["every_type"], color="black", linewidth=0.8, linestyle=":")
+    ax.axhline(RANK_ACCURACY_GOAL["overall"], color="tab:green", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(types)), types, rotation=60, fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("pairwise ranking accuracy")
+    ax.set_title("ranking model on references it never saw (every level pair per reference and type)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 
 def plot_curves(paths: Paths, path: Path) -> None:
-    """Ranking loss (train/test), fine-tuning loss and test SROCC during fine-tuning, from the run logs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Ranking loss, fine-tuning loss and (when tested) test SROCC during fine-tuning, from the run logs."""
+    plt = _pyplot()
     from tools.logparse import parse_log
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     rank = parse_log(paths.run("rank") / "log.txt")
-    for key, style in (("train_loss", "-"), ("test_loss", "o--")):
-        its, values = rank.series(key)
-        if its:
-            axes[0].plot(its, values, style, label=key.replace("_", " "))
+    its, values = rank.series("train_loss")
+    if its:
+        axes[0].plot(its, values, "-", label="train loss")
     axes[0].set_title("ranking (all-pairs hinge loss)")
     for name, label, colour in (("ft_rankiqa", "RankIQA+FT", "tab:green"), ("ft_scratch", "FT from scratch",
                                                                              "tab:red")):
@@ -498,7 +663,7 @@ def plot_curves(paths: Paths, path: Path) -> None:
         its, values = table.series("test_srocc")
         if its:
             axes[2].plot(its, values, "o-", color=colour, label=label)
-    axes[1].set_title("fine-tuning (Euclidean loss)")
+    axes[1].set_title("fine-tuning (Euclidean loss / label variance)")
     axes[1].set_yscale("log")
     axes[2].set_title("test SROCC during fine-tuning (1 crop/image)")
     if not axes[2].lines:
@@ -515,94 +680,117 @@ def plot_curves(paths: Paths, path: Path) -> None:
     plt.close(fig)
 
 
-def write_summary(profile: Profile, paths: Paths, seed: int, rows: list[dict[str, Any]],
-                  refs: dict[str, dict[str, list[str]]], stages: StageTimes, total_seconds: float) -> str:
-    """Write summary.md, summary.json and the two plots; returns the printed table."""
-    plot_bars(rows, paths.out / "summary_bars.png")
-    plot_curves(paths, paths.out / "loss_curves.png")
-    table = table_markdown(rows)
-    worked = sum(s["seconds"] or 0.0 for s in stages.stages.values() if not s.get("reused"))
-    measured = sum(s["seconds"] or 0.0 for s in stages.stages.values())
+@dataclasses.dataclass
+class SeedResult:
+    """What one seed produced."""
+
+    seed: int
+    rows: list[dict[str, Any]]
+    accuracy: dict[str, float]
+    references: dict[str, Any]
+    stages: dict[str, dict[str, Any]]
+
+
+def write_summary(profile: Profile, photos: Photos, out: Path, results: list[SeedResult],
+                  total_seconds: float) -> str:
+    """Write summary.md, summary.json and the plots over all seeds; returns the printed text."""
+    runs = [{k: row[k] for k in ("seed", "model", "srocc", "plcc", "krocc", "n_images")} for r in results
+            for row in r.rows]
+    accuracy = {str(r.seed): r.accuracy for r in results}
+    checks = {r.seed: claim_checks(r.rows, r.accuracy) for r in results}
+    plot_seeds(runs, out / "srocc_per_seed.png")
+    plot_accuracy(accuracy, out / "rank_accuracy.png")
+    table = table_markdown(runs)
+    acc_table = accuracy_markdown(accuracy)
+    claim = verdict(runs, checks)
+    seeds = [r.seed for r in results]
     excluded = "; ".join(f"{t}: {why}" for t, why in EXCLUDED_TYPES.items())
+    stage_seconds = {str(r.seed): r.stages for r in results}
+    worked = sum(s["seconds"] or 0.0 for r in results for s in r.stages.values() if not s.get("reused"))
+    measured = sum(s["seconds"] or 0.0 for r in results for s in r.stages.values())
     settings = {
-        "profile": profile.name, "seed": seed, "net": NET, "device": "CPU", "rankset": RANKSET,
+        "profile": profile.name, "seeds": seeds, "net": NET, "device": "CPU", "rankset": RANKSET,
+        "photos": photos.origin, "photos_tag": photos.tag,
         "types": list(profile.types), "excluded_types": EXCLUDED_TYPES,
-        "rank_references": refs["rank"], "ft_references": refs["ft"],
-        "reference_assignment": "default images in sorted name order (full) or by size (quick), "
-                                "alternately to ranking and fine-tuning",
+        "rank_references": list(profile.rank_refs), "ft_references": list(profile.ft_refs),
+        "ft_test_references_per_seed": profile.ft_test_refs,
+        "reference_assignment": "photographs in sorted name order, alternately to ranking and fine-tuning; "
+                                "the fine-tuning references' train/test split is drawn per seed",
         "rank_iters": profile.rank_iters, "rank_lr": profile.rank_lr,
-        "rank_batch": f"{min(9, len(profile.types))} types x 5 levels",
+        "rank_batch": f"{profile.rank_types_per_batch} types x 5 levels",
         "ft_iters": profile.ft_iters, "ft_lr": profile.ft_lr, "ft_batch": profile.ft_batch,
-        "eval_crops": profile.eval_crops, "data_dir": str(paths.data), "runs_dir": str(paths.runs),
+        "head_init": profile.head_init, "loss_scale": profile.loss_scale,
+        "eval_crops": profile.eval_crops,
     }
+    n_images = sorted({r["n_images"] for r in runs})
     lines = [
         f"# RankIQA demo: {STANDIN_LABEL}", "",
         "**The fine-tuning and test scores are a SYNTHETIC STAND-IN: MS-SSIM of each distorted image "
         "against its pristine reference, not human opinion scores (MOS).** The paper's claim in miniature: "
         "does ranking pre-training on generated distortions help a regression fine-tuned on few labelled "
         "images? Compared on references used by neither the ranking nor the fine-tuning training.", "",
-        table,
-        verdict(rows), "",
+        f"Photographs: {photos.origin}. Seeds: {', '.join(map(str, seeds))}. Test images per seed: "
+        f"{', '.join(map(str, n_images))} ({profile.ft_test_refs} held-out references).", "",
+        table, "## The claim, seed by seed", "", claim, "",
         "- RankIQA is the ranking model alone (output `fc8_m`): a *relative* quality score on no particular "
-        "scale, so its SROCC is what matters; its PLCC compares raw, uncalibrated outputs.",
-        f"- Small test set ({rows[0]['n_images']} images of {len(refs['ft']['test'])} reference(s)): "
-        "differences of a few hundredths are within noise.", "",
-        "![SROCC/PLCC](summary_bars.png)", "", "![loss curves](loss_curves.png)", "",
+        "scale, so its SROCC is what matters most; its PLCC compares raw, uncalibrated outputs.", "",
+        "![SROCC/PLCC per seed](srocc_per_seed.png)", "",
+        "## The ranking model on references it never saw", "",
+        "Pairwise ranking accuracy: share of correctly ordered level pairs (pristine = level 0 ... level 4) "
+        "inside each reference and distortion type, on every fine-tuning reference (the ranking stage saw "
+        "none of them); a tie counts as wrong.", "",
+        acc_table, "![ranking accuracy](rank_accuracy.png)", "",
         "## Settings", "",
-        f"- profile `{profile.name}`, seed {seed}, net `{NET}` (supplementary Table 5), CPU",
-        f"- ranking: rank set `{RANKSET}`, references {', '.join(refs['rank']['train'])} (train), "
-        f"{', '.join(refs['rank']['test']) or '-'} (ranking test split, not trained on); "
-        f"{settings['rank_batch']} per batch; "
-        f"{profile.rank_iters} iterations, base_lr {profile.rank_lr:g}",
-        f"- fine-tuning (stand-in): references {', '.join(refs['ft']['train'])} (train), "
-        f"{', '.join(refs['ft']['test'])} (held out, evaluated); batch {profile.ft_batch}; "
-        f"{profile.ft_iters} iterations, base_lr {profile.ft_lr:g}; same iterations, rate and seed for "
-        "both initialisations",
+        f"- profile `{profile.name}`, net `{NET}` (supplementary Table 5), CPU",
+        f"- ranking: rank set `{RANKSET}`, references {', '.join(profile.rank_refs)} (all trained on); "
+        f"{settings['rank_batch']} per batch; {profile.rank_iters} iterations, base_lr {profile.rank_lr:g}",
+        f"- fine-tuning (stand-in): references {', '.join(profile.ft_refs)}, per seed "
+        f"{profile.ft_test_refs} held out (seed {seeds[0]}: "
+        f"{', '.join(results[0].references['ft']['test'])}); batch {profile.ft_batch}; "
+        f"{profile.ft_iters} iterations, base_lr {profile.ft_lr:g}; head start `{profile.head_init}`, loss "
+        f"scale `{profile.loss_scale}` (`rankiqa.head_init`); the same for both initialisations",
         f"- distortion types ({len(profile.types)}): {', '.join(profile.types)}",
         f"- left out: {excluded}",
-        "- references assigned alternately in sorted name order (quick profile: by size), not chosen by hand",
-        f"- learning rates: the Shallow net's defaults (ranking {profile.rank_lr:g}, fine-tuning "
-        f"{profile.ft_lr:g}; its input is scaled to [0, 1]); the faithful solvers' rates are VGG-16's",
         f"- evaluation: {profile.eval_crops} random 227x227 crops per image, image score = mean of crops, "
-        "SROCC/PLCC/KROCC on raw outputs (`tools.evaluate`; per-model details in `eval/<model>/metrics.md`)",
-        "", "## Seconds per stage", "", "| stage | seconds | |", "|---|---|---|"]
-    for stage, info in stages.stages.items():
-        note = "reused from an earlier run of the demo" if info.get("reused") else ""
-        seconds = info["seconds"]
-        lines.append(f"| {stage} | {'-' if seconds is None else f'{seconds:.1f}'} | {note} |")
+        "SROCC/PLCC/KROCC on raw outputs (`tools.evaluate`; per seed and model in `seed<S>/eval/<model>/`)",
+        "", "## Seconds per stage", "", "| seed | stage | seconds | |", "|---|---|---|---|"]
+    for r in results:
+        for stage, info in r.stages.items():
+            note = "reused from an earlier run of the demo" if info.get("reused") else ""
+            seconds = info["seconds"]
+            lines.append(f"| {r.seed} | {stage} | {'-' if seconds is None else f'{seconds:.1f}'} | {note} |")
     lines += ["", f"Total of the stages: {measured:.0f} s ({worked:.0f} s of work in this invocation, "
               f"{total_seconds:.0f} s wall time of this invocation before the summary was written)."]
-    atomic_write_text(paths.out / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     summary = {"label": STANDIN_LABEL,
                "note": "scores are MS-SSIM against the pristine reference (synthetic stand-in), "
                        "not human MOS",
-               "scoring": "mean of crops", "rows": rows, "verdict": verdict(rows), "settings": settings,
-               "stages": stages.stages, "total_stage_seconds": round(measured, 1),
+               "scoring": "mean of crops", "runs": runs, "rank_accuracy": accuracy,
+               "claim": {str(seed): result for seed, result in checks.items()},
+               "details": [row for r in results for row in r.rows],
+               "references": {str(r.seed): r.references for r in results}, "settings": settings,
+               "stages": stage_seconds, "total_stage_seconds": round(measured, 1),
                "wall_seconds_this_invocation": round(total_seconds, 1)}
-    atomic_write_text(paths.out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return table
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return (f"{table}\n{claim}\n\nPairwise ranking accuracy on references the ranking never saw:\n\n"
+            f"{acc_table}")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Driver
 
 
-def run_demo(profile: Profile, out: Path, data_root: Path, runs_root: Path, seed: int = 0,
-             jobs: int | None = None) -> dict[str, Any]:
-    """Run (or resume) every stage, write the summary; returns the content of summary.json."""
-    started = time.perf_counter()
-    jobs = (os.cpu_count() or 1) if not jobs or jobs <= 0 else jobs
-    folder = f"{profile.name}-seed{seed}"
-    paths = Paths(data=(data_root / folder).resolve(), runs=(runs_root / folder).resolve(), out=out.resolve())
-    settings = {"profile": dataclasses.asdict(profile), "seed": seed}
+def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_root: Path, seed: int,
+             jobs: int) -> SeedResult:
+    """Run (or resume) every stage of one seed; returns its rows, rank accuracy and stage times."""
+    folder = f"{profile.name}-{photos.tag}-seed{seed}"
+    paths = Paths(data=(data_root / folder).resolve(), runs=(runs_root / folder).resolve(),
+                  out=(out / f"seed{seed}").resolve())
+    settings = {"profile": dataclasses.asdict(profile), "seed": seed, "photos": photos.tag}
     check_settings(paths.data, settings)
     check_settings(paths.runs, settings)
     paths.out.mkdir(parents=True, exist_ok=True)
     stages = StageTimes(paths.out / STAGES_FILE)
-    print(f"[demo] profile {profile.name}: ranking references {', '.join(profile.rank_refs)}; fine-tuning "
-          f"references {', '.join(profile.ft_refs)}; {len(profile.types)} types "
-          f"({', '.join(profile.types)}); "
-          f"left out {', '.join(EXCLUDED_TYPES)} (see summary.md)", file=sys.stderr, flush=True)
 
     def timed(stage: str, complete: bool, work: Any) -> Any:
         tick = time.perf_counter()
@@ -610,7 +798,10 @@ def run_demo(profile: Profile, out: Path, data_root: Path, runs_root: Path, seed
         stages.record(stage, time.perf_counter() - tick, reused=complete)
         return result
 
-    timed("pristine", _pristine_done(profile, paths), lambda: stage_pristine(profile, paths))
+    print(f"[demo] seed {seed}: ranking references {', '.join(profile.rank_refs)}; fine-tuning references "
+          f"{', '.join(profile.ft_refs)} ({profile.ft_test_refs} held out); {len(profile.types)} types",
+          file=sys.stderr, flush=True)
+    timed("pristine", _pristine_done(profile, paths), lambda: stage_pristine(profile, photos, paths))
     timed("ranks", ranks_complete(paths), lambda: stage_ranks(profile, paths, seed, jobs))
     timed("synthetic", synthetic_complete(paths), lambda: stage_synthetic(profile, paths, seed))
     rank_model = final_model(paths.run("rank"), profile.rank_iters)
@@ -622,18 +813,29 @@ def run_demo(profile: Profile, out: Path, data_root: Path, runs_root: Path, seed
         models[key] = timed(run_name, done is not None,
                             lambda r=run_name, i=init: stage_finetune(r, profile, paths, seed, i)) or done
     for key, _, _, deploy in MODELS:
-        complete = evaluation_complete(paths.evaluation(key), models[key], profile.eval_crops)
+        complete = _report_of(paths.evaluation(key) / "metrics.json", models[key], profile.eval_crops)
         timed(f"eval_{key}", complete,
               lambda k=key, d=deploy: stage_evaluate(k, d, models[k], profile, paths, seed))
-
-    rows = read_rows(paths)
+    complete = _report_of(paths.rank_accuracy / "rank_accuracy.json", rank_model, profile.eval_crops)
+    timed("rank_accuracy", complete, lambda: stage_rank_accuracy(rank_model, profile, paths, seed))
+    plot_curves(paths, paths.out / "loss_curves.png")
     refs = {"rank": rank_references(paths), "ft": ft_references(paths)}
-    table = write_summary(profile, paths, seed, rows, refs, stages, time.perf_counter() - started)
-    print(f"\nRankIQA demo ({profile.name}), Shallow net on CPU\n")
-    print(table)
-    print(verdict(rows))
-    print(f"\nsummary: {paths.out / 'summary.md'} (+ summary.json, summary_bars.png, loss_curves.png)")
-    return json.loads((paths.out / "summary.json").read_text(encoding="utf-8"))
+    return SeedResult(seed, read_rows(paths, seed), read_rank_accuracy(paths), refs, dict(stages.stages))
+
+
+def run_demo(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_root: Path,
+             seeds: Sequence[int] = (0,), jobs: int | None = None) -> dict[str, Any]:
+    """Run (or resume) every seed, write the summary; returns the content of summary.json."""
+    started = time.perf_counter()
+    jobs = (os.cpu_count() or 1) if not jobs or jobs <= 0 else jobs
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = [run_seed(profile, photos, out, data_root, runs_root, seed, jobs) for seed in seeds]
+    text = write_summary(profile, photos, out, results, time.perf_counter() - started)
+    print(f"\nRankIQA demo ({profile.name}), Shallow net on CPU, {photos.origin}; {STANDIN_LABEL}\n")
+    print(text)
+    print(f"summary: {out / 'summary.md'} (+ summary.json, srocc_per_seed.png, rank_accuracy.png, seed<S>/)")
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
 
 
 def _pristine_done(profile: Profile, paths: Paths) -> bool:
@@ -645,14 +847,28 @@ def _pristine_done(profile: Profile, paths: Paths) -> bool:
         profile.ft_refs)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``InputError`` for anything but distinct non-negative integers."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds {text!r}: expected distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("results/demo"),
-                        help="summary folder (default results/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
+    parser.add_argument("--pristine", default="default",
+                        help=f"photographs: 'default' (scikit-image's) or a folder of at least {MIN_PHOTOS}")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one demo each (default 0)")
+    parser.add_argument("--seed", dest="seeds", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="summary folder (default results/demo, or results/demo-<folder> for --pristine)")
     parser.add_argument("--jobs", type=int, default=0, help="processes for the ranking data (0: all cores)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny configuration (a minute or two), for the tests")
@@ -667,9 +883,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     args = build_parser().parse_args(argv)
-    profile = quick_profile() if args.quick else full_profile()
+    seeds = parse_seeds(str(args.seeds))
+    photos = resolve_photos(args.pristine)
+    profile = (quick_profile if args.quick else full_profile)(list(photos.sources))
+    out = args.out or (Path("results/demo") if photos.tag == "default" else
+                       Path(f"results/demo-{photos.tag.rsplit('-', 1)[0]}"))
     try:
-        run_demo(profile, args.out, args.data_dir, args.runs_dir, seed=args.seed, jobs=args.jobs)
+        run_demo(profile, photos, out, args.data_dir, args.runs_dir, seeds=seeds, jobs=args.jobs)
     except StageFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -59,6 +59,7 @@ from typing import Any
 
 import yaml
 
+from rankiqa import head_init
 from rankiqa.caffe_io import (
     caffe_pb2,
     check_weight_shapes,
@@ -87,6 +88,12 @@ DEFAULT_SNAPSHOT = {"rank": 5000, "finetune": 1000}
 #: barely moves in 60 iterations, 1e-3 learns; fine-tuning from a ranking model at 1e-4 spikes and collapses
 #: to a constant, at 1e-5 loses the ranking's order, at 3e-6 falls steadily and keeps it.
 SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
+
+#: Start of the fine-tuning head and scale of its Euclidean loss when not given (``rankiqa.head_init``):
+#: the original's (prototxt filler, raw labels) for VGG-16; for the Shallow net (a CPU-only extra) a linear
+#: probe and the loss in units of the label spread (measured: README, "Fine-tuning: head start and label
+#: scale").
+FT_HEAD_DEFAULTS = {"vgg16": ("filler", "none"), "shallow": ("linear", "std")}
 
 #: The ranking snapshot the original fine-tunes from, per ranking style (when the run has it).
 PREFERRED_RANK_ITER = {"tid2013": 50000, "live": 20000}
@@ -673,6 +680,10 @@ class PreparedRun:
     device: int = -1
     rank_solvers: list[Path] = dataclasses.field(default_factory=list)
     skip_layers: tuple[str, ...] = ()  # layers of the weights file not to copy
+    head_init: str = "filler"  # fine-tuning: how the new head starts (rankiqa.head_init.HEAD_INITS)
+    train_list: Path | None = None  # fine-tuning: the training list (labels for the head's start)
+    crop: int = 0  # fine-tuning: crop size of the data layer
+    seed: int = 0
 
 
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -834,6 +845,11 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
             copied = load_weights(solver.net, run.weights, run.skip_layers)
             if log:
                 log.note(f"initialised {len(copied)} layer(s) from {run.weights}: {' '.join(copied)}")
+        if run.resume is None and run.kind == "finetune" and root and run.train_list is not None:
+            head = head_init.find_head(net_param, run.train_net)
+            note = head_init.init_head(solver.net, head, run.head_init, run.train_list, run.crop, run.seed)
+            if log:
+                log.note(note)
         if share is not None:
             nccl = caffe.NCCL(solver, nccl_uid)
             nccl.bcast()  # rank 0's weights (initialised or restored) to every GPU
@@ -1095,8 +1111,14 @@ def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] 
     solver_src = args.solver_prototxt or Path(args.prototxts) / "solvers" / f"rank_{args.rankset}.prototxt"
 
     def configure(net_param: Any, share: GpuShare | None, start: int, test_start: int) -> Any:
-        return configure_rank_net(net_param, net_src, data_dir, types_per_batch, images_per_group, levels,
-                                  args.seed, args.workers, args.direction, share, start, test_start)
+        net_param = configure_rank_net(net_param, net_src, data_dir, types_per_batch, images_per_group,
+                                       levels, args.seed, args.workers, args.direction, share, start,
+                                       test_start)
+        for layer in python_layers(net_param, "rank_data"):
+            params = get_param_str(layer, net_src)
+            params["aligned_crops"] = bool(args.aligned_crops)
+            set_param_str(layer, params)
+        return net_param
 
     # Without test references there is no test net (its data layer would have nothing to read); with fewer
     # test references than images per group (LIVE style: 2) the test batches cannot be formed either.
@@ -1112,7 +1134,7 @@ def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] 
     # Everything that decides what the weights learn: a rerun with other values is refused, not resumed.
     identity = {"kind": "rank", "rankset": args.rankset, "net": args.net, "data": str(data_dir.resolve()),
                 "direction": args.direction, "types_per_batch": types_per_batch,
-                "images_per_group": images_per_group}
+                "images_per_group": images_per_group, "aligned_crops": bool(args.aligned_crops)}
     header = (f"rank training: rank set {args.rankset}, net {args.net}, {types_per_batch} types x "
               f"{images_per_group} image(s) x {levels + 1} levels per batch, direction {args.direction}")
     return _prepare(args, "rank", identity, net_src, solver_src, configure, test_default, None, args.weights,
@@ -1151,18 +1173,35 @@ def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuSha
     if not n_test:
         args.test_iters = 0
 
+    default_init, default_scale = FT_HEAD_DEFAULTS[args.net]
+    head_start = args.head_init or default_init
+    loss_scale = args.loss_scale or default_scale
+    loss_weight = 1.0
+    if loss_scale == "std":
+        _, spread = head_init.label_spread(head_init.list_labels(lists_dir / "train.txt"))
+        loss_weight = 1.0 / spread**2
+    head = head_init.find_head(net_param, net_src)
+
     def configure(net_param: Any, share: GpuShare | None, start: int, test_start: int) -> Any:
-        return configure_ft_net(net_param, net_src, lists_dir, args.batch, args.seed, args.workers, share,
-                                start, test_start)
+        net_param = configure_ft_net(net_param, net_src, lists_dir, args.batch, args.seed, args.workers,
+                                     share, start, test_start)
+        for layer in net_param.layer:
+            if layer.name == head.loss_layer:
+                layer.loss_weight[:] = [loss_weight]
+        return net_param
 
     identity: dict[str, Any] = {"kind": "finetune", "dataset": args.dataset, "net": args.net,
-                                "lists": str(lists_dir.resolve()), "from_scratch": bool(args.from_scratch)}
+                                "lists": str(lists_dir.resolve()), "from_scratch": bool(args.from_scratch),
+                                "head_init": head_start, "loss_scale": loss_scale}
     if args.rank_model is not None:  # a rerun that resumes may leave it out; one that names another differs
         identity["rank_model"] = str(Path(args.rank_model).resolve())
     header = (f"fine-tuning: dataset {args.dataset} ({style} style), net {args.net}, "
               f"init {'scratch' if args.from_scratch else weights}")
     run, shares = _prepare(args, "finetune", identity, net_src, solver_src, configure, test_default,
                            n_test or None, weights, header)
+    crop = int(get_param_str(next(python_layers(net_param, "ft_data")), net_src).get("crop", 224))
+    run = dataclasses.replace(run, head_init=head_start, train_list=lists_dir / "train.txt", crop=crop,
+                              seed=args.seed)
     return run, shares
 
 
@@ -1211,6 +1250,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--types-per-batch", type=int, help="distortion types per batch (tid2013: 9, live: 4)")
     rank.add_argument("--images-per-group", type=int, help="images per group (tid2013: 1, live: 2)")
     rank.add_argument("--weights", type=Path, help="initial weights by layer name, e.g. ImageNet VGG-16")
+    rank.add_argument("--aligned-crops", action="store_true",
+                      help="one crop window for all levels of a reference in a group (default: one per "
+                           "image, as the original)")
     rank.add_argument("--direction", choices=("quality", "dmos"), default="quality",
                       help="quality: less distorted = higher output (default); dmos: the original LIVE one")
     ft = sub.add_parser("finetune", help="regression fine-tuning on IQA lists")
@@ -1225,6 +1267,14 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--rankset", choices=RANKSETS, help="ranking set of the default --rank-model "
                                                          "(default: the dataset's style)")
     ft.add_argument("--batch", type=int, help="training batch size (default: the prototxt's, 30)")
+    ft.add_argument("--head-init", choices=head_init.HEAD_INITS,
+                    help="start of the new head: filler (the prototxt's, the original), mean (weights 0, "
+                         "bias = mean label) or linear (a linear probe on the transferred features); "
+                         "default per net: " + ", ".join(f"{n} {d[0]}" for n, d in FT_HEAD_DEFAULTS.items()))
+    ft.add_argument("--loss-scale", choices=head_init.LOSS_SCALES,
+                    help="none: Euclidean loss on raw labels (the original); std: divided by the training "
+                         "labels' variance; default per net: "
+                         + ", ".join(f"{n} {d[1]}" for n, d in FT_HEAD_DEFAULTS.items()))
     return parser
 
 

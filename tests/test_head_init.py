@@ -1,0 +1,93 @@
+"""The fine-tuning head's start and loss scale (rankiqa/head_init.py), and their use by tools/train.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rankiqa import head_init
+from rankiqa.errors import InputError
+from tests.caffe_marks import needs_caffe
+
+
+def test_linear_probe_recovers_a_linear_map_at_any_label_scale():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)) * 30.0 + 50.0  # ranking features: large and off-centre
+    w_true = np.array([0.5, -1.0, 0.0, 2.0, 0.1])
+    for scale in (1.0, 9.0, 100.0):  # DMOS 0-1, MOS 0-9, DMOS 0-100
+        y = scale * (x @ w_true + 3.0)
+        w, b = head_init.linear_probe(x, y, ridge=1e-9)
+        assert np.allclose(w, scale * w_true, rtol=1e-6, atol=1e-6 * scale)
+        assert b == pytest.approx(3.0 * scale, rel=1e-6)
+
+
+def test_linear_probe_ignores_dead_features_and_shrinks_with_the_ridge():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(size=(50, 3)), np.zeros((50, 2))], axis=1)  # two dead ReLUs
+    y = x[:, 0] * 2.0
+    w, _ = head_init.linear_probe(x, y)
+    assert np.all(np.isfinite(w)) and np.all(w[3:] == 0.0)
+    strong, _ = head_init.linear_probe(x, y, ridge=10.0)
+    assert abs(strong[0]) < abs(w[0]) < 2.0
+
+
+def test_label_spread_refuses_constant_labels():
+    assert head_init.label_spread([1.0, 3.0]) == (2.0, 1.0)
+    with pytest.raises(InputError, match="equal"):
+        head_init.label_spread([0.5, 0.5, 0.5])
+
+
+def test_find_head_follows_the_euclidean_loss():
+    from google.protobuf import text_format
+
+    from rankiqa.caffe_io import caffe_pb2
+
+    net = text_format.Parse("""
+        layer { name: "fc7" type: "InnerProduct" bottom: "x" top: "fc7" }
+        layer { name: "fc8" type: "InnerProduct" bottom: "fc7" top: "fc8" }
+        layer { name: "loss" type: "EuclideanLoss" bottom: "fc8" bottom: "score" top: "loss" }
+    """, caffe_pb2().NetParameter())
+    assert head_init.find_head(net, "n.prototxt") == head_init.Head("fc8", "fc7", "fc8", "loss")
+    del net.layer[2]
+    with pytest.raises(InputError, match="no EuclideanLoss"):
+        head_init.find_head(net, "n.prototxt")
+
+
+@needs_caffe
+@pytest.mark.parametrize("scale", [1.0, 100.0])
+def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scale):
+    """Shallow fine-tuning from scratch on tiny lists: the first training loss is below the labels' variance
+    (a fitted head), the loss weight is 1/variance, and both are recorded."""
+    import json
+
+    import cv2
+
+    from tools import train
+
+    rng = np.random.default_rng(0)
+    lines = {"train": [], "test": []}
+    for split, count in (("train", 12), ("test", 4)):
+        for k in range(count):
+            image = rng.integers(0, 256, (232, 232, 3), dtype=np.uint8)
+            sigma = 0.5 + k % 4
+            path = tmp_path / f"{split}{k}.png"
+            cv2.imwrite(str(path), cv2.GaussianBlur(image, (0, 0), sigma))
+            lines[split].append(f"{path} {scale * (1.0 + k % 4):g}")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for split, text in lines.items():
+        (lists / f"{split}.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert train.main(["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists),
+                       "--out", str(out), "--gpu", "-1", "--iters", "2", "--batch", "4", "--from-scratch",
+                       "--test-interval", "0", "--display", "1", "--workers", "1"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert (record["head_init"], record["loss_scale"]) == ("linear", "std")  # the Shallow net's defaults
+    labels = scale * (1.0 + np.arange(12) % 4)
+    weight = [layer for layer in train.read_net_param(out / "train.prototxt").layer if layer.name == "loss"]
+    assert weight[0].loss_weight[0] == pytest.approx(1.0 / labels.var(), rel=1e-6)
+    log = (out / "log.txt").read_text()
+    assert "linear probe on 32 features of conv4" in log
+    first = float(log.split("train iter=1 loss=")[1].split()[0])
+    # loss = weight * mean squared error / 2; the mean label alone would give 0.5
+    assert 0.0 <= first < 0.5

@@ -1,0 +1,106 @@
+"""Pairwise ranking accuracy (rankiqa/rank_accuracy.py) and its command (tools/rank_accuracy.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rankiqa import rank_accuracy as ra
+from rankiqa.errors import InputError
+from tests.caffe_marks import needs_caffe
+
+
+def _rows(types=("GN", "JPEG"), refs=("a", "b"), levels=4):
+    return [ra.RankedImage(r, t, lv, f"{r}/{t}{lv}.png" if lv else f"{r}.png")
+            for t in types for r in refs for lv in range(levels + 1)]
+
+
+def test_perfect_reversed_and_tied_scores():
+    rows = _rows()
+    perfect = {row.path: -float(row.level) for row in rows}
+    result = ra.pairwise_accuracy(rows, perfect)
+    assert [(a.type, a.correct, a.pairs, a.references) for a in result.values()] == [
+        ("GN", 20, 20, 2), ("JPEG", 20, 20, 2), ("overall", 40, 40, 2)]
+    # the same scores from a DMOS-like model (higher = worse) are all wrong ...
+    assert ra.pairwise_accuracy(rows, perfect, higher_better=False)["overall"].accuracy == 0.0
+    # ... and a collapsed model gets 0, not chance: a tie is not a correct order
+    assert ra.pairwise_accuracy(rows, {row.path: 1.0 for row in rows})["overall"].accuracy == 0.0
+
+
+def test_one_swapped_level_costs_exactly_its_pairs():
+    rows = _rows(types=("JPEG",), refs=("a",))
+    scores = {row.path: -float(row.level) for row in rows}
+    scores["a/JPEG3.png"], scores["a/JPEG4.png"] = -4.0, -3.0  # levels 3 and 4 swapped: 1 of 10 pairs
+    assert ra.pairwise_accuracy(rows, scores)["JPEG"].accuracy == pytest.approx(0.9)
+
+
+def test_duplicate_level_is_refused():
+    rows = _rows(types=("GN",), refs=("a",)) + [ra.RankedImage("a", "GN", 2, "x.png")]
+    with pytest.raises(ValueError, match="level 2"):
+        ra.pairwise_accuracy(rows, {row.path: 0.0 for row in rows})
+
+
+def test_read_rank_table_resolves_paths_and_selects_the_split(tmp_path):
+    table = tmp_path / "manifest.csv"
+    table.write_text("reference,type,level,path,split\na,GN,0,pristine/a.png,train\n"
+                     "a,GN,1,GN/GN1/a.png,train\nb,GN,0,pristine/b.png,test\n", encoding="utf-8")
+    rows = ra.read_rank_table(table, "test")
+    assert rows == [ra.RankedImage("b", "GN", 0, str(tmp_path / "pristine/b.png"))]
+    assert len(ra.read_rank_table(table)) == 3
+
+
+@pytest.mark.parametrize("text, message", [
+    ("reference,type,path\na,GN,x.png\n", "missing column"),
+    ("reference,type,level,path\na,GN,one,x.png\n", ":2: level 'one'"),
+    ("reference,type,level,path\na,GN,-1,x.png\n", "negative"),
+])
+def test_bad_tables_name_the_file_and_line(tmp_path, text, message):
+    table = tmp_path / "t.csv"
+    table.write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=message) as info:
+        ra.read_rank_table(table)
+    assert str(table) in str(info.value)
+
+
+def test_csv_and_plot(tmp_path):
+    rows = _rows()
+    result = ra.pairwise_accuracy(rows, {row.path: -float(row.level) for row in rows})
+    assert ra.accuracy_csv(result).splitlines() == [
+        "type,pairs,correct,references,accuracy", "GN,20,20,2,1.0000", "JPEG,20,20,2,1.0000",
+        "overall,40,40,2,1.0000"]
+    ra.plot_accuracy(result, tmp_path / "a.png", "test")
+    assert (tmp_path / "a.png").stat().st_size > 0
+
+
+@needs_caffe
+def test_command_on_a_rank_set_folder(tmp_path):
+    """A tiny ranking model on a tiny rank set: the files are written and agree with each other."""
+    import cv2
+    import numpy as np
+
+    from tests.test_evaluate import make_tiny_model
+    from tools import rank_accuracy as command
+
+    rng = np.random.default_rng(0)
+    lines = ["reference,type,level,path,split"]
+    base = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for ref in ("a", "b"):
+        for level in range(3):
+            path = tmp_path / f"{ref}{level}.png"
+            noise = rng.normal(0, 20 * level, base.shape)
+            cv2.imwrite(str(path), np.clip(base + noise, 0, 255).astype(np.uint8))
+            lines.append(f"{ref},GN,{level},{path.name},test")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    deploy, model = make_tiny_model(tmp_path, head="fc8_m")
+    assert command.main(["--deploy", str(deploy), "--model", str(model), "--ranks", str(tmp_path),
+                         "--split", "test", "--out", str(tmp_path / "out"), "--crops", "2", "--quiet"]) == 0
+    record = json.loads((tmp_path / "out" / "rank_accuracy.json").read_text())
+    assert record["pairs"] == {"GN": 6, "overall": 6}
+    assert record["model_direction"] == "higher_better"
+    scores = dict(line.split(",") for line in (tmp_path / "out" / "scores.csv").read_text().splitlines()[1:])
+    rows = ra.read_rank_table(tmp_path / "manifest.csv")
+    expected = ra.pairwise_accuracy(rows, {k: float(v) for k, v in scores.items()})
+    assert record["accuracy"]["overall"] == expected["overall"].accuracy
+    assert (tmp_path / "out" / "rank_accuracy.png").stat().st_size > 0
+    assert "GN,6," in (tmp_path / "out" / "rank_accuracy.csv").read_text()

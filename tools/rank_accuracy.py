@@ -1,0 +1,99 @@
+"""Pairwise ranking accuracy of a model on a rank set (``make rank_accuracy``): the ranking stage's metric.
+
+    python -m tools.rank_accuracy --deploy prototxts/shallow/rank_deploy.prototxt \\
+        --model runs/rank_tid2013_shallow/snapshots/x.caffemodel --ranks data/ranks/tid2013 \\
+        [--split test] --out results/rank_accuracy [--crops 10] [--seed 0]
+
+Every image of the rank set's ``manifest.csv`` (optionally one split) is scored with the evaluation
+protocol (random crops, mean of the crop outputs); inside each (reference, distortion type) every pair of
+levels is checked (``rankiqa.rank_accuracy``). Works for ranking and fine-tuned heads: the model's score
+direction comes from ``tools.scoring.model_direction`` (``--direction`` overrides).
+
+Outputs under ``--out``: ``rank_accuracy.csv`` (type, pairs, correct, references, accuracy; ``overall``
+last), ``rank_accuracy.json``, ``rank_accuracy.png`` (a bar per type), ``scores.csv`` (every image's score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rankiqa import rank_accuracy as ra
+from rankiqa.errors import InputError, cli_main
+from rankiqa.fsutil import atomic_write_text
+from tools import scoring
+from tools.evaluate import Sample, score_samples
+
+
+def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage], source: str,
+                        crops: int = 10, batch: int = 1, seed: int = 0, gpu: int = -1,
+                        direction: str | None = None, progress: bool = True,
+                        ) -> tuple[dict[str, ra.TypeAccuracy], dict[str, float], str]:
+    """Score ``rows`` with the model; returns (accuracy per type, score per path, model direction)."""
+    net, info = scoring.load_net(deploy, model, gpu)
+    model_dir, why = scoring.model_direction(info, model, direction)
+    if model_dir not in scoring.DIRECTIONS:
+        raise InputError(f"the direction of this model's output is unknown ({why}): give --direction", model)
+    scorer = scoring.CropScorer(net, info, crops, batch, seed)
+    paths = list(dict.fromkeys(row.path for row in rows))  # the pristine image appears once per type
+    outputs = score_samples(scorer, [Sample(p, 0.0) for p in paths], source, progress=progress,
+                            desc="rank accuracy")
+    scores = {p: float(values.mean()) for p, values in zip(paths, outputs, strict=True)}
+    result = ra.pairwise_accuracy(rows, scores, higher_better=model_dir == "higher_better")
+    return result, scores, model_dir
+
+
+def write_outputs(out: Path, result: dict[str, ra.TypeAccuracy], scores: dict[str, float],
+                  record: dict, title: str) -> None:
+    """The CSV, JSON, plot and per-image scores (each written atomically)."""
+    atomic_write_text(out / "rank_accuracy.csv", ra.accuracy_csv(result))
+    lines = ["path,score"] + [f"{p},{s!r}" for p, s in scores.items()]
+    atomic_write_text(out / "scores.csv", "\n".join(lines) + "\n")
+    ra.plot_accuracy(result, out / "rank_accuracy.png", title)
+    record = {**record, "accuracy": ra.accuracy_dict(result),
+              "pairs": {t: a.pairs for t, a in result.items()}}
+    atomic_write_text(out / "rank_accuracy.json", json.dumps(record, indent=2) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.rank_accuracy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deploy", required=True, help="deploy prototxt of the model")
+    parser.add_argument("--model", required=True, help="caffemodel")
+    parser.add_argument("--ranks", required=True,
+                        help="rank set folder (with manifest.csv) or a manifest-like CSV "
+                             "(reference,type,level,path)")
+    parser.add_argument("--split", default=None, help="only this split of the manifest (train or test)")
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--direction", choices=scoring.DIRECTIONS, default=None,
+                        help="direction of the model's output (default: inferred)")
+    scoring.add_crop_arguments(parser)
+    parser.set_defaults(crops=10, batch=1)
+    return parser
+
+
+@cli_main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    scoring.check_crop_arguments(args)
+    ranks = Path(args.ranks)
+    table = ranks / "manifest.csv" if ranks.is_dir() else ranks
+    rows = ra.read_rank_table(table, args.split)
+    result, scores, model_dir = model_rank_accuracy(args.deploy, args.model, rows, str(table), args.crops,
+                                                    args.batch, args.seed, args.gpu, args.direction,
+                                                    progress=not args.quiet)
+    record = {"model": args.model, "deploy": args.deploy, "ranks": str(table), "split": args.split,
+              "crops": args.crops, "seed": args.seed, "model_direction": model_dir}
+    title = f"{Path(args.model).name} on {table.parent.name}" + (f" ({args.split})" if args.split else "")
+    write_outputs(Path(args.out), result, scores, record, title)
+    for item in result.values():
+        print(f"{item.type:>8}  {item.accuracy:.3f}  ({item.correct}/{item.pairs})")
+    print(f"-> {Path(args.out) / 'rank_accuracy.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
