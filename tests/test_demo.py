@@ -23,7 +23,8 @@ def test_profiles_keep_ranking_and_finetuning_references_apart():
     # every default image is used, alternately: no hand-picked assignment
     assert sorted(full.rank_refs + full.ft_refs) == names
     assert full.rank_refs == tuple(names[0::2])
-    assert "HFN" not in full.types  # as the original's lists
+    assert "HFN" not in full.types and "HFN" in full.ft_types  # as the original's lists; TID2013 rates it
+    assert set(full.types) < set(full.ft_types)
 
 
 def test_test_reference_count_keeps_two_held_out_and_one_to_train():
@@ -118,7 +119,7 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
         assert set(row) >= {"seed", "model", "srocc", "plcc"}
         assert math.isfinite(row["srocc"]) and math.isfinite(row["plcc"]), row
         assert -1.0 <= row["srocc"] <= 1.0 and -1.0 <= row["plcc"] <= 1.0
-        assert row["n_images"] == summary["runs"][0]["n_images"] >= 2 * 3 * 4  # 2 held-out refs, 3 types x 4
+        assert row["n_images"] == summary["runs"][0]["n_images"] >= 2 * 4 * 4  # 2 held-out refs, 4 types x 4
     for model in ("RankIQA", "RankIQA+FT", "FT from scratch"):
         assert f"| {model} |" in summary_md and f"| {model} |" in printed
     assert summary["details"][0]["output_blob"] == "fc8_m"

@@ -77,8 +77,9 @@ EXCLUDED_TYPES = {
           "together",
     "CS": "a chroma-only change: MS-SSIM on luminance scores every level 1.000, so its stand-in score "
           "would carry no information",
-    "HFN": "left out of the original's lists (generated there, never trained on)",
 }
+#: Types left out of the ranking stage only: the stand-in fine-tuning set keeps them (as TID2013 rates them).
+NOT_RANKED = {"HFN": "left out of the original's ranking lists (generated there, never trained on)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,8 @@ class Profile:
     name: str
     rank_refs: tuple[str, ...]
     ft_refs: tuple[str, ...]
-    types: tuple[str, ...]
+    types: tuple[str, ...]      # ranking types (also those of the held-out rank table)
+    ft_types: tuple[str, ...]   # types of the stand-in fine-tuning set
     ft_test_refs: int           # held-out references of the stand-in set (per seed, seeded choice)
     rank_iters: int
     rank_lr: float
@@ -104,10 +106,11 @@ class Profile:
     eval_batch: int
 
 
-def _all_types_but_excluded() -> tuple[str, ...]:
+def _all_types_but_excluded(also: dict[str, str] | None = None) -> tuple[str, ...]:
     from data_prep import distortions
 
-    return tuple(t for t in distortions.RANKSETS[RANKSET] if t not in EXCLUDED_TYPES)
+    left_out = {**EXCLUDED_TYPES, **(also or {})}
+    return tuple(t for t in distortions.RANKSETS[RANKSET] if t not in left_out)
 
 
 def _alternate(names: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -183,8 +186,9 @@ def full_profile(names: Sequence[str]) -> Profile:
     initialisations.
     """
     rank_refs, ft_refs = _alternate(sorted(names))
-    types = _all_types_but_excluded()
+    types = _all_types_but_excluded(NOT_RANKED)
     return Profile(name="full", rank_refs=rank_refs, ft_refs=ft_refs, types=types,
+                   ft_types=_all_types_but_excluded(),
                    ft_test_refs=test_reference_count(len(ft_refs)),
                    rank_iters=FULL_RANK_ITERS, rank_lr=SHALLOW_DEFAULT_LR["rank"],
                    rank_types_per_batch=min(9, len(types)), ft_iters=FULL_FT_ITERS,
@@ -196,6 +200,7 @@ def quick_profile(names: Sequence[str]) -> Profile:
     """A tiny configuration (a minute or two) for the tests: three types, a few iterations."""
     rank_refs, ft_refs = _alternate(sorted(names))
     return Profile(name="quick", rank_refs=rank_refs, ft_refs=ft_refs, types=("GN", "GB", "JPEG"),
+                   ft_types=("GN", "GB", "JPEG", "HFN"),
                    ft_test_refs=test_reference_count(len(ft_refs)), rank_iters=4,
                    rank_lr=SHALLOW_DEFAULT_LR["rank"], rank_types_per_batch=3, ft_iters=4,
                    ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=8, head_init="linear", loss_scale="std",
@@ -374,13 +379,13 @@ def stage_synthetic(profile: Profile, paths: Paths, seed: int) -> None:
     fraction = profile.ft_test_refs / len(profile.ft_refs)  # make_ft_lists rounds it back to ft_test_refs
     synthetic_iqa.make_synthetic(paths.pristine_ft, list(profile.ft_refs), paths.synthetic, rankset=RANKSET,
                                  seed=seed, splits=1, test_fraction=fraction,
-                                 types=list(profile.types), rank_manifest=paths.ranks / "manifest.csv")
-    write_heldout_ranks(paths)
+                                 types=list(profile.ft_types), rank_manifest=paths.ranks / "manifest.csv")
+    write_heldout_ranks(paths, profile.types)
 
 
-def write_heldout_ranks(paths: Paths) -> None:
-    """``heldout_ranks.csv``: the stand-in set's images with their pristine reference as level 0 of every
-    type, in the rank manifest's columns (``rankiqa.rank_accuracy``)."""
+def write_heldout_ranks(paths: Paths, types: Sequence[str]) -> None:
+    """``heldout_ranks.csv``: the stand-in set's images of the ranking ``types`` with their pristine reference
+    as level 0 of every type, in the rank manifest's columns (``rankiqa.rank_accuracy``)."""
     from data_prep import pristine
 
     originals = {pristine.reference_name(p): p for p in paths.pristine_ft.iterdir() if p.is_file()}
@@ -389,6 +394,8 @@ def write_heldout_ranks(paths: Paths) -> None:
     lines = ["reference,type,level,path,split"]
     seen: set[tuple[str, str]] = set()
     for row in table:
+        if row["type"] not in types:
+            continue
         key = (row["reference"], row["type"])
         if key not in seen:
             seen.add(key)
@@ -705,13 +712,15 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
     claim = verdict(runs, checks)
     seeds = [r.seed for r in results]
     excluded = "; ".join(f"{t}: {why}" for t, why in EXCLUDED_TYPES.items())
+    not_ranked = "; ".join(f"{t}: {why}" for t, why in NOT_RANKED.items() if t in profile.ft_types)
     stage_seconds = {str(r.seed): r.stages for r in results}
     worked = sum(s["seconds"] or 0.0 for r in results for s in r.stages.values() if not s.get("reused"))
     measured = sum(s["seconds"] or 0.0 for r in results for s in r.stages.values())
     settings = {
         "profile": profile.name, "seeds": seeds, "net": NET, "device": "CPU", "rankset": RANKSET,
         "photos": photos.origin, "photos_tag": photos.tag,
-        "types": list(profile.types), "excluded_types": EXCLUDED_TYPES,
+        "types": list(profile.types), "ft_types": list(profile.ft_types), "excluded_types": EXCLUDED_TYPES,
+        "not_ranked_types": {t: w for t, w in NOT_RANKED.items() if t in profile.ft_types},
         "rank_references": list(profile.rank_refs), "ft_references": list(profile.ft_refs),
         "ft_test_references_per_seed": profile.ft_test_refs,
         "reference_assignment": "photographs in sorted name order, alternately to ranking and fine-tuning; "
@@ -749,8 +758,9 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         f"{', '.join(results[0].references['ft']['test'])}); batch {profile.ft_batch}; "
         f"{profile.ft_iters} iterations, base_lr {profile.ft_lr:g}; head start `{profile.head_init}`, loss "
         f"scale `{profile.loss_scale}` (`rankiqa.head_init`); the same for both initialisations",
-        f"- distortion types ({len(profile.types)}): {', '.join(profile.types)}",
-        f"- left out: {excluded}",
+        f"- distortion types of the ranking ({len(profile.types)}): {', '.join(profile.types)}; of the "
+        f"stand-in set ({len(profile.ft_types)}): {', '.join(profile.ft_types)}",
+        f"- left out: {excluded}" + (f"; left out of the ranking only: {not_ranked}" if not_ranked else ""),
         f"- evaluation: {profile.eval_crops} random 227x227 crops per image, image score = mean of crops, "
         "SROCC/PLCC/KROCC on raw outputs (`tools.evaluate`; per seed and model in `seed<S>/eval/<model>/`)",
         "", "## Seconds per stage", "", "| seed | stage | seconds | |", "|---|---|---|---|"]

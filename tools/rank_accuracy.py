@@ -6,8 +6,11 @@
 
 Every image of the rank set's ``manifest.csv`` (optionally one split) is scored with the evaluation
 protocol (random crops, mean of the crop outputs); inside each (reference, distortion type) every pair of
-levels is checked (``rankiqa.rank_accuracy``). Works for ranking and fine-tuned heads: the model's score
-direction comes from ``tools.scoring.model_direction`` (``--direction`` overrides).
+levels is checked (``rankiqa.rank_accuracy``). The crop windows are drawn per reference, so every level of a
+reference is scored on the same windows (a paired comparison: the levels differ only by their distortion);
+images of one reference must then have one size (a rank set's do). Works for ranking and fine-tuned
+heads: the model's score direction comes from ``tools.scoring.model_direction`` (``--direction``
+overrides).
 
 Outputs under ``--out``: ``rank_accuracy.csv`` (type, pairs, correct, references, accuracy; ``overall``
 last), ``rank_accuracy.json``, ``rank_accuracy.png`` (a bar per type), ``scores.csv`` (every image's score).
@@ -21,11 +24,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 from rankiqa import rank_accuracy as ra
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
+from rankiqa.image_io import read_bgr
 from tools import scoring
-from tools.evaluate import Sample, score_samples
 
 
 def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage], source: str,
@@ -38,10 +44,27 @@ def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage],
     if model_dir not in scoring.DIRECTIONS:
         raise InputError(f"the direction of this model's output is unknown ({why}): give --direction", model)
     scorer = scoring.CropScorer(net, info, crops, batch, seed)
-    paths = list(dict.fromkeys(row.path for row in rows))  # the pristine image appears once per type
-    outputs = score_samples(scorer, [Sample(p, 0.0) for p in paths], source, progress=progress,
-                            desc="rank accuracy")
-    scores = {p: float(values.mean()) for p, values in zip(paths, outputs, strict=True)}
+    references = sorted({row.reference for row in rows})
+    owner = {row.path: references.index(row.reference) for row in rows}
+    paths = list(owner)  # the pristine image appears once per type: scored once
+    sizes: dict[int, tuple[int, int]] = {}
+
+    def load(path: str) -> np.ndarray:
+        image = read_bgr(path)
+        if not scorer.fits(image):
+            raise InputError(f"image {image.shape[1]}x{image.shape[0]} (WxH) is smaller than the "
+                             f"{info.crop_width}x{info.crop_height} crop: {path}", source)
+        if sizes.setdefault(owner[path], image.shape[:2]) != image.shape[:2]:
+            raise InputError(f"images of one reference differ in size (paired crops need one size): {path}",
+                             source)
+        return image
+
+    items = ((path, owner[path], future.result()) for path, future in scoring.prefetch(load, paths))
+    scores: dict[str, float] = {}
+    with tqdm(total=len(paths), desc="rank accuracy", unit="img", disable=not progress) as bar:
+        for path, values in scorer.score(items):
+            scores[path] = float(np.mean(values))
+            bar.update(1)
     result = ra.pairwise_accuracy(rows, scores, higher_better=model_dir == "higher_better")
     return result, scores, model_dir
 
@@ -86,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     args.batch, args.seed, args.gpu, args.direction,
                                                     progress=not args.quiet)
     record = {"model": args.model, "deploy": args.deploy, "ranks": str(table), "split": args.split,
-              "crops": args.crops, "seed": args.seed, "model_direction": model_dir}
+              "crops": args.crops, "crop_windows": "per reference (paired)", "seed": args.seed,
+              "model_direction": model_dir}
     title = f"{Path(args.model).name} on {table.parent.name}" + (f" ({args.split})" if args.split else "")
     write_outputs(Path(args.out), result, scores, record, title)
     for item in result.values():
