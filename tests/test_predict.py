@@ -114,3 +114,17 @@ def test_finetuned_model_direction_comes_from_its_run(tmp_path):
     assert scoring._finetuned_direction(model) == "lower_better"
     (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "tid2013"}')
     assert scoring._finetuned_direction(model) == "higher_better"
+
+
+def test_a_deploy_input_too_small_for_the_net_is_refused_before_caffe(tiny: dict, capsys) -> None:
+    # Caffe itself aborts the whole process on this net (Check failed: shape[i] >= 0, exit 134).
+    deploy = tiny["root"] / "deploy200.prototxt"
+    shallow = Path(__file__).resolve().parents[1] / "prototxts" / "shallow" / "ft_deploy.prototxt"
+    deploy.write_text(shallow.read_text().replace("dim: 227", "dim: 200"))
+    images = make_images(tiny["root"] / "imgs", 1, size=(230, 230))
+    out = tiny["root"] / "pred.csv"
+    assert predict.main(["--deploy", str(deploy), "--model", str(tiny["model"]), "--images", str(images[0]),
+                         "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{deploy}: layer 'conv4' (Convolution) gets 10x10" in err and "at least 217x217" in err
+    assert not out.exists()

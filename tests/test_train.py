@@ -397,6 +397,7 @@ def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_
                        "--iters", "2", "--batch", "4", "--workers", "0", "--test-interval", "0"])
     assert code == 2
     assert "bad.caffemodel: layer 'conv2' param 0: shape mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "ft_bad").exists()  # refused before the first snapshot: no run folder left
 
 
 @needs_caffe
@@ -473,3 +474,53 @@ def test_nccl_uid_refuses_an_id_cut_at_a_zero_byte():
         train.nccl_uid(_FakeNccl(b"\xc4\x08>bj\xd4\xc4\x7f\x02"))
     full = bytes(range(128))
     assert train.nccl_uid(_FakeNccl(full)) == full
+
+
+# --------------------------------------------------------------------------------------------------------
+# Nets and solvers Caffe would abort on: refused before the run folder exists
+
+
+def _rank_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out", str(out),
+            "--gpu", "-1", "--workers", "0", "--types-per-batch", "2", "--iters", "2", *extra]
+
+
+@needs_caffe
+def test_nets_and_solvers_caffe_would_abort_on_leave_no_run_folder(tmp_path, capsys):
+    data = _tiny_manifest(tmp_path / "ranks")
+    source = (REPO / "prototxts/shallow/rank_train.prototxt").read_text()
+    cropped = tmp_path / "crop128.prototxt"
+    cropped.write_text(source.replace("crop: 227", "crop: 128"))
+    misspelt = tmp_path / "misspelt.prototxt"
+    misspelt.write_text(source.replace('module: "pylayers.rank_loss"', 'module: "pylayers.rank_los"'))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text((REPO / "prototxts/solvers/rank_tid2013.prototxt").read_text()
+                      .replace("stepsize: 10000", "stepsize: 0"))
+    cases = [
+        (["--train-prototxt", str(cropped)],
+         f"{cropped}: layer 'conv4' (Convolution) gets 6x6 and would give -5x-5"),
+        (["--train-prototxt", str(misspelt)],
+         f"{misspelt}: layer 'loss' (Python): python_param module 'pylayers.rank_los' cannot be imported"),
+        (["--solver-prototxt", str(solver)], f"{solver}: lr_policy 'step' needs stepsize >= 1"),
+    ]
+    for index, (extra, expected) in enumerate(cases):
+        out = tmp_path / "runs" / f"run{index}"
+        assert train.main(_rank_args(data, out, *extra)) == 2
+        assert expected in capsys.readouterr().err
+        assert not (tmp_path / "runs").exists()
+
+
+@needs_caffe
+def test_a_failed_start_removes_only_the_folder_it_created(tmp_path, capsys):
+    data = _tiny_manifest(tmp_path / "ranks")  # rows without images: the data layer refuses them in setup
+    out = tmp_path / "runs" / "new"
+    assert train.main(_rank_args(data, out)) == 2
+    err = capsys.readouterr().err
+    assert "image(s) missing" in err and f"removed {tmp_path / 'runs'}" in err
+    assert not (tmp_path / "runs").exists()
+    # A folder that was there before keeps everything in it.
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert train.main(_rank_args(data, kept)) == 2
+    assert (kept / "notes.txt").read_text() == "mine"

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rankiqa import caffe_io
+from rankiqa import caffe_io, netcheck
 from rankiqa.errors import InputError
 
 #: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
@@ -119,6 +119,8 @@ def read_deploy(path: str | os.PathLike) -> DeployInfo:
         text_format.Parse(Path(path).read_text(encoding="utf-8"), net_param)
     except (text_format.ParseError, UnicodeDecodeError) as err:
         raise InputError(f"not a valid net prototxt: {err}", path) from None
+    # What Caffe would abort the process on (an input too small for the net, an unknown layer ...).
+    netcheck.check_net(net_param, path, "test")
     name, shape = _input_shape(net_param, path)
     if len(shape) != 4:
         raise InputError(f"input {name!r} must be 4-D (N, C, H, W), got {shape}", path)

@@ -53,12 +53,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from rankiqa import netcheck
 from rankiqa.caffe_io import (
     caffe_pb2,
     check_weight_shapes,
@@ -488,15 +489,16 @@ def restorable_state(path: Path, model: Path, scratch: Path) -> Path:
     return fixed
 
 
-def find_resume_state(snapshot_dir: Path, log: RunLog | None = None) -> Path | None:
+def find_resume_state(snapshot_dir: Path, note: Callable[[str], None] | None = None) -> Path | None:
     """The highest-iteration ``.solverstate`` in ``snapshot_dir`` that parses and has its model; a state cut
-    short by a kill falls back to the previous one (so at most one snapshot interval is lost)."""
+    short by a kill falls back to the previous one (so at most one snapshot interval is lost), and ``note``
+    is told of every state passed over (the run writes it into ``log.txt``)."""
     for candidate in snapshots(snapshot_dir, "solverstate"):
         try:
             check_solverstate(candidate)
         except InputError as err:
-            if log:
-                log.note(f"skipping unusable snapshot: {err}")
+            if note:
+                note(f"skipping unusable snapshot: {err}")
             continue
         return candidate
     return None
@@ -673,6 +675,7 @@ class PreparedRun:
     device: int = -1
     rank_solvers: list[Path] = dataclasses.field(default_factory=list)
     skip_layers: tuple[str, ...] = ()  # layers of the weights file not to copy
+    notes: list[str] = dataclasses.field(default_factory=list)  # for log.txt, found while preparing
 
 
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -822,6 +825,8 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
     net_param = read_net_param(run.train_net)
     corr = _correlation_layer(net_param)
     log = RunLog(run.run_dir, echo=True) if root else None
+    for text in run.notes if log else ():
+        log.note(text)
     try:
         solver = caffe.get_solver(str(solver_path))
         if run.resume is not None:
@@ -980,12 +985,15 @@ def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
 def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_src: Path, solver_src: Path,
              configure: Any, test_iters_default: int | None, test_items: int | None, weights: Path | None,
              header: str) -> tuple[PreparedRun, list[GpuShare] | None]:
-    """Write ``train.prototxt``/``solver.prototxt`` (+ per-rank copies for --gpus); pick the resume state."""
+    """Write ``train.prototxt``/``solver.prototxt`` (+ per-rank copies for --gpus); pick the resume state.
+
+    Everything that can be refused is checked before the run folder is created or touched: the flags, the
+    run's identity, the resume state, and the resolved nets and solver (``rankiqa.netcheck``: what Caffe
+    would otherwise abort the process on).
+    """
     run_dir: Path = args.out
     check_run_identity(run_dir, identity)
-    run_dir.mkdir(parents=True, exist_ok=True)
     snapshot_dir = run_dir / "snapshots"
-    snapshot_dir.mkdir(exist_ok=True)
     if args.iters is not None and args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
     if args.snapshot is not None and args.snapshot < 1:
@@ -994,6 +1002,9 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
         raise InputError(f"--display must be >= 1, got {args.display}")
     if args.lr is not None and not args.lr > 0:
         raise InputError(f"--lr must be > 0, got {args.lr}")
+    for flag in ("test_interval", "test_iters", "seed"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     if args.lr is None and args.net == "shallow":
         # The faithful solvers' rates are VGG-16's; the Shallow net (a CPU-only extra) has its own.
         args.lr = SHALLOW_DEFAULT_LR[kind]
@@ -1025,11 +1036,12 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     header_lines = (f"{header}\nwritten by tools/train.py from {_rel(net_src)} / {_rel(solver_src)}\n"
                     f"test net run by the driver every {test_interval} iterations ({test_iters} batch(es))")
 
+    notes: list[str] = []
     resume = args.resume
     if resume is not None:
         start_iter, _ = check_solverstate(resume)
     else:
-        resume = find_resume_state(snapshot_dir)
+        resume = find_resume_state(snapshot_dir, notes.append)
         start_iter = check_solverstate(resume)[0] if resume is not None else 0
     # The data streams continue where the interrupted run left them: one batch per iteration (x iter_size)
     # per training data layer, test_iters batches per test pass (one at iteration 0, then every interval).
@@ -1037,11 +1049,18 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     tests_done = (1 + start_iter // test_interval) if (test_iters and test_interval and start_iter) else 0
     test_start_batch = tests_done * test_iters
 
+    train_net = configure(net_param, None, start_batch, test_start_batch)
+    netcheck.check_net(train_net, net_src, "train")
+    if test_iters:
+        netcheck.check_net(train_net, net_src, "test")
     train_path = run_dir / "train.prototxt"
-    write_text_proto(configure(net_param, None, start_batch, test_start_batch), train_path, header_lines)
     solver_path = run_dir / "solver.prototxt"
     solver = configure_solver(solver_param, train_path, prefix, args.iters, args.lr, snapshot, args.seed,
                               device, test_iters or None)
+    netcheck.check_solver(solver, solver_src)
+
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    write_text_proto(train_net, train_path, header_lines)
     write_text_proto(solver, solver_path, header_lines)
     rank_solvers: list[Path] = []
     for share in shares or []:
@@ -1065,7 +1084,8 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
                       test_interval=test_interval, test_iters=test_iters, test_items=test_items,
                       weights=None if resume is not None else weights, resume=resume, device=device,
                       rank_solvers=rank_solvers,
-                      skip_layers=tuple(n for n in (args.skip_layers or "").split(",") if n.strip()))
+                      skip_layers=tuple(n for n in (args.skip_layers or "").split(",") if n.strip()),
+                      notes=notes)
     return run, shares
 
 
@@ -1228,6 +1248,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet: what a run creates."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _remove_if_untrained(created: Path | None, snapshot_dir: Path) -> None:
+    """A run folder this command created and that holds no snapshot is removed when the command fails, so a
+    refused or crashed start leaves nothing behind (a folder that was there before is never touched)."""
+    if created is None or not created.exists() or any(snapshot_dir.glob("*_iter_*")):
+        return
+    shutil.rmtree(created, ignore_errors=True)
+    print(f"note: removed {created} (the run failed before its first snapshot)", file=sys.stderr)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
@@ -1235,11 +1274,16 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in run.json
     if args.gpus and args.gpu not in ("auto", None):
         raise InputError("give --gpu or --gpus, not both")
-    run, shares = prepare_rank(args) if args.command == "rank" else prepare_finetune(args)
-    if shares is not None:
-        train_multi_gpu(run, shares)
-    else:
-        train_process(run)
+    created = _first_missing(args.out)
+    try:
+        run, shares = prepare_rank(args) if args.command == "rank" else prepare_finetune(args)
+        if shares is not None:
+            train_multi_gpu(run, shares)
+        else:
+            train_process(run)
+    except BaseException:
+        _remove_if_untrained(created, args.out / "snapshots")
+        raise
     final = snapshots(run.snapshot_dir, "caffemodel")
     if final:
         print(f"done: {final[0]}")
