@@ -57,6 +57,8 @@ def write_ft_lists(rows: Sequence[IQARow], out_dir: str | os.PathLike, splits: i
     """
     if splits < 1:
         raise InputError(f"--splits must be at least 1, got {splits}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
     if not rows:
         raise InputError("no rows to write")
     references = [row.reference for row in rows]

@@ -135,3 +135,9 @@ def test_types_keep_the_papers_four_csiq_types(tmp_path: Path) -> None:
         mfl.make_lists("csiq", root, tmp_path / "bad", types=["GB"])
     assert mfl.main(["--dataset", "tid2013", "--data", str(root), "--out", str(tmp_path / "x"),
                      "--types", "paper"]) == 2
+
+
+def test_a_negative_seed_is_refused_before_anything_is_written(kadid_root, tmp_path):
+    with pytest.raises(InputError, match="--seed must be >= 0, got -1"):
+        mfl.make_lists("kadid", kadid_root, tmp_path / "ft", seed=-1)
+    assert not (tmp_path / "ft").exists()

@@ -128,3 +128,10 @@ def test_a_deploy_input_too_small_for_the_net_is_refused_before_caffe(tiny: dict
     err = capsys.readouterr().err
     assert f"{deploy}: layer 'conv4' (Convolution) gets 10x10" in err and "at least 217x217" in err
     assert not out.exists()
+
+
+def test_a_negative_seed_is_refused(tiny: dict, capsys) -> None:
+    images = make_images(tiny["root"] / "imgs", 1)
+    assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
+                         str(images[0]), "--out", str(tiny["root"] / "p.csv"), "--seed", "-1"]) == 2
+    assert "--seed must be >= 0, got -1" in capsys.readouterr().err

@@ -358,3 +358,5 @@ def check_crop_arguments(args: argparse.Namespace) -> None:
     """Reject crop-protocol flags that cannot work."""
     if args.crops < 1 or args.batch < 1:
         raise InputError("--crops and --batch must be at least 1")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
