@@ -549,6 +549,17 @@ DATASETS: dict[str, DatasetInfo] = {
 TYPE_CODES: dict[str, tuple[str, ...]] = {name: info.types for name, info in DATASETS.items()}
 
 
+def label_direction(dataset: str) -> str | None:
+    """The direction of a dataset's labels (``higher_better``/``lower_better``): the four databases, and
+    ``synthetic`` (``data_prep.synthetic_iqa``: MS-SSIM, higher = better); None for other names."""
+    if dataset == "synthetic":
+        from data_prep.synthetic_iqa import DIRECTION
+
+        return DIRECTION
+    info = DATASETS.get(dataset)
+    return info.direction if info else None
+
+
 def load_dataset(name: str, root: str | os.PathLike, **options: bool) -> list[IQARow]:
     """Load database ``name`` (a key of ``DATASETS``) with the loader's keyword options."""
     if name not in DATASETS:

@@ -36,6 +36,8 @@ from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
 from rankiqa.image_io import read_bgr
 
+#: The direction of the stand-in scores (MS-SSIM: 1 = identical to the reference).
+DIRECTION = HIGHER_BETTER
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WINDOW = 11
 _SIGMA = 1.5
@@ -229,7 +231,7 @@ def build_synthetic_rows(pristine_dir: str | os.PathLike, references: Sequence[s
                 if not ok:
                     raise RuntimeError(f"PNG encoding failed for {target}")
                 atomic_write_bytes(target, encoded.tobytes())
-                rows.append(IQARow(reference, dtype, level, str(target.resolve()), score, HIGHER_BETTER,
+                rows.append(IQARow(reference, dtype, level, str(target.resolve()), score, DIRECTION,
                                    f"{dtype} (synthetic stand-in)"))
     progress.close()
     return rows

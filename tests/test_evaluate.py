@@ -191,8 +191,41 @@ def test_model_direction_inference() -> None:
     assert scoring.model_direction(rank, "models/Rank_live.caffemodel", None)[0] == "lower_better"
     assert scoring.model_direction(ft, "models/FT_tid2013.caffemodel", None)[0] == "higher_better"
     assert scoring.model_direction(ft, "runs/x/snap.caffemodel", None)[0] == "unknown"
-    assert scoring.model_direction(ft, "runs/x/snap.caffemodel", None, "lower_better")[0] == "lower_better"
     assert scoring.model_direction(rank, "models/Rank_live.caffemodel", "higher_better")[0] == "higher_better"
+
+
+#: What each kind of training run records in run.json, and the direction of the model it writes.
+TRAINED = {
+    "rank quality": ({"kind": "rank", "direction": "quality"}, "higher_better"),
+    "rank dmos": ({"kind": "rank", "direction": "dmos"}, "lower_better"),
+    **{f"finetune {ds}": ({"kind": "finetune", "dataset": ds}, direction)
+       for ds, direction in (("tid2013", "higher_better"), ("live", "lower_better"), ("csiq", "lower_better"),
+                             ("kadid", "higher_better"), ("synthetic", "higher_better"))},
+}
+#: The direction of the ground truth of each evaluation dataset (MOS, DMOS, DMOS, KADID's 1-5 "DMOS").
+EVALUATED = {"tid2013": "higher_better", "live": "lower_better", "csiq": "lower_better",
+             "kadid": "higher_better"}
+
+
+@pytest.mark.parametrize("evaluated", sorted(EVALUATED))
+@pytest.mark.parametrize("trained", sorted(TRAINED))
+def test_every_training_run_against_every_evaluation_dataset(tmp_path: Path, trained: str,
+                                                             evaluated: str) -> None:
+    record, model_dir = TRAINED[trained]
+    head = "fc8_m" if record["kind"] == "rank" else "fc8"
+    info = scoring.DeployInfo("d", "data", 3, 224, 224, head)
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({**record, "net": "vgg16"}))
+    gt_dir = evaluate._dataset_info(evaluated).direction
+    assert gt_dir == EVALUATED[evaluated]
+    expected_sign = 1 if model_dir == gt_dir else -1
+    # The run's record decides, whatever the file is called (a released model's name included).
+    for name in ("run_iter_10", "FT_live", "FT_tid2013", "Rank_live", "Rank_tid2013"):
+        direction, source = scoring.model_direction(info, run / "snapshots" / f"{name}.caffemodel", None)
+        assert direction == model_dir and "run.json" in source, name
+        for negate, sign in ((False, expected_sign), (True, -expected_sign)):
+            assert evaluate.direction_report(gt_dir, direction, source, negate)["expected_sign"] == sign
 
 
 def _synthetic_report(tmp_path: Path, shift: float = 0.0) -> tuple[dict, list, dict]:
@@ -356,7 +389,8 @@ def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
     # per-type metrics are keyed by the dataset's type codes, exactly those of the table
     assert set(report["per_type"]["mean"]) == {s.type for s in samples} == {"01", "08", "10"}
     assert set(report["overall"]) == {"mean", "median"}
-    assert report["direction"]["expected_sign"] == 1  # fine-tuned head on its own MOS labels
+    # a fine-tuned head with no record of its training: its direction, hence the sign, is unknown
+    assert report["direction"]["model"] == "unknown" and report["direction"]["expected_sign"] is None
     with open(out / "per_image.csv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(evaluate.PER_IMAGE_COLUMNS)
@@ -440,10 +474,36 @@ def test_ranking_model_trained_with_dmos_direction_is_lower_better(tmp_path):
     model = tmp_path / "run" / "snapshots" / "run_iter_10.caffemodel"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")
-    assert scoring._run_direction(model) is None
+    assert scoring.trained_direction(model) is None
     (tmp_path / "run" / "run.json").write_text(json.dumps({"kind": "rank", "direction": "dmos"}))
-    assert scoring._run_direction(model) == "dmos"
-    assert scoring._run_direction(tmp_path / "elsewhere.caffemodel") is None
+    assert scoring.trained_direction(model)[0] == "lower_better"
+    assert scoring.trained_direction(tmp_path / "elsewhere.caffemodel") is None
     ranking = scoring.read_deploy(REPO / "prototxts" / "shallow" / "rank_deploy.prototxt")
     assert scoring.model_direction(ranking, model, None)[0] == "lower_better"
     assert scoring.model_direction(ranking, tmp_path / "elsewhere.caffemodel", None)[0] == "higher_better"
+
+
+def test_evaluate_and_predict_give_a_live_model_the_same_direction_on_tid2013(tid_fixture: dict) -> None:
+    """A model fine-tuned on LIVE (DMOS) evaluated on TID2013 (MOS): lower_better and sign -1 everywhere,
+    under its snapshot name and renamed as the released FT_live alike."""
+    from tools import predict
+
+    root = tid_fixture["root"]
+    run = root / "ft_live_run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"kind": "finetune", "dataset": "live", "net": "shallow"}))
+    table = tid_fixture["ft"] / "split0" / "test.csv"
+    image = evaluate.read_samples(table)[0][0].path
+    for name in ("ft_live_run_iter_20", "FT_live"):
+        model = run / "snapshots" / f"{name}.caffemodel"
+        model.write_bytes(tid_fixture["model"].read_bytes())
+        out = root / "results" / name
+        assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(model), "--table", str(table),
+                     "--out", str(out), "--crops", "2", "--dataset", "tid2013"]) == 0
+        direction = json.loads((out / "metrics.json").read_text())["direction"]
+        assert (direction["model"], direction["expected_sign"]) == ("lower_better", -1), name
+        csv_out = root / f"{name}.csv"
+        assert predict.main(["--deploy", str(tid_fixture["deploy"]), "--model", str(model), "--images", image,
+                             "--out", str(csv_out), "--crops", "2", "--quiet"]) == 0
+        with open(csv_out, encoding="utf-8", newline="") as handle:
+            assert next(csv.DictReader(handle))["direction"] == "lower_better", name

@@ -109,11 +109,11 @@ def test_finetuned_model_direction_comes_from_its_run(tmp_path):
     model = tmp_path / "ft" / "snapshots" / "ft_iter_10.caffemodel"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")
-    assert scoring._finetuned_direction(model) is None
+    assert scoring.trained_direction(model) is None
     (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "live"}')
-    assert scoring._finetuned_direction(model) == "lower_better"
+    assert scoring.trained_direction(model)[0] == "lower_better"
     (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "tid2013"}')
-    assert scoring._finetuned_direction(model) == "higher_better"
+    assert scoring.trained_direction(model)[0] == "higher_better"
 
 
 def test_a_deploy_input_too_small_for_the_net_is_refused_before_caffe(tiny: dict, capsys) -> None:

@@ -338,7 +338,7 @@ def evaluate_one(scorer: scoring.CropScorer, table: str, model: str, args: argpa
     if gt_direction is None:
         gt_direction = args.gt_direction or (dataset.direction if dataset else None)
     if model_dir is None:
-        model_dir = scoring.model_direction(scorer.info, model, args.model_direction, gt_direction)
+        model_dir = scoring.model_direction(scorer.info, model, args.model_direction)
     started = time.perf_counter()
     outputs = score_samples(scorer, samples, table, progress=not args.quiet, desc=progress_desc)
     seconds = time.perf_counter() - started

@@ -4,12 +4,12 @@ The protocol is the evaluation's (``tools.scoring``): ``--crops`` random crops o
 size per image (seeded by ``--seed`` and the image's position in the input order), score = mean of the
 outputs, median beside it.
 
-Score direction (the ``direction`` and ``scale`` columns): ``--direction`` when given; else the released
-models by file name (Rank_tid2013/FT_tid2013: higher = better; Rank_live/FT_live: higher = worse); else a
-ranking head (``fc8_m``) gives *relative* scores, higher = better (the rank loss's default ``quality``
-direction; pass ``--direction lower_better`` for a model trained with ``direction: dmos``); a fine-tuned
-head (``fc8``) gives scores on the scale of its training labels (MOS: higher = better, DMOS: higher =
-worse), reported as ``unknown`` unless ``--direction`` says which.
+Score direction (the ``direction`` and ``scale`` columns): ``tools.scoring.model_direction``, as every
+tool: ``--direction`` when given; else the record of the run that trained the model (``run.json`` beside its
+``snapshots/``); else the released models by file name (Rank_tid2013/FT_tid2013: higher = better;
+Rank_live/FT_live: higher = worse); else a ranking head (``fc8_m``) gives *relative* scores, higher =
+better, and a fine-tuned head (``fc8``) scores on the scale of its training labels (MOS: higher = better,
+DMOS: higher = worse), reported as ``unknown``.
 
 Images smaller than the crop are skipped with a message, or upscaled (bicubic, aspect kept) with
 ``--resize-small``. Unreadable files are reported on stderr and skipped; the exit status is non-zero only
