@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path
+from rankiqa.lists import open_text
 
 HIGHER_BETTER = "higher_better"
 LOWER_BETTER = "lower_better"
@@ -176,7 +177,7 @@ def _require(root: Path, names: Iterable[str], dataset: str) -> None:
 def _two_field_lines(label_path: Path, form: str) -> Iterator[tuple[int, str, str]]:
     """(line number, first, second) of a whitespace-separated two-column label file; blank lines skipped,
     any other line that is not two fields names the file and line."""
-    with open(label_path, encoding="utf-8", errors="replace") as handle:
+    with open_text(label_path, errors="replace") as handle:
         for lineno, raw in enumerate(handle, start=1):
             fields = raw.split()
             if not fields:
@@ -287,7 +288,7 @@ def _check_live_info(folder: Path, images: dict[int, Path]) -> None:
     info = folder / "info.txt"
     if not info.is_file():
         return
-    with open(info, encoding="utf-8", errors="replace") as handle:
+    with open_text(info, errors="replace") as handle:
         for lineno, raw in enumerate(handle, start=1):
             fields = raw.split()
             if not fields:
@@ -490,7 +491,7 @@ def load_kadid(root: str | os.PathLike) -> list[IQARow]:
     index = _folder_index(root / "images")
     rows: list[IQARow] = []
     seen: dict[str, int] = {}
-    with open(label_path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with open_text(label_path, newline="", errors="replace") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if not {"dist_img", "ref_img", "dmos"} <= set(header):
@@ -587,7 +588,7 @@ def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARo
     if not path.is_file():
         raise InputError("table file not found", path)
     rows: list[IQARow] = []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
             raise InputError(f"expected columns {','.join(TABLE_COLUMNS)}, got {reader.fieldnames}", path, 1)

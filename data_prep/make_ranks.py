@@ -323,11 +323,13 @@ def _worker_init() -> None:
 def _pool(jobs: int):
     # forkserver, not fork: a child forked from a parent whose OpenCV thread pool is running (the demo,
     # the tests, any caller that used cv2 before) deadlocks in cv2.setNumThreads. The fork server is a
-    # fresh process; the workers it forks import cv2 once, then keep it.
+    # fresh process; the workers it forks import cv2 and the distortions once, then keep them. Not this
+    # module itself: under `python -m data_prep.make_ranks` every worker runs it again as its main module,
+    # and runpy warns (RuntimeWarning, once per worker) when it is already imported.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["data_prep.make_ranks"])
+        context.set_forkserver_preload(["data_prep.distortions"])
     return context.Pool(jobs, initializer=_worker_init)
 
 

@@ -35,6 +35,7 @@ from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
 from rankiqa.image_io import read_bgr
+from rankiqa.lists import open_text
 
 #: The direction of the stand-in scores (MS-SSIM: 1 = identical to the reference).
 DIRECTION = HIGHER_BETTER
@@ -161,7 +162,7 @@ def _check_unseen(references: Sequence[str], manifest: Path) -> None:
     if not manifest.is_file():
         raise InputError("rank manifest not found", manifest)
     wanted = set(references)
-    with open(manifest, encoding="utf-8", newline="") as handle:
+    with open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         if "reference" not in (reader.fieldnames or []):
             raise InputError("no 'reference' column", manifest, 1)

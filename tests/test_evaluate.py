@@ -507,3 +507,49 @@ def test_evaluate_and_predict_give_a_live_model_the_same_direction_on_tid2013(ti
                              "--out", str(csv_out), "--crops", "2", "--quiet"]) == 0
         with open(csv_out, encoding="utf-8", newline="") as handle:
             assert next(csv.DictReader(handle))["direction"] == "lower_better", name
+
+
+def test_tables_and_lists_with_a_byte_order_mark_or_tabs(tmp_path: Path) -> None:
+    image = tmp_path / "a b.png"
+    table = write_table(tmp_path / "t.csv", [("r", "01", "1", image, 3.0)], "higher_better")
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    samples, direction = evaluate.read_samples(table)
+    assert direction == "higher_better"
+    assert [(s.path, s.score, s.type) for s in samples] == [(str(image), 3.0, "01")]
+    listed = tmp_path / "hand_made.txt"
+    listed.write_text(f"\ufeff{image}\t3.5\n", encoding="utf-8")
+    samples, direction = evaluate.read_samples(listed)
+    assert direction is None and [(s.path, s.score) for s in samples] == [(str(image), 3.5)]
+
+
+def test_a_collapsed_model_is_reported_as_constant_not_just_srocc_0(tid_fixture: dict, capsys) -> None:
+    import caffe
+
+    net = caffe.Net(str(tid_fixture["deploy"]), caffe.TEST)
+    for params in net.params.values():
+        for blob in params:
+            blob.data[...] = 0.0
+    collapsed = tid_fixture["root"] / "collapsed.caffemodel"
+    net.save(str(collapsed))
+    out = tid_fixture["root"] / "results" / "collapsed"
+    assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(collapsed), "--table",
+                 str(tid_fixture["ft"] / "split0" / "test.csv"), "--out", str(out), "--crops", "2"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["overall"]["mean"]["srocc"] == 0.0
+    assert len(report["warnings"]) == 1 and report["warnings"][0].startswith("the scores are constant")
+    assert "**warning**: the scores are constant" in (out / "metrics.md").read_text()
+    assert "warning: the scores are constant" in capsys.readouterr().err
+    # a model whose scores vary carries no warning
+    assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]), "--table",
+                 str(tid_fixture["ft"] / "split0" / "test.csv"), "--out", str(out), "--crops", "2"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["warnings"] == []
+
+
+def test_degenerate_reason_names_what_is_constant() -> None:
+    from rankiqa import metrics
+
+    assert metrics.degenerate_reason([1.0, 2.0, 3.0], [3.0, 1.0, 2.0]) is None
+    assert metrics.degenerate_reason([2.5, 2.5], [1.0, 2.0]).startswith(
+        "the scores are constant (every one of the 2 images scored 2.5)")
+    assert metrics.degenerate_reason([1.0, 2.0], [4.0, 4.0]).startswith("the ground truth is constant")
+    assert metrics.degenerate_reason([1.0], [4.0]).startswith("only 1 image")

@@ -279,3 +279,12 @@ def test_default_pristine_set_is_usable():
     for path in sources:
         image = pristine.load_pristine(path, 227)  # colour, 8-bit, at least the Shallow crop
         assert image.dtype == np.uint8 and image.ndim == 3 and min(image.shape[:2]) >= 300
+
+
+def test_parallel_cli_run_prints_no_warning_and_matches_one_job(source_dir, tmp_path):
+    args = ["--rankset", "live", "--pristine", str(source_dir), "--types", "GB,GN", "--min-size", "64",
+            "--quiet"]
+    parallel = run_cli(*args, "--out", str(tmp_path / "parallel"), "--jobs", "2")
+    assert parallel.returncode == 0 and parallel.stderr == ""  # runpy warned once per worker here
+    generate("live", source_dir, tmp_path / "one", seed=0, jobs=1, types="GB,GN", min_size=64, progress=False)
+    assert snapshot(tmp_path / "parallel") == snapshot(tmp_path / "one")

@@ -65,13 +65,17 @@ def test_predict_scores_good_images_and_skips_bad_ones(tiny: dict, capsys) -> No
                                rtol=1e-5)
 
 
-def test_resize_small_upscales_instead_of_skipping(tiny: dict) -> None:
+def test_resize_small_upscales_instead_of_skipping_and_says_which(tiny: dict, capsys) -> None:
     small = make_images(tiny["root"] / "small", 1, size=(20, 50))[0]
+    large = make_images(tiny["root"] / "large", 1, size=(40, 40))[0]
     out = tiny["root"] / "pred.csv"
     assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
-                         str(small), "--out", str(out), "--crops", "3", "--resize-small", "--quiet"]) == 0
+                         str(small), str(large), "--out", str(out), "--crops", "3", "--resize-small",
+                         "--quiet"]) == 0
     rows = _read_csv(out)
-    assert len(rows) == 1 and np.isfinite(float(rows[0]["score"]))
+    assert [r["upscaled_from"] for r in rows] == ["50x20", ""]  # WxH before upscaling; the 40x40 one fits
+    assert all(np.isfinite(float(r["score"])) for r in rows)
+    assert f"1 upscaled to the crop (--resize-small): {small} (50x20)" in capsys.readouterr().err
 
 
 def test_nothing_scored_is_an_error_and_writes_nothing(tiny: dict, capsys) -> None:
@@ -135,3 +139,18 @@ def test_a_negative_seed_is_refused(tiny: dict, capsys) -> None:
     assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
                          str(images[0]), "--out", str(tiny["root"] / "p.csv"), "--seed", "-1"]) == 2
     assert "--seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_constant_scores_are_called_out(tiny: dict, capsys) -> None:
+    import caffe
+
+    net = caffe.Net(str(tiny["deploy"]), caffe.TEST)
+    for params in net.params.values():
+        for blob in params:
+            blob.data[...] = 0.0  # a collapsed model: the output is the (zero) bias for every image
+    collapsed = tiny["root"] / "collapsed.caffemodel"
+    net.save(str(collapsed))
+    images = make_images(tiny["root"] / "imgs", 3)
+    assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(collapsed), "--images",
+                         *map(str, images), "--out", str(tiny["root"] / "p.csv"), "--quiet"]) == 0
+    assert "warning: the scores are constant (every one of the 3 images scored 0)" in capsys.readouterr().err

@@ -524,3 +524,51 @@ def test_a_failed_start_removes_only_the_folder_it_created(tmp_path, capsys):
     (kept / "notes.txt").write_text("mine")
     assert train.main(_rank_args(data, kept)) == 2
     assert (kept / "notes.txt").read_text() == "mine"
+
+
+def test_a_test_pass_with_constant_predictions_is_noted():
+    class FakeNet:
+        blobs = {"fc8": types.SimpleNamespace(data=np.full((4, 1), 2.0)),
+                 "score": types.SimpleNamespace(data=np.arange(4.0))}
+
+        def share_with(self, other):
+            pass
+
+        def forward(self):
+            return {"loss": np.array(1.0)}
+
+    solver = types.SimpleNamespace(test_nets=[FakeNet()], net=None)
+    run = types.SimpleNamespace(test_iters=2, test_items=None)
+    notes: list[str] = []
+    results = train.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)
+    assert results["srocc"] == 0.0 and results["plcc"] == 0.0
+    assert len(notes) == 1
+    assert notes[0].startswith("warning: test pass: the scores are constant (every one of the 8 images "
+                               "scored 2)")
+    FakeNet.blobs["fc8"].data = np.arange(4.0).reshape(4, 1)
+    notes.clear()
+    assert train.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)["srocc"] == 1.0
+    assert notes == []
+
+
+@needs_caffe
+def test_a_snapshot_passed_over_on_resume_is_noted_in_the_log(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    out = tmp_path / "run"
+    (out / "snapshots").mkdir(parents=True)
+    truncated = out / "snapshots" / "run_iter_20.solverstate"
+    truncated.write_bytes(b"\x08\x14\x12")  # cut short by a kill
+    # The run then stops at the data layer (no images): the log is written before that.
+    assert train.main(_rank_args(data, out)) == 2
+    log = (out / "log.txt").read_text()
+    assert f"skipping unusable snapshot: {truncated}: not a Caffe solver state" in log
+
+
+@needs_caffe
+def test_a_prototxt_with_a_byte_order_mark_parses(tmp_path):
+    from tools import scoring
+
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_bytes(b"\xef\xbb\xbf" + (REPO / "prototxts/shallow/ft_deploy.prototxt").read_bytes())
+    assert train.read_net_param(deploy).layer[0].name == "data"
+    assert scoring.read_deploy(deploy).crop_height == 227

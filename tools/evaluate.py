@@ -41,7 +41,7 @@ from rankiqa import metrics as iqa_metrics
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.image_io import read_bgr
-from rankiqa.lists import read_list
+from rankiqa.lists import open_text, read_list
 from tools import scoring
 
 TABLE_COLUMNS = ("reference", "type", "level", "path", "score", "direction")
@@ -84,7 +84,7 @@ def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
         raise InputError("test table not found", path)
     samples: list[Sample] = []
     directions: set[str] = set()
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -120,7 +120,7 @@ def read_samples(path: str | Path) -> tuple[list[Sample], str | None]:
     path = Path(path)
     if not path.is_file():
         raise InputError("test table / list not found", path)
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_text(path, errors="replace") as handle:
         first = handle.readline()
     if first.strip().startswith("reference,") or path.suffix.lower() == ".csv":
         return read_table(path)
@@ -218,6 +218,7 @@ def metrics_markdown(report: dict, type_names: dict[str, str]) -> str:
         if key in report:
             lines.append(f"- {key}: `{report[key]}`")
     direction = report["direction"]
+    lines += [f"- **warning**: {warning}" for warning in report.get("warnings", [])]
     lines += [f"- ground truth: {direction['ground_truth']}; model: {direction['model']} "
               f"({direction['model_source']}); negated: {direction['negated']}",
               f"- expected sign of SROCC/PLCC: {direction['expected_sign']}. {direction['note']}", ""]
@@ -369,6 +370,8 @@ def build_report(info: scoring.DeployInfo, model: str, table: str, dataset: str 
         "labels": iqa_metrics.LABELS,
     }
     report.update(compute_metrics(samples, preds, type_order))
+    reason = iqa_metrics.degenerate_reason(preds["mean"], [s.score for s in samples])
+    report["warnings"] = [reason] if reason else []
     return report
 
 
@@ -383,6 +386,7 @@ def summarize_splits(reports: list[dict]) -> dict:
     summary: dict = {key: first[key] for key in ("deploy", "dataset", "output_blob", "head", "crops",
                                                    "crop_size", "seed", "scoring", "direction", "labels")}
     summary.update({"n_splits": len(reports), "model": [r["model"] for r in reports],
+                    "warnings": [f"split {k}: {w}" for k, r in enumerate(reports) for w in r["warnings"]],
                     "table": [r["table"] for r in reports], "n_images": [r["n_images"] for r in reports],
                     "std": "sample standard deviation over the splits (ddof=1; 0 for one split)",
                     "overall": {}, "overall_std": {}, "per_type": {}, "per_type_std": {},
@@ -495,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(report: dict, out: Path) -> None:
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     overall = report["overall"]["mean"]
     std = report.get("overall_std", {}).get("mean", {})
     parts = [f"{key.upper()} {_cell(overall[key], std.get(key))}" for key in ("srocc", "plcc", "krocc")]

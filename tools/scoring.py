@@ -26,6 +26,7 @@ import numpy as np
 
 from rankiqa import caffe_io, netcheck
 from rankiqa.errors import InputError
+from rankiqa.lists import TEXT_ENCODING
 
 #: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
 RANKING_HEAD = "fc8_m"
@@ -116,7 +117,7 @@ def read_deploy(path: str | os.PathLike) -> DeployInfo:
         raise InputError("deploy prototxt not found", path)
     net_param = caffe_pb2.NetParameter()
     try:
-        text_format.Parse(Path(path).read_text(encoding="utf-8"), net_param)
+        text_format.Parse(Path(path).read_text(encoding=TEXT_ENCODING), net_param)
     except (text_format.ParseError, UnicodeDecodeError) as err:
         raise InputError(f"not a valid net prototxt: {err}", path) from None
     # What Caffe would abort the process on (an input too small for the net, an unknown layer ...).

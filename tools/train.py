@@ -69,6 +69,7 @@ from rankiqa.caffe_io import (
 )
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
+from rankiqa.lists import TEXT_ENCODING, open_text
 from tools.logparse import LossTable, plot, write_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,7 @@ def _read_text_proto(path: Path, message: Any) -> Any:
     if not path.is_file():
         raise InputError("prototxt not found", path)
     try:
-        text_format.Merge(path.read_text(encoding="utf-8"), message)
+        text_format.Merge(path.read_text(encoding=TEXT_ENCODING), message)
     except text_format.ParseError as err:
         line = err.GetLine() if hasattr(err, "GetLine") else None
         raise InputError(f"not a valid {message.DESCRIPTOR.name}: {err}", path, line) from None
@@ -242,7 +243,7 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
         raise InputError("ranking manifest not found (run `make ranks` first)", manifest)
     top = -1
     references: dict[str, set[str]] = {}
-    with open(manifest, newline="", encoding="utf-8") as handle:
+    with open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"reference", "type", "level", "path", "split"} - set(reader.fieldnames or [])
         if missing:
@@ -263,7 +264,7 @@ def count_list_lines(path: Path) -> int:
     """Non-empty, non-comment lines of a ``<path> <value>`` list (0 when the file is absent)."""
     if not path.is_file():
         return 0
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         return sum(1 for line in handle if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -766,9 +767,11 @@ def _correlation_layer(net_param: Any) -> tuple[str, str, list[str]] | None:
     return None
 
 
-def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | None) -> dict[str, float]:
+def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | None,
+             note: Callable[[str], None] | None = None) -> dict[str, float]:
     """One pass of the test net: mean of each output over ``test_iters`` batches; with a correlation layer,
-    SROCC and PLCC over all the pass's predictions (the first ``test_items`` of them)."""
+    SROCC and PLCC over all the pass's predictions (the first ``test_items`` of them), and ``note`` told
+    when they are 0 by definition (constant predictions: a collapsed net)."""
     import numpy as np
 
     from rankiqa import metrics
@@ -794,6 +797,9 @@ def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | N
         if np.isfinite(pred).all() and np.isfinite(score).all():
             # rankiqa.metrics: 0.0 where undefined (a constant output, e.g. a collapsed net), as in eval.
             srocc, plcc = metrics.srocc(pred, score), metrics.plcc(pred, score)
+            reason = metrics.degenerate_reason(pred, score)
+            if reason and note:
+                note(f"warning: test pass: {reason}")
         else:  # a diverged net: no correlation to report
             srocc = plcc = float("nan")
         names = corr[2] if len(corr[2]) >= 2 else ["srocc", "plcc"]
@@ -872,7 +878,7 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
     if log:
         log.event("start", start, show=False, max_iter=run.max_iter)
         if has_test and start == 0:
-            log.event("test", 0, show=True, **run_test(solver, run, corr))
+            log.event("test", 0, show=True, **run_test(solver, run, corr, log.note))
         log.flush_outputs(force_plot=True)
     if start >= run.max_iter:
         if log:
@@ -912,7 +918,7 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                 if last_snapshot == iteration:
                     log.note(f"snapshot at iteration {iteration}", show=False)
                 if has_test and iteration % run.test_interval == 0:
-                    log.event("test", iteration, show=True, **run_test(solver, run, corr))
+                    log.event("test", iteration, show=True, **run_test(solver, run, corr, log.note))
                     log.flush_outputs(force_plot=True)
     except KeyboardInterrupt:
         interrupted = True
