@@ -88,7 +88,8 @@ _CSIQ_CODES_BY_LOWER: dict[str, str] = {code.lower(): code for code in CSIQ_TYPE
 _TID_NAME = re.compile(r"^i(\d{2})_(\d{2})_(\d)\.bmp$", re.IGNORECASE)
 _KADID_NAME = re.compile(r"^I(\d{2})_(\d{2})_(\d{2})\.png$", re.IGNORECASE)
 _LIVE_IMAGE = re.compile(r"^img(\d+)\.bmp$", re.IGNORECASE)
-_IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+#: File name suffixes of the image files the loaders (and the synthetic stand-in) read.
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)

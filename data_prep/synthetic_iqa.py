@@ -30,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from data_prep.datasets import HIGHER_BETTER, IQARow
+from data_prep.datasets import HIGHER_BETTER, IMAGE_SUFFIXES, IQARow
 from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
@@ -43,7 +43,6 @@ MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WINDOW = 11
 _SIGMA = 1.5
 _K1, _K2 = 0.01, 0.03
-_IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ def _find_reference(pristine_dir: Path, name: str) -> Path:
     if exact.is_file():
         return exact
     matches = sorted(p for p in pristine_dir.iterdir()
-                     if p.is_file() and p.stem == name and p.suffix.lower() in _IMAGE_SUFFIXES)
+                     if p.is_file() and p.stem == name and p.suffix.lower() in IMAGE_SUFFIXES)
     if not matches:
         raise InputError(f"reference image {name!r} not found", pristine_dir)
     if len(matches) > 1:

@@ -56,3 +56,21 @@ def test_paths_with_spaces_and_quotes_are_one_argument(tmp_path: Path) -> None:
     argv = _tool(_commands("ranks", "PRISTINE=/my photos", "RANKS_DIR=data/ranks/my set"),
                  "data_prep.make_ranks")
     assert _value(argv, "--pristine") == "/my photos" and _value(argv, "--out") == "data/ranks/my set"
+
+
+def test_fine_tuning_lists_are_checked_whenever_their_data_folder_is_given_or_there(tmp_path: Path) -> None:
+    lists = tmp_path / "ft"
+    (lists / "split0").mkdir(parents=True)
+    (lists / "split0" / "train.txt").write_text("/x.png 1\n")
+    absent = tmp_path / "absent"
+    cases = [  # (variables, whether make_ft_lists is asked)
+        ([f"FT_DIR={tmp_path / 'none'}"], True),  # no lists yet
+        ([f"FT_DIR={lists}", f"DATA={tmp_path}"], True),  # the data folder given (and there)
+        ([f"FT_DIR={lists}", f"DATA={absent}"], True),  # given, even when it is not there: the tool says so
+    ]
+    for variables, asked in cases:
+        commands = _commands("finetune", "DATASET=kadid", *variables)
+        assert any("data_prep.make_ft_lists" in argv for argv in commands) == asked, variables
+    if not Path("/data/kadid").exists():  # the default DATA: not given, not there, lists present
+        commands = _commands("finetune", "DATASET=kadid", f"FT_DIR={lists}")
+        assert not any("data_prep.make_ft_lists" in argv for argv in commands)
