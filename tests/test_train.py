@@ -572,3 +572,59 @@ def test_a_prototxt_with_a_byte_order_mark_parses(tmp_path):
     deploy.write_bytes(b"\xef\xbb\xbf" + (REPO / "prototxts/shallow/ft_deploy.prototxt").read_bytes())
     assert train.read_net_param(deploy).layer[0].name == "data"
     assert scoring.read_deploy(deploy).crop_height == 227
+
+
+# --------------------------------------------------------------------------------------------------------
+# A run folder belongs to the data and nets it started with
+
+
+@needs_caffe
+def test_a_rerun_on_changed_data_or_net_is_refused_before_anything_is_rewritten(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    out = tmp_path / "run"
+    base = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out", str(out),
+            "--gpu", "-1", "--workers", "0", "--types-per-batch", "2"]
+    train.prepare_rank(train.build_parser().parse_args(base))
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert set(inputs["lists"]) == {"manifest.csv"}
+    assert len(inputs["images"]) == 3 + 3 * 2 * 4  # 3 pristine images (shared by both types) + the levels
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    manifest = data / "manifest.csv"
+    original = manifest.read_text()
+    manifest.write_text(original.replace("GN/GN4/a.png", "GN/GN4/other.png"))
+    with pytest.raises(InputError, match=r"this run was trained on other data: manifest\.csv changed "
+                                         r"\(content\); images \(size or modification time\): 1 added "
+                                         r"\(.*other\.png\), 1 removed \(.*GN4/a\.png\)"):
+        train.prepare_rank(train.build_parser().parse_args(base))
+    manifest.write_text(original)
+
+    net = tmp_path / "net.prototxt"
+    net.write_text((REPO / "prototxts/shallow/rank_train.prototxt").read_text()
+                   .replace("num_output: 32", "num_output: 16", 1))
+    with pytest.raises(InputError, match=r"the train net \(its layers and parameters\) changed since this "
+                                         r"run started"):
+        train.prepare_rank(train.build_parser().parse_args([*base, "--train-prototxt", str(net)]))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == written
+
+
+@needs_caffe
+def test_a_finetune_rerun_on_replaced_images_names_them(tmp_path):
+    import cv2
+
+    images = []
+    for i in range(4):
+        images.append(tmp_path / "imgs" / f"{i}.png")
+        images[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(images[-1]), np.full((240, 240, 3), 10 * i, dtype=np.uint8))
+    lists = tmp_path / "split0"
+    lists.mkdir()
+    (lists / "train.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(images[:3])))
+    (lists / "test.txt").write_text(f"{images[3]} 3\n")
+    args = ["finetune", "--dataset", "tid2013", "--net", "shallow", "--lists", str(lists), "--out",
+            str(tmp_path / "ft"), "--gpu", "-1", "--workers", "0", "--from-scratch"]
+    train.prepare_finetune(train.build_parser().parse_args(args))
+    cv2.imwrite(str(images[1]), np.full((240, 250, 3), 7, dtype=np.uint8))  # same name, another picture
+    with pytest.raises(InputError, match=rf"images \(size or modification time\): 1 modified "
+                                         rf"\({images[1]}\)"):
+        train.prepare_finetune(train.build_parser().parse_args(args))

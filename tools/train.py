@@ -59,7 +59,7 @@ from typing import Any
 
 import yaml
 
-from rankiqa import netcheck
+from rankiqa import netcheck, provenance
 from rankiqa.caffe_io import (
     caffe_pb2,
     check_weight_shapes,
@@ -69,7 +69,7 @@ from rankiqa.caffe_io import (
 )
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
-from rankiqa.lists import TEXT_ENCODING, open_text
+from rankiqa.lists import TEXT_ENCODING, open_text, read_list
 from tools.logparse import LossTable, plot, write_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -258,6 +258,15 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
     if top < 1:
         raise InputError("manifest has no distorted levels", manifest)
     return top, {split: len(refs) for split, refs in references.items()}
+
+
+def manifest_images(data_dir: Path) -> list[Path]:
+    """The image files a ranking run reads: every path of ``manifest.csv`` (or the LMDB holding them)."""
+    lmdb_file = data_dir / "images.lmdb" / "data.mdb"
+    if lmdb_file.is_file():
+        return [lmdb_file]
+    with open_text(data_dir / "manifest.csv", newline="") as handle:
+        return sorted({data_dir / row["path"] for row in csv.DictReader(handle)})
 
 
 def count_list_lines(path: Path) -> int:
@@ -679,6 +688,11 @@ class PreparedRun:
     notes: list[str] = dataclasses.field(default_factory=list)  # for log.txt, found while preparing
 
 
+#: Identity keys whose values are digests: a mismatch is said in words.
+_DIGEST_KEYS = {"net_definition": "the train net (its layers and parameters)",
+                "solver_definition": "the solver"}
+
+
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
     """Refuse to continue a run folder that holds a different kind of run (a rerun must match)."""
     run_json = run_dir / "run.json"
@@ -690,8 +704,41 @@ def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         raise InputError("run.json is not JSON", run_json) from None
     for key, value in identity.items():
         if key in old and old[key] != value:
-            raise InputError(f"this run folder holds a run with {key}={old[key]!r}, not {value!r}; choose "
-                             "another --out (or delete the folder to start over)", run_json)
+            what = (f"{_DIGEST_KEYS[key]} changed since this run started" if key in _DIGEST_KEYS else
+                    f"this run folder holds a run with {key}={old[key]!r}, not {value!r}")
+            raise InputError(f"{what}; choose another --out (or delete the folder to start over)", run_json)
+
+
+def definition_digest(message: Any) -> str:
+    """SHA-256 of a parsed prototxt as protobuf text: its content, without comments or layout."""
+    from google.protobuf import text_format
+
+    return provenance.sha256_json(text_format.MessageToString(message))
+
+
+def run_inputs(lists: dict[str, Path], images: Sequence[Path]) -> dict[str, Any]:
+    """What a run reads (``inputs.json``): the SHA-256 of each list or manifest, and every image (or LMDB
+    file) they name by size and modification time."""
+    return {"lists": provenance.content(lists),
+            "images": provenance.fingerprint({str(path): path for path in images})}
+
+
+def check_run_inputs(run_dir: Path, inputs: dict[str, Any]) -> None:
+    """Refuse to continue a run on data other than those it started on (its ``inputs.json``), naming what
+    changed; a run folder without the file (an earlier version) is not checked."""
+    path = run_dir / "inputs.json"
+    old = provenance.read_json(path)
+    if old is None:
+        return
+    old_lists = old.get("lists", {})
+    problems = [f"{name} changed (content)" for name in sorted(set(old_lists) | set(inputs["lists"]))
+                if old_lists.get(name) != inputs["lists"].get(name)]
+    images = provenance.diff_records(old.get("images", {}), inputs["images"])
+    if images:
+        problems.append(f"images (size or modification time): {images.describe()}")
+    if problems:
+        raise InputError(f"this run was trained on other data: {'; '.join(problems)}; resuming would mix the "
+                         "two: choose another --out (or delete the folder to start over)", path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -990,7 +1037,7 @@ def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
 
 def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_src: Path, solver_src: Path,
              configure: Any, test_iters_default: int | None, test_items: int | None, weights: Path | None,
-             header: str) -> tuple[PreparedRun, list[GpuShare] | None]:
+             header: str, inputs: dict[str, Any]) -> tuple[PreparedRun, list[GpuShare] | None]:
     """Write ``train.prototxt``/``solver.prototxt`` (+ per-rank copies for --gpus); pick the resume state.
 
     Everything that can be refused is checked before the run folder is created or touched: the flags, the
@@ -998,7 +1045,12 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     would otherwise abort the process on).
     """
     run_dir: Path = args.out
+    net_param = read_net_param(net_src)
+    solver_param = read_solver_param(solver_src)
+    identity = {**identity, "net_definition": definition_digest(net_param),
+                "solver_definition": definition_digest(solver_param)}
     check_run_identity(run_dir, identity)
+    check_run_inputs(run_dir, inputs)
     snapshot_dir = run_dir / "snapshots"
     if args.iters is not None and args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
@@ -1022,8 +1074,6 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     else:
         device = resolve_device(args.gpu)
 
-    net_param = read_net_param(net_src)
-    solver_param = read_solver_param(solver_src)
     testable = has_test_phase(net_param) and (args.test_interval is None or args.test_interval > 0)
     if args.test_iters is not None:
         test_iters = args.test_iters
@@ -1083,6 +1133,7 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     record = {**identity, "argv": getattr(args, "argv", None), "train_net_source": _rel(net_src),
               "solver_source": _rel(solver_src), "device": device,
               "gpus": [s.device for s in shares] if shares else None}
+    atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=1) + "\n")
     atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     run = PreparedRun(kind=kind, run_dir=run_dir, solver_path=solver_path, train_net=train_path,
                       snapshot_dir=snapshot_dir, max_iter=int(solver.max_iter),
@@ -1141,8 +1192,9 @@ def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] 
                 "images_per_group": images_per_group}
     header = (f"rank training: rank set {args.rankset}, net {args.net}, {types_per_batch} types x "
               f"{images_per_group} image(s) x {levels + 1} levels per batch, direction {args.direction}")
+    images = manifest_images(data_dir)
     return _prepare(args, "rank", identity, net_src, solver_src, configure, test_default, None, args.weights,
-                    header)
+                    header, run_inputs({"manifest.csv": data_dir / "manifest.csv"}, images))
 
 
 def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] | None]:
@@ -1187,8 +1239,10 @@ def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuSha
         identity["rank_model"] = str(Path(args.rank_model).resolve())
     header = (f"fine-tuning: dataset {args.dataset} ({style} style), net {args.net}, "
               f"init {'scratch' if args.from_scratch else weights}")
+    lists = {name: lists_dir / name for name in ("train.txt", "test.txt") if (lists_dir / name).is_file()}
+    images = [Path(path) for listed in lists.values() for path, _ in read_list(listed, check_files=False)]
     run, shares = _prepare(args, "finetune", identity, net_src, solver_src, configure, test_default,
-                           n_test or None, weights, header)
+                           n_test or None, weights, header, run_inputs(lists, sorted(set(images))))
     return run, shares
 
 
