@@ -553,3 +553,29 @@ def test_degenerate_reason_names_what_is_constant() -> None:
         "the scores are constant (every one of the 2 images scored 2.5)")
     assert metrics.degenerate_reason([1.0, 2.0], [4.0, 4.0]).startswith("the ground truth is constant")
     assert metrics.degenerate_reason([1.0], [4.0]).startswith("only 1 image")
+
+
+def test_results_record_their_inputs_and_say_when_they_replace_others(tid_fixture: dict, capsys) -> None:
+    from rankiqa.provenance import sha256_file
+
+    root = tid_fixture["root"]
+    other_dir = root / "other"
+    other_dir.mkdir()
+    _, other = make_tiny_model(other_dir, seed=5)
+    out = root / "results" / "replaced"
+    table = tid_fixture["ft"] / "split0" / "test.csv"
+    common = ["--deploy", str(tid_fixture["deploy"]), "--out", str(out), "--crops", "2"]
+    assert _run([*common, "--model", str(tid_fixture["model"]), "--table",
+                 str(tid_fixture["ft"] / "split{split}" / "test.csv"), "--splits", "2"]) == 0
+    assert (out / "split1" / "metrics.json").is_file()
+    capsys.readouterr()
+    assert _run([*common, "--model", str(other), "--table", str(table)]) == 0
+    assert f"note: {out}: replacing the results of an evaluation with another model, splits" in \
+        capsys.readouterr().err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["inputs"]["model"] == {"path": str(other.resolve()), "sha256": sha256_file(other)}
+    assert report["inputs"]["table"]["sha256"] == sha256_file(table) and report["inputs"]["crops"] == 2
+    assert not (out / "split0").exists() and not (out / "split1").exists()  # the split results were stale
+    # The same evaluation again: nothing to say.
+    assert _run([*common, "--model", str(other), "--table", str(table)]) == 0
+    assert "replacing" not in capsys.readouterr().err
