@@ -66,7 +66,7 @@ LOSS_SCALE ?=
 # paper's ImageNet-VGG fine-tuned baseline.
 SKIP_LAYERS ?=
 # One folder per configuration: lists (FT_DIR), net, split, and where the weights come from.
-FT_RUN   ?= runs/ft_$(notdir $(FT_DIR))_$(NET)_split$(SPLIT)$(if $(FROM_SCRATCH),_scratch)$(if $(RANK_MODEL),_from-$(basename $(notdir $(RANK_MODEL))))
+FT_RUN   ?= runs/ft_$(call name_of,$(FT_DIR))_$(NET)_split$(SPLIT)$(if $(FROM_SCRATCH),_scratch)$(if $(RANK_MODEL),_from-$(basename $(call name_of,$(RANK_MODEL))))
 
 # ---- evaluation ---------------------------------------------------------------------------------
 MODEL      ?=
@@ -76,7 +76,7 @@ DEPLOY     ?= prototxts/$(NET)/$(if $(and $(filter vgg16,$(NET)),$(filter $(TID_
 CROPS      ?= 30
 # Crops per forward pass. On the CPU one crop per forward measured fastest (BENCHMARKS.md, section 4).
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)
-RUN        ?= $(notdir $(FT_DIR))_$(NET)
+RUN        ?= $(call name_of,$(FT_DIR))_$(NET)
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
 # Flip the sign of predictions (a quality-up model on DMOS ground truth); with SPLITS=n, MODEL may hold
@@ -86,8 +86,19 @@ NEGATE     ?=
 PRED_DIRECTION ?=
 
 PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankiqa.pth
-opt = $(if $(2),$(1) $(2))
 comma := ,
+space := $(subst ,, )
+squote := '
+# Paths may hold spaces (and quotes): every path reaches the shell quoted by q; run and result names made
+# from a path (name_of: its last part) have their spaces as underscores. IMAGES stays a list of words.
+q = '$(subst $(squote),$(squote)\$(squote)$(squote),$(1))'
+name_of = $(notdir $(subst $(space),_,$(1)))
+opt = $(if $(2),$(1) $(call q,$(2)))
+# Whether a variable was set on the command line or in the environment (not by this Makefile's default).
+given = $(filter command line environment,$(origin $(1)))
+# Derived data is brought up to date (or refused, naming what changed) by the tool that makes it; it is
+# asked whenever its source was given or is there, and otherwise only when the data are missing.
+ft_lists_check = [ -n "$(call given,DATA)" ] || [ -d $(call q,$(DATA)) ] || [ ! -f $(call q,$(1)) ]
 
 .PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo rank_accuracy bench gpu-check gpu-bundle docker-replay \
         test lint clean
@@ -137,14 +148,12 @@ check-cuda-build: venv
 
 # ---- pipeline -----------------------------------------------------------------------------------
 ranks: env
-	$(PY) -m data_prep.make_ranks --rankset $(RANKSET) --pristine $(PRISTINE) --out $(RANKS_DIR) \
+	$(PY) -m data_prep.make_ranks --rankset $(RANKSET) --pristine $(call q,$(PRISTINE)) --out $(call q,$(RANKS_DIR)) \
 	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb)
 
-$(RANKS_DIR)/manifest.csv:
-	$(MAKE) ranks
-
-train_rank: env $(RANKS_DIR)/manifest.csv
-	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --data $(RANKS_DIR) --out $(RANK_RUN) \
+train_rank: env
+	@$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks
+	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --data $(call q,$(RANKS_DIR)) --out $(call q,$(RANK_RUN)) \
 	  --gpu $(GPU) --seed $(SEED) $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS)) \
@@ -152,14 +161,14 @@ train_rank: env $(RANKS_DIR)/manifest.csv
 	  $(call opt,--direction,$(DIRECTION))
 
 ft_lists: env
-	$(PY) -m data_prep.make_ft_lists --dataset $(DATASET) --data $(DATA) --out $(FT_DIR) --splits $(SPLITS) \
+	$(PY) -m data_prep.make_ft_lists --dataset $(DATASET) --data $(call q,$(DATA)) --out $(call q,$(FT_DIR)) --splits $(SPLITS) \
 	  --seed $(SEED) $(call opt,--types,$(FT_TYPES))
 
 finetune: env
-	@[ -f $(FT_DIR)/split$(SPLIT)/train.txt ] || $(MAKE) ft_lists
-	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(FT_DIR)/split$(SPLIT) \
-	  --out $(FT_RUN) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
-	  $(if $(filter command line environment,$(origin RANKSET)),--rankset $(RANKSET)) \
+	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists; fi
+	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(call q,$(FT_DIR)/split$(SPLIT)) \
+	  --out $(call q,$(FT_RUN)) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
+	  $(if $(call given,RANKSET),--rankset $(RANKSET)) \
 	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
 	  $(call opt,--skip-layers,$(SKIP_LAYERS)) $(call opt,--head-init,$(HEAD_INIT)) $(call opt,--loss-scale,$(LOSS_SCALE)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME)) \
@@ -167,15 +176,16 @@ finetune: env
 
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
-	@[ -f $(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$$(($(SPLITS)-1)),$(SPLIT))/test.csv ] || $(MAKE) ft_lists
-	$(PY) -m tools.evaluate --deploy $(DEPLOY) --model '$(MODEL)' --out results/$(RUN) --crops $(CROPS) \
+	@if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$$(($(SPLITS)-1)),$(SPLIT))/test.csv); then \
+	  $(MAKE) --no-print-directory ft_lists; fi
+	$(PY) -m tools.evaluate --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --out $(call q,results/$(RUN)) --crops $(CROPS) \
 	  --seed $(SEED) \
 	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
-	  $(if $(filter-out 1,$(SPLITS)),--table '$(FT_DIR)/split{split}/test.csv' --splits $(SPLITS),--table $(FT_DIR)/split$(SPLIT)/test.csv)
+	  $(if $(filter-out 1,$(SPLITS)),--table $(call q,$(FT_DIR)/split{split}/test.csv) --splits $(SPLITS),--table $(call q,$(FT_DIR)/split$(SPLIT)/test.csv))
 
 predict: env
 	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel" >&2; exit 2; }
-	$(PY) -m tools.predict --deploy $(DEPLOY) --model $(MODEL) --images $(IMAGES) --out $(PRED_OUT) \
+	$(PY) -m tools.predict --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --images $(IMAGES) --out $(call q,$(PRED_OUT)) \
 	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
 
 demo: env

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path
+from rankiqa.lists import open_text
 
 HIGHER_BETTER = "higher_better"
 LOWER_BETTER = "lower_better"
@@ -87,7 +88,8 @@ _CSIQ_CODES_BY_LOWER: dict[str, str] = {code.lower(): code for code in CSIQ_TYPE
 _TID_NAME = re.compile(r"^i(\d{2})_(\d{2})_(\d)\.bmp$", re.IGNORECASE)
 _KADID_NAME = re.compile(r"^I(\d{2})_(\d{2})_(\d{2})\.png$", re.IGNORECASE)
 _LIVE_IMAGE = re.compile(r"^img(\d+)\.bmp$", re.IGNORECASE)
-_IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+#: File name suffixes of the image files the loaders (and the synthetic stand-in) read.
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def _require(root: Path, names: Iterable[str], dataset: str) -> None:
 def _two_field_lines(label_path: Path, form: str) -> Iterator[tuple[int, str, str]]:
     """(line number, first, second) of a whitespace-separated two-column label file; blank lines skipped,
     any other line that is not two fields names the file and line."""
-    with open(label_path, encoding="utf-8", errors="replace") as handle:
+    with open_text(label_path, errors="replace") as handle:
         for lineno, raw in enumerate(handle, start=1):
             fields = raw.split()
             if not fields:
@@ -287,7 +289,7 @@ def _check_live_info(folder: Path, images: dict[int, Path]) -> None:
     info = folder / "info.txt"
     if not info.is_file():
         return
-    with open(info, encoding="utf-8", errors="replace") as handle:
+    with open_text(info, errors="replace") as handle:
         for lineno, raw in enumerate(handle, start=1):
             fields = raw.split()
             if not fields:
@@ -490,7 +492,7 @@ def load_kadid(root: str | os.PathLike) -> list[IQARow]:
     index = _folder_index(root / "images")
     rows: list[IQARow] = []
     seen: dict[str, int] = {}
-    with open(label_path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with open_text(label_path, newline="", errors="replace") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         if not {"dist_img", "ref_img", "dmos"} <= set(header):
@@ -549,6 +551,17 @@ DATASETS: dict[str, DatasetInfo] = {
 TYPE_CODES: dict[str, tuple[str, ...]] = {name: info.types for name, info in DATASETS.items()}
 
 
+def label_direction(dataset: str) -> str | None:
+    """The direction of a dataset's labels (``higher_better``/``lower_better``): the four databases, and
+    ``synthetic`` (``data_prep.synthetic_iqa``: MS-SSIM, higher = better); None for other names."""
+    if dataset == "synthetic":
+        from data_prep.synthetic_iqa import DIRECTION
+
+        return DIRECTION
+    info = DATASETS.get(dataset)
+    return info.direction if info else None
+
+
 def load_dataset(name: str, root: str | os.PathLike, **options: bool) -> list[IQARow]:
     """Load database ``name`` (a key of ``DATASETS``) with the loader's keyword options."""
     if name not in DATASETS:
@@ -576,7 +589,7 @@ def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARo
     if not path.is_file():
         raise InputError("table file not found", path)
     rows: list[IQARow] = []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
             raise InputError(f"expected columns {','.join(TABLE_COLUMNS)}, got {reader.fieldnames}", path, 1)

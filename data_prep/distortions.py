@@ -64,6 +64,10 @@ RANKSETS: dict[str, dict[str, list]] = {
 
 # Smallest side the distortions accept: BW needs a 32x32 block at columns 2..W-32 (1-based), so W >= 34.
 MIN_SIDE = 34
+#: The version of the generator's output: bumped whenever the same pristine image, type, level and seed
+#: would give other bytes, so that a ranking set made by an earlier version is refused, not topped up
+#: (``data_prep.make_ranks`` records it).
+GENERATOR_VERSION = 1
 
 # MATLAB rgb2ycbcr: ycbcr (0-255 scale) = _YCC_MATRIX @ rgb (0-1 scale) + _YCC_OFFSET.
 _YCC_MATRIX = np.array([[65.481, 128.553, 24.966],

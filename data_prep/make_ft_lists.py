@@ -17,16 +17,20 @@ as in the original.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from data_prep.datasets import DATASETS, IQARow, load_dataset, write_table
+from data_prep.datasets import DATASETS, IMAGE_SUFFIXES, TABLE_COLUMNS, IQARow, load_dataset, write_table
+from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
-from rankiqa.lists import write_list
+from rankiqa.fsutil import atomic_write_text
+from rankiqa.lists import open_text, write_list
 
 
 def split_references(references: Sequence[str], split_index: int, seed: int = 0,
@@ -48,15 +52,25 @@ def split_references(references: Sequence[str], split_index: int, seed: int = 0,
     return train, test
 
 
-def write_ft_lists(rows: Sequence[IQARow], out_dir: str | os.PathLike, splits: int = 1, seed: int = 0,
-                   test_fraction: float = 0.2) -> list[dict[str, int]]:
-    """Write ``table.csv`` and ``split<k>/`` for ``rows``; return per-split counts.
-
-    All splits are drawn before anything is written, so bad arguments leave ``out_dir`` untouched;
-    each file is written atomically.
-    """
+def check_split_settings(splits: int, seed: int, test_fraction: float) -> None:
+    """Refuse split settings that cannot work (``InputError``)."""
     if splits < 1:
         raise InputError(f"--splits must be at least 1, got {splits}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    if not 0.0 < test_fraction < 1.0:
+        raise InputError(f"test fraction {test_fraction} must lie strictly between 0 and 1")
+
+
+def write_ft_lists(rows: Sequence[IQARow], out_dir: str | os.PathLike, splits: int = 1, seed: int = 0,
+                   test_fraction: float = 0.2, before_writing: Callable[[], None] | None = None
+                   ) -> list[dict[str, int]]:
+    """Write ``table.csv`` and ``split<k>/`` for ``rows``; return per-split counts.
+
+    All splits are drawn before anything is written (then ``before_writing`` is called), so bad
+    arguments leave ``out_dir`` untouched; each file is written atomically.
+    """
+    check_split_settings(splits, seed, test_fraction)
     if not rows:
         raise InputError("no rows to write")
     references = [row.reference for row in rows]
@@ -69,6 +83,8 @@ def write_ft_lists(rows: Sequence[IQARow], out_dir: str | os.PathLike, splits: i
         plans.append((k, train, test, len(train_refs), len(test_refs)))
 
     out_dir = Path(out_dir)
+    if before_writing is not None:
+        before_writing()
     write_table(out_dir / "table.csv", rows)
     summary = []
     for k, train, test, n_train_refs, n_test_refs in plans:
@@ -95,11 +111,82 @@ def _parse_types(dataset: str, text: str) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+#: The record of what a lists folder was made from (written last: its presence means the lists are whole).
+STAMP = ".make_ft_lists.json"
+#: Bumped when the same data and settings would give other lists (a loader or split change).
+LISTS_VERSION = 1
+_OUTPUTS = ("train.txt", "test.txt", "test.csv")
+
+
+def _stamp_definition(dataset: str, data_dir: Path, splits: int, seed: int, test_fraction: float,
+                      types: Sequence[str] | None, options: dict[str, bool]) -> dict:
+    return {"version": LISTS_VERSION, "dataset": dataset, "data": str(data_dir.resolve()), "splits": splits,
+            "seed": seed, "test_fraction": test_fraction, "types": sorted(types) if types else None,
+            "options": options}
+
+
+def _fingerprint_data(data_dir: Path) -> dict[str, list]:
+    """Every file of the dataset folder: the images by size and modification time, the label files (text,
+    .mat, .xlsx) with their content hash too."""
+    files = provenance.folder_files(data_dir)
+    labels = {name: path for name, path in files.items() if Path(name).suffix.lower() not in IMAGE_SUFFIXES}
+    images = {name: path for name, path in files.items() if name not in labels}
+    return {**provenance.fingerprint(images), **provenance.fingerprint(labels, hash_below=1 << 62)}
+
+
+def _outputs(out_dir: Path, splits: int) -> dict[str, Path]:
+    files = {"table.csv": out_dir / "table.csv"}
+    for k in range(splits):
+        files.update({f"split{k}/{name}": out_dir / f"split{k}" / name for name in _OUTPUTS})
+    return files
+
+
+def _is_our_table(path: Path) -> bool:
+    """Whether ``table.csv`` has the header only ``write_table`` writes (lists of an earlier version)."""
+    try:
+        with open_text(path, errors="replace") as handle:
+            return handle.readline().strip() == ",".join(TABLE_COLUMNS)
+    except OSError:
+        return False
+
+
+def _stale_reasons(old: dict | None, definition: dict, data_dir: Path, out_dir: Path) -> list[str] | None:
+    """Why the lists in ``out_dir`` must be (re)built; None when they are up to date. Refuses to overwrite
+    lists this tool did not make, and lists edited since it made them."""
+    if old is None:
+        if _is_our_table(out_dir / "table.csv"):
+            return ["no record of what made these lists (an earlier version): rebuilt"]
+        foreign = [name for name in ("train.txt", "test.txt") if any(out_dir.glob(f"*/{name}"))]
+        if foreign or (out_dir / "table.csv").exists():
+            raise InputError(f"holds lists that make_ft_lists did not make (no {STAMP}): not overwritten; "
+                             "use another --out (FT_DIR) or move them away", out_dir)
+        return []
+    edited = provenance.compare_content(old.get("outputs", {}), _outputs(out_dir, old.get("splits", 0)))
+    reasons = provenance.differences(old, definition, ("version", "dataset", "data", "splits", "seed",
+                                                        "test_fraction", "types", "options"))
+    inputs = provenance.compare(old.get("inputs", {}), provenance.folder_files(data_dir))
+    if inputs:
+        reasons.append(f"files of {data_dir} changed since the lists were made: {inputs.describe()}")
+    if edited.modified:
+        message = f"{', '.join(edited.modified)} changed since make_ft_lists wrote them (edited by hand?)"
+        if reasons:
+            raise InputError(f"{message}; not overwritten (needed: {'; '.join(reasons)}): use another --out "
+                             "(FT_DIR) or move them away", out_dir)
+        print(f"note: {out_dir}: {message}; left as they are", file=sys.stderr)
+    if edited.removed and not reasons:
+        reasons.append(f"{edited.describe()} since they were made")
+    return reasons or None
+
+
 def make_lists(dataset: str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, splits: int = 1,
                seed: int = 0, test_fraction: float = 0.2, include_synthetic_ref: bool = False,
                live_realigned: bool = False, live_drop_refs: bool = False,
                types: Sequence[str] | None = None) -> list[dict[str, int]]:
-    """Load ``dataset`` from ``data_dir`` and write its fine-tuning lists to ``out_dir``.
+    """Load ``dataset`` from ``data_dir`` and write its fine-tuning lists to ``out_dir``, unless they are up
+    to date: ``out_dir/.make_ft_lists.json`` records what they were made from (dataset, the folder and the
+    size, modification time and, for label files, content hash of every file in it, splits, seed, types,
+    options) and the lists written; any difference rebuilds them and says which (stderr). Lists that
+    this tool did not make, or that were edited since, are never overwritten (``InputError``).
 
     The dataset-specific flags apply only to their dataset; passing one for another dataset is an
     error rather than silently ignored. ``types`` keeps only those distortion type codes (e.g. the paper's
@@ -117,6 +204,15 @@ def make_lists(dataset: str, data_dir: str | os.PathLike, out_dir: str | os.Path
         if dataset != "live":
             raise InputError("--live-realigned / --live-drop-refs apply to live only")
         options.update(realigned=live_realigned, drop_refs=live_drop_refs)
+    check_split_settings(splits, seed, test_fraction)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    definition = _stamp_definition(dataset, data_dir, splits, seed, test_fraction, types, options)
+    old = provenance.read_json(out_dir / STAMP)
+    reasons = _stale_reasons(old, definition, data_dir, out_dir) if data_dir.is_dir() or old is None else None
+    if reasons is None and old is not None:
+        where = "" if data_dir.is_dir() else f" ({data_dir} is not there: the lists are kept as they are)"
+        print(f"{out_dir}: up to date, made from {old['data']}{where}", file=sys.stderr)
+        return list(old["summary"])
     rows = load_dataset(dataset, data_dir, **options)
     if types:
         known = DATASETS[dataset].types
@@ -125,7 +221,21 @@ def make_lists(dataset: str, data_dir: str | os.PathLike, out_dir: str | os.Path
             raise InputError(f"unknown {dataset} type code(s) {', '.join(unknown)} "
                              f"(known: {', '.join(known)})")
         rows = [row for row in rows if row.type in set(types)]
-    return write_ft_lists(rows, out_dir, splits=splits, seed=seed, test_fraction=test_fraction)
+    inputs = _fingerprint_data(data_dir)
+    if reasons:
+        print(f"{out_dir}: rebuilding the lists: {'; '.join(reasons)}", file=sys.stderr)
+    # An interrupted rebuild must leave no record of the old lists.
+    summary = write_ft_lists(rows, out_dir, splits=splits, seed=seed, test_fraction=test_fraction,
+                             before_writing=(out_dir / STAMP).unlink if (out_dir / STAMP).exists() else None)
+    for k in range(splits, (old or {}).get("splits", 0)):  # splits of the old lists beyond the new count
+        for name in _OUTPUTS:
+            (out_dir / f"split{k}" / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (out_dir / f"split{k}").rmdir()
+    record = {**definition, "inputs": inputs, "summary": summary,
+              "outputs": provenance.content(_outputs(out_dir, splits))}
+    atomic_write_text(out_dir / STAMP, json.dumps(record, indent=1) + "\n")
+    return summary
 
 
 def build_parser() -> argparse.ArgumentParser:

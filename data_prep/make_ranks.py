@@ -11,7 +11,10 @@ Output (docs/DESIGN.md, "Ranking data"): ``pristine/<name>.png``, ``<TYPE>/<TYPE
 - Resumable: every image is written to a temporary name and renamed; a file that exists is finished and
   is never redone. The manifest, the lists and the LMDB are written last (atomically), so their presence
   means the run completed. A hidden ``.make_ranks.json`` pins the settings that decide the bytes (rankset,
-  seed, minimum size): resuming with other values is refused instead of mixing two datasets.
+  seed, minimum size, generator version) and records every pristine image (size, modification time,
+  SHA-256): resuming with other values, or with pristine images whose content changed (another folder
+  with the same file names), is refused instead of mixing two datasets; an LMDB made for another manifest
+  is written again.
 - Parallel over ``--jobs`` processes (default: all cores), with a progress bar on stderr.
 """
 
@@ -37,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep import distortions, pristine
+from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
 from rankiqa.lists import write_list
@@ -139,8 +143,9 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
 
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(out):
-        _check_settings(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
-                              "min_size": int(min_size)})
+        record = _check_record(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
+                                     "min_size": int(min_size), "generator": distortions.GENERATOR_VERSION},
+                               pristine_dir, sources, warn)
         _remove_stale_temporaries(out, rankset)
 
         references, skipped = _prepare_pristine(sources, out, min_size, limit_refs, jobs, warn, progress)
@@ -159,14 +164,23 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         missing = [row[3] for row in rows if not (out / row[3]).is_file()]
         if missing:  # cannot happen unless files were deleted meanwhile; never list absent images
             raise InputError(f"{len(missing)} images missing after generation, e.g. {missing[0]}", out)
-        if lmdb:
+        manifest_text = _manifest_text(rows)
+        manifest_sha = hashlib.sha256(manifest_text.encode()).hexdigest()
+        lmdb_made_for = record.get("lmdb_manifest")
+        if lmdb_made_for is None and (out / "manifest.csv").is_file():  # a folder of an earlier version
+            lmdb_made_for = provenance.sha256_file(out / "manifest.csv")
+        if lmdb or ((out / "images.lmdb").is_dir() and lmdb_made_for != manifest_sha):
+            if not lmdb:
+                warn(f"{out / 'images.lmdb'}: made for another manifest: written again")
             _write_lmdb(out, list(dict.fromkeys(row[3] for row in rows)))
+            record["lmdb_manifest"] = manifest_sha
         for part in ("train", "test"):
             write_list(out / f"{part}.txt",
                        [(relative_path(name, dtype, level), level)
                         for dtype in type_names for level in range(0, n_levels + 1)
                         for name in references if split[name] == part])
-        atomic_write_text(out / "manifest.csv", _manifest_text(rows))
+        atomic_write_text(out / "manifest.csv", manifest_text)
+        atomic_write_text(out / SETTINGS_FILE, json.dumps(record, sort_keys=True) + "\n")
 
     train = [name for name in references if split[name] == "train"]
     test = [name for name in references if split[name] == "test"]
@@ -194,18 +208,53 @@ def _exclusive_lock(out: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _check_settings(out: Path, settings: dict) -> None:
+def _check_record(out: Path, settings: dict, pristine_dir: str | os.PathLike, sources: list[Path],
+                  warn: Callable[[str], None]) -> dict:
+    """Refuse to add to ``out`` what would mix two datasets; return the folder's record, updated and written.
+
+    ``.make_ranks.json`` pins the settings that decide the bytes (rankset, seed, minimum size, generator
+    version) and records every pristine image by reference name (size, modification time, SHA-256): a
+    pristine image whose content differs from the one the folder's images were made from is refused
+    (``InputError`` naming them); new images are added, images no longer there are left out of the
+    manifest, and both are said (``warn``). The records are written before any image is, so that an
+    interrupted run is checked against them too.
+    """
     path = out / SETTINGS_FILE
+    record: dict | None = None
     if path.is_file():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            raise InputError("unreadable settings of an earlier run: delete the folder", path) from None
-        if previous != settings:
-            raise InputError(f"folder was generated with {previous}, now asked for {settings}: use another "
+        record = provenance.read_json(path)
+        if record is None:
+            raise InputError("unreadable settings of an earlier run: delete the folder", path)
+        changed = provenance.differences(record, settings, settings)
+        if changed:
+            raise InputError(f"folder was generated with other settings ({'; '.join(changed)}): use another "
                              "--out or delete the folder", path)
-        return
-    atomic_write_text(path, json.dumps(settings, sort_keys=True) + "\n")
+    files = {pristine.reference_name(source): source for source in sources}
+    source = str(pristine_dir) if str(pristine_dir) == "default" else str(Path(pristine_dir).resolve())
+    known = (record or {}).get("pristine")
+    if known is None:
+        if record is not None:
+            warn(f"{path}: no record of the pristine images this folder was made from (an earlier version): "
+                 f"the images of {source} are recorded now, unchecked")
+        records = {name: provenance.file_record(file, with_hash=True) for name, file in files.items()}
+    else:
+        changes = provenance.compare(known, files)
+        if changes.modified:
+            modified = provenance.Changes(modified=changes.modified).describe()
+            raise InputError(f"the pristine images differ from those this folder was made from "
+                             f"({(record or {}).get('source')} -> {source}): {modified}; its images were "
+                             "made from the old ones: use another --out or delete the folder", path)
+        if changes.added:
+            warn(f"{out}: new pristine image(s) added to the set: "
+                 f"{provenance.Changes(added=changes.added).describe()}")
+        if changes.removed:
+            warn(f"{out}: pristine image(s) of the set no longer in {source}, left out of the manifest: "
+                 f"{provenance.Changes(removed=changes.removed).describe()}")
+        added = {name: provenance.file_record(files[name], with_hash=True) for name in changes.added}
+        records = {**known, **changes.records, **added}  # removed ones stay: they may come back
+    record = {**(record or {}), **settings, "source": source, "pristine": records}
+    atomic_write_text(path, json.dumps(record, sort_keys=True) + "\n")
+    return record
 
 
 def _remove_stale_temporaries(out: Path, rankset: str) -> None:
@@ -323,11 +372,13 @@ def _worker_init() -> None:
 def _pool(jobs: int):
     # forkserver, not fork: a child forked from a parent whose OpenCV thread pool is running (the demo,
     # the tests, any caller that used cv2 before) deadlocks in cv2.setNumThreads. The fork server is a
-    # fresh process; the workers it forks import cv2 once, then keep it.
+    # fresh process; the workers it forks import cv2 and the distortions once, then keep them. Not this
+    # module itself: under `python -m data_prep.make_ranks` every worker runs it again as its main module,
+    # and runpy warns (RuntimeWarning, once per worker) when it is already imported.
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["data_prep.make_ranks"])
+        context.set_forkserver_preload(["data_prep.distortions"])
     return context.Pool(jobs, initializer=_worker_init)
 
 

@@ -30,17 +30,19 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from data_prep.datasets import HIGHER_BETTER, IQARow
+from data_prep.datasets import HIGHER_BETTER, IMAGE_SUFFIXES, IQARow
 from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
 from rankiqa.image_io import read_bgr
+from rankiqa.lists import open_text
 
+#: The direction of the stand-in scores (MS-SSIM: 1 = identical to the reference).
+DIRECTION = HIGHER_BETTER
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WINDOW = 11
 _SIGMA = 1.5
 _K1, _K2 = 0.01, 0.03
-_IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def _find_reference(pristine_dir: Path, name: str) -> Path:
     if exact.is_file():
         return exact
     matches = sorted(p for p in pristine_dir.iterdir()
-                     if p.is_file() and p.stem == name and p.suffix.lower() in _IMAGE_SUFFIXES)
+                     if p.is_file() and p.stem == name and p.suffix.lower() in IMAGE_SUFFIXES)
     if not matches:
         raise InputError(f"reference image {name!r} not found", pristine_dir)
     if len(matches) > 1:
@@ -159,7 +161,7 @@ def _check_unseen(references: Sequence[str], manifest: Path) -> None:
     if not manifest.is_file():
         raise InputError("rank manifest not found", manifest)
     wanted = set(references)
-    with open(manifest, encoding="utf-8", newline="") as handle:
+    with open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         if "reference" not in (reader.fieldnames or []):
             raise InputError("no 'reference' column", manifest, 1)
@@ -229,7 +231,7 @@ def build_synthetic_rows(pristine_dir: str | os.PathLike, references: Sequence[s
                 if not ok:
                     raise RuntimeError(f"PNG encoding failed for {target}")
                 atomic_write_bytes(target, encoded.tobytes())
-                rows.append(IQARow(reference, dtype, level, str(target.resolve()), score, HIGHER_BETTER,
+                rows.append(IQARow(reference, dtype, level, str(target.resolve()), score, DIRECTION,
                                    f"{dtype} (synthetic stand-in)"))
     progress.close()
     return rows

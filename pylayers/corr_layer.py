@@ -13,6 +13,7 @@ from pylayers import LayerBase
 from pylayers.prefetch import parse_params
 from rankiqa import metrics
 from rankiqa.errors import InputError
+from rankiqa.netcheck import format_shape, values_per_item
 
 
 def correlations(prediction: np.ndarray, score: np.ndarray) -> tuple[float, float]:
@@ -32,12 +33,27 @@ class CorrelationLayer(LayerBase):
     No param_str keys; no gradient. The solver prints both tops as test outputs.
     """
 
-    def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        parse_params(self.param_str, name, {})
-        if len(bottom) != 2 or len(top) != 2:
+    @classmethod
+    def _check(cls, param_str: str | None, n_bottoms: int, n_tops: int) -> None:
+        name = cls.__name__
+        parse_params(param_str, name, {})
+        if n_bottoms != 2 or n_tops != 2:
             raise InputError(f"needs 2 bottoms (prediction, score) and 2 tops (srocc, plcc); got "
-                             f"{len(bottom)}/{len(top)}", name)
+                             f"{n_bottoms}/{n_tops}", name)
+
+    @classmethod
+    def static_tops(cls, param_str: str | None, bottoms: list, n_tops: int) -> list[tuple[int, ...]]:
+        """The tops' shapes before the net is built (``rankiqa.netcheck``): the checks of ``setup``, and
+        as many values per item in the prediction as in the score."""
+        cls._check(param_str, len(bottoms), n_tops)
+        counts = [values_per_item(shape) for shape in bottoms]
+        if None not in counts and counts[0] != counts[1]:
+            raise InputError(f"prediction is {format_shape(bottoms[0])}, score {format_shape(bottoms[1])}: "
+                             "one prediction per score needed", cls.__name__)
+        return [(1,), (1,)]
+
+    def setup(self, bottom, top) -> None:
+        self._check(self.param_str, len(bottom), len(top))
 
     def reshape(self, bottom, top) -> None:
         if bottom[0].count != bottom[1].count:

@@ -348,24 +348,42 @@ class PrefetchDataLayer(LayerBase):
     def make_builder(self, params: dict[str, Any], common: dict[str, int], name: str) -> Any:
         raise NotImplementedError
 
+    @classmethod
+    def _checked_params(cls, param_str: str | None, n_bottoms: int, n_tops: int
+                        ) -> tuple[dict[str, Any], dict[str, int]]:
+        """param_str parsed and checked, and the blob counts: what ``setup`` checks before reading data."""
+        name = cls.__name__
+        params = parse_params(param_str, name, cls.DEFAULTS, required=cls.REQUIRED)
+        common = loader_params(params, name)
+        if n_tops != len(cls.TOPS) or n_bottoms != 0:
+            raise InputError(f"needs no bottoms and {len(cls.TOPS)} tops ({', '.join(cls.TOPS)}); "
+                             f"got {n_bottoms}/{n_tops}", name)
+        return params, common
+
+    @classmethod
+    def _top_shape(cls, index: int, batch: int | None, crop: int) -> tuple[int | None, ...]:
+        """Top ``index``: an image blob (N, 3, crop, crop) or one value per image (N,)."""
+        if index == 0 or cls.TOPS[index] == "data_p":
+            return (batch, 3, crop, crop)
+        return (batch,)
+
+    @classmethod
+    def static_tops(cls, param_str: str | None, bottoms: list, n_tops: int) -> list[tuple[int | None, ...]]:
+        """The top shapes before any data are read (the batch size as None), for ``rankiqa.netcheck``;
+        the same param_str and blob-count errors as ``setup``."""
+        _, common = cls._checked_params(param_str, len(bottoms), n_tops)
+        return [cls._top_shape(index, None, common["crop"]) for index in range(len(cls.TOPS))]
+
     def setup(self, bottom, top) -> None:
         name = type(self).__name__
-        params = parse_params(self.param_str, name, self.DEFAULTS, required=self.REQUIRED)
-        common = loader_params(params, name)
-        if len(top) != len(self.TOPS) or len(bottom) != 0:
-            raise InputError(f"needs no bottoms and {len(self.TOPS)} tops ({', '.join(self.TOPS)}); "
-                             f"got {len(bottom)}/{len(top)}", name)
+        params, common = self._checked_params(self.param_str, len(bottom), len(top))
         self.builder = self.make_builder(params, common, name)
         self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
                                      common["shard_index"], common["shard_count"], common["start_batch"])
 
     def reshape(self, bottom, top) -> None:
-        n, crop = self.builder.batch_size, self.builder.crop
-        for index, key in enumerate(self.TOPS):
-            if index == 0 or key == "data_p":
-                top[index].reshape(n, 3, crop, crop)
-            else:
-                top[index].reshape(n)
+        for index in range(len(self.TOPS)):
+            top[index].reshape(*self._top_shape(index, self.builder.batch_size, self.builder.crop))
 
     def forward(self, bottom, top) -> None:
         batch = self.prefetcher.next()

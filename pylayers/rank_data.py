@@ -36,6 +36,7 @@ from pylayers.prefetch import (
     random_crop,
 )
 from rankiqa.errors import InputError
+from rankiqa.lists import open_text
 
 MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
 
@@ -68,7 +69,7 @@ def read_manifest(manifest: str | os.PathLike, split: str) -> RankSet:
         raise InputError("manifest not found (run `make ranks` first)", manifest)
     paths: dict[tuple[str, str, int], str] = {}
     lines: dict[tuple[str, str, int], int] = {}
-    with open(manifest, newline="", encoding="utf-8") as handle:
+    with open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         absent = [column for column in MANIFEST_COLUMNS if column not in header]

@@ -20,6 +20,7 @@ import numpy as np
 from pylayers import LayerBase
 from pylayers.prefetch import parse_params
 from rankiqa.errors import InputError
+from rankiqa.netcheck import format_shape, values_per_item
 
 DIRECTIONS = ("quality", "dmos")
 
@@ -143,6 +144,15 @@ def _margin_and_direction(params: dict, name: str) -> tuple[float, str]:
     return margin, _check_direction(params["direction"], name)
 
 
+def _one_value_per_image(bottoms: list, name: str) -> None:
+    """Every bottom of a ranking loss holds one value per image (score (N,1) or (N,), label, group)."""
+    for index, shape in enumerate(bottoms):
+        count = values_per_item(shape)
+        if count is not None and count != 1:
+            raise InputError(f"bottom {index} must hold one value per image, got shape {format_shape(shape)}",
+                             name)
+
+
 class AllPairsHingeLossLayer(LayerBase):
     """Caffe loss layer: bottoms ``score`` (N,1)/(N,), ``label`` (N,) levels, optional ``group`` (N,).
 
@@ -150,19 +160,31 @@ class AllPairsHingeLossLayer(LayerBase):
     bottom), ``direction`` (``quality`` or ``dmos``). Needs ``loss_weight: 1`` in the prototxt.
     """
 
-    def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        params = parse_params(self.param_str, name, {"margin": 10.0, "group_size": None,
-                                                     "direction": "quality"})
-        self.margin, self.direction = _margin_and_direction(params, name)
-        self.group_size = params["group_size"]
-        if len(bottom) not in (2, 3):
-            raise InputError(f"needs bottoms score, label and optionally group; got {len(bottom)}", name)
-        if len(bottom) == 2:
-            if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) \
-                    or self.group_size < 1:
+    @classmethod
+    def _checked_params(cls, param_str: str | None, n_bottoms: int) -> tuple[float, str, int | None]:
+        """(margin, direction, group_size) from param_str, with the bottom count checked."""
+        name = cls.__name__
+        params = parse_params(param_str, name, {"margin": 10.0, "group_size": None, "direction": "quality"})
+        margin, direction = _margin_and_direction(params, name)
+        group_size = params["group_size"]
+        if n_bottoms not in (2, 3):
+            raise InputError(f"needs bottoms score, label and optionally group; got {n_bottoms}", name)
+        if n_bottoms == 2:
+            if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1:
                 raise InputError("without a group bottom, param_str needs group_size (a positive integer), "
-                                 f"got {self.group_size!r}", name)
+                                 f"got {group_size!r}", name)
+        return margin, direction, group_size
+
+    @classmethod
+    def static_tops(cls, param_str: str | None, bottoms: list, n_tops: int) -> list[tuple[int, ...]]:
+        """The loss top's shape before the net is built (``rankiqa.netcheck``): param_str, bottom count
+        and one value per image in every bottom, as ``setup`` and ``reshape`` check them."""
+        cls._checked_params(param_str, len(bottoms))
+        _one_value_per_image(bottoms, cls.__name__)
+        return [(1,)]
+
+    def setup(self, bottom, top) -> None:
+        self.margin, self.direction, self.group_size = self._checked_params(self.param_str, len(bottom))
         self._grad = np.zeros(0)
 
     def reshape(self, bottom, top) -> None:
@@ -202,12 +224,25 @@ class PairHingeLossLayer(LayerBase):
     ``margin`` (10), ``direction`` (``quality``/``dmos``).
     """
 
+    @classmethod
+    def _checked_params(cls, param_str: str | None, n_bottoms: int) -> tuple[float, str]:
+        """(margin, direction) from param_str, with the bottom count checked."""
+        name = cls.__name__
+        params = parse_params(param_str, name, {"margin": 10.0, "direction": "quality"})
+        margin_direction = _margin_and_direction(params, name)
+        if n_bottoms != 3:
+            raise InputError(f"needs bottoms score, score_p and label; got {n_bottoms}", name)
+        return margin_direction
+
+    @classmethod
+    def static_tops(cls, param_str: str | None, bottoms: list, n_tops: int) -> list[tuple[int, ...]]:
+        """The loss top's shape before the net is built (``rankiqa.netcheck``), as the all-pairs loss."""
+        cls._checked_params(param_str, len(bottoms))
+        _one_value_per_image(bottoms, cls.__name__)
+        return [(1,)]
+
     def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        params = parse_params(self.param_str, name, {"margin": 10.0, "direction": "quality"})
-        self.margin, self.direction = _margin_and_direction(params, name)
-        if len(bottom) != 3:
-            raise InputError(f"needs bottoms score, score_p and label; got {len(bottom)}", name)
+        self.margin, self.direction = self._checked_params(self.param_str, len(bottom))
         self._grads = (np.zeros(0), np.zeros(0))
 
     def reshape(self, bottom, top) -> None:

@@ -1,4 +1,4 @@
-"""The original RankIQA list format: one ``<path> <value>`` per line.
+"""The original RankIQA list format: one ``<path> <value>`` per line (space or tab between them).
 
 Rank lists carry a distortion level (0 = pristine, higher = more distorted); fine-tuning lists carry
 a quality score. Relative paths are resolved against ``root`` (default: the list file's folder).
@@ -8,11 +8,32 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_write_text
+
+#: Hand-made text files (lists, label files, tables, manifests, prototxts) may start with a UTF-8 byte-order
+#: mark (Windows editors, spreadsheet exports): every reader opens them with this encoding, so that all
+#: treat it alike (it is dropped when present).
+TEXT_ENCODING = "utf-8-sig"
+
+_PATH_VALUE = re.compile(r"^(.*\S)\s+(\S+)$")
+
+
+def open_text(path: str | os.PathLike, newline: str | None = None, errors: str = "strict") -> TextIO:
+    """Open a hand-made text file for reading (UTF-8, a byte-order mark dropped)."""
+    return open(path, encoding=TEXT_ENCODING, newline=newline, errors=errors)
+
+
+def split_path_value(line: str) -> tuple[str, str] | None:
+    """``(path, value)`` of a ``<path> <value>`` line: the value is the last field, the path everything
+    before the whitespace (spaces or tabs) ahead of it, so paths may hold spaces; None without two fields."""
+    match = _PATH_VALUE.match(line.strip())
+    return (match.group(1), match.group(2)) if match else None
 
 
 def read_list(list_path: str | os.PathLike, root: str | os.PathLike | None = None,
@@ -27,21 +48,22 @@ def read_list(list_path: str | os.PathLike, root: str | os.PathLike | None = Non
         raise InputError("list file not found", list_path)
     base = Path(root) if root is not None else list_path.parent
     rows: list[tuple[str, float]] = []
-    with open(list_path, encoding="utf-8") as handle:
+    with open_text(list_path) as handle:
         for lineno, raw in enumerate(handle, start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            path_text, sep, value_text = line.rpartition(" ")
-            if not sep or not path_text.strip():
+            fields = split_path_value(line)
+            if fields is None:
                 raise InputError(f"expected '<path> <value>', got {line!r}", list_path, lineno)
+            path_text, value_text = fields
             try:
                 value = float(value_text)
             except ValueError:
                 raise InputError(f"value {value_text!r} is not a number", list_path, lineno) from None
             if not math.isfinite(value):
                 raise InputError(f"value {value_text!r} is not finite", list_path, lineno)
-            path = Path(path_text.strip())
+            path = Path(path_text)
             if not path.is_absolute():
                 path = base / path
             if check_files and not path.is_file():

@@ -84,6 +84,28 @@ def _degenerate(a: np.ndarray, b: np.ndarray) -> bool:
     return a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0
 
 
+def constant_scores(scores: Sequence[float] | np.ndarray) -> str | None:
+    """A warning when two or more scores are all the same (a collapsed model), else None."""
+    x = np.asarray(scores, dtype=np.float64).ravel()
+    if x.size < 2 or np.ptp(x) != 0:
+        return None
+    return (f"the scores are constant (every one of the {x.size} images scored {x[0]:.6g}): the model's "
+            "output does not depend on the image (collapsed?)")
+
+
+def degenerate_reason(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.ndarray) -> str | None:
+    """Why every correlation is 0.0 by definition (see the module docstring), to be said aloud; None when
+    the correlations are defined. Constant predictions are what a collapsed model gives."""
+    x, y = _as_vectors(pred, mos)
+    if x.size < 2:
+        return f"only {x.size} image: no correlation is defined (reported as 0)"
+    if constant_scores(x):
+        return f"{constant_scores(x)}; SROCC/PLCC are 0 by definition"
+    if np.ptp(y) == 0:
+        return "the ground truth is constant: SROCC/PLCC are 0 by definition"
+    return None
+
+
 def srocc(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.ndarray) -> float:
     """Spearman rank-order correlation (scipy; ties get average ranks); 0.0 when undefined."""
     x, y = _as_vectors(pred, mos)

@@ -311,3 +311,41 @@ def test_table_round_trip(live_root, tmp_path):
     with pytest.raises(InputError, match="direction") as err:
         ds.read_table(tmp_path / "table.csv")
     assert err.value.line == 4
+
+
+def _with_bom(path: Path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _rows(rows: list) -> list[tuple]:
+    """Rows without the folder they were read from (the copies live elsewhere)."""
+    return [(r.reference, r.type, r.level, Path(r.path).name, r.score, r.direction) for r in rows]
+
+
+def test_label_files_with_a_byte_order_mark_read_as_without(tid_root, live_root, tmp_path):
+    import shutil
+
+    tid = _copy_tid(tid_root, tmp_path)
+    _with_bom(tid / "mos_with_names.txt")
+    assert _rows(ds.load_tid2013(tid)) == _rows(ds.load_tid2013(tid_root))
+    # the same file with tabs between the fields
+    text = (tid / "mos_with_names.txt").read_text(encoding="utf-8")
+    (tid / "mos_with_names.txt").write_text(text.replace(" ", "\t"), encoding="utf-8")
+    assert _rows(ds.load_tid2013(tid)) == _rows(ds.load_tid2013(tid_root))
+
+    csiq = fx.make_csiq(tmp_path / "csiq", labels="txt")
+    expected = ds.load_csiq(csiq)
+    _with_bom(csiq / "csiq_label.txt")
+    assert ds.load_csiq(csiq) == expected
+
+    live = Path(shutil.copytree(live_root, tmp_path / "live"))
+    infos = sorted(live.rglob("info.txt"))
+    assert infos
+    for info in infos:
+        _with_bom(info)
+    assert _rows(ds.load_live(live)) == _rows(ds.load_live(live_root))
+
+    rows = ds.load_tid2013(tid_root)
+    ds.write_table(tmp_path / "table.csv", rows)
+    _with_bom(tmp_path / "table.csv")
+    assert _rows(ds.read_table(tmp_path / "table.csv")) == _rows(rows)

@@ -191,8 +191,41 @@ def test_model_direction_inference() -> None:
     assert scoring.model_direction(rank, "models/Rank_live.caffemodel", None)[0] == "lower_better"
     assert scoring.model_direction(ft, "models/FT_tid2013.caffemodel", None)[0] == "higher_better"
     assert scoring.model_direction(ft, "runs/x/snap.caffemodel", None)[0] == "unknown"
-    assert scoring.model_direction(ft, "runs/x/snap.caffemodel", None, "lower_better")[0] == "lower_better"
     assert scoring.model_direction(rank, "models/Rank_live.caffemodel", "higher_better")[0] == "higher_better"
+
+
+#: What each kind of training run records in run.json, and the direction of the model it writes.
+TRAINED = {
+    "rank quality": ({"kind": "rank", "direction": "quality"}, "higher_better"),
+    "rank dmos": ({"kind": "rank", "direction": "dmos"}, "lower_better"),
+    **{f"finetune {ds}": ({"kind": "finetune", "dataset": ds}, direction)
+       for ds, direction in (("tid2013", "higher_better"), ("live", "lower_better"), ("csiq", "lower_better"),
+                             ("kadid", "higher_better"), ("synthetic", "higher_better"))},
+}
+#: The direction of the ground truth of each evaluation dataset (MOS, DMOS, DMOS, KADID's 1-5 "DMOS").
+EVALUATED = {"tid2013": "higher_better", "live": "lower_better", "csiq": "lower_better",
+             "kadid": "higher_better"}
+
+
+@pytest.mark.parametrize("evaluated", sorted(EVALUATED))
+@pytest.mark.parametrize("trained", sorted(TRAINED))
+def test_every_training_run_against_every_evaluation_dataset(tmp_path: Path, trained: str,
+                                                             evaluated: str) -> None:
+    record, model_dir = TRAINED[trained]
+    head = "fc8_m" if record["kind"] == "rank" else "fc8"
+    info = scoring.DeployInfo("d", "data", 3, 224, 224, head)
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({**record, "net": "vgg16"}))
+    gt_dir = evaluate._dataset_info(evaluated).direction
+    assert gt_dir == EVALUATED[evaluated]
+    expected_sign = 1 if model_dir == gt_dir else -1
+    # The run's record decides, whatever the file is called (a released model's name included).
+    for name in ("run_iter_10", "FT_live", "FT_tid2013", "Rank_live", "Rank_tid2013"):
+        direction, source = scoring.model_direction(info, run / "snapshots" / f"{name}.caffemodel", None)
+        assert direction == model_dir and "run.json" in source, name
+        for negate, sign in ((False, expected_sign), (True, -expected_sign)):
+            assert evaluate.direction_report(gt_dir, direction, source, negate)["expected_sign"] == sign
 
 
 def _synthetic_report(tmp_path: Path, shift: float = 0.0) -> tuple[dict, list, dict]:
@@ -356,7 +389,8 @@ def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
     # per-type metrics are keyed by the dataset's type codes, exactly those of the table
     assert set(report["per_type"]["mean"]) == {s.type for s in samples} == {"01", "08", "10"}
     assert set(report["overall"]) == {"mean", "median"}
-    assert report["direction"]["expected_sign"] == 1  # fine-tuned head on its own MOS labels
+    # a fine-tuned head with no record of its training: its direction, hence the sign, is unknown
+    assert report["direction"]["model"] == "unknown" and report["direction"]["expected_sign"] is None
     with open(out / "per_image.csv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(evaluate.PER_IMAGE_COLUMNS)
@@ -440,10 +474,108 @@ def test_ranking_model_trained_with_dmos_direction_is_lower_better(tmp_path):
     model = tmp_path / "run" / "snapshots" / "run_iter_10.caffemodel"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")
-    assert scoring._run_direction(model) is None
+    assert scoring.trained_direction(model) is None
     (tmp_path / "run" / "run.json").write_text(json.dumps({"kind": "rank", "direction": "dmos"}))
-    assert scoring._run_direction(model) == "dmos"
-    assert scoring._run_direction(tmp_path / "elsewhere.caffemodel") is None
+    assert scoring.trained_direction(model)[0] == "lower_better"
+    assert scoring.trained_direction(tmp_path / "elsewhere.caffemodel") is None
     ranking = scoring.read_deploy(REPO / "prototxts" / "shallow" / "rank_deploy.prototxt")
     assert scoring.model_direction(ranking, model, None)[0] == "lower_better"
     assert scoring.model_direction(ranking, tmp_path / "elsewhere.caffemodel", None)[0] == "higher_better"
+
+
+def test_evaluate_and_predict_give_a_live_model_the_same_direction_on_tid2013(tid_fixture: dict) -> None:
+    """A model fine-tuned on LIVE (DMOS) evaluated on TID2013 (MOS): lower_better and sign -1 everywhere,
+    under its snapshot name and renamed as the released FT_live alike."""
+    from tools import predict
+
+    root = tid_fixture["root"]
+    run = root / "ft_live_run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"kind": "finetune", "dataset": "live", "net": "shallow"}))
+    table = tid_fixture["ft"] / "split0" / "test.csv"
+    image = evaluate.read_samples(table)[0][0].path
+    for name in ("ft_live_run_iter_20", "FT_live"):
+        model = run / "snapshots" / f"{name}.caffemodel"
+        model.write_bytes(tid_fixture["model"].read_bytes())
+        out = root / "results" / name
+        assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(model), "--table", str(table),
+                     "--out", str(out), "--crops", "2", "--dataset", "tid2013"]) == 0
+        direction = json.loads((out / "metrics.json").read_text())["direction"]
+        assert (direction["model"], direction["expected_sign"]) == ("lower_better", -1), name
+        csv_out = root / f"{name}.csv"
+        assert predict.main(["--deploy", str(tid_fixture["deploy"]), "--model", str(model), "--images", image,
+                             "--out", str(csv_out), "--crops", "2", "--quiet"]) == 0
+        with open(csv_out, encoding="utf-8", newline="") as handle:
+            assert next(csv.DictReader(handle))["direction"] == "lower_better", name
+
+
+def test_tables_and_lists_with_a_byte_order_mark_or_tabs(tmp_path: Path) -> None:
+    image = tmp_path / "a b.png"
+    table = write_table(tmp_path / "t.csv", [("r", "01", "1", image, 3.0)], "higher_better")
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    samples, direction = evaluate.read_samples(table)
+    assert direction == "higher_better"
+    assert [(s.path, s.score, s.type) for s in samples] == [(str(image), 3.0, "01")]
+    listed = tmp_path / "hand_made.txt"
+    listed.write_text(f"\ufeff{image}\t3.5\n", encoding="utf-8")
+    samples, direction = evaluate.read_samples(listed)
+    assert direction is None and [(s.path, s.score) for s in samples] == [(str(image), 3.5)]
+
+
+def test_a_collapsed_model_is_reported_as_constant_not_just_srocc_0(tid_fixture: dict, capsys) -> None:
+    import caffe
+
+    net = caffe.Net(str(tid_fixture["deploy"]), caffe.TEST)
+    for params in net.params.values():
+        for blob in params:
+            blob.data[...] = 0.0
+    collapsed = tid_fixture["root"] / "collapsed.caffemodel"
+    net.save(str(collapsed))
+    out = tid_fixture["root"] / "results" / "collapsed"
+    assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(collapsed), "--table",
+                 str(tid_fixture["ft"] / "split0" / "test.csv"), "--out", str(out), "--crops", "2"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["overall"]["mean"]["srocc"] == 0.0
+    assert len(report["warnings"]) == 1 and report["warnings"][0].startswith("the scores are constant")
+    assert "**warning**: the scores are constant" in (out / "metrics.md").read_text()
+    assert "warning: the scores are constant" in capsys.readouterr().err
+    # a model whose scores vary carries no warning
+    assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]), "--table",
+                 str(tid_fixture["ft"] / "split0" / "test.csv"), "--out", str(out), "--crops", "2"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["warnings"] == []
+
+
+def test_degenerate_reason_names_what_is_constant() -> None:
+    from rankiqa import metrics
+
+    assert metrics.degenerate_reason([1.0, 2.0, 3.0], [3.0, 1.0, 2.0]) is None
+    assert metrics.degenerate_reason([2.5, 2.5], [1.0, 2.0]).startswith(
+        "the scores are constant (every one of the 2 images scored 2.5)")
+    assert metrics.degenerate_reason([1.0, 2.0], [4.0, 4.0]).startswith("the ground truth is constant")
+    assert metrics.degenerate_reason([1.0], [4.0]).startswith("only 1 image")
+
+
+def test_results_record_their_inputs_and_say_when_they_replace_others(tid_fixture: dict, capsys) -> None:
+    from rankiqa.provenance import sha256_file
+
+    root = tid_fixture["root"]
+    other_dir = root / "other"
+    other_dir.mkdir()
+    _, other = make_tiny_model(other_dir, seed=5)
+    out = root / "results" / "replaced"
+    table = tid_fixture["ft"] / "split0" / "test.csv"
+    common = ["--deploy", str(tid_fixture["deploy"]), "--out", str(out), "--crops", "2"]
+    assert _run([*common, "--model", str(tid_fixture["model"]), "--table",
+                 str(tid_fixture["ft"] / "split{split}" / "test.csv"), "--splits", "2"]) == 0
+    assert (out / "split1" / "metrics.json").is_file()
+    capsys.readouterr()
+    assert _run([*common, "--model", str(other), "--table", str(table)]) == 0
+    assert f"note: {out}: replacing the results of an evaluation with another model, splits" in \
+        capsys.readouterr().err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["inputs"]["model"] == {"path": str(other.resolve()), "sha256": sha256_file(other)}
+    assert report["inputs"]["table"]["sha256"] == sha256_file(table) and report["inputs"]["crops"] == 2
+    assert not (out / "split0").exists() and not (out / "split1").exists()  # the split results were stale
+    # The same evaluation again: nothing to say.
+    assert _run([*common, "--model", str(other), "--table", str(table)]) == 0
+    assert "replacing" not in capsys.readouterr().err

@@ -135,3 +135,115 @@ def test_types_keep_the_papers_four_csiq_types(tmp_path: Path) -> None:
         mfl.make_lists("csiq", root, tmp_path / "bad", types=["GB"])
     assert mfl.main(["--dataset", "tid2013", "--data", str(root), "--out", str(tmp_path / "x"),
                      "--types", "paper"]) == 2
+
+
+def test_a_negative_seed_is_refused_before_anything_is_written(kadid_root, tmp_path):
+    with pytest.raises(InputError, match="--seed must be >= 0, got -1"):
+        mfl.make_lists("kadid", kadid_root, tmp_path / "ft", seed=-1)
+    assert not (tmp_path / "ft").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# What the lists were made from (.make_ft_lists.json)
+
+
+def _copy(root: Path, to: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(root, to))
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_lists_of_another_data_folder_are_rebuilt_not_reused(tid_root, tmp_path, capsys):
+    """The same other variables with DATA=B after DATA=A: B's lists, and a message saying so."""
+    data_a = _copy(tid_root, tmp_path / "A")
+    data_b = _copy(tid_root, tmp_path / "B")
+    out = tmp_path / "ft"
+    args = ["--dataset", "tid2013", "--out", str(out), "--splits", "1"]
+    assert mfl.main([*args, "--data", str(data_a)]) == 0
+    capsys.readouterr()
+    assert mfl.main([*args, "--data", str(data_b)]) == 0
+    err = capsys.readouterr().err
+    assert f"{out}: rebuilding the lists: data: '{data_a.resolve()}' -> '{data_b.resolve()}'" in err
+    listed = [p for p, _ in read_list(out / "split0" / "test.txt")]
+    assert listed and all(p.startswith(str(data_b.resolve())) for p in listed)
+    assert all(r.path.startswith(str(data_b.resolve())) for r in read_table(out / "table.csv"))
+
+    # Asked again with nothing changed: up to date, nothing rewritten.
+    before = _mtimes(out)
+    assert mfl.main([*args, "--data", str(data_b)]) == 0
+    assert f"{out}: up to date, made from {data_b.resolve()}" in capsys.readouterr().err
+    assert _mtimes(out) == before
+
+
+def test_changed_files_of_the_data_folder_are_named_and_rebuild_the_lists(tid_root, tmp_path, capsys):
+    import os
+
+    data = _copy(tid_root, tmp_path / "tid")
+    out = tmp_path / "ft"
+    mfl.make_lists("tid2013", data, out)
+    labels = data / "mos_with_names.txt"
+    # Touched without a change (a copy, a restore): still up to date, by the content hash of the labels.
+    os.utime(labels, ns=(1, 1))
+    mfl.make_lists("tid2013", data, out)
+    assert "up to date" in capsys.readouterr().err
+    # New scores: rebuilt, the file named, and the lists carry the new scores.
+    lines = labels.read_text().splitlines()
+    lines[0] = "8.88888 " + lines[0].split()[1]
+    labels.write_text("\n".join(lines) + "\n")
+    mfl.make_lists("tid2013", data, out)
+    err = capsys.readouterr().err
+    assert "rebuilding the lists: files of" in err and "1 modified (mos_with_names.txt)" in err
+    assert 8.88888 in {row.score for row in read_table(out / "table.csv")}
+    # An image replaced in place (same name): rebuilt, the image named.
+    image = sorted((data / "distorted_images").iterdir())[3]
+    image.write_bytes(image.read_bytes() + b"\0")
+    mfl.make_lists("tid2013", data, out)
+    assert f"1 modified (distorted_images/{image.name})" in capsys.readouterr().err
+
+
+def test_fewer_splits_remove_the_old_ones_and_a_missing_data_folder_keeps_the_lists(kadid_root, tmp_path,
+                                                                                   capsys):
+    data = _copy(kadid_root, tmp_path / "kadid")
+    out = tmp_path / "ft"
+    mfl.make_lists("kadid", data, out, splits=3)
+    mfl.make_lists("kadid", data, out, splits=1)
+    assert "splits: 3 -> 1" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".make_ft_lists.json", "split0", "table.csv"]
+    data.rename(tmp_path / "moved")
+    before = _mtimes(out)
+    assert mfl.make_lists("kadid", data, out, splits=1)[0]["split"] == 0
+    assert f"({data} is not there: the lists are kept as they are)" in capsys.readouterr().err
+    assert _mtimes(out) == before
+
+
+def test_lists_made_by_hand_or_edited_are_never_overwritten(kadid_root, tmp_path, capsys):
+    hand = tmp_path / "hand"
+    (hand / "split0").mkdir(parents=True)
+    (hand / "split0" / "train.txt").write_text("/my/a.png 1\n")
+    with pytest.raises(InputError, match="holds lists that make_ft_lists did not make"):
+        mfl.make_lists("kadid", kadid_root, hand)
+    assert (hand / "split0" / "train.txt").read_text() == "/my/a.png 1\n"
+
+    out = tmp_path / "ft"
+    mfl.make_lists("kadid", kadid_root, out, seed=0)
+    edited = out / "split0" / "train.txt"
+    edited.write_text(edited.read_text() + "/my/extra.png 3\n")
+    mfl.make_lists("kadid", kadid_root, out, seed=0)  # nothing to rebuild: the edit stays, with a note
+    assert "split0/train.txt changed since make_ft_lists wrote them" in capsys.readouterr().err
+    with pytest.raises(InputError, match=r"not overwritten \(needed: seed: 0 -> 1\)"):
+        mfl.make_lists("kadid", kadid_root, out, seed=1)
+    assert edited.read_text().endswith("/my/extra.png 3\n")
+
+
+def test_lists_of_an_earlier_version_without_a_record_are_rebuilt(kadid_root, tmp_path, capsys):
+    out = tmp_path / "ft"
+    mfl.make_lists("kadid", kadid_root, out)
+    (out / mfl.STAMP).unlink()
+    mfl.make_lists("kadid", kadid_root, out)
+    assert "no record of what made these lists (an earlier version): rebuilt" in capsys.readouterr().err
+    assert (out / mfl.STAMP).is_file()

@@ -279,3 +279,95 @@ def test_default_pristine_set_is_usable():
     for path in sources:
         image = pristine.load_pristine(path, 227)  # colour, 8-bit, at least the Shallow crop
         assert image.dtype == np.uint8 and image.ndim == 3 and min(image.shape[:2]) >= 300
+
+
+def test_parallel_cli_run_prints_no_warning_and_matches_one_job(source_dir, tmp_path):
+    args = ["--rankset", "live", "--pristine", str(source_dir), "--types", "GB,GN", "--min-size", "64",
+            "--quiet"]
+    parallel = run_cli(*args, "--out", str(tmp_path / "parallel"), "--jobs", "2")
+    assert parallel.returncode == 0 and parallel.stderr == ""  # runpy warned once per worker here
+    generate("live", source_dir, tmp_path / "one", seed=0, jobs=1, types="GB,GN", min_size=64, progress=False)
+    assert snapshot(tmp_path / "parallel") == snapshot(tmp_path / "one")
+
+
+# ----------------------------------------------------------------------------------------------
+# What the set was made from (.make_ranks.json)
+
+
+def _pristine(folder: Path, names: dict[str, str]) -> Path:
+    """``folder`` with the crops ``names`` maps to (file name -> crop key)."""
+    folder.mkdir()
+    for file_name, key in names.items():
+        assert cv2.imwrite(str(folder / file_name), np.ascontiguousarray(crops()[key]))
+    return folder
+
+
+def test_other_pristine_images_under_the_same_names_are_refused(tmp_path):
+    """PRISTINE=B after PRISTINE=A, B's files named as A's: refused, not '0 images written'."""
+    a = _pristine(tmp_path / "A", {"x.png": "astro", "y.png": "coffee"})
+    b = _pristine(tmp_path / "B", {"x.png": "flag", "y.png": "coffee"})  # x differs, y is the same picture
+    out = tmp_path / "ranks"
+    args = ["--rankset", "live", "--types", "GB", "--min-size", "64", "--out", str(out), "--quiet"]
+    assert run_cli(*args, "--pristine", str(a)).returncode == 0
+    before = snapshot(out)
+    refused = run_cli(*args, "--pristine", str(b))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: {out / '.make_ranks.json'}: the pristine images differ from "
+                                     f"those this folder was made from ({a} -> {b}): 1 modified (x)")
+    assert snapshot(out) == before  # A's set untouched
+
+
+def test_touched_added_and_removed_pristine_images(tmp_path):
+    import os
+
+    src = _pristine(tmp_path / "src", {"x.png": "astro", "y.png": "coffee"})
+    out = tmp_path / "ranks"
+    messages: list[str] = []
+    kwargs = dict(types="GB", min_size=64, jobs=1, progress=False, warn=messages.append)
+    generate("live", src, out, **kwargs)
+    os.utime(src / "x.png", ns=(1, 1))  # touched (a copy, a restore): the content hash says unchanged
+    assert generate("live", src, out, **kwargs).n_written == 0 and messages == []
+    assert cv2.imwrite(str(src / "z.png"), np.ascontiguousarray(crops()["flag"]))
+    (src / "y.png").unlink()
+    result = generate("live", src, out, **kwargs)
+    assert result.n_written == 5 and result.references == ["x", "z"]
+    assert messages == [f"{out}: new pristine image(s) added to the set: 1 added (z)",
+                        f"{out}: pristine image(s) of the set no longer in {src}, left out of the manifest: "
+                        "1 removed (y)"]
+    assert {line.split(",")[0] for line in (out / "manifest.csv").read_text().splitlines()[1:]} == {"x", "z"}
+    # y comes back as another picture: it is checked against its old record, not taken as new.
+    assert cv2.imwrite(str(src / "y.png"), np.ascontiguousarray(crops()["cup b"]))
+    with pytest.raises(InputError, match=r"1 modified \(y\)"):
+        generate("live", src, out, **kwargs)
+
+
+def test_an_lmdb_made_for_another_manifest_is_written_again(tmp_path):
+    import lmdb as lmdb_module
+
+    src = _pristine(tmp_path / "src", {"x.png": "astro", "y.png": "coffee"})
+    out = tmp_path / "ranks"
+    messages: list[str] = []
+    generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False, lmdb=True)
+    generate("live", src, out, types="GB,GN", min_size=64, jobs=1, progress=False, warn=messages.append)
+    assert messages == [f"{out / 'images.lmdb'}: made for another manifest: written again"]
+    env = lmdb_module.open(str(out / "images.lmdb"), readonly=True, lock=False)
+    with env.begin() as txn:
+        keys = {key.decode() for key, _ in txn.cursor()}
+    env.close()
+    manifest_paths = {line.split(",")[3] for line in (out / "manifest.csv").read_text().splitlines()[1:]}
+    assert keys == manifest_paths and any(path.startswith("GN/") for path in keys)
+
+
+def test_a_folder_of_an_earlier_version_gets_its_pristine_images_recorded(tmp_path):
+    import json
+
+    src = _pristine(tmp_path / "src", {"x.png": "astro", "y.png": "coffee"})
+    out = tmp_path / "ranks"
+    generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
+    settings = json.loads((out / ".make_ranks.json").read_text())
+    legacy = {key: settings[key] for key in ("format", "rankset", "seed", "min_size")}
+    (out / ".make_ranks.json").write_text(json.dumps(legacy))
+    messages: list[str] = []
+    generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False, warn=messages.append)
+    assert len(messages) == 1 and "no record of the pristine images" in messages[0]
+    assert set(json.loads((out / ".make_ranks.json").read_text())["pristine"]) == {"x", "y"}

@@ -65,13 +65,17 @@ def test_predict_scores_good_images_and_skips_bad_ones(tiny: dict, capsys) -> No
                                rtol=1e-5)
 
 
-def test_resize_small_upscales_instead_of_skipping(tiny: dict) -> None:
+def test_resize_small_upscales_instead_of_skipping_and_says_which(tiny: dict, capsys) -> None:
     small = make_images(tiny["root"] / "small", 1, size=(20, 50))[0]
+    large = make_images(tiny["root"] / "large", 1, size=(40, 40))[0]
     out = tiny["root"] / "pred.csv"
     assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
-                         str(small), "--out", str(out), "--crops", "3", "--resize-small", "--quiet"]) == 0
+                         str(small), str(large), "--out", str(out), "--crops", "3", "--resize-small",
+                         "--quiet"]) == 0
     rows = _read_csv(out)
-    assert len(rows) == 1 and np.isfinite(float(rows[0]["score"]))
+    assert [r["upscaled_from"] for r in rows] == ["50x20", ""]  # WxH before upscaling; the 40x40 one fits
+    assert all(np.isfinite(float(r["score"])) for r in rows)
+    assert f"1 upscaled to the crop (--resize-small): {small} (50x20)" in capsys.readouterr().err
 
 
 def test_nothing_scored_is_an_error_and_writes_nothing(tiny: dict, capsys) -> None:
@@ -109,8 +113,44 @@ def test_finetuned_model_direction_comes_from_its_run(tmp_path):
     model = tmp_path / "ft" / "snapshots" / "ft_iter_10.caffemodel"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")
-    assert scoring._finetuned_direction(model) is None
+    assert scoring.trained_direction(model) is None
     (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "live"}')
-    assert scoring._finetuned_direction(model) == "lower_better"
+    assert scoring.trained_direction(model)[0] == "lower_better"
     (tmp_path / "ft" / "run.json").write_text('{"kind": "finetune", "dataset": "tid2013"}')
-    assert scoring._finetuned_direction(model) == "higher_better"
+    assert scoring.trained_direction(model)[0] == "higher_better"
+
+
+def test_a_deploy_input_too_small_for_the_net_is_refused_before_caffe(tiny: dict, capsys) -> None:
+    # Caffe itself aborts the whole process on this net (Check failed: shape[i] >= 0, exit 134).
+    deploy = tiny["root"] / "deploy200.prototxt"
+    shallow = Path(__file__).resolve().parents[1] / "prototxts" / "shallow" / "ft_deploy.prototxt"
+    deploy.write_text(shallow.read_text().replace("dim: 227", "dim: 200"))
+    images = make_images(tiny["root"] / "imgs", 1, size=(230, 230))
+    out = tiny["root"] / "pred.csv"
+    assert predict.main(["--deploy", str(deploy), "--model", str(tiny["model"]), "--images", str(images[0]),
+                         "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{deploy}: layer 'conv4' (Convolution) gets 10x10" in err and "at least 217x217" in err
+    assert not out.exists()
+
+
+def test_a_negative_seed_is_refused(tiny: dict, capsys) -> None:
+    images = make_images(tiny["root"] / "imgs", 1)
+    assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
+                         str(images[0]), "--out", str(tiny["root"] / "p.csv"), "--seed", "-1"]) == 2
+    assert "--seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_constant_scores_are_called_out(tiny: dict, capsys) -> None:
+    import caffe
+
+    net = caffe.Net(str(tiny["deploy"]), caffe.TEST)
+    for params in net.params.values():
+        for blob in params:
+            blob.data[...] = 0.0  # a collapsed model: the output is the (zero) bias for every image
+    collapsed = tiny["root"] / "collapsed.caffemodel"
+    net.save(str(collapsed))
+    images = make_images(tiny["root"] / "imgs", 3)
+    assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(collapsed), "--images",
+                         *map(str, images), "--out", str(tiny["root"] / "p.csv"), "--quiet"]) == 0
+    assert "warning: the scores are constant (every one of the 3 images scored 0)" in capsys.readouterr().err

@@ -315,3 +315,14 @@ def test_bad_param_str_in_caffe(manifest: Path, tmp_path: Path, param_str: str, 
     with pytest.raises(InputError) as err:
         caffe.Net(str(data_net(tmp_path, param_str)), caffe.TRAIN)
     assert fragment in str(err.value)
+
+
+def test_a_manifest_with_a_byte_order_mark_reads_as_without(manifest: Path, tmp_path: Path) -> None:
+    from tools.train import manifest_levels
+
+    plain = read_manifest(manifest, "train")
+    levels = manifest_levels(manifest)
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
+    again = read_manifest(manifest, "train")
+    assert (again.references, again.types, again.levels) == (plain.references, plain.types, plain.levels)
+    assert manifest_levels(manifest) == levels

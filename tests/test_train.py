@@ -399,6 +399,7 @@ def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_
                        "--iters", "2", "--batch", "4", "--workers", "0", "--test-interval", "0"])
     assert code == 2
     assert "bad.caffemodel: layer 'conv2' param 0: shape mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "ft_bad").exists()  # refused before the first snapshot: no run folder left
 
 
 @needs_caffe
@@ -475,3 +476,157 @@ def test_nccl_uid_refuses_an_id_cut_at_a_zero_byte():
         train.nccl_uid(_FakeNccl(b"\xc4\x08>bj\xd4\xc4\x7f\x02"))
     full = bytes(range(128))
     assert train.nccl_uid(_FakeNccl(full)) == full
+
+
+# --------------------------------------------------------------------------------------------------------
+# Nets and solvers Caffe would abort on: refused before the run folder exists
+
+
+def _rank_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out", str(out),
+            "--gpu", "-1", "--workers", "0", "--types-per-batch", "2", "--iters", "2", *extra]
+
+
+@needs_caffe
+def test_nets_and_solvers_caffe_would_abort_on_leave_no_run_folder(tmp_path, capsys):
+    data = _tiny_manifest(tmp_path / "ranks")
+    source = (REPO / "prototxts/shallow/rank_train.prototxt").read_text()
+    cropped = tmp_path / "crop128.prototxt"
+    cropped.write_text(source.replace("crop: 227", "crop: 128"))
+    misspelt = tmp_path / "misspelt.prototxt"
+    misspelt.write_text(source.replace('module: "pylayers.rank_loss"', 'module: "pylayers.rank_los"'))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text((REPO / "prototxts/solvers/rank_tid2013.prototxt").read_text()
+                      .replace("stepsize: 10000", "stepsize: 0"))
+    cases = [
+        (["--train-prototxt", str(cropped)],
+         f"{cropped}: layer 'conv4' (Convolution) gets 6x6 and would give -5x-5"),
+        (["--train-prototxt", str(misspelt)],
+         f"{misspelt}: layer 'loss' (Python): python_param module 'pylayers.rank_los' cannot be imported"),
+        (["--solver-prototxt", str(solver)], f"{solver}: lr_policy 'step' needs stepsize >= 1"),
+    ]
+    for index, (extra, expected) in enumerate(cases):
+        out = tmp_path / "runs" / f"run{index}"
+        assert train.main(_rank_args(data, out, *extra)) == 2
+        assert expected in capsys.readouterr().err
+        assert not (tmp_path / "runs").exists()
+
+
+@needs_caffe
+def test_a_failed_start_removes_only_the_folder_it_created(tmp_path, capsys):
+    data = _tiny_manifest(tmp_path / "ranks")  # rows without images: the data layer refuses them in setup
+    out = tmp_path / "runs" / "new"
+    assert train.main(_rank_args(data, out)) == 2
+    err = capsys.readouterr().err
+    assert "image(s) missing" in err and f"removed {tmp_path / 'runs'}" in err
+    assert not (tmp_path / "runs").exists()
+    # A folder that was there before keeps everything in it.
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert train.main(_rank_args(data, kept)) == 2
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
+def test_a_test_pass_with_constant_predictions_is_noted():
+    class FakeNet:
+        blobs = {"fc8": types.SimpleNamespace(data=np.full((4, 1), 2.0)),
+                 "score": types.SimpleNamespace(data=np.arange(4.0))}
+
+        def share_with(self, other):
+            pass
+
+        def forward(self):
+            return {"loss": np.array(1.0)}
+
+    solver = types.SimpleNamespace(test_nets=[FakeNet()], net=None)
+    run = types.SimpleNamespace(test_iters=2, test_items=None)
+    notes: list[str] = []
+    results = train.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)
+    assert results["srocc"] == 0.0 and results["plcc"] == 0.0
+    assert len(notes) == 1
+    assert notes[0].startswith("warning: test pass: the scores are constant (every one of the 8 images "
+                               "scored 2)")
+    FakeNet.blobs["fc8"].data = np.arange(4.0).reshape(4, 1)
+    notes.clear()
+    assert train.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)["srocc"] == 1.0
+    assert notes == []
+
+
+@needs_caffe
+def test_a_snapshot_passed_over_on_resume_is_noted_in_the_log(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    out = tmp_path / "run"
+    (out / "snapshots").mkdir(parents=True)
+    truncated = out / "snapshots" / "run_iter_20.solverstate"
+    truncated.write_bytes(b"\x08\x14\x12")  # cut short by a kill
+    # The run then stops at the data layer (no images): the log is written before that.
+    assert train.main(_rank_args(data, out)) == 2
+    log = (out / "log.txt").read_text()
+    assert f"skipping unusable snapshot: {truncated}: not a Caffe solver state" in log
+
+
+@needs_caffe
+def test_a_prototxt_with_a_byte_order_mark_parses(tmp_path):
+    from tools import scoring
+
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_bytes(b"\xef\xbb\xbf" + (REPO / "prototxts/shallow/ft_deploy.prototxt").read_bytes())
+    assert train.read_net_param(deploy).layer[0].name == "data"
+    assert scoring.read_deploy(deploy).crop_height == 227
+
+
+# --------------------------------------------------------------------------------------------------------
+# A run folder belongs to the data and nets it started with
+
+
+@needs_caffe
+def test_a_rerun_on_changed_data_or_net_is_refused_before_anything_is_rewritten(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    out = tmp_path / "run"
+    base = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out", str(out),
+            "--gpu", "-1", "--workers", "0", "--types-per-batch", "2"]
+    train.prepare_rank(train.build_parser().parse_args(base))
+    inputs = json.loads((out / "inputs.json").read_text())
+    assert set(inputs["lists"]) == {"manifest.csv"}
+    assert len(inputs["images"]) == 3 + 3 * 2 * 4  # 3 pristine images (shared by both types) + the levels
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    manifest = data / "manifest.csv"
+    original = manifest.read_text()
+    manifest.write_text(original.replace("GN/GN4/a.png", "GN/GN4/other.png"))
+    with pytest.raises(InputError, match=r"this run was trained on other data: manifest\.csv changed "
+                                         r"\(content\); images \(size or modification time\): 1 added "
+                                         r"\(.*other\.png\), 1 removed \(.*GN4/a\.png\)"):
+        train.prepare_rank(train.build_parser().parse_args(base))
+    manifest.write_text(original)
+
+    net = tmp_path / "net.prototxt"
+    net.write_text((REPO / "prototxts/shallow/rank_train.prototxt").read_text()
+                   .replace("num_output: 32", "num_output: 16", 1))
+    with pytest.raises(InputError, match=r"the train net \(its layers and parameters\) changed since this "
+                                         r"run started"):
+        train.prepare_rank(train.build_parser().parse_args([*base, "--train-prototxt", str(net)]))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == written
+
+
+@needs_caffe
+def test_a_finetune_rerun_on_replaced_images_names_them(tmp_path):
+    import cv2
+
+    images = []
+    for i in range(4):
+        images.append(tmp_path / "imgs" / f"{i}.png")
+        images[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(images[-1]), np.full((240, 240, 3), 10 * i, dtype=np.uint8))
+    lists = tmp_path / "split0"
+    lists.mkdir()
+    (lists / "train.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(images[:3])))
+    (lists / "test.txt").write_text(f"{images[3]} 3\n")
+    args = ["finetune", "--dataset", "tid2013", "--net", "shallow", "--lists", str(lists), "--out",
+            str(tmp_path / "ft"), "--gpu", "-1", "--workers", "0", "--from-scratch"]
+    train.prepare_finetune(train.build_parser().parse_args(args))
+    cv2.imwrite(str(images[1]), np.full((240, 250, 3), 7, dtype=np.uint8))  # same name, another picture
+    with pytest.raises(InputError, match=rf"images \(size or modification time\): 1 modified "
+                                         rf"\({images[1]}\)"):
+        train.prepare_finetune(train.build_parser().parse_args(args))

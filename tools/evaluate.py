@@ -23,6 +23,7 @@ Input: a test table CSV (``reference,type,level,path,score,direction``, docs/DES
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -38,13 +39,16 @@ import numpy as np
 from tqdm import tqdm
 
 from rankiqa import metrics as iqa_metrics
+from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.image_io import read_bgr
-from rankiqa.lists import read_list
+from rankiqa.lists import open_text, read_list
 from tools import scoring
 
 TABLE_COLUMNS = ("reference", "type", "level", "path", "score", "direction")
+#: The files of one evaluation (``write_outputs``); metrics.json is written last.
+RESULT_FILES = ("per_image.csv", "metrics.md", "scatter.png", "srocc_per_type.png", "metrics.json")
 PER_IMAGE_COLUMNS = ("path", "reference", "type", "level", "ground_truth", "pred_mean", "pred_median")
 SCORINGS = ("mean", "median")
 SPLIT_PLACEHOLDER = "{split}"
@@ -84,7 +88,7 @@ def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
         raise InputError("test table not found", path)
     samples: list[Sample] = []
     directions: set[str] = set()
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -120,7 +124,7 @@ def read_samples(path: str | Path) -> tuple[list[Sample], str | None]:
     path = Path(path)
     if not path.is_file():
         raise InputError("test table / list not found", path)
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_text(path, errors="replace") as handle:
         first = handle.readline()
     if first.strip().startswith("reference,") or path.suffix.lower() == ".csv":
         return read_table(path)
@@ -218,6 +222,7 @@ def metrics_markdown(report: dict, type_names: dict[str, str]) -> str:
         if key in report:
             lines.append(f"- {key}: `{report[key]}`")
     direction = report["direction"]
+    lines += [f"- **warning**: {warning}" for warning in report.get("warnings", [])]
     lines += [f"- ground truth: {direction['ground_truth']}; model: {direction['model']} "
               f"({direction['model_source']}); negated: {direction['negated']}",
               f"- expected sign of SROCC/PLCC: {direction['expected_sign']}. {direction['note']}", ""]
@@ -338,7 +343,7 @@ def evaluate_one(scorer: scoring.CropScorer, table: str, model: str, args: argpa
     if gt_direction is None:
         gt_direction = args.gt_direction or (dataset.direction if dataset else None)
     if model_dir is None:
-        model_dir = scoring.model_direction(scorer.info, model, args.model_direction, gt_direction)
+        model_dir = scoring.model_direction(scorer.info, model, args.model_direction)
     started = time.perf_counter()
     outputs = score_samples(scorer, samples, table, progress=not args.quiet, desc=progress_desc)
     seconds = time.perf_counter() - started
@@ -352,7 +357,43 @@ def evaluate_one(scorer: scoring.CropScorer, table: str, model: str, args: argpa
     direction = direction_report(gt_direction, *model_dir, args.negate)
     report = build_report(scorer.info, model, table, args.dataset, samples, preds, scorer.crops, scorer.seed,
                           direction, dataset.types if dataset else ())
+    report["inputs"] = evaluation_inputs(model, scorer.info.path, table, samples, args)
     return report, samples, preds
+
+
+def evaluation_inputs(model: str, deploy: str, table: str, samples: Sequence[Sample],
+                      args: argparse.Namespace) -> dict:
+    """What defines one evaluation's numbers (``metrics.json`` ``inputs``): the model, the deploy net and the
+    test table (path and SHA-256), the images (a digest of their sizes and times) and the settings that
+    change the scores. Two evaluations with equal ``inputs`` give the same results."""
+    files = {"model": model, "deploy": deploy, "table": table}
+    return {**{key: {"path": str(Path(path).resolve()), "sha256": provenance.sha256_file(path)}
+               for key, path in files.items()},
+            "images": provenance.sha256_json(provenance.fingerprint({s.path: s.path for s in samples})),
+            "crops": args.crops, "seed": args.seed, "negate": bool(args.negate), "dataset": args.dataset,
+            "model_direction": args.model_direction, "gt_direction": args.gt_direction}
+
+
+def _replaced_results(out: Path, inputs: dict | list, n_splits: int) -> None:
+    """Say when ``out`` held the results of an evaluation with other inputs (they are replaced), and remove
+    the ``split<k>`` results of an earlier split evaluation that this one does not write again."""
+    previous = provenance.read_json(out / "metrics.json")
+    if previous is None:
+        return
+    old = previous.get("inputs")
+    if old is not None and old != inputs:
+        before = old if isinstance(old, list) else [old]
+        after = inputs if isinstance(inputs, list) else [inputs]
+        keys = sorted({key for a, b in zip(before, after, strict=False) for key in {*a, *b}
+                       if a.get(key) != b.get(key)} | ({"splits"} if len(before) != len(after) else set()))
+        print(f"note: {out}: replacing the results of an evaluation with another {', '.join(keys)}",
+              file=sys.stderr)
+    for k in range(n_splits, int(previous.get("n_splits", 0))):
+        folder = out / f"split{k}"
+        for name in RESULT_FILES:
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def build_report(info: scoring.DeployInfo, model: str, table: str, dataset: str | None,
@@ -369,6 +410,8 @@ def build_report(info: scoring.DeployInfo, model: str, table: str, dataset: str 
         "labels": iqa_metrics.LABELS,
     }
     report.update(compute_metrics(samples, preds, type_order))
+    reason = iqa_metrics.degenerate_reason(preds["mean"], [s.score for s in samples])
+    report["warnings"] = [reason] if reason else []
     return report
 
 
@@ -383,6 +426,8 @@ def summarize_splits(reports: list[dict]) -> dict:
     summary: dict = {key: first[key] for key in ("deploy", "dataset", "output_blob", "head", "crops",
                                                    "crop_size", "seed", "scoring", "direction", "labels")}
     summary.update({"n_splits": len(reports), "model": [r["model"] for r in reports],
+                    "warnings": [f"split {k}: {w}" for k, r in enumerate(reports) for w in r["warnings"]],
+                    "inputs": [r.get("inputs") for r in reports],
                     "table": [r["table"] for r in reports], "n_images": [r["n_images"] for r in reports],
                     "std": "sample standard deviation over the splits (ddof=1; 0 for one split)",
                     "overall": {}, "overall_std": {}, "per_type": {}, "per_type_std": {},
@@ -452,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         net, info = scoring.load_net(args.deploy, args.model, args.gpu)
         scorer = scoring.CropScorer(net, info, args.crops, batch, args.seed)
         report, samples, preds = evaluate_one(scorer, args.table, args.model, args)
+        _replaced_results(out, report["inputs"], 0)
         write_outputs(out, report, samples, preds, type_names)
         _print_summary(report, out)
         return 0
@@ -474,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         all_preds.append(preds)
         split_ids += [f"split {k}"] * len(samples)
     summary = summarize_splits(reports)
+    _replaced_results(out, summary["inputs"], args.splits)
     pooled = {name: np.concatenate([p[name] for p in all_preds]) for name in SCORINGS}
     buffer = io.StringIO()
     for k, (samples, preds) in enumerate(zip(split_samples, all_preds, strict=True)):
@@ -495,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_summary(report: dict, out: Path) -> None:
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     overall = report["overall"]["mean"]
     std = report.get("overall_std", {}).get("mean", {})
     parts = [f"{key.upper()} {_cell(overall[key], std.get(key))}" for key in ("srocc", "plcc", "krocc")]

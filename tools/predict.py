@@ -4,15 +4,16 @@ The protocol is the evaluation's (``tools.scoring``): ``--crops`` random crops o
 size per image (seeded by ``--seed`` and the image's position in the input order), score = mean of the
 outputs, median beside it.
 
-Score direction (the ``direction`` and ``scale`` columns): ``--direction`` when given; else the released
-models by file name (Rank_tid2013/FT_tid2013: higher = better; Rank_live/FT_live: higher = worse); else a
-ranking head (``fc8_m``) gives *relative* scores, higher = better (the rank loss's default ``quality``
-direction; pass ``--direction lower_better`` for a model trained with ``direction: dmos``); a fine-tuned
-head (``fc8``) gives scores on the scale of its training labels (MOS: higher = better, DMOS: higher =
-worse), reported as ``unknown`` unless ``--direction`` says which.
+Score direction (the ``direction`` and ``scale`` columns): ``tools.scoring.model_direction``, as every
+tool: ``--direction`` when given; else the record of the run that trained the model (``run.json`` beside its
+``snapshots/``); else the released models by file name (Rank_tid2013/FT_tid2013: higher = better;
+Rank_live/FT_live: higher = worse); else a ranking head (``fc8_m``) gives *relative* scores, higher =
+better, and a fine-tuned head (``fc8``) scores on the scale of its training labels (MOS: higher = better,
+DMOS: higher = worse), reported as ``unknown``.
 
 Images smaller than the crop are skipped with a message, or upscaled (bicubic, aspect kept) with
-``--resize-small``. Unreadable files are reported on stderr and skipped; the exit status is non-zero only
+``--resize-small`` (the ``upscaled_from`` column and the summary name them, with their size). Unreadable
+files are reported on stderr and skipped; the exit status is non-zero only
 when no image could be scored.
 """
 
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from rankiqa import metrics
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.image_io import read_bgr, upscale_to_min_side
@@ -35,7 +37,8 @@ from tools import scoring
 
 IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                               ".jp2"})
-COLUMNS = ("path", "score", "median", "direction", "scale")
+#: ``upscaled_from``: the original ``WxH`` of an image ``--resize-small`` upscaled (empty for the others).
+COLUMNS = ("path", "score", "median", "direction", "scale", "upscaled_from")
 
 
 def collect_images(inputs: Sequence[str]) -> list[Path]:
@@ -89,10 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.resize_small:
                 return (f"image {image.shape[1]}x{image.shape[0]} (WxH) is smaller than the "
                         f"{info.crop_width}x{info.crop_height} crop (use --resize-small to upscale it)")
+            upscaled[index] = f"{image.shape[1]}x{image.shape[0]}"
             image = upscale_to_min_side(image, info.crop_height, info.crop_width)
         return image
 
     skipped = 0
+    upscaled: dict[int, str] = {}  # image index -> its size (WxH) before --resize-small
 
     def readable():
         nonlocal skipped
@@ -104,22 +109,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             yield index, index, result
 
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, str]] = []
     with tqdm(total=len(images), desc="predict", unit="img", disable=args.quiet, file=sys.stderr) as bar:
         for index, values in scorer.score(readable()):
             mean, median = scoring.summarize(values)
-            rows.append((str(images[index]), mean, median))
+            rows.append((str(images[index]), mean, median, upscaled.get(index, "")))
             bar.update(1)
     if not rows:
         raise InputError(f"none of the {len(images)} images could be scored")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
-    for path, mean, median in rows:
-        writer.writerow([path, repr(mean), repr(median), direction, scale])
+    for path, mean, median, original in rows:
+        writer.writerow([path, repr(mean), repr(median), direction, scale, original])
     atomic_write_text(args.out, buffer.getvalue())
-    print(f"{len(rows)} images scored, {skipped} skipped -> {args.out} (output {info.output_blob}: "
-          f"{scale} scores, {direction}; {source})", file=sys.stderr)
+    resized = [f"{path} ({original})" for path, _, _, original in rows if original]
+    upscaled_note = f", {len(resized)} upscaled to the crop (--resize-small): {', '.join(resized)}"
+    print(f"{len(rows)} images scored, {skipped} skipped{upscaled_note if resized else ''}"
+          + f" -> {args.out} (output {info.output_blob}: {scale} scores, {direction}; {source})",
+          file=sys.stderr)
+    constant = metrics.constant_scores([mean for _, mean, _, _ in rows])
+    if constant:
+        print(f"warning: {constant}", file=sys.stderr)
     return 0
 
 

@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rankiqa import caffe_io
+from rankiqa import caffe_io, netcheck
 from rankiqa.errors import InputError
+from rankiqa.lists import TEXT_ENCODING
 
 #: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
 RANKING_HEAD = "fc8_m"
@@ -116,9 +117,11 @@ def read_deploy(path: str | os.PathLike) -> DeployInfo:
         raise InputError("deploy prototxt not found", path)
     net_param = caffe_pb2.NetParameter()
     try:
-        text_format.Parse(Path(path).read_text(encoding="utf-8"), net_param)
+        text_format.Parse(Path(path).read_text(encoding=TEXT_ENCODING), net_param)
     except (text_format.ParseError, UnicodeDecodeError) as err:
         raise InputError(f"not a valid net prototxt: {err}", path) from None
+    # What Caffe would abort the process on (an input too small for the net, an unknown layer ...).
+    netcheck.check_net(net_param, path, "test")
     name, shape = _input_shape(net_param, path)
     if len(shape) != 4:
         raise InputError(f"input {name!r} must be 4-D (N, C, H, W), got {shape}", path)
@@ -191,50 +194,52 @@ def _run_record(model_path: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def _run_direction(model_path: Path) -> str | None:
-    """The rank loss direction recorded in the run's ``run.json``."""
-    return _run_record(model_path).get("direction")
+def trained_direction(model_path: str | os.PathLike) -> tuple[str, str] | None:
+    """``(direction, source)`` from the record of the training run that wrote the model (``run.json``
+    beside ``snapshots/``, written by ``tools/train.py``); None when there is no usable record.
+
+    A ranking run scores ``higher_better`` unless its rank loss ran with ``direction: dmos``; a fine-tuning
+    run scores in the direction of its dataset's labels (``data_prep.datasets.label_direction``).
+    """
+    from data_prep.datasets import HIGHER_BETTER, LOWER_BETTER, label_direction
+
+    path = Path(model_path)
+    record = _run_record(path)
+    where = f"its training run {path.parent.parent / 'run.json'}"
+    if record.get("kind") == "rank":
+        loss = record.get("direction", "quality")
+        if loss in ("quality", "dmos"):
+            direction = LOWER_BETTER if loss == "dmos" else HIGHER_BETTER
+            return direction, f"{where}: ranking, direction {loss!r}"
+    if record.get("kind") == "finetune":
+        labels = label_direction(str(record.get("dataset", "")))
+        if labels:
+            return labels, f"{where}: fine-tuned on {record['dataset']} labels"
+    return None
 
 
-def _finetuned_direction(model_path: Path) -> str | None:
-    """The direction of the labels a fine-tuning run (its ``run.json``) trained on."""
-    from data_prep.datasets import DATASETS, HIGHER_BETTER
-
-    record = _run_record(model_path)
-    if record.get("kind") != "finetune":
-        return None
-    if record.get("dataset") == "synthetic":
-        return HIGHER_BETTER  # the demo's MS-SSIM stand-in
-    info = DATASETS.get(record.get("dataset", ""))
-    return info.direction if info else None
-
-
-def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str | None,
-                    ground_truth: str | None = None) -> tuple[str, str]:
+def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str | None) -> tuple[str, str]:
     """The score direction of a model's output and where it comes from: ``(direction, source)``.
 
-    ``direction`` is ``higher_better``, ``lower_better`` or ``unknown``. In order: the ``flag``; the
-    released models by file name (:data:`RELEASED_DIRECTIONS`); a ranking head (``fc8_m``) is
-    ``higher_better`` (the rank loss's default ``quality`` direction: a less distorted image scores
-    higher); a fine-tuned head is assumed trained on ``ground_truth`` labels (same direction), and is
-    ``unknown`` without them.
+    The one place that decides it, for every tool (evaluate, predict, rank accuracy). ``direction`` is
+    ``higher_better``, ``lower_better`` or ``unknown``. In order: the ``flag``; the record of the run that
+    trained the model (:func:`trained_direction`); the released models by file name
+    (:data:`RELEASED_DIRECTIONS`); the head: a ranking head (``fc8_m``) is ``higher_better`` (the rank
+    loss's default ``quality`` direction), a fine-tuned head without a record is ``unknown`` (it follows
+    the labels it was trained on, MOS or DMOS, which nothing else tells).
     """
     if flag:
         return flag, "given on the command line"
+    trained = trained_direction(model_path)
+    if trained:
+        return trained
     stem = Path(model_path).stem.lower()
     if stem in RELEASED_DIRECTIONS:
         return RELEASED_DIRECTIONS[stem], f"released model {Path(model_path).stem}"
     if info.head_kind == "ranking":
-        trained = _run_direction(Path(model_path))
-        if trained == "dmos":
-            return "lower_better", "ranking head fc8_m trained with direction 'dmos' (its run.json)"
         return "higher_better", "ranking head fc8_m: relative scores, rank loss direction 'quality'"
-    if ground_truth:
-        return ground_truth, "fine-tuned head: assumed trained on these labels"
-    trained = _finetuned_direction(Path(model_path))
-    if trained:
-        return trained, "fine-tuned head: the labels of its training run (run.json)"
-    return "unknown", "fine-tuned head: same direction as the labels it was trained on (MOS or DMOS)"
+    return "unknown", ("fine-tuned head without a training record: it follows the labels it was trained on "
+                       "(MOS or DMOS); give the direction on the command line")
 
 
 def crop_positions(height: int, width: int, crop_height: int, crop_width: int, count: int, seed: int,
@@ -356,3 +361,5 @@ def check_crop_arguments(args: argparse.Namespace) -> None:
     """Reject crop-protocol flags that cannot work."""
     if args.crops < 1 or args.batch < 1:
         raise InputError("--crops and --batch must be at least 1")
+    if args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")

@@ -53,13 +53,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rankiqa import head_init
+from rankiqa import head_init, netcheck, provenance
 from rankiqa.caffe_io import (
     caffe_pb2,
     check_weight_shapes,
@@ -69,6 +69,7 @@ from rankiqa.caffe_io import (
 )
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
+from rankiqa.lists import TEXT_ENCODING, open_text, read_list
 from tools.logparse import LossTable, plot, write_csv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def _read_text_proto(path: Path, message: Any) -> Any:
     if not path.is_file():
         raise InputError("prototxt not found", path)
     try:
-        text_format.Merge(path.read_text(encoding="utf-8"), message)
+        text_format.Merge(path.read_text(encoding=TEXT_ENCODING), message)
     except text_format.ParseError as err:
         line = err.GetLine() if hasattr(err, "GetLine") else None
         raise InputError(f"not a valid {message.DESCRIPTOR.name}: {err}", path, line) from None
@@ -248,7 +249,7 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
         raise InputError("ranking manifest not found (run `make ranks` first)", manifest)
     top = -1
     references: dict[str, set[str]] = {}
-    with open(manifest, newline="", encoding="utf-8") as handle:
+    with open_text(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"reference", "type", "level", "path", "split"} - set(reader.fieldnames or [])
         if missing:
@@ -265,11 +266,20 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
     return top, {split: len(refs) for split, refs in references.items()}
 
 
+def manifest_images(data_dir: Path) -> list[Path]:
+    """The image files a ranking run reads: every path of ``manifest.csv`` (or the LMDB holding them)."""
+    lmdb_file = data_dir / "images.lmdb" / "data.mdb"
+    if lmdb_file.is_file():
+        return [lmdb_file]
+    with open_text(data_dir / "manifest.csv", newline="") as handle:
+        return sorted({data_dir / row["path"] for row in csv.DictReader(handle)})
+
+
 def count_list_lines(path: Path) -> int:
     """Non-empty, non-comment lines of a ``<path> <value>`` list (0 when the file is absent)."""
     if not path.is_file():
         return 0
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         return sum(1 for line in handle if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -495,15 +505,16 @@ def restorable_state(path: Path, model: Path, scratch: Path) -> Path:
     return fixed
 
 
-def find_resume_state(snapshot_dir: Path, log: RunLog | None = None) -> Path | None:
+def find_resume_state(snapshot_dir: Path, note: Callable[[str], None] | None = None) -> Path | None:
     """The highest-iteration ``.solverstate`` in ``snapshot_dir`` that parses and has its model; a state cut
-    short by a kill falls back to the previous one (so at most one snapshot interval is lost)."""
+    short by a kill falls back to the previous one (so at most one snapshot interval is lost), and ``note``
+    is told of every state passed over (the run writes it into ``log.txt``)."""
     for candidate in snapshots(snapshot_dir, "solverstate"):
         try:
             check_solverstate(candidate)
         except InputError as err:
-            if log:
-                log.note(f"skipping unusable snapshot: {err}")
+            if note:
+                note(f"skipping unusable snapshot: {err}")
             continue
         return candidate
     return None
@@ -684,6 +695,12 @@ class PreparedRun:
     train_list: Path | None = None  # fine-tuning: the training list (labels for the head's start)
     crop: int = 0  # fine-tuning: crop size of the data layer
     seed: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)  # for log.txt, found while preparing
+
+
+#: Identity keys whose values are digests: a mismatch is said in words.
+_DIGEST_KEYS = {"net_definition": "the train net (its layers and parameters)",
+                "solver_definition": "the solver"}
 
 
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -697,8 +714,41 @@ def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         raise InputError("run.json is not JSON", run_json) from None
     for key, value in identity.items():
         if key in old and old[key] != value:
-            raise InputError(f"this run folder holds a run with {key}={old[key]!r}, not {value!r}; choose "
-                             "another --out (or delete the folder to start over)", run_json)
+            what = (f"{_DIGEST_KEYS[key]} changed since this run started" if key in _DIGEST_KEYS else
+                    f"this run folder holds a run with {key}={old[key]!r}, not {value!r}")
+            raise InputError(f"{what}; choose another --out (or delete the folder to start over)", run_json)
+
+
+def definition_digest(message: Any) -> str:
+    """SHA-256 of a parsed prototxt as protobuf text: its content, without comments or layout."""
+    from google.protobuf import text_format
+
+    return provenance.sha256_json(text_format.MessageToString(message))
+
+
+def run_inputs(lists: dict[str, Path], images: Sequence[Path]) -> dict[str, Any]:
+    """What a run reads (``inputs.json``): the SHA-256 of each list or manifest, and every image (or LMDB
+    file) they name by size and modification time."""
+    return {"lists": provenance.content(lists),
+            "images": provenance.fingerprint({str(path): path for path in images})}
+
+
+def check_run_inputs(run_dir: Path, inputs: dict[str, Any]) -> None:
+    """Refuse to continue a run on data other than those it started on (its ``inputs.json``), naming what
+    changed; a run folder without the file (an earlier version) is not checked."""
+    path = run_dir / "inputs.json"
+    old = provenance.read_json(path)
+    if old is None:
+        return
+    old_lists = old.get("lists", {})
+    problems = [f"{name} changed (content)" for name in sorted(set(old_lists) | set(inputs["lists"]))
+                if old_lists.get(name) != inputs["lists"].get(name)]
+    images = provenance.diff_records(old.get("images", {}), inputs["images"])
+    if images:
+        problems.append(f"images (size or modification time): {images.describe()}")
+    if problems:
+        raise InputError(f"this run was trained on other data: {'; '.join(problems)}; resuming would mix the "
+                         "two: choose another --out (or delete the folder to start over)", path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -774,9 +824,11 @@ def _correlation_layer(net_param: Any) -> tuple[str, str, list[str]] | None:
     return None
 
 
-def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | None) -> dict[str, float]:
+def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | None,
+             note: Callable[[str], None] | None = None) -> dict[str, float]:
     """One pass of the test net: mean of each output over ``test_iters`` batches; with a correlation layer,
-    SROCC and PLCC over all the pass's predictions (the first ``test_items`` of them)."""
+    SROCC and PLCC over all the pass's predictions (the first ``test_items`` of them), and ``note`` told
+    when they are 0 by definition (constant predictions: a collapsed net)."""
     import numpy as np
 
     from rankiqa import metrics
@@ -802,6 +854,9 @@ def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | N
         if np.isfinite(pred).all() and np.isfinite(score).all():
             # rankiqa.metrics: 0.0 where undefined (a constant output, e.g. a collapsed net), as in eval.
             srocc, plcc = metrics.srocc(pred, score), metrics.plcc(pred, score)
+            reason = metrics.degenerate_reason(pred, score)
+            if reason and note:
+                note(f"warning: test pass: {reason}")
         else:  # a diverged net: no correlation to report
             srocc = plcc = float("nan")
         names = corr[2] if len(corr[2]) >= 2 else ["srocc", "plcc"]
@@ -833,6 +888,8 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
     net_param = read_net_param(run.train_net)
     corr = _correlation_layer(net_param)
     log = RunLog(run.run_dir, echo=True) if root else None
+    for text in run.notes if log else ():
+        log.note(text)
     try:
         solver = caffe.get_solver(str(solver_path))
         if run.resume is not None:
@@ -883,7 +940,7 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
     if log:
         log.event("start", start, show=False, max_iter=run.max_iter)
         if has_test and start == 0:
-            log.event("test", 0, show=True, **run_test(solver, run, corr))
+            log.event("test", 0, show=True, **run_test(solver, run, corr, log.note))
         log.flush_outputs(force_plot=True)
     if start >= run.max_iter:
         if log:
@@ -923,7 +980,7 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                 if last_snapshot == iteration:
                     log.note(f"snapshot at iteration {iteration}", show=False)
                 if has_test and iteration % run.test_interval == 0:
-                    log.event("test", iteration, show=True, **run_test(solver, run, corr))
+                    log.event("test", iteration, show=True, **run_test(solver, run, corr, log.note))
                     log.flush_outputs(force_plot=True)
     except KeyboardInterrupt:
         interrupted = True
@@ -995,13 +1052,21 @@ def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
 
 def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_src: Path, solver_src: Path,
              configure: Any, test_iters_default: int | None, test_items: int | None, weights: Path | None,
-             header: str) -> tuple[PreparedRun, list[GpuShare] | None]:
-    """Write ``train.prototxt``/``solver.prototxt`` (+ per-rank copies for --gpus); pick the resume state."""
+             header: str, inputs: dict[str, Any]) -> tuple[PreparedRun, list[GpuShare] | None]:
+    """Write ``train.prototxt``/``solver.prototxt`` (+ per-rank copies for --gpus); pick the resume state.
+
+    Everything that can be refused is checked before the run folder is created or touched: the flags, the
+    run's identity, the resume state, and the resolved nets and solver (``rankiqa.netcheck``: what Caffe
+    would otherwise abort the process on).
+    """
     run_dir: Path = args.out
+    net_param = read_net_param(net_src)
+    solver_param = read_solver_param(solver_src)
+    identity = {**identity, "net_definition": definition_digest(net_param),
+                "solver_definition": definition_digest(solver_param)}
     check_run_identity(run_dir, identity)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run_inputs(run_dir, inputs)
     snapshot_dir = run_dir / "snapshots"
-    snapshot_dir.mkdir(exist_ok=True)
     if args.iters is not None and args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
     if args.snapshot is not None and args.snapshot < 1:
@@ -1010,6 +1075,9 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
         raise InputError(f"--display must be >= 1, got {args.display}")
     if args.lr is not None and not args.lr > 0:
         raise InputError(f"--lr must be > 0, got {args.lr}")
+    for flag in ("test_interval", "test_iters", "seed"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     if args.lr is None and args.net == "shallow":
         # The faithful solvers' rates are VGG-16's; the Shallow net (a CPU-only extra) has its own.
         args.lr = SHALLOW_DEFAULT_LR[kind]
@@ -1021,8 +1089,6 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     else:
         device = resolve_device(args.gpu)
 
-    net_param = read_net_param(net_src)
-    solver_param = read_solver_param(solver_src)
     testable = has_test_phase(net_param) and (args.test_interval is None or args.test_interval > 0)
     if args.test_iters is not None:
         test_iters = args.test_iters
@@ -1041,11 +1107,12 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     header_lines = (f"{header}\nwritten by tools/train.py from {_rel(net_src)} / {_rel(solver_src)}\n"
                     f"test net run by the driver every {test_interval} iterations ({test_iters} batch(es))")
 
+    notes: list[str] = []
     resume = args.resume
     if resume is not None:
         start_iter, _ = check_solverstate(resume)
     else:
-        resume = find_resume_state(snapshot_dir)
+        resume = find_resume_state(snapshot_dir, notes.append)
         start_iter = check_solverstate(resume)[0] if resume is not None else 0
     # The data streams continue where the interrupted run left them: one batch per iteration (x iter_size)
     # per training data layer, test_iters batches per test pass (one at iteration 0, then every interval).
@@ -1053,11 +1120,18 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     tests_done = (1 + start_iter // test_interval) if (test_iters and test_interval and start_iter) else 0
     test_start_batch = tests_done * test_iters
 
+    train_net = configure(net_param, None, start_batch, test_start_batch)
+    netcheck.check_net(train_net, net_src, "train")
+    if test_iters:
+        netcheck.check_net(train_net, net_src, "test")
     train_path = run_dir / "train.prototxt"
-    write_text_proto(configure(net_param, None, start_batch, test_start_batch), train_path, header_lines)
     solver_path = run_dir / "solver.prototxt"
     solver = configure_solver(solver_param, train_path, prefix, args.iters, args.lr, snapshot, args.seed,
                               device, test_iters or None)
+    netcheck.check_solver(solver, solver_src)
+
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    write_text_proto(train_net, train_path, header_lines)
     write_text_proto(solver, solver_path, header_lines)
     rank_solvers: list[Path] = []
     for share in shares or []:
@@ -1074,6 +1148,7 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     record = {**identity, "argv": getattr(args, "argv", None), "train_net_source": _rel(net_src),
               "solver_source": _rel(solver_src), "device": device,
               "gpus": [s.device for s in shares] if shares else None}
+    atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=1) + "\n")
     atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     run = PreparedRun(kind=kind, run_dir=run_dir, solver_path=solver_path, train_net=train_path,
                       snapshot_dir=snapshot_dir, max_iter=int(solver.max_iter),
@@ -1081,7 +1156,8 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
                       test_interval=test_interval, test_iters=test_iters, test_items=test_items,
                       weights=None if resume is not None else weights, resume=resume, device=device,
                       rank_solvers=rank_solvers,
-                      skip_layers=tuple(n for n in (args.skip_layers or "").split(",") if n.strip()))
+                      skip_layers=tuple(n for n in (args.skip_layers or "").split(",") if n.strip()),
+                      notes=notes)
     return run, shares
 
 
@@ -1137,8 +1213,9 @@ def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] 
                 "images_per_group": images_per_group, "aligned_crops": bool(args.aligned_crops)}
     header = (f"rank training: rank set {args.rankset}, net {args.net}, {types_per_batch} types x "
               f"{images_per_group} image(s) x {levels + 1} levels per batch, direction {args.direction}")
+    images = manifest_images(data_dir)
     return _prepare(args, "rank", identity, net_src, solver_src, configure, test_default, None, args.weights,
-                    header)
+                    header, run_inputs({"manifest.csv": data_dir / "manifest.csv"}, images))
 
 
 def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] | None]:
@@ -1197,8 +1274,10 @@ def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuSha
         identity["rank_model"] = str(Path(args.rank_model).resolve())
     header = (f"fine-tuning: dataset {args.dataset} ({style} style), net {args.net}, "
               f"init {'scratch' if args.from_scratch else weights}")
+    lists = {name: lists_dir / name for name in ("train.txt", "test.txt") if (lists_dir / name).is_file()}
+    images = [Path(path) for listed in lists.values() for path, _ in read_list(listed, check_files=False)]
     run, shares = _prepare(args, "finetune", identity, net_src, solver_src, configure, test_default,
-                           n_test or None, weights, header)
+                           n_test or None, weights, header, run_inputs(lists, sorted(set(images))))
     crop = int(get_param_str(next(python_layers(net_param, "ft_data")), net_src).get("crop", 224))
     run = dataclasses.replace(run, head_init=head_start, train_list=lists_dir / "train.txt", crop=crop,
                               seed=args.seed)
@@ -1278,6 +1357,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet: what a run creates."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _remove_if_untrained(created: Path | None, snapshot_dir: Path) -> None:
+    """A run folder this command created and that holds no snapshot is removed when the command fails, so a
+    refused or crashed start leaves nothing behind (a folder that was there before is never touched)."""
+    if created is None or not created.exists() or any(snapshot_dir.glob("*_iter_*")):
+        return
+    shutil.rmtree(created, ignore_errors=True)
+    print(f"note: removed {created} (the run failed before its first snapshot)", file=sys.stderr)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
@@ -1285,11 +1383,16 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in run.json
     if args.gpus and args.gpu not in ("auto", None):
         raise InputError("give --gpu or --gpus, not both")
-    run, shares = prepare_rank(args) if args.command == "rank" else prepare_finetune(args)
-    if shares is not None:
-        train_multi_gpu(run, shares)
-    else:
-        train_process(run)
+    created = _first_missing(args.out)
+    try:
+        run, shares = prepare_rank(args) if args.command == "rank" else prepare_finetune(args)
+        if shares is not None:
+            train_multi_gpu(run, shares)
+        else:
+            train_process(run)
+    except BaseException:
+        _remove_if_untrained(created, args.out / "snapshots")
+        raise
     final = snapshots(run.snapshot_dir, "caffemodel")
     if final:
         print(f"done: {final[0]}")

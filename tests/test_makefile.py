@@ -1,0 +1,76 @@
+"""The Makefile's command lines (``make -n``): a path with spaces or quotes reaches a tool as one argument."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+
+
+def _commands(target: str, *variables: str) -> list[list[str]]:
+    """The commands ``make -n`` prints for ``target`` (lines joined), split as the shell would split them."""
+    result = subprocess.run(["make", "-n", "--no-print-directory", target, *variables], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.replace("\\\n", " ")
+    return [shlex.split(line) for line in text.splitlines() if " -m " in line]
+
+
+def _tool(commands: list[list[str]], module: str) -> list[str]:
+    found = [argv for argv in commands if module in argv]
+    assert len(found) == 1, commands
+    return found[0]
+
+
+def _value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_paths_with_spaces_and_quotes_are_one_argument(tmp_path: Path) -> None:
+    model = "/tmp/my models/it's.caffemodel"
+    deploy = "/tmp/my nets/deploy.prototxt"
+    lists = "data/ft/my lists"
+    argv = _tool(_commands("eval", f"MODEL={model}", f"DEPLOY={deploy}", f"FT_DIR={lists}",
+                           f"DATA={tmp_path / 'no such data'}"), "tools.evaluate")
+    assert _value(argv, "--model") == model and _value(argv, "--deploy") == deploy
+    assert _value(argv, "--table") == f"{lists}/split0/test.csv"
+    assert _value(argv, "--out") == "results/my_lists_shallow"  # a name made from a path: no space
+
+    argv = _tool(_commands("predict", f"MODEL={model}", f"DEPLOY={deploy}", "IMAGES=a.png b.png",
+                           "PRED_OUT=my results/p.csv"), "tools.predict")
+    assert _value(argv, "--model") == model and _value(argv, "--out") == "my results/p.csv"
+    assert argv[argv.index("--images") + 1:argv.index("--images") + 3] == ["a.png", "b.png"]  # a list
+
+    argv = _tool(_commands("finetune", f"RANK_MODEL={model}", f"FT_DIR={lists}", "DATA=/d a/t"),
+                 "tools.train")
+    assert _value(argv, "--rank-model") == model and _value(argv, "--lists") == f"{lists}/split0"
+    assert _value(argv, "--out") == "runs/ft_my_lists_shallow_split0_from-it's"
+
+    argv = _tool(_commands("ranks", "PRISTINE=/my photos", "RANKS_DIR=data/ranks/my set"),
+                 "data_prep.make_ranks")
+    assert _value(argv, "--pristine") == "/my photos" and _value(argv, "--out") == "data/ranks/my set"
+
+
+def test_fine_tuning_lists_are_checked_whenever_their_data_folder_is_given_or_there(tmp_path: Path) -> None:
+    lists = tmp_path / "ft"
+    (lists / "split0").mkdir(parents=True)
+    (lists / "split0" / "train.txt").write_text("/x.png 1\n")
+    absent = tmp_path / "absent"
+    cases = [  # (variables, whether make_ft_lists is asked)
+        ([f"FT_DIR={tmp_path / 'none'}"], True),  # no lists yet
+        ([f"FT_DIR={lists}", f"DATA={tmp_path}"], True),  # the data folder given (and there)
+        ([f"FT_DIR={lists}", f"DATA={absent}"], True),  # given, even when it is not there: the tool says so
+    ]
+    for variables, asked in cases:
+        commands = _commands("finetune", "DATASET=kadid", *variables)
+        assert any("data_prep.make_ft_lists" in argv for argv in commands) == asked, variables
+    if not Path("/data/kadid").exists():  # the default DATA: not given, not there, lists present
+        commands = _commands("finetune", "DATASET=kadid", f"FT_DIR={lists}")
+        assert not any("data_prep.make_ft_lists" in argv for argv in commands)
