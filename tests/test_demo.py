@@ -53,6 +53,20 @@ def test_a_folder_needs_six_usable_photographs(tmp_path):
     assert demo.resolve_photos(str(tmp_path), warn=warnings.append).tag != photos.tag
 
 
+def test_demo_images_are_png_with_a_shorter_side_of_at_most_256(tmp_path):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("big.jpg", (600, 900, 3)), ("small.png", (240, 300, 3))):
+        cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, shape, dtype=np.uint8))
+    big = cv2.imdecode(np.frombuffer(demo.demo_image(tmp_path / "big.jpg"), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert big.shape == (demo.SHORT_SIDE, 384, 3)
+    small_bytes = demo.demo_image(tmp_path / "small.png")
+    small = cv2.imdecode(np.frombuffer(small_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(small, cv2.imread(str(tmp_path / "small.png")))  # not resized, pixels kept
+
+
 def test_seeds_are_parsed_strictly():
     assert demo.parse_seeds("0,1,2") == [0, 1, 2]
     for bad in ("", "a", "1,1", "-1"):

@@ -68,6 +68,12 @@ STAGES_FILE = "stages.json"
 MIN_PHOTOS = 6
 #: Held-out test references of the stand-in set, at least (the claim is measured on them).
 MIN_TEST_REFS = 2
+#: Photographs larger than this on their shorter side are resized to it (INTER_AREA) before anything else.
+#: Why: the embedded photographs carry their own noise and JPEG traces at full size (rocket.jpg is a JPEG),
+#: so a mildly smoothed or compressed copy can look cleaner than the "pristine" one; area downscaling averages
+#: those traces away, makes every stage several times faster, and lets a user's multi-megapixel photographs
+#: run in minutes. The demo only: ``make ranks`` never resizes.
+SHORT_SIDE = 256
 #: What the claim asks of the ranking model on references it never saw (pairwise accuracy).
 RANK_ACCURACY_GOAL = {"overall": 0.85, "every_type": 0.5}
 
@@ -332,14 +338,32 @@ class Paths:
         return self.out / "rank_accuracy"
 
 
+def demo_image(path: Path) -> bytes:
+    """The photograph as the demo uses it: PNG, shorter side at most ``SHORT_SIDE`` (area resampling)."""
+    import cv2
+
+    from data_prep import pristine
+
+    image = pristine.load_pristine(path, 227)
+    height, width = image.shape[:2]
+    scale = SHORT_SIDE / min(height, width)
+    if scale < 1.0:
+        size = (max(227, round(width * scale)), max(227, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise InputError("could not encode the resized photograph as PNG", path)
+    return encoded.tobytes()
+
+
 def stage_pristine(profile: Profile, photos: Photos, paths: Paths) -> bool:
-    """Copy the photographs (bytes unchanged) into the two disjoint pristine folders; False if done."""
+    """Write the photographs (``demo_image``) into the two disjoint pristine folders; False if done."""
     wrote = False
     for folder, names in ((paths.pristine_rank, profile.rank_refs), (paths.pristine_ft, profile.ft_refs)):
         for name in names:
-            target = folder / photos.sources[name].name
+            target = folder / f"{name}.png"
             if not target.is_file():
-                atomic_write_bytes(target, photos.sources[name].read_bytes())
+                atomic_write_bytes(target, demo_image(photos.sources[name]))
                 wrote = True
     return wrote
 
@@ -718,7 +742,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
     measured = sum(s["seconds"] or 0.0 for r in results for s in r.stages.values())
     settings = {
         "profile": profile.name, "seeds": seeds, "net": NET, "device": "CPU", "rankset": RANKSET,
-        "photos": photos.origin, "photos_tag": photos.tag,
+        "photos": photos.origin, "photos_tag": photos.tag, "short_side": SHORT_SIDE,
         "types": list(profile.types), "ft_types": list(profile.ft_types), "excluded_types": EXCLUDED_TYPES,
         "not_ranked_types": {t: w for t, w in NOT_RANKED.items() if t in profile.ft_types},
         "rank_references": list(profile.rank_refs), "ft_references": list(profile.ft_refs),
@@ -750,7 +774,9 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         "none of them); a tie counts as wrong.", "",
         acc_table, "![ranking accuracy](rank_accuracy.png)", "",
         "## Settings", "",
-        f"- profile `{profile.name}`, net `{NET}` (supplementary Table 5), CPU",
+        f"- profile `{profile.name}`, net `{NET}` (supplementary Table 5), CPU; photographs resized to a "
+        f"shorter side of at most {SHORT_SIDE} px (area resampling) before the ranking and fine-tuning data "
+        "are made",
         f"- ranking: rank set `{RANKSET}`, references {', '.join(profile.rank_refs)} (all trained on); "
         f"{settings['rank_batch']} per batch; {profile.rank_iters} iterations, base_lr {profile.rank_lr:g}",
         f"- fine-tuning (stand-in): references {', '.join(profile.ft_refs)}, per seed "
@@ -796,7 +822,8 @@ def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_
     folder = f"{profile.name}-{photos.tag}-seed{seed}"
     paths = Paths(data=(data_root / folder).resolve(), runs=(runs_root / folder).resolve(),
                   out=(out / f"seed{seed}").resolve())
-    settings = {"profile": dataclasses.asdict(profile), "seed": seed, "photos": photos.tag}
+    settings = {"profile": dataclasses.asdict(profile), "seed": seed, "photos": photos.tag,
+                "short_side": SHORT_SIDE}
     check_settings(paths.data, settings)
     check_settings(paths.runs, settings)
     paths.out.mkdir(parents=True, exist_ok=True)
