@@ -149,7 +149,8 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     sources = pristine.resolve_sources(pristine_dir)
 
-    out.mkdir(parents=True, exist_ok=True)
+    with storage_errors(out):  # a folder the user may not write in is named like a full one
+        out.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(out):
         record = _check_record(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
                                      "min_size": int(min_size), "generator": distortions.GENERATOR_VERSION},
@@ -205,7 +206,9 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
 @contextlib.contextmanager
 def _exclusive_lock(out: Path) -> Iterator[None]:
     """One run per output folder: a second one would delete the first one's temporary files."""
-    with open(out / LOCK_FILE, "a+") as handle:
+    with storage_errors(out / LOCK_FILE):
+        handle = open(out / LOCK_FILE, "a+")
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -27,6 +27,8 @@ WRITE_ERRNOS = STORAGE_ERRNOS | {errno.EACCES, errno.EPERM}
 #: command carries on from it.
 STORAGE_ADVICE = ("free some space (or choose another output folder) and run the same command again: "
                   "finished work is kept")
+READ_ONLY_ADVICE = ("make the folder writable (or choose another output folder) and run the same command "
+                    "again: finished work is kept")
 
 
 def format_bytes(size: int) -> str:
@@ -48,25 +50,26 @@ class StorageError(InputError):
     """
 
     def __init__(self, reason: str, path: str | os.PathLike | None = None, needed: int | None = None,
-                 free: int | None = None, note: str | None = None) -> None:
+                 free: int | None = None, note: str | None = None, advice: str = STORAGE_ADVICE) -> None:
         self.reason = reason
         self.needed = needed
         self.free = free
         self.note = note
+        self.advice = advice
         sizes = []
         if needed is not None:
             sizes.append(f"needs {format_bytes(needed)}")
         if free is not None:
             sizes.append(f"{format_bytes(free)} free")
         text = reason + (f" ({', '.join(sizes)})" if sizes else "")
-        super().__init__("; ".join([text, *([note] if note else []), STORAGE_ADVICE]), path)
+        super().__init__("; ".join([text, *([note] if note else []), advice]), path)
 
     def with_note(self, note: str) -> StorageError:
         """The same error with ``note`` added."""
-        return StorageError(self.reason, self.path, self.needed, self.free, note)
+        return StorageError(self.reason, self.path, self.needed, self.free, note, self.advice)
 
     def __reduce__(self):  # keep the fields through pickling (worker processes of a pool)
-        return (type(self), (self.reason, self.path, self.needed, self.free, self.note))
+        return (type(self), (self.reason, self.path, self.needed, self.free, self.note, self.advice))
 
 
 def free_bytes(path: str | os.PathLike) -> int | None:
@@ -93,8 +96,10 @@ def storage_error(err: OSError, path: str | os.PathLike | None = None, needed: i
         return None
     where = path if path is not None else (err.filename or None)
     reason = f"cannot write: {os.strerror(err.errno)}"
-    free = free_bytes(where) if where is not None and err.errno in (errno.ENOSPC, errno.EDQUOT) else None
-    return StorageError(reason, where, needed=needed, free=free)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        free = free_bytes(where) if where is not None else None
+        return StorageError(reason, where, needed=needed, free=free)
+    return StorageError(reason, where, advice=READ_ONLY_ADVICE)
 
 
 @contextlib.contextmanager

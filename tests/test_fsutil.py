@@ -44,7 +44,8 @@ def test_a_read_only_file_system_is_named_too(tmp_path):
         with pytest.raises(StorageError) as caught:
             fsutil.atomic_write_text(fs / "out" / "table.csv", "a,b\n")
         assert caught.value.path == str(fs / "out" / "table.csv")
-        assert os.strerror(errno.EROFS) in str(caught.value) and caught.value.free is None
+        assert str(caught.value) == (f"{fs / 'out' / 'table.csv'}: cannot write: {os.strerror(errno.EROFS)}; "
+                                     + fsutil.READ_ONLY_ADVICE)
         with pytest.raises(StorageError) as caught:  # a folder that cannot be made: the same error
             fsutil.atomic_write_text(fs / "new" / "table.csv", "a,b\n")
         assert caught.value.path == str(fs / "new" / "table.csv")
@@ -82,13 +83,14 @@ def test_require_free_space_refuses_with_the_figures(tmp_path):
 
 
 def test_storage_error_is_an_input_error_and_survives_pickling():
-    err = StorageError("cannot write: full", "/x/y.png", needed=3 << 20, free=1536, note="resume from z")
+    err = StorageError("cannot write: full", "/x/y.png", needed=3 << 20, free=1536, note="resume from z",
+                       advice="try again")
     assert isinstance(err, InputError)
-    assert str(err) == ("/x/y.png: cannot write: full (needs 3.0 MiB, 1.5 KiB free); resume from z; "
-                        + fsutil.STORAGE_ADVICE)
+    assert str(err) == "/x/y.png: cannot write: full (needs 3.0 MiB, 1.5 KiB free); resume from z; try again"
     copy = pickle.loads(pickle.dumps(err))  # as a worker process of a pool hands it back
     assert type(copy) is StorageError and str(copy) == str(err)
     assert (copy.path, copy.needed, copy.free, copy.note) == ("/x/y.png", 3 << 20, 1536, "resume from z")
+    assert str(err.with_note("later")) == str(err).replace("resume from z", "later")
     plain = pickle.loads(pickle.dumps(InputError("bad", "/a.txt", 3)))
     assert (plain.path, plain.line, str(plain)) == ("/a.txt", 3, "/a.txt:3: bad")
 

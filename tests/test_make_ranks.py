@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 import signal
@@ -19,7 +20,7 @@ import pytest
 from data_prep import distortions, make_ranks, pristine
 from data_prep.make_ranks import generate, image_seed, lmdb_bytes, split_references
 from rankiqa.errors import InputError
-from rankiqa.fsutil import StorageError
+from rankiqa.fsutil import READ_ONLY_ADVICE, StorageError
 from rankiqa.lists import read_list
 from tests.small_fs import remount, small_fs
 
@@ -441,3 +442,18 @@ def test_an_lmdb_write_cut_short_by_a_full_disk_is_reported_and_removed(source_d
         assert caught.value.path == str(out / "images.lmdb")
         assert "cannot write the LMDB" in str(caught.value) and caught.value.free < caught.value.needed
         assert not (out / "images.lmdb").exists() and not list(out.glob(".images.lmdb*"))
+
+
+def test_a_folder_that_cannot_be_written_is_named(source_dir, tmp_path, monkeypatch):
+    with small_fs(tmp_path / "fs", 64 << 10) as fs:
+        remount(fs, "ro")
+        failed = run_cli("--rankset", "live", "--pristine", str(source_dir), "--out", str(fs / "r"))
+        assert failed.returncode == 2 and failed.stderr == (
+            f"error: {fs / 'r'}: cannot write: Read-only file system; {READ_ONLY_ADVICE}\n")
+    # Not root, in a folder of someone else's ("permission denied"): the same kind of message.
+    def refused(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(StorageError, match=f"^{tmp_path / 'r'}: cannot write: Permission denied; make the "):
+        generate("live", source_dir, tmp_path / "r", progress=False)

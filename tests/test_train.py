@@ -729,7 +729,8 @@ def test_a_read_only_run_folder_is_named(ranks, tmp_path, capsys):
         remount(fs, "ro")
         assert _rank_cli(ranks, fs / "rank_tiny", "--iters", "2") == 2
         assert capsys.readouterr().err.startswith(
-            f"error: {fs / 'rank_tiny' / 'snapshots'}: cannot write: Read-only file system;")
+            f"error: {fs / 'rank_tiny' / 'snapshots'}: cannot write: Read-only file system; make the folder "
+            "writable")
 
 
 def test_a_log_line_the_disk_refuses_names_the_log_and_the_next_run_starts_a_new_line(tmp_path):
@@ -758,3 +759,28 @@ def test_a_log_line_the_disk_refuses_names_the_log_and_the_next_run_starts_a_new
     log.close()
     lines = (tmp_path / "log.txt").read_text().splitlines()
     assert lines[-2] == "2024-01-01 00:00:00 train iter=2" and lines[-1].endswith(" start iter=0")
+
+
+def _rank0_fails_rank1_waits(run, share, uid):
+    """A stand-in for a multi-GPU process: rank 0 stops with an error (a full disk at its snapshot), rank 1
+    waits for it as it would inside NCCL's all-reduce."""
+    import time
+
+    if share.rank == 0:
+        print("error: no room for the snapshot", file=sys.stderr)
+        sys.exit(2)
+    time.sleep(60)
+    (run.run_dir / "rank1_went_on").touch()  # only when nobody stopped it
+
+
+def test_a_multi_gpu_run_whose_rank_fails_stops_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "import_caffe", lambda: None)
+    monkeypatch.setattr(train, "require_nccl", lambda caffe: None)
+    monkeypatch.setattr(train, "nccl_uid", lambda caffe: bytes(128))
+    run = train.PreparedRun(kind="rank", run_dir=tmp_path, solver_path=tmp_path / "solver.prototxt",
+                            train_net=tmp_path / "train.prototxt", snapshot_dir=tmp_path / "snapshots",
+                            max_iter=4, snapshot_every=2, display=1, test_interval=0, test_iters=0,
+                            test_items=None, weights=None, resume=None)
+    with pytest.raises(InputError, match=r"^multi-GPU training failed in rank0 \(see "):
+        train.train_multi_gpu(run, train.gpu_shares([0, 1]), worker=_rank0_fails_rank1_waits)
+    assert not (tmp_path / "rank1_went_on").exists()
