@@ -1138,24 +1138,38 @@ def _gpu_worker(run: PreparedRun, share: GpuShare, nccl_uid: bytes) -> None:
         train_process(run, share, nccl_uid)
     except KeyboardInterrupt:
         sys.exit(130)
+    except InputError as err:  # e.g. no room for rank 0's snapshot: one line, as cli_main would print it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
-def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
-    """One process per GPU, NCCL all-reduce of the gradients after each backward (Caffe's multi-GPU path)."""
+def train_multi_gpu(run: PreparedRun, shares: list[GpuShare], worker: Any = _gpu_worker) -> None:
+    """One process per GPU, NCCL all-reduce of the gradients after each backward (Caffe's multi-GPU path).
+
+    ``worker`` is the entry point of each process (:func:`_gpu_worker`; a module-level stand-in in tests).
+    A process that fails leaves the others waiting for it inside NCCL: they are stopped, and the error
+    names the process(es) that failed.
+    """
     import multiprocessing
+    from multiprocessing.connection import wait
 
     caffe = import_caffe()
     require_nccl(caffe)
     uid = nccl_uid(caffe)
     # spawn, not fork: a forked child would inherit this process's Caffe/CUDA state.
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_gpu_worker, args=(run, share, uid), name=f"rank{share.rank}")
+    processes = [context.Process(target=worker, args=(run, share, uid), name=f"rank{share.rank}")
                  for share in shares]
     for process in processes:
         process.start()
+    failed: list[str] = []
     try:
-        for process in processes:
-            process.join()
+        pending = list(processes)
+        while pending and not failed:
+            wait([p.sentinel for p in pending])
+            pending = [p for p in pending if p.exitcode is None]
+            # 130: stopped by Ctrl-C, as the others will be after the same iteration.
+            failed = [p.name for p in processes if p.exitcode not in (None, 0, 130)]
     except KeyboardInterrupt:
         # The children got the same SIGINT and stop after the current (synchronised) iteration.
         for process in processes:
@@ -1165,11 +1179,10 @@ def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
         for process in processes:
             if process.is_alive():
                 process.terminate()
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
-    if any(p.exitcode == 130 for p in processes):
-        raise KeyboardInterrupt
     if failed:
         raise InputError(f"multi-GPU training failed in {', '.join(failed)} (see {run.run_dir / 'log.txt'})")
+    if any(p.exitcode == 130 for p in processes):
+        raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------------------------------
