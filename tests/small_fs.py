@@ -33,12 +33,3 @@ def remount(folder: Path, *options: str) -> None:
     """Change a mounted ``small_fs``: ``"size=8M"`` (more room, the data kept), ``"ro"``, ``"rw"``."""
     subprocess.run(["mount", "-o", ",".join(["remount", *options]), str(folder)], check=True)
 
-
-def fill(folder: Path, leave: int = 0) -> None:
-    """Fill the file system of ``folder`` up to ``leave`` bytes free, with one file ``filler``."""
-    import shutil
-
-    free = shutil.disk_usage(folder).free
-    with open(folder / "filler", "wb") as handle:
-        with contextlib.suppress(OSError):
-            handle.write(b"\0" * max(0, free - leave))

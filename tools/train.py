@@ -28,6 +28,10 @@ Faithful choices and the rules this driver adds (also in ``--help``):
   a rerun of the same command continues from the highest-iteration valid ``.solverstate`` in
   ``<out>/snapshots/`` (delete the run folder to start over). Ctrl-C finishes the current iteration, writes a
   snapshot and exits with status 130.
+* Disk space: Caffe writes each snapshot into ``snapshots/.partial/`` and the driver moves the finished pair
+  into ``snapshots/``, logging it as the last good snapshot. The free space for one snapshot (from the net's
+  parameter count) is checked before training and before each snapshot; without it the run stops with exit
+  status 2, naming the space needed and the snapshot a rerun resumes from.
 * Testing: Caffe's own testing is switched off in the written solver (``test_interval`` beyond any run) and
   the driver runs the test net itself every ``--test-interval`` iterations, so that SROCC/PLCC can be pooled
   over the whole test list (not averaged per batch) and written to ``loss.csv``.
