@@ -151,7 +151,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
 
     with storage_errors(out):  # a folder the user may not write in is named like a full one
         out.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(out):
+    with _exclusive_lock(out), _temporaries_removed_on_error(out, rankset):
         record = _check_record(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
                                      "min_size": int(min_size), "generator": distortions.GENERATOR_VERSION},
                                pristine_dir, sources, warn)
@@ -282,6 +282,17 @@ def _remove_stale_temporaries(out: Path, rankset: str) -> None:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+
+
+@contextlib.contextmanager
+def _temporaries_removed_on_error(out: Path, rankset: str) -> Iterator[None]:
+    """When a step fails (a worker's full disk, Ctrl-C), the pool is terminated and its other workers die
+    inside their atomic writes: remove the temporary files they leave, which take room on a full disk."""
+    try:
+        yield
+    except BaseException:
+        _remove_stale_temporaries(out, rankset)
+        raise
 
 
 def _prepare_one(args: tuple[str, str, int]) -> tuple[str, str]:
