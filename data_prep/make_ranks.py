@@ -42,7 +42,15 @@ from tqdm import tqdm
 from data_prep import distortions, pristine
 from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
-from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
+from rankiqa.fsutil import (
+    STORAGE_ERRNOS,
+    StorageError,
+    atomic_write_bytes,
+    atomic_write_text,
+    free_bytes,
+    require_free_space,
+    storage_errors,
+)
 from rankiqa.lists import write_list
 
 SETTINGS_FILE = ".make_ranks.json"
@@ -141,8 +149,9 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     sources = pristine.resolve_sources(pristine_dir)
 
-    out.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(out):
+    with storage_errors(out):  # a folder the user may not write in is named like a full one
+        out.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(out), _temporaries_removed_on_error(out, rankset):
         record = _check_record(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
                                      "min_size": int(min_size), "generator": distortions.GENERATOR_VERSION},
                                pristine_dir, sources, warn)
@@ -197,7 +206,9 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
 @contextlib.contextmanager
 def _exclusive_lock(out: Path) -> Iterator[None]:
     """One run per output folder: a second one would delete the first one's temporary files."""
-    with open(out / LOCK_FILE, "a+") as handle:
+    with storage_errors(out / LOCK_FILE):
+        handle = open(out / LOCK_FILE, "a+")
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -271,6 +282,17 @@ def _remove_stale_temporaries(out: Path, rankset: str) -> None:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+
+
+@contextlib.contextmanager
+def _temporaries_removed_on_error(out: Path, rankset: str) -> Iterator[None]:
+    """When a step fails (a worker's full disk, Ctrl-C), the pool is terminated and its other workers die
+    inside their atomic writes: remove the temporary files they leave, which take room on a full disk."""
+    try:
+        yield
+    except BaseException:
+        _remove_stale_temporaries(out, rankset)
+        raise
 
 
 def _prepare_one(args: tuple[str, str, int]) -> tuple[str, str]:
@@ -390,35 +412,80 @@ def _manifest_text(rows: list[tuple[str, str, int, str, str]]) -> str:
     return buffer.getvalue()
 
 
+#: LMDB's page size on Linux (the OS page size) and its page header (``PAGEHDRSZ``): a value larger than
+#: ``_LMDB_NODEMAX`` goes to overflow pages of its own, ``ceil((16 + len) / 4096)`` of them.
+_LMDB_PAGE = 4096
+_LMDB_PAGE_HEADER = 16
+_LMDB_NODEMAX = 2032
+
+
+def lmdb_bytes(keys: Sequence[bytes], value_sizes: Sequence[int]) -> int:
+    """An upper bound of the size of an LMDB holding these keys and values of these sizes (bytes).
+
+    Large values: their overflow pages; small ones, with every key: their leaf nodes (8-byte node header,
+    key, value or 8-byte overflow page number) counted twice, as a B-tree leaf is at least half full; the
+    branch pages, the two meta pages and the pages copied by each commit (one per ``_LMDB_BATCH_BYTES``)
+    are covered by a fixed 1 MiB. Checked against real files in tests/test_make_ranks.py.
+    """
+    total = 0
+    for key, size in zip(keys, value_sizes, strict=True):
+        if size > _LMDB_NODEMAX:
+            total += -(-(size + _LMDB_PAGE_HEADER) // _LMDB_PAGE) * _LMDB_PAGE
+            total += 2 * (8 + len(key) + 8)
+        else:
+            total += 2 * (8 + len(key) + size)
+    return total + (1 << 20)
+
+
 def _write_lmdb(out: Path, paths: list[str]) -> None:
-    """``images.lmdb/``: key = relative path (UTF-8), value = the PNG bytes; built aside, then renamed."""
+    """``images.lmdb/``: key = relative path (UTF-8), value = the PNG bytes; built aside, then renamed.
+
+    The space it needs is known beforehand (:func:`lmdb_bytes`): a file system without it is refused before
+    anything is written. LMDB reports a write that runs out of space as an I/O error; when space is what
+    ran out, that becomes a ``StorageError`` too. A failed build leaves no temporary folder behind.
+    """
     import lmdb
 
     final = out / "images.lmdb"
     temporary = out / f".images.lmdb.tmp-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
-    total = sum((out / p).stat().st_size for p in paths)
-    env = lmdb.open(str(temporary), map_size=max(2 * total + (64 << 20), 1 << 26), subdir=True,
-                    readahead=False, meminit=False)
+    keys = [rel.encode("utf-8") for rel in paths]
+    sizes = [(out / p).stat().st_size for p in paths]
+    needed = lmdb_bytes(keys, sizes)
+    require_free_space(out, needed, f"the LMDB {final}")
+    total = sum(sizes)
     try:
-        # Commit in batches: one transaction per dataset would exceed LMDB's dirty-page limit (MDB_TXN_FULL)
-        # on a full Waterloo-sized set.
-        batch_bytes, txn = 0, env.begin(write=True)
+        with storage_errors(temporary, needed, STORAGE_ERRNOS):
+            env = lmdb.open(str(temporary), map_size=max(2 * total + (64 << 20), 1 << 26), subdir=True,
+                            readahead=False, meminit=False)
         try:
-            for rel in paths:
-                value = (out / rel).read_bytes()
-                txn.put(rel.encode("utf-8"), value)
-                batch_bytes += len(value)
-                if batch_bytes >= _LMDB_BATCH_BYTES:
-                    txn.commit()
-                    batch_bytes, txn = 0, env.begin(write=True)
-            txn.commit()
-        except BaseException:
-            txn.abort()
-            raise
-        env.sync()
-    finally:
-        env.close()
+            # Commit in batches: one transaction per dataset would exceed LMDB's dirty-page limit
+            # (MDB_TXN_FULL) on a full Waterloo-sized set.
+            batch_bytes, txn = 0, env.begin(write=True)
+            try:
+                for rel, key in zip(paths, keys, strict=True):
+                    value = (out / rel).read_bytes()
+                    txn.put(key, value)
+                    batch_bytes += len(value)
+                    if batch_bytes >= _LMDB_BATCH_BYTES:
+                        txn.commit()
+                        batch_bytes, txn = 0, env.begin(write=True)
+                txn.commit()
+            except BaseException:
+                txn.abort()
+                raise
+            env.sync()
+        finally:
+            env.close()
+    except lmdb.Error as err:
+        shutil.rmtree(temporary, ignore_errors=True)
+        free = free_bytes(out)
+        if free is not None and free < needed:
+            raise StorageError(f"cannot write the LMDB ({err})", final, needed=needed, free=free) from None
+        raise
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     if final.exists():
         old = out / f".images.lmdb.tmp-old-{os.getpid()}"
         os.replace(final, old)

@@ -20,6 +20,9 @@ class InputError(Exception):
         self.line = line
         super().__init__(str(self))
 
+    def __reduce__(self):  # keep path and line through pickling (worker processes of a pool)
+        return (type(self), (self.message, self.path, self.line))
+
     def __str__(self) -> str:
         where = ""
         if self.path is not None:
@@ -29,7 +32,9 @@ class InputError(Exception):
 
 
 def cli_main(func: Callable[..., int | None]) -> Callable[..., int]:
-    """Decorate a command-line ``main``: an ``InputError`` prints ``error: ...`` and exits 2."""
+    """Decorate a command-line ``main``: an ``InputError`` prints ``error: ...`` and exits 2; so does an
+    ``OSError`` of a full or read-only file system that no writer turned into ``rankiqa.fsutil.StorageError``
+    (it names the file when the error does)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs) -> int:
@@ -37,6 +42,14 @@ def cli_main(func: Callable[..., int | None]) -> Callable[..., int]:
             code = func(*args, **kwargs)
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            from rankiqa.fsutil import storage_error  # fsutil imports this module
+
+            converted = storage_error(err)
+            if converted is None:
+                raise
+            print(f"error: {converted}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted: run the same command again to resume", file=sys.stderr)

@@ -4,11 +4,14 @@ clear message with the exact packages, a non-zero exit and nothing left in the c
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.small_fs import small_fs
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "build_caffe.sh"
@@ -101,3 +104,37 @@ def test_lean_without_cuda_is_refused(tmp_path):
     proc = run_script("--list-deps", env=dict(os.environ, CAFFE_LEAN="1", RANKIQA_CACHE=str(tmp_path)))
     assert proc.returncode != 0
     assert "CAFFE_LEAN=1 is for the CUDA build (CUDA=1)" in proc.stderr
+
+
+def _build_env(cache: Path, **extra: str) -> dict[str, str]:
+    return dict(os.environ, PYTHON=str(REPO / ".venv" / "bin" / "python"), RANKIQA_CACHE=str(cache),
+                APT="0", **extra)
+
+
+def test_a_cache_without_room_for_a_build_is_refused_before_it_starts(tmp_path):
+    with small_fs(tmp_path / "fs", 1 << 20) as fs:
+        proc = run_script(env=_build_env(fs / "cache"))
+        assert proc.returncode == 1
+        assert (f"FAILED: not enough free space in {fs / 'cache'} for the Caffe build: it needs about "
+                "150 MiB," in proc.stderr)
+        assert "MiB free. Free some space (or set RANKIQA_CACHE" in proc.stderr
+        assert not list((fs / "cache").glob("*.partial.*")) and not list((fs / "cache").glob("caffe-*/"))
+
+
+def test_a_build_step_failing_on_a_full_disk_says_so_and_removes_the_partial_build(tmp_path):
+    # The disk fills while the build runs (here: while fetching the source, shrunk by a stand-in curl):
+    # the step's own error is followed by the reason and what a build needs.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    with small_fs(tmp_path / "fs", 200 << 20) as fs:  # room for the check; a tmpfs holds only what is written
+        curl = fake_bin / "curl"
+        curl.write_text(f"#!/bin/sh\nmount -o remount,size=64k '{fs}'\n"
+                        "echo 'curl: (23) Failure writing output to destination' >&2\nexit 23\n")
+        curl.chmod(0o755)
+        proc = run_script(env=_build_env(fs / "cache", PATH=f"{fake_bin}:{os.environ['PATH']}"))
+        assert proc.returncode == 1
+        assert "FAILED: download failed" in proc.stderr
+        assert re.search(f"The file system of {re.escape(str(fs / 'cache'))} is full \\([01] MiB free\\);\n"
+                         r"\[caffe\]   a build needs about 150 MiB there\.", proc.stderr), proc.stderr
+        assert proc.stderr.count("The file system of") == 1
+        assert not list((fs / "cache").glob("*.partial.*"))

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from rankiqa.errors import InputError
+from rankiqa.fsutil import StorageError
+from tests.small_fs import remount, small_fs
 from tools import evaluate, scoring
 
 REPO = Path(__file__).resolve().parents[1]
@@ -579,3 +581,18 @@ def test_results_record_their_inputs_and_say_when_they_replace_others(tid_fixtur
     # The same evaluation again: nothing to say.
     assert _run([*common, "--model", str(other), "--table", str(table)]) == 0
     assert "replacing" not in capsys.readouterr().err
+
+
+def test_results_on_a_full_disk_name_the_file_and_leave_no_metrics_json(tmp_path: Path) -> None:
+    report, samples, preds = _synthetic_report(tmp_path)
+    with small_fs(tmp_path / "fs", 16 << 10) as fs:
+        out = fs / "res"
+        with pytest.raises(StorageError) as caught:  # the plots do not fit in 16 KiB
+            evaluate.write_outputs(out, report, samples, preds, {})
+        assert Path(caught.value.path).parent == out and Path(caught.value.path).name in RESULT_FILES
+        assert "No space left on device" in str(caught.value)
+        # metrics.json, written last, is what says an evaluation finished: it is not there.
+        assert not (out / "metrics.json").exists() and not list(out.glob(".*.tmp*"))
+        remount(fs, "size=1M")
+        evaluate.write_outputs(out, report, samples, preds, {})
+        assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)

@@ -10,8 +10,10 @@ import pytest
 from data_prep import make_ft_lists as mfl
 from data_prep.datasets import TABLE_COLUMNS, read_table
 from rankiqa.errors import InputError
+from rankiqa.fsutil import StorageError
 from rankiqa.lists import read_list
 from tests import iqa_fixtures as fx
+from tests.small_fs import remount, small_fs
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +249,18 @@ def test_lists_of_an_earlier_version_without_a_record_are_rebuilt(kadid_root, tm
     mfl.make_lists("kadid", kadid_root, out)
     assert "no record of what made these lists (an earlier version): rebuilt" in capsys.readouterr().err
     assert (out / mfl.STAMP).is_file()
+
+
+def test_lists_on_a_full_disk_name_the_file_and_the_rerun_completes(kadid_root, tmp_path):
+    expected = tmp_path / "expected"
+    mfl.make_lists("kadid", kadid_root, expected, splits=4, seed=0)
+    with small_fs(tmp_path / "fs", 12 << 10) as fs:  # three 4 KiB pages: table.csv and two of the lists
+        out = fs / "ft"
+        with pytest.raises(StorageError) as caught:
+            mfl.make_lists("kadid", kadid_root, out, splits=4, seed=0)
+        assert Path(caught.value.path).name in ("train.txt", "test.txt", "test.csv")
+        assert "No space left on device" in str(caught.value)
+        assert not list(out.rglob("*.tmp*"))
+        remount(fs, "size=1M")
+        mfl.make_lists("kadid", kadid_root, out, splits=4, seed=0)
+        assert _snapshot(out) == _snapshot(expected)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,10 +17,12 @@ import lmdb
 import numpy as np
 import pytest
 
-from data_prep import distortions, pristine
-from data_prep.make_ranks import generate, image_seed, split_references
+from data_prep import distortions, make_ranks, pristine
+from data_prep.make_ranks import generate, image_seed, lmdb_bytes, split_references
 from rankiqa.errors import InputError
+from rankiqa.fsutil import READ_ONLY_ADVICE, StorageError
 from rankiqa.lists import read_list
+from tests.small_fs import remount, small_fs
 
 REPO = Path(__file__).resolve().parents[1]
 # Every tid2013 type but ID (BM3D takes seconds per image; tests/test_distortions.py covers it).
@@ -371,3 +375,85 @@ def test_a_folder_of_an_earlier_version_gets_its_pristine_images_recorded(tmp_pa
     generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False, warn=messages.append)
     assert len(messages) == 1 and "no record of the pristine images" in messages[0]
     assert set(json.loads((out / ".make_ranks.json").read_text())["pristine"]) == {"x", "y"}
+
+
+# --------------------------------------------------------------------------------------------------------
+# A full disk
+
+
+def test_a_full_disk_stops_with_one_message_and_the_same_command_resumes(source_dir, reference_run, tmp_path):
+    with small_fs(tmp_path / "fs", 160 << 10) as fs:
+        out = fs / "r"
+        args = ("--rankset", "tid2013", "--types", "GN,GB", "--pristine", str(source_dir), "--out", str(out),
+                "--min-size", "64", "--jobs", "2", "--quiet")
+        failed = run_cli(*args)
+        assert failed.returncode == 2, failed.stderr
+        message = failed.stderr.strip().splitlines()[-1]
+        assert message.startswith(f"error: {out}/")
+        assert ".png: cannot write: No space left on device (needs " in message
+        assert " free); free some space" in message and "Traceback" not in failed.stderr
+        # Whatever is there is finished, and nothing half-written is left.
+        assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+        assert not (out / "manifest.csv").exists()
+        written = [p for p in out.rglob("*.png")]
+        assert written
+        for path in written:
+            assert path.read_bytes() == (reference_run / path.relative_to(out)).read_bytes(), path
+        remount(fs, "size=4M")
+        done = run_cli(*args)
+        assert done.returncode == 0, done.stderr
+        rows = list(csv.DictReader(open(out / "manifest.csv", newline="")))
+        assert len(rows) == 4 * 2 * 5
+        for row in rows:  # every row readable, with the bytes of the uninterrupted run
+            assert (out / row["path"]).read_bytes() == (reference_run / row["path"]).read_bytes()
+
+
+def test_the_lmdb_space_is_checked_before_writing_and_bounds_the_database(source_dir, tmp_path):
+    with small_fs(tmp_path / "fs", 4 << 20) as fs:
+        out = fs / "r"
+        generate("live", source_dir, out, jobs=1, types="GN", min_size=64, progress=False)
+        paths = list(dict.fromkeys(row["path"] for row in csv.DictReader(open(out / "manifest.csv"))))
+        needed = lmdb_bytes([p.encode() for p in paths], [(out / p).stat().st_size for p in paths])
+        free = shutil.disk_usage(fs).free
+        assert free > needed  # leave less than the LMDB needs, more than its images take
+        (fs / "filler").write_bytes(b"\0" * (free - needed + (64 << 10)))
+        with pytest.raises(StorageError) as caught:
+            generate("live", source_dir, out, jobs=1, types="GN", min_size=64, lmdb=True, progress=False)
+        assert caught.value.needed == needed and caught.value.path == str(out)
+        assert "not enough free space for the LMDB" in str(caught.value)
+        assert not (out / "images.lmdb").exists() and not list(out.glob(".images.lmdb*"))
+        (fs / "filler").unlink()
+        generate("live", source_dir, out, jobs=1, types="GN", min_size=64, lmdb=True, progress=False)
+        size = sum(p.stat().st_blocks * 512 for p in (out / "images.lmdb").iterdir())
+        assert size <= needed <= 1.2 * size + (1 << 20), (size, needed)  # an upper bound, and a close one
+        with lmdb.open(str(out / "images.lmdb"), readonly=True, lock=False) as env, env.begin() as txn:
+            assert all(txn.get(p.encode()) == (out / p).read_bytes() for p in paths)
+
+
+def test_an_lmdb_write_cut_short_by_a_full_disk_is_reported_and_removed(source_dir, tmp_path, monkeypatch):
+    # Another program filling the disk after the check: LMDB reports an I/O error; the cause is named.
+    with small_fs(tmp_path / "fs", 4 << 20) as fs:
+        out = fs / "r"
+        generate("live", source_dir, out, jobs=1, types="GN", min_size=64, progress=False)
+        monkeypatch.setattr(make_ranks, "require_free_space", lambda *args: None)
+        (fs / "filler").write_bytes(b"\0" * (shutil.disk_usage(fs).free - (96 << 10)))
+        with pytest.raises(StorageError) as caught:
+            generate("live", source_dir, out, jobs=1, types="GN", min_size=64, lmdb=True, progress=False)
+        assert caught.value.path == str(out / "images.lmdb")
+        assert "cannot write the LMDB" in str(caught.value) and caught.value.free < caught.value.needed
+        assert not (out / "images.lmdb").exists() and not list(out.glob(".images.lmdb*"))
+
+
+def test_a_folder_that_cannot_be_written_is_named(source_dir, tmp_path, monkeypatch):
+    with small_fs(tmp_path / "fs", 64 << 10) as fs:
+        remount(fs, "ro")
+        failed = run_cli("--rankset", "live", "--pristine", str(source_dir), "--out", str(fs / "r"))
+        assert failed.returncode == 2 and failed.stderr == (
+            f"error: {fs / 'r'}: cannot write: Read-only file system; {READ_ONLY_ADVICE}\n")
+    # Not root, in a folder of someone else's ("permission denied"): the same kind of message.
+    def refused(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    with pytest.raises(StorageError, match=f"^{tmp_path / 'r'}: cannot write: Permission denied; make the "):
+        generate("live", source_dir, tmp_path / "r", progress=False)

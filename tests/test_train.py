@@ -8,7 +8,11 @@ a tiny generated ranking set (loss falls, held-out ordering better than chance),
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import signal
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -16,7 +20,9 @@ import numpy as np
 import pytest
 
 from rankiqa.errors import InputError
+from rankiqa.fsutil import StorageError
 from tests.caffe_marks import needs_caffe
+from tests.small_fs import remount, small_fs
 from tools import logparse, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,7 +166,8 @@ def test_rank_overrides_are_written_into_the_run_folder_only(tmp_path):
     assert solver.max_iter == 123 and solver.base_lr == pytest.approx(0.002) and solver.snapshot == 7
     assert solver.random_seed == 5 and solver.solver_mode == caffe.proto.caffe_pb2.SolverParameter.CPU
     assert Path(solver.net) == (tmp_path / "run" / "train.prototxt").resolve()
-    assert Path(solver.snapshot_prefix) == (tmp_path / "run" / "snapshots" / "run").resolve()
+    # Caffe writes snapshots aside; the driver moves them into snapshots/ once complete.
+    assert Path(solver.snapshot_prefix) == (tmp_path / "run" / "snapshots" / ".partial" / "run").resolve()
     # Caffe never tests by itself (the driver does), yet needs test_interval > 0 when a test net exists.
     assert solver.test_interval == train.CAFFE_TEST_NEVER and list(solver.test_iter) == [1]  # LIVE solver
     assert solver.gamma == pytest.approx(0.1) and solver.stepsize == 10000  # faithful values kept
@@ -324,9 +331,10 @@ def test_rank_training_learns_to_order_held_out_images(ranks, rank_run):
     assert [int(r["iteration"]) for r in rows if r["train_loss"]] == [10, 20, 30, 40, 50, 60]
     assert losses[-1] < 0.7 * losses[0], losses
     assert (rank_run / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    names = sorted(p.name for p in (rank_run / "snapshots").iterdir())
+    names = sorted(p.name for p in (rank_run / "snapshots").iterdir() if p.is_file())
     assert names == ["rank_tiny_iter_30.caffemodel", "rank_tiny_iter_30.solverstate",
                      "rank_tiny_iter_60.caffemodel", "rank_tiny_iter_60.solverstate"]
+    assert not any((rank_run / "snapshots" / train.SNAPSHOT_STAGING).iterdir())
     # The log reproduces the CSV.
     assert logparse.parse_log(rank_run / "log.txt").to_csv() == (rank_run / "loss.csv").read_text()
     accuracy = _held_out_pair_accuracy(ranks, rank_run / "snapshots" / "rank_tiny_iter_60.caffemodel")
@@ -630,3 +638,149 @@ def test_a_finetune_rerun_on_replaced_images_names_them(tmp_path):
     with pytest.raises(InputError, match=rf"images \(size or modification time\): 1 modified "
                                          rf"\({images[1]}\)"):
         train.prepare_finetune(train.build_parser().parse_args(args))
+
+
+# --------------------------------------------------------------------------------------------------------
+# A full disk (tests/small_fs.py: a tmpfs of a few MiB; the Shallow net's snapshot takes 1.3 MiB)
+
+
+def _snapshot_files(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "snapshots").iterdir() if p.is_file())
+
+
+@needs_caffe
+def test_snapshot_size_estimate_bounds_the_files_caffe_writes(rank_run):
+    net = caffe.Net(str(rank_run / "train.prototxt"), caffe.TRAIN)
+    estimate = train.snapshot_bytes(net, train.read_solver_param(rank_run / "solver.prototxt"),
+                                    train.read_net_param(rank_run / "train.prototxt"))
+    written = sum(p.stat().st_size for p in (rank_run / "snapshots").glob("rank_tiny_iter_60.*"))
+    assert written <= estimate <= written + (128 << 10), (written, estimate)
+
+
+@needs_caffe
+def test_a_full_disk_before_a_snapshot_stops_the_run_and_the_same_command_resumes(ranks, tmp_path, capsys):
+    with small_fs(tmp_path / "fs", 2 << 20) as fs:
+        out = fs / "rank_tiny"
+        assert _rank_cli(ranks, out, "--iters", "4", "--snapshot", "2") == 2  # room for one snapshot only
+        err = capsys.readouterr().err
+        last_good = out / "snapshots" / "rank_tiny_iter_2.solverstate"
+        message = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(message) == 1 and "Traceback" not in err
+        assert message[0].startswith(f"error: {out / 'snapshots'}: not enough free space for the snapshot of "
+                                     "iteration 4 (needs 1.3 MiB, ")
+        assert f"the last good snapshot is {last_good} (iteration 2), where a rerun resumes" in message[0]
+        assert message[0].removeprefix("error: ") in (out / "log.txt").read_text()
+        assert f"snapshot at iteration 2: {last_good} (last good snapshot)" in (out / "log.txt").read_text()
+        assert _snapshot_files(out) == ["rank_tiny_iter_2.caffemodel", "rank_tiny_iter_2.solverstate"]
+        assert not any((out / "snapshots" / train.SNAPSHOT_STAGING).iterdir())
+
+        remount(fs, "size=8M")
+        assert _rank_cli(ranks, out, "--iters", "4", "--snapshot", "2") == 0
+        assert f"resumed from {last_good} at iteration 2" in (out / "log.txt").read_text()
+        assert _snapshot_files(out)[2:] == ["rank_tiny_iter_4.caffemodel", "rank_tiny_iter_4.solverstate"]
+        # Each state names its model where it now lies (not where Caffe wrote it).
+        state = caffe.proto.caffe_pb2.SolverState()
+        state.ParseFromString((out / "snapshots" / "rank_tiny_iter_4.solverstate").read_bytes())
+        assert (state.iter, state.learned_net) == (4, str(out / "snapshots" / "rank_tiny_iter_4.caffemodel"))
+
+
+@needs_caffe
+def test_no_room_for_even_one_snapshot_refuses_before_training(ranks, tmp_path, capsys):
+    with small_fs(tmp_path / "fs", 1 << 20) as fs:
+        out = fs / "rank_tiny"
+        assert _rank_cli(ranks, out, "--iters", "4", "--snapshot", "2") == 2
+        err = capsys.readouterr().err
+        assert "not enough free space for a snapshot of this net (needs 1.3 MiB" in err
+        assert "training stopped before its first snapshot" in err
+        assert not out.exists()  # a run folder that never held a snapshot is not left behind
+
+
+@needs_caffe
+def test_caffe_aborting_in_its_writer_leaves_no_file_a_rerun_would_take(ranks, tmp_path):
+    # Space taken by another program between the check and the write: Caffe aborts the process in its own
+    # writer (glog CHECK). Simulated by switching the check off in a child process.
+    with small_fs(tmp_path / "fs", 2 << 20) as fs:
+        out = fs / "rank_tiny"
+        args = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(ranks), "--out", str(out),
+                "--gpu", "-1", "--types-per-batch", "3", "--workers", "0", "--test-interval", "0",
+                "--iters", "4", "--snapshot", "2"]
+        code = ("import sys; from tools import train; train.require_free_space = lambda *a: None; "
+                "sys.exit(train.main(sys.argv[1:]))")
+        aborted = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
+                                 text=True, timeout=300)
+        assert aborted.returncode == -signal.SIGABRT, aborted.stderr[-2000:]
+        assert "Check failed: proto.SerializeToOstream" in aborted.stderr
+        staged = sorted(p.name for p in (out / "snapshots" / train.SNAPSHOT_STAGING).iterdir())
+        assert staged and all(name.startswith("rank_tiny_iter_4.") for name in staged)  # cut short, aside
+        assert _snapshot_files(out) == ["rank_tiny_iter_2.caffemodel", "rank_tiny_iter_2.solverstate"]
+        assert train.find_resume_state(out / "snapshots").name == "rank_tiny_iter_2.solverstate"
+
+        remount(fs, "size=8M")
+        assert train.main(args) == 0
+        log = (out / "log.txt").read_text()
+        assert f"removed unfinished snapshot file(s) of an interrupted run: {', '.join(staged)}" in log
+        assert "at iteration 2" in log.split("removed unfinished")[1]  # resumed from the last good one
+        assert _snapshot_files(out)[2:] == ["rank_tiny_iter_4.caffemodel", "rank_tiny_iter_4.solverstate"]
+
+
+@needs_caffe
+def test_a_read_only_run_folder_is_named(ranks, tmp_path, capsys):
+    with small_fs(tmp_path / "fs", 1 << 20) as fs:
+        remount(fs, "ro")
+        assert _rank_cli(ranks, fs / "rank_tiny", "--iters", "2") == 2
+        assert capsys.readouterr().err.startswith(
+            f"error: {fs / 'rank_tiny' / 'snapshots'}: cannot write: Read-only file system; make the folder "
+            "writable")
+
+
+def test_a_log_line_the_disk_refuses_names_the_log_and_the_next_run_starts_a_new_line(tmp_path):
+    class FullDisk:  # a file whose buffer the disk will not take
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        close = flush
+
+    log = train.RunLog(tmp_path, echo=False)
+    log.note("first")
+    real = log._handle
+    log._handle = FullDisk()
+    with pytest.raises(StorageError) as caught:
+        log.event("train", 20, loss=1.5)
+    assert caught.value.path == str(tmp_path / "log.txt") and caught.value.needed is not None
+    log.close()  # what could not be written is dropped, without a second error
+    real.close()
+    with open(tmp_path / "log.txt", "a") as handle:
+        handle.write("2024-01-01 00:00:00 train iter=2")  # a line cut short by the full disk
+    log = train.RunLog(tmp_path, echo=False)
+    log.event("start", 0)
+    log.close()
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    assert lines[-2] == "2024-01-01 00:00:00 train iter=2" and lines[-1].endswith(" start iter=0")
+
+
+def _rank0_fails_rank1_waits(run, share, uid):
+    """A stand-in for a multi-GPU process: rank 0 stops with an error (a full disk at its snapshot), rank 1
+    waits for it as it would inside NCCL's all-reduce."""
+    import time
+
+    if share.rank == 0:
+        print("error: no room for the snapshot", file=sys.stderr)
+        sys.exit(2)
+    time.sleep(60)
+    (run.run_dir / "rank1_went_on").touch()  # only when nobody stopped it
+
+
+def test_a_multi_gpu_run_whose_rank_fails_stops_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "import_caffe", lambda: None)
+    monkeypatch.setattr(train, "require_nccl", lambda caffe: None)
+    monkeypatch.setattr(train, "nccl_uid", lambda caffe: bytes(128))
+    run = train.PreparedRun(kind="rank", run_dir=tmp_path, solver_path=tmp_path / "solver.prototxt",
+                            train_net=tmp_path / "train.prototxt", snapshot_dir=tmp_path / "snapshots",
+                            max_iter=4, snapshot_every=2, display=1, test_interval=0, test_iters=0,
+                            test_items=None, weights=None, resume=None)
+    with pytest.raises(InputError, match=r"^multi-GPU training failed in rank0 \(see "):
+        train.train_multi_gpu(run, train.gpu_shares([0, 1]), worker=_rank0_fails_rank1_waits)
+    assert not (tmp_path / "rank1_went_on").exists()

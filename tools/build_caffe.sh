@@ -62,7 +62,40 @@ die() {
   printf '\n[caffe] FAILED: %s\n' "$1" >&2
   shift
   for line in "$@"; do printf '[caffe]   %s\n' "$line" >&2; done
+  disk_note
   exit 1
+}
+
+# Room a build takes in the cache, MiB. Measured for the CPU build (2 jobs, `du -sb` of the cache every 5 s):
+# at most 71 MB, downloads included; twice that, for what sampling and file-system blocks hide. CUDA builds
+# take more (not measured): for them it is a floor.
+BUILD_SPACE_MB=150
+# With less free than this after a failed step, the disk is named as the likely cause: the compiler, tar or
+# curl report it in their own words, if at all (into a log that may not have been written either).
+LOW_SPACE_MB=16
+
+# Free MiB for an unprivileged user on the file system of $1 (or of its nearest existing parent).
+free_mb() {
+  local dir="$1"
+  while [ ! -e "$dir" ]; do dir="$(dirname "$dir")"; done
+  df -Pm "$dir" 2>/dev/null | awk 'NR == 2 { print $4 }'
+}
+
+low_space() {
+  local free
+  free="$(free_mb "$RANKIQA_CACHE")"
+  [ -n "$free" ] && [ "$free" -lt "$LOW_SPACE_MB" ]
+}
+
+# Said (once) after any failure when the cache's disk is (nearly) full: the likely cause, the room a build
+# needs.
+disk_noted=0
+disk_note() {
+  [ "$disk_noted" = 0 ] && low_space || return 0
+  disk_noted=1
+  printf '[caffe]   %s\n' "The file system of $RANKIQA_CACHE is full ($(free_mb "$RANKIQA_CACHE") MiB free);" \
+    "a build needs about $BUILD_SPACE_MB MiB there. Free some space (or set RANKIQA_CACHE to a folder on" \
+    "another disk) and run the same command again." >&2
 }
 
 missing_packages() {
@@ -198,9 +231,16 @@ if [ -f "$PREFIX/.complete" ]; then
   exit 0
 fi
 rm -rf "${RANKIQA_CACHE}/caffe-${mode}-${KEY}.partial."*
+free="$(free_mb "$RANKIQA_CACHE")"
+if [ -n "$free" ] && [ "$free" -lt "$BUILD_SPACE_MB" ]; then
+  disk_noted=1
+  die "not enough free space in $RANKIQA_CACHE for the Caffe build: it needs about $BUILD_SPACE_MB MiB," \
+    "$free MiB free. Free some space (or set RANKIQA_CACHE to a folder on another disk) and run the same" \
+    "command again."
+fi
 WORK="$(mktemp -d "${RANKIQA_CACHE}/caffe-${mode}-${KEY}.partial.XXXXXX")"
 # Whatever happens, a half-built tree never takes the prefix's name; it is removed on failure.
-cleanup() { rc=$?; [ $rc -ne 0 ] && rm -rf "$WORK" && info "removed partial build $WORK"; exit $rc; }
+cleanup() { rc=$?; [ $rc -ne 0 ] && disk_note && rm -rf "$WORK" && info "removed partial build $WORK"; exit $rc; }
 trap cleanup EXIT
 
 stage "2/5 source: Debian caffe ${CAFFE_DEB_VERSION} (bullseye)"

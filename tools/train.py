@@ -28,6 +28,10 @@ Faithful choices and the rules this driver adds (also in ``--help``):
   a rerun of the same command continues from the highest-iteration valid ``.solverstate`` in
   ``<out>/snapshots/`` (delete the run folder to start over). Ctrl-C finishes the current iteration, writes a
   snapshot and exits with status 130.
+* Disk space: Caffe writes each snapshot into ``snapshots/.partial/`` and the driver moves the finished pair
+  into ``snapshots/``, logging it as the last good snapshot. The free space for one snapshot (from the net's
+  parameter count) is checked before training and before each snapshot; without it the run stops with exit
+  status 2, naming the space needed and the snapshot a rerun resumes from.
 * Testing: Caffe's own testing is switched off in the written solver (``test_interval`` beyond any run) and
   the driver runs the test net itself every ``--test-interval`` iterations, so that SROCC/PLCC can be pooled
   over the whole test list (not averaged per batch) and written to ``loss.csv``.
@@ -68,7 +72,7 @@ from rankiqa.caffe_io import (
     read_caffemodel,
 )
 from rankiqa.errors import InputError, cli_main
-from rankiqa.fsutil import atomic_write_text
+from rankiqa.fsutil import StorageError, atomic_write_text, require_free_space, storage_errors
 from rankiqa.lists import TEXT_ENCODING, open_text, read_list
 from tools.logparse import LossTable, plot, write_csv
 
@@ -108,6 +112,14 @@ DISPLAY_EVERY = 20
 PLOT_EVERY_S = 30.0
 
 _SNAPSHOT_NAME = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)$")
+#: Caffe writes each snapshot into this sub-folder of ``snapshots/``; the driver moves the pair beside the
+#: others once both files are complete (:func:`publish_snapshot`). A full disk makes Caffe abort the process
+#: inside its writer, so a file cut short stays here, where nothing looks for snapshots, and the next run
+#: removes it.
+SNAPSHOT_STAGING = ".partial"
+#: Solver types whose state holds two history blobs per parameter blob (Caffe's AdaDelta and Adam); the
+#: others (SGD, Nesterov, AdaGrad, RMSProp) hold one.
+_TWO_HISTORY_SOLVERS = ("AdaDelta", "Adam")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -474,7 +486,61 @@ def snapshots(folder: Path, suffix: str) -> list[Path]:
     return sorted(found, key=lambda p: snapshot_iteration(p) or 0, reverse=True)
 
 
+def snapshot_bytes(net: Any, solver_param: Any, net_param: Any) -> int:
+    """Bytes one snapshot of ``net`` (``.caffemodel`` + ``.solverstate``) takes, as an upper bound.
 
+    Caffe writes (``Net::ToProto``, ``SGDSolver::SnapshotSolverStateToBinaryProto``) every layer's blobs as
+    packed float32 (4 bytes per value; twice in the model with ``snapshot_diff``) and, in the state, one
+    history blob per parameter blob (two for AdaDelta and Adam). Besides the values: each layer's
+    description (at most the serialized train net ``net_param``, plus 256 bytes per layer for the split
+    layers Caffe inserts and the blob shapes) and 64 KiB for the state's header and the file-system blocks.
+    A layer sharing another's weights is counted with its own blobs, as ``ToProto`` writes them.
+    """
+    values = sum(int(blob.data.size) for layer in net.layers for blob in layer.blobs)
+    model_copies = 2 if solver_param.snapshot_diff else 1
+    solver_type = solver_param.type or ""
+    histories = 2 if solver_type in _TWO_HISTORY_SOLVERS else 1
+    descriptions = len(net_param.SerializeToString()) + 256 * len(net.layers)
+    return 4 * values * (model_copies + histories) + descriptions + (64 << 10)
+
+
+def staged_snapshot(snapshot_dir: Path, run_name: str, iteration: int) -> tuple[Path, Path]:
+    """(model, state) as Caffe writes them, under ``snapshots/.partial/`` (see ``SNAPSHOT_STAGING``)."""
+    stem = snapshot_dir / SNAPSHOT_STAGING / f"{run_name}_iter_{iteration}"
+    return stem.with_name(stem.name + ".caffemodel"), stem.with_name(stem.name + ".solverstate")
+
+
+def publish_snapshot(snapshot_dir: Path, run_name: str, iteration: int) -> Path:
+    """Move a snapshot that Caffe finished writing from ``snapshots/.partial/`` to ``snapshots/``; returns
+    the state's final path. The model goes first, so a state in ``snapshots/`` always has its model.
+
+    The state names its model by the path Caffe wrote (``learned_net``, in ``.partial/``): the final path is
+    appended as a second ``learned_net``, since a Protocol Buffers parser merges concatenated messages and
+    keeps the last value of a singular field (Caffe's C++ parser as well as Python's). That costs a few
+    bytes, where rewriting the state would cost a copy of it.
+    """
+    model, state = staged_snapshot(snapshot_dir, run_name, iteration)
+    if not model.is_file() or not state.is_file():
+        raise RuntimeError(f"Caffe wrote no snapshot of iteration {iteration} to {model.parent}")
+    final_model = snapshot_dir / model.name
+    final_state = snapshot_dir / state.name
+    pointer = caffe_pb2().SolverState(learned_net=str(final_model.resolve())).SerializeToString()
+    with storage_errors(state, len(pointer)), open(state, "ab") as handle:
+        handle.write(pointer)
+    os.replace(model, final_model)
+    os.replace(state, final_state)
+    return final_state
+
+
+def discard_unfinished_snapshots(snapshot_dir: Path) -> list[str]:
+    """Empty ``snapshots/.partial/`` (creating it), returning the names of the files removed: what a run
+    stopped inside Caffe's writer left there (a full disk, a kill)."""
+    staging = snapshot_dir / SNAPSHOT_STAGING
+    removed = sorted(p.name for p in staging.iterdir()) if staging.is_dir() else []
+    shutil.rmtree(staging, ignore_errors=True)
+    with storage_errors(staging):
+        staging.mkdir(parents=True, exist_ok=True)
+    return removed
 
 
 def check_solverstate(path: Path) -> tuple[int, Path]:
@@ -501,7 +567,9 @@ def restorable_state(path: Path, model: Path, scratch: Path) -> Path:
         return path
     state.learned_net = str(model.resolve())
     fixed = scratch / path.name
-    fixed.write_bytes(state.SerializeToString())
+    data = state.SerializeToString()
+    with storage_errors(fixed, len(data)):
+        fixed.write_bytes(data)
     return fixed
 
 
@@ -621,24 +689,42 @@ def nccl_uid(caffe: Any) -> bytes:
 
 
 class RunLog:
-    """``log.txt`` (appended, flushed per line) and the loss table behind ``loss.csv``/``loss.png``."""
+    """``log.txt`` (appended, flushed per line) and the loss table behind ``loss.csv``/``loss.png``.
+
+    A line the file system refuses raises ``StorageError`` naming ``log.txt``; a line cut short that way
+    is ended before the next run appends to the log, so that no two lines run together.
+    """
 
     def __init__(self, run_dir: Path, echo: bool = True) -> None:
         self.run_dir = run_dir
         self.path = run_dir / "log.txt"
         self.table = LossTable()
+        complete = True
         if self.path.is_file():  # a resumed run continues the same table
             with open(self.path, encoding="utf-8", errors="replace") as handle:
                 for line in handle:
                     self.table.feed(line)
-        self._handle = open(self.path, "a", encoding="utf-8")
+                    complete = line.endswith("\n")
+        self._broken = False
+        with storage_errors(self.path):
+            self._handle = open(self.path, "a", encoding="utf-8")
+        if not complete:
+            self._append("\n")
         self.echo = echo
         self._last_plot = 0.0
 
+    def _append(self, text: str) -> None:
+        try:
+            with storage_errors(self.path, len(text.encode("utf-8"))):
+                self._handle.write(text)
+                self._handle.flush()
+        except StorageError:
+            self._broken = True  # the unwritten rest stays in the buffer: close() must not retry it
+            raise
+
     def _write(self, text: str, show: bool) -> None:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}"
-        self._handle.write(line + "\n")
-        self._handle.flush()
+        self._append(line + "\n")
         self.table.feed(line)
         if show and self.echo:
             from tqdm import tqdm
@@ -667,8 +753,13 @@ class RunLog:
             self._last_plot = now
 
     def close(self) -> None:
-        """Close the log file."""
-        self._handle.close()
+        """Close the log file (after a refused write, dropping what could not be written)."""
+        if self._broken:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+        else:
+            with storage_errors(self.path):
+                self._handle.close()
 
 
 @dataclasses.dataclass
@@ -891,6 +982,10 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
     for text in run.notes if log else ():
         log.note(text)
     try:
+        if log:
+            removed = discard_unfinished_snapshots(run.snapshot_dir)
+            if removed:
+                log.note(f"removed unfinished snapshot file(s) of an interrupted run: {', '.join(removed)}")
         solver = caffe.get_solver(str(solver_path))
         if run.resume is not None:
             _, model = check_solverstate(run.resume)
@@ -914,9 +1009,31 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
             if solver.param.layer_wise_reduce:
                 solver.net.after_backward(nccl)
         return _loop(caffe, solver, run, log, corr)
+    except StorageError as err:
+        if log is None:
+            raise
+        raise _stopped_for_space(err, run, log) from None
     finally:
         if log:
             log.close()
+
+
+def _stopped_for_space(err: StorageError, run: PreparedRun, log: RunLog) -> StorageError:
+    """``err`` with where the run stopped and its last good snapshot (the one a rerun resumes from), also
+    noted in the log when the log can still be written."""
+    last = find_resume_state(run.snapshot_dir)
+    where = (f"training stopped; the last good snapshot is {last} (iteration {snapshot_iteration(last)}), "
+             "where a rerun resumes" if last else "training stopped before its first snapshot")
+    stopped = err.with_note(where)
+    with contextlib.suppress(StorageError):
+        log.note(f"error: {stopped}", show=False)  # cli_main prints it
+    return stopped
+
+
+def _snapshot_taken(run: PreparedRun, iteration: int, log: RunLog, show: bool = False) -> None:
+    """Publish the snapshot Caffe just wrote and say in the log that it is the last good one."""
+    state = publish_snapshot(run.snapshot_dir, run.run_dir.name, iteration)
+    log.note(f"snapshot at iteration {iteration}: {state} (last good snapshot)", show=show)
 
 
 @contextlib.contextmanager
@@ -946,6 +1063,12 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
         if log:
             log.note(f"already at iteration {start} of {run.max_iter}: nothing to train")
         return start
+    snapshot_size = 0
+    if log is not None:
+        # Caffe aborts the process when a snapshot does not fit: check before each one, and now, so that a
+        # run that could never save its work stops before it starts.
+        snapshot_size = snapshot_bytes(solver.net, solver_param, read_net_param(run.train_net))
+        require_free_space(run.snapshot_dir, snapshot_size, "a snapshot of this net")
     window: list[float] = []
     stop = StopRequest()
     interrupted = False
@@ -958,10 +1081,15 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                 if stop.requested:
                     interrupted = True
                     break
+                # Caffe's root solver snapshots inside step() when the new iteration is a multiple.
+                due = bool(snapshot_every) and (solver.iter + 1) % snapshot_every == 0
+                if due and log is not None:
+                    require_free_space(run.snapshot_dir, snapshot_size,
+                                       f"the snapshot of iteration {solver.iter + 1}")
                 solver.step(1)
                 iteration = solver.iter
-                if snapshot_every and iteration % snapshot_every == 0:
-                    last_snapshot = iteration  # Caffe's root solver snapshots inside step()
+                if due:
+                    last_snapshot = iteration
                 if log is None:
                     continue
                 loss = net_loss(solver.net)
@@ -969,6 +1097,8 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                     # Diverged weights only get worse (and a snapshot of them would be resumed from): stop.
                     diverged = f"the loss is {loss} at iteration {iteration}: training diverged; lower --lr"
                     break
+                if due:
+                    _snapshot_taken(run, iteration, log)
                 window.append(loss)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
@@ -977,8 +1107,6 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                     log.event("train", iteration, loss=sum(window) / len(window), lr=lr)
                     window = []
                     log.flush_outputs()
-                if last_snapshot == iteration:
-                    log.note(f"snapshot at iteration {iteration}", show=False)
                 if has_test and iteration % run.test_interval == 0:
                     log.event("test", iteration, show=True, **run_test(solver, run, corr, log.note))
                     log.flush_outputs(force_plot=True)
@@ -988,13 +1116,15 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
         bar.close()
     if diverged:
         if log is not None:
+            discard_unfinished_snapshots(run.snapshot_dir)  # a snapshot of the diverged weights, if any
             log.note(f"error: {diverged}")
             log.flush_outputs(force_plot=True)
         raise InputError(diverged, run.solver_path)
     if log is not None:
         if last_snapshot != solver.iter:
+            require_free_space(run.snapshot_dir, snapshot_size, f"the snapshot of iteration {solver.iter}")
             solver.snapshot()
-            log.note(f"snapshot at iteration {solver.iter}", show=interrupted)
+            _snapshot_taken(run, solver.iter, log, show=interrupted)
         if window:
             log.event("train", solver.iter, loss=sum(window) / len(window),
                       lr=learning_rate(solver_param, solver.iter - 1))
@@ -1012,24 +1142,38 @@ def _gpu_worker(run: PreparedRun, share: GpuShare, nccl_uid: bytes) -> None:
         train_process(run, share, nccl_uid)
     except KeyboardInterrupt:
         sys.exit(130)
+    except InputError as err:  # e.g. no room for rank 0's snapshot: one line, as cli_main would print it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
-def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
-    """One process per GPU, NCCL all-reduce of the gradients after each backward (Caffe's multi-GPU path)."""
+def train_multi_gpu(run: PreparedRun, shares: list[GpuShare], worker: Any = _gpu_worker) -> None:
+    """One process per GPU, NCCL all-reduce of the gradients after each backward (Caffe's multi-GPU path).
+
+    ``worker`` is the entry point of each process (:func:`_gpu_worker`; a module-level stand-in in tests).
+    A process that fails leaves the others waiting for it inside NCCL: they are stopped, and the error
+    names the process(es) that failed.
+    """
     import multiprocessing
+    from multiprocessing.connection import wait
 
     caffe = import_caffe()
     require_nccl(caffe)
     uid = nccl_uid(caffe)
     # spawn, not fork: a forked child would inherit this process's Caffe/CUDA state.
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_gpu_worker, args=(run, share, uid), name=f"rank{share.rank}")
+    processes = [context.Process(target=worker, args=(run, share, uid), name=f"rank{share.rank}")
                  for share in shares]
     for process in processes:
         process.start()
+    failed: list[str] = []
     try:
-        for process in processes:
-            process.join()
+        pending = list(processes)
+        while pending and not failed:
+            wait([p.sentinel for p in pending])
+            pending = [p for p in pending if p.exitcode is None]
+            # 130: stopped by Ctrl-C, as the others will be after the same iteration.
+            failed = [p.name for p in processes if p.exitcode not in (None, 0, 130)]
     except KeyboardInterrupt:
         # The children got the same SIGINT and stop after the current (synchronised) iteration.
         for process in processes:
@@ -1039,11 +1183,10 @@ def train_multi_gpu(run: PreparedRun, shares: list[GpuShare]) -> None:
         for process in processes:
             if process.is_alive():
                 process.terminate()
-    failed = [p.name for p in processes if p.exitcode not in (0, None)]
-    if any(p.exitcode == 130 for p in processes):
-        raise KeyboardInterrupt
     if failed:
         raise InputError(f"multi-GPU training failed in {', '.join(failed)} (see {run.run_dir / 'log.txt'})")
+    if any(p.exitcode == 130 for p in processes):
+        raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1103,7 +1246,7 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
     else:
         test_interval = solver_param.test_interval or DEFAULT_TEST_INTERVAL[kind]
     snapshot = args.snapshot or (None if solver_param.snapshot else DEFAULT_SNAPSHOT[kind])
-    prefix = snapshot_dir / run_dir.name
+    prefix = snapshot_dir / SNAPSHOT_STAGING / run_dir.name  # published to snapshot_dir when complete
     header_lines = (f"{header}\nwritten by tools/train.py from {_rel(net_src)} / {_rel(solver_src)}\n"
                     f"test net run by the driver every {test_interval} iterations ({test_iters} batch(es))")
 
@@ -1130,7 +1273,8 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
                               device, test_iters or None)
     netcheck.check_solver(solver, solver_src)
 
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    with storage_errors(snapshot_dir):
+        snapshot_dir.mkdir(parents=True, exist_ok=True)
     write_text_proto(train_net, train_path, header_lines)
     write_text_proto(solver, solver_path, header_lines)
     rank_solvers: list[Path] = []
