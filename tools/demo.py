@@ -197,7 +197,7 @@ def full_profile(names: Sequence[str]) -> Profile:
                    ft_types=_all_types_but_excluded(),
                    ft_test_refs=test_reference_count(len(ft_refs)),
                    rank_iters=FULL_RANK_ITERS, rank_lr=SHALLOW_DEFAULT_LR["rank"],
-                   rank_types_per_batch=min(9, len(types)), ft_iters=FULL_FT_ITERS,
+                   rank_types_per_batch=len(types), ft_iters=FULL_FT_ITERS,
                    ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, head_init="linear", loss_scale="std",
                    snapshot=100, ft_test_interval=0, eval_crops=10, eval_batch=1)
 
@@ -213,8 +213,10 @@ def quick_profile(names: Sequence[str]) -> Profile:
                    snapshot=4, ft_test_interval=2, eval_crops=2, eval_batch=24)
 
 
-#: The schedule of the full profile (see README, "The demo", for the measurements behind it).
-FULL_RANK_ITERS = 300
+#: The schedule of the full profile (see README, "The demo", for the measurements behind it). Every ranking
+#: batch holds every type (the original draws 9 of its 18 per batch): measured on the held-out references,
+#: this ranked the global types (MSH, CCL, CCH, BW) better than 9 types per batch at equal time.
+FULL_RANK_ITERS = 200
 FULL_FT_ITERS = 100
 
 
