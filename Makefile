@@ -29,12 +29,17 @@ SEEDS ?= $(SEED)
 # ---- data ---------------------------------------------------------------------------------------
 RANKSET   ?= tid2013
 PRISTINE  ?= default
-RANKS_DIR ?= data/ranks/$(RANKSET)
+# Distortion types of the ranking data: empty = those the original lists (tid2013: 18, without HFN), `all`,
+# or names, e.g. GN,GB (data_prep/DISTORTIONS.md). Any other choice gets folders of its own.
+RANK_TYPES ?=
+rank_tag   = $(RANKSET)$(if $(RANK_TYPES),_$(subst $(comma),-,$(RANK_TYPES)))
+RANKS_DIR ?= data/ranks/$(rank_tag)
 LMDB      ?=
 DATASET   ?= tid2013
 DATA      ?= /data/$(DATASET)
 FT_DIR    ?= data/ft/$(DATASET)$(if $(FT_TYPES),_$(subst $(comma),-,$(FT_TYPES)))
 SPLITS    ?= 1
+# The split to train/evaluate: 0..SPLITS-1, or `original` (TID2013 only: the original's own split).
 SPLIT     ?= 0
 # Distortion type codes to keep in the fine-tuning lists (default all); FT_TYPES=paper with DATASET=csiq
 # keeps the paper's 4 LIVE-like CSIQ types.
@@ -55,7 +60,7 @@ TYPES_PER_BATCH  ?=
 IMAGES_PER_GROUP ?=
 # Score direction of ranking: quality (less distorted = higher output) or dmos (the original's LIVE lists).
 DIRECTION ?=
-RANK_RUN ?= runs/rank_$(RANKSET)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
+RANK_RUN ?= runs/rank_$(rank_tag)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
 # Start of the fine-tuning head (filler|mean|linear) and scale of its loss (none|std); default per NET:
@@ -108,9 +113,9 @@ help:
 	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU; SEEDS=0,1,2 PRISTINE=dir)"
 	@echo "  make test         the test suite (pytest) + lint"
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
-	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live PRISTINE=dir LMDB=1)"
-	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS RESUME)"
-	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS FT_TYPES; run by finetune/eval)"
+	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live RANK_TYPES PRISTINE=dir LMDB=1)"
+	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS=x.caffemodel|none RESUME)"
+	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
@@ -149,7 +154,7 @@ check-cuda-build: venv
 # ---- pipeline -----------------------------------------------------------------------------------
 ranks: env
 	$(PY) -m data_prep.make_ranks --rankset $(RANKSET) --pristine $(call q,$(PRISTINE)) --out $(call q,$(RANKS_DIR)) \
-	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb)
+	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb) $(call opt,--types,$(RANK_TYPES))
 
 train_rank: env
 	@$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks
@@ -162,7 +167,7 @@ train_rank: env
 
 ft_lists: env
 	$(PY) -m data_prep.make_ft_lists --dataset $(DATASET) --data $(call q,$(DATA)) --out $(call q,$(FT_DIR)) --splits $(SPLITS) \
-	  --seed $(SEED) $(call opt,--types,$(FT_TYPES))
+	  --seed $(SEED) $(call opt,--types,$(FT_TYPES)) $(if $(filter original,$(SPLIT)),--original-split)
 
 finetune: env
 	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists; fi

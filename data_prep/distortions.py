@@ -1,9 +1,9 @@
 """The distortions of RankIQA's ranking data, with the semantics of the original MATLAB generator.
 
-Two sets (``RANKSETS``): ``tid2013`` (19 TID2013-style types, 4 levels) and ``live`` (the 4 LIVE types at
-5 levels). Level 1 is the mildest; level 0 (the pristine image) is not a distortion and is not produced
-here. ``data_prep/DISTORTIONS.md`` documents every type, its parameters and each deviation from the
-original.
+Two sets (``RANKSETS``): ``tid2013`` (TID2013-style types, 4 levels) and ``live`` (the 4 LIVE types at
+5 levels); ``LISTED_TYPES`` are those the original lists (how many, and why: ``DISTORTIONS.md``). Level 1
+is the mildest; level 0 (the pristine image) is not a distortion and is not produced here.
+``data_prep/DISTORTIONS.md`` documents every type, its parameters and each deviation from the original.
 
 MATLAB conventions reproduced on purpose, because the rankings were learnt from images made that way:
 - ``uint8(x)`` rounds half away from zero and saturates (``_to_uint8``), unlike a bare numpy cast.
@@ -60,6 +60,14 @@ RANKSETS: dict[str, dict[str, list]] = {
         "JPEG": [43, 12, 7, 4, 0],
         "JP2K": [0.46, 0.16, 0.07, 0.04, 0.02],
     },
+}
+
+#: The types of each rank set that the original puts into its rank lists, so that ranking trains on them:
+#: its TID2013-style lists draw from 18 folders and leave HFN out, although its generator writes HFN too
+#: (``make ranks`` default; ``RANK_TYPES`` / ``--types`` choose others, ``all`` every type).
+LISTED_TYPES: dict[str, tuple[str, ...]] = {
+    "tid2013": tuple(t for t in RANKSETS["tid2013"] if t != "HFN"),
+    "live": tuple(RANKSETS["live"]),
 }
 
 # Smallest side the distortions accept: BW needs a 32x32 block at columns 2..W-32 (1-based), so W >= 34.

@@ -1,7 +1,8 @@
 """``make ranks``: distort pristine images at increasing levels and write the ranking dataset.
 
     python -m data_prep.make_ranks --rankset tid2013|live --pristine DIR|default --out data/ranks/<rankset>
-        --seed 0 --jobs N --test-fraction 0.2 [--lmdb] [--types GN,GB,...] [--limit-refs N] [--min-size 227]
+        --seed 0 --jobs N --test-fraction 0.2 [--lmdb] [--types GN,GB,...|all] [--split-rule sorted|seeded]
+        [--limit-refs N] [--min-size 227]
 
 Output (docs/DESIGN.md, "Ranking data"): ``pristine/<name>.png``, ``<TYPE>/<TYPE><level>/<name>.png``,
 ``manifest.csv``, ``train.txt``, ``test.txt`` and, with ``--lmdb``, ``images.lmdb/``.
@@ -16,6 +17,8 @@ Output (docs/DESIGN.md, "Ranking data"): ``pristine/<name>.png``, ``<TYPE>/<TYPE
   with the same file names), is refused instead of mixing two datasets; an LMDB made for another manifest
   is written again.
 - Parallel over ``--jobs`` processes (default: all cores), with a progress bar on stderr.
+- As the original by default: the types it lists (``distortions.LISTED_TYPES``: 18 for ``tid2013``,
+  without HFN) and its train/test rule (the first 80% of the sorted pristine names train).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ LOCK_FILE = ".make_ranks.lock"
 FORMAT_VERSION = 1
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not follow OpenCV's default
 MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
+#: Train/test rules of the pristine references: ``sorted`` is the original's (its shuffle is commented out),
+#: ``seeded`` a seeded random permutation.
+SPLIT_RULES = ("sorted", "seeded")
 _LMDB_BATCH_BYTES = 256 << 20
 
 
@@ -85,21 +91,32 @@ def image_seed(seed: int, reference: str, dtype: str, level: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def split_references(names: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Seeded split by reference: ``{name: "train" | "test"}``, about ``test_fraction`` of them in test.
+def split_references(names: Sequence[str], test_fraction: float, seed: int,
+                     rule: str = "sorted") -> dict[str, str]:
+    """Split by reference: ``{name: "train" | "test"}``, about ``test_fraction`` of them in test.
 
     As the original, the training part is ``int(N * (1 - test_fraction))`` references, but at least one,
     and at most N-1 when there are two or more (so neither side is empty unless ``test_fraction`` is 0 or
-    there is a single reference, which goes to train).
+    there is a single reference, which goes to train). ``rule`` (``SPLIT_RULES``) picks them: ``sorted``
+    (default, the original's ``generate_rank_txt_*.py``) takes the first names in sorted order, ``seeded``
+    a permutation drawn from ``seed``. An unknown rule raises ``InputError``.
     """
+    _check_split_rule(rule)
     names = sorted(names)
     n_train = max(int(len(names) * (1.0 - test_fraction) + 1e-9), 1)
     if len(names) >= 2 and test_fraction > 0:
         n_train = min(n_train, len(names) - 1)
-    rng = np.random.default_rng(image_seed(seed, "", "split", 0))
-    order = rng.permutation(len(names))
+    if rule == "seeded":
+        order = np.random.default_rng(image_seed(seed, "", "split", 0)).permutation(len(names))
+    else:
+        order = np.arange(len(names))
     train = {names[i] for i in order[:n_train]}
     return {name: ("train" if name in train else "test") for name in names}
+
+
+def _check_split_rule(rule: str) -> None:
+    if rule not in SPLIT_RULES:
+        raise InputError(f"unknown split rule {rule!r} (known: {', '.join(SPLIT_RULES)})")
 
 
 def relative_path(reference: str, dtype: str, level: int) -> str:
@@ -110,10 +127,16 @@ def relative_path(reference: str, dtype: str, level: int) -> str:
 
 
 def parse_types(rankset: str, types: str | Sequence[str] | None) -> list[str]:
-    """The types to generate, in the rankset's order; unknown names raise ``InputError``."""
+    """The types to generate and list, in the rankset's order; unknown names raise ``InputError``.
+
+    None or empty: the types the original lists (``distortions.LISTED_TYPES``); ``"all"``: every type of
+    the rank set; else a comma-separated string or a sequence of names.
+    """
     distortions.levels(rankset)  # raises InputError for an unknown rankset
     known = list(distortions.RANKSETS[rankset])
     if types is None or types == "" or types == []:
+        return list(distortions.LISTED_TYPES[rankset])
+    if types == "all":
         return known
     wanted = [t.strip() for t in types.split(",")] if isinstance(types, str) else [str(t) for t in types]
     wanted = [t for t in wanted if t]
@@ -127,15 +150,19 @@ def parse_types(rankset: str, types: str | Sequence[str] | None) -> list[str]:
 def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str | os.PathLike | None = None,
              seed: int = 0, jobs: int | None = None, test_fraction: float = 0.2, lmdb: bool = False,
              types: str | Sequence[str] | None = None, limit_refs: int | None = None, min_size: int = 227,
-             progress: bool = True, warn: Callable[[str], None] | None = None) -> GenerateResult:
+             progress: bool = True, warn: Callable[[str], None] | None = None,
+             split_rule: str = "sorted") -> GenerateResult:
     """Generate (or finish) the ranking dataset of ``rankset`` in ``out``; see the module docstring.
 
     ``pristine_dir`` is a folder or ``"default"`` (scikit-image's photographs); ``jobs`` None or <= 0 uses
-    every core; ``types`` restricts the distortion types; ``limit_refs`` keeps the first N usable pristine
-    images (sorted by file name); images smaller than ``min_size`` on a side are skipped. Bad single images
-    are skipped with a warning (``warn``, default: stderr); bad settings raise ``InputError``.
+    every core; ``types`` chooses the distortion types (:func:`parse_types`; default the original's listed
+    ones); ``split_rule`` the train/test rule (:func:`split_references`); ``limit_refs`` keeps the first N
+    usable pristine images (sorted by file name); images smaller than ``min_size`` on a side are skipped.
+    Bad single images are skipped with a warning (``warn``, default: stderr); bad settings raise
+    ``InputError``.
     """
     type_names = parse_types(rankset, types)
+    _check_split_rule(split_rule)  # before anything is written
     n_levels = distortions.levels(rankset)
     if not 0.0 <= test_fraction < 1.0:
         raise InputError(f"test fraction {test_fraction} must be in [0, 1)")
@@ -161,7 +188,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         if not references:
             raise InputError(f"no usable pristine image ({len(skipped)} skipped, see the warnings)",
                              pristine_dir if str(pristine_dir) != "default" else pristine.skimage_data_dir())
-        split = split_references(references, test_fraction, seed)
+        split = split_references(references, test_fraction, seed, split_rule)
 
         tasks = [(str(out), rankset, int(seed), name, dtype, level)
                  for name in references for dtype in type_names for level in range(1, n_levels + 1)
@@ -503,16 +530,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep.make_ranks",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--rankset", choices=sorted(distortions.RANKSETS), default="tid2013",
-                        help="distortion set: tid2013 (19 types x 4 levels) or live (4 types x 5 levels)")
+                        help="distortion set: tid2013 (4 levels) or live (5 levels); types: --types")
     parser.add_argument("--pristine", default="default",
                         help="folder of pristine images (png/jpg/jpeg/bmp/tif/tiff), or 'default' for the "
                              "colour photographs inside scikit-image")
     parser.add_argument("--out", default=None, help="output folder (default data/ranks/<rankset>)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the train/test split")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the noise (and of the train/test split with --split-rule seeded)")
     parser.add_argument("--jobs", type=int, default=0, help="worker processes (0: all cores)")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="share of references in test")
     parser.add_argument("--lmdb", action="store_true", help="also write images.lmdb (key = relative path)")
-    parser.add_argument("--types", default=None, help="comma-separated subset of the rankset's types")
+    parser.add_argument("--types", default=None,
+                        help="comma-separated types to generate and list, or 'all' (default: those the "
+                             "original lists: tid2013 without HFN, all of live)")
+    parser.add_argument("--split-rule", choices=SPLIT_RULES, default="sorted",
+                        help="which references train: sorted = the first ones in sorted name order, as "
+                             "the original (default); seeded = a permutation drawn from --seed")
     parser.add_argument("--limit-refs", type=int, default=None, help="use only the first N usable images")
     parser.add_argument("--min-size", type=int, default=227,
                         help="skip images with a side shorter than this (default 227, the Shallow crop; "
@@ -526,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = generate(args.rankset, args.pristine, args.out, seed=args.seed, jobs=args.jobs,
                       test_fraction=args.test_fraction, lmdb=args.lmdb, types=args.types,
-                      limit_refs=args.limit_refs, min_size=args.min_size, progress=not args.quiet)
+                      limit_refs=args.limit_refs, min_size=args.min_size, progress=not args.quiet,
+                      split_rule=args.split_rule)
     print(f"{result.out}: {len(result.references)} references ({len(result.train)} train, "
           f"{len(result.test)} test), {len(result.types)} types, {result.n_rows} manifest rows, "
           f"{result.n_written} images written, {len(result.skipped)} pristine images skipped")

@@ -74,12 +74,20 @@ def read_list(list_path: str | os.PathLike, root: str | os.PathLike | None = Non
     return rows
 
 
-def write_list(list_path: str | os.PathLike, rows: Iterable[tuple[str, float]]) -> None:
-    """Write ``<path> <value>`` lines atomically; integral values are written without decimals."""
+def write_list(list_path: str | os.PathLike, rows: Iterable[tuple[str, float]],
+               decimals: int | None = None) -> None:
+    """Write ``<path> <value>`` lines atomically.
+
+    With ``decimals`` every value is written with that many (``%.2f`` for 2, as the original's fine-tuning
+    lists); without, integral values are written without decimals and others in full (``repr``).
+    """
     lines = []
     for path, value in rows:
         if "\n" in str(path):
             raise ValueError(f"path cannot hold a newline: {path!r}")
-        text = str(int(value)) if float(value).is_integer() else repr(float(value))
+        if decimals is not None:
+            text = f"{float(value):.{decimals}f}"
+        else:
+            text = str(int(value)) if float(value).is_integer() else repr(float(value))
         lines.append(f"{path} {text}\n")
     atomic_write_text(list_path, "".join(lines))

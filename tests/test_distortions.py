@@ -371,3 +371,22 @@ def test_jp2k_uses_the_colour_transform_like_matlab():
     separate = buffer.getvalue()
     assert abs(len(ours) - len(separate)) < 0.15 * len(separate)  # the same rate
     assert psnr(rgb, decoded(ours)) > psnr(rgb, decoded(separate)) + 1.0
+
+
+
+def test_type_counts_in_distortions_md_match_the_sets():
+    """DISTORTIONS.md states the counts once (17 TID2013 types, 19 folders, 18 listed): they hold."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "data_prep" / "DISTORTIONS.md").read_text(encoding="utf-8")
+    table = text.split("## `tid2013` set", 1)[1].split("\n## ", 1)[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (\w+) \| (\d\d) \|", table, re.MULTILINE)}
+    assert sorted(rows) == sorted(D.RANKSETS["tid2013"]) and len(rows) == 19  # folders
+    counts = text.split("## How many types", 1)[1].split("\n## ", 1)[0]
+    stated = re.search(r"TID numbers\s+([\d,\s]+)\.", counts).group(1)
+    tid_numbers = sorted(set(rows.values()))
+    assert tid_numbers == [n.strip() for n in stated.split(",")] and len(tid_numbers) == 17
+    unlisted = set(D.RANKSETS["tid2013"]) - set(D.LISTED_TYPES["tid2013"])
+    assert len(D.LISTED_TYPES["tid2013"]) == 18 and unlisted == {"HFN"}
+    assert all(f"**{n}**" in counts for n in (17, 19, 18))

@@ -230,7 +230,8 @@ def test_every_training_run_against_every_evaluation_dataset(tmp_path: Path, tra
             assert evaluate.direction_report(gt_dir, direction, source, negate)["expected_sign"] == sign
 
 
-def _synthetic_report(tmp_path: Path, shift: float = 0.0) -> tuple[dict, list, dict]:
+def _synthetic_report(tmp_path: Path, shift: float = 0.0,
+                      model: str = "m.caffemodel") -> tuple[dict, list, dict]:
     types = ["01", "08", "10"]
     samples = [evaluate.Sample(str(tmp_path / f"i{k}.png"), 9.0 - k % 5, f"r{k // 15}", types[k % 3],
                                str(k % 5), k + 2) for k in range(30)]
@@ -239,7 +240,7 @@ def _synthetic_report(tmp_path: Path, shift: float = 0.0) -> tuple[dict, list, d
     preds = {"mean": truth + rng.normal(scale=1.0, size=30) + shift, "median": truth + shift}
     info = scoring.DeployInfo("d.prototxt", "data", 3, 224, 224, "fc8")
     direction = evaluate.direction_report("higher_better", "higher_better", "test", False)
-    report = evaluate.build_report(info, "m.caffemodel", "t.csv", "tid2013", samples, preds, 30, 0, direction,
+    report = evaluate.build_report(info, model, "t.csv", "tid2013", samples, preds, 30, 0, direction,
                                    ("01", "08", "10"))
     return report, samples, preds
 
@@ -267,6 +268,28 @@ def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
     assert summary["per_type"]["mean"]["10"]["n_splits"] == 3
     text = evaluate.metrics_markdown(summary, {})
     assert "±" in text and "n_splits" in text
+
+
+def test_report_says_where_the_weights_started(tmp_path: Path) -> None:
+    # tools/train.py records the initialisation in run.json beside snapshots/; the evaluation reports it.
+    run = tmp_path / "ft_run"
+    (run / "snapshots").mkdir(parents=True)
+    ranked_from = {"weights": None, "description": "random initialisation, chosen with --weights none"}
+    init = {"weights": "/r/rank_iter_50000.caffemodel", "rank_initialisation": ranked_from,
+            "description": "ranking model /r/rank_iter_50000.caffemodel, whose ranking started from random "
+                           "initialisation, chosen with --weights none"}
+    (run / "run.json").write_text(json.dumps({"kind": "finetune", "initialisation": init}))
+    report = _synthetic_report(tmp_path, model=str(run / "snapshots" / "ft_run_iter_10.caffemodel"))[0]
+    assert report["initialisation"] == init
+    assert f"- initialisation: {init['description']}\n" in evaluate.metrics_markdown(report, {})
+    released = _synthetic_report(tmp_path, 0.5, model=str(tmp_path / "FT_tid2013.caffemodel"))[0]
+    assert released["initialisation"] is None
+    unknown = "unknown (no run.json of tools/train.py beside the model)"
+    assert f"- initialisation: {unknown}\n" in evaluate.metrics_markdown(released, {})
+    summary = evaluate.summarize_splits([report, released])
+    assert summary["initialisation"] == [init, None]
+    assert (f"- initialisation: split 0: {init['description']}; split 1: {unknown}\n"
+            in evaluate.metrics_markdown(summary, {}))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -264,3 +264,79 @@ def test_lists_on_a_full_disk_name_the_file_and_the_rerun_completes(kadid_root, 
         remount(fs, "size=1M")
         mfl.make_lists("kadid", kadid_root, out, splits=4, seed=0)
         assert _snapshot(out) == _snapshot(expected)
+
+
+@pytest.fixture(scope="module")
+def tid24_root(tmp_path_factory) -> Path:
+    """All 24 natural TID2013 references (one type, one level each) and the synthetic 25."""
+    return fx.make_tid2013(tmp_path_factory.mktemp("tid24") / "tid2013", n_refs=24, types=(1,), levels=1,
+                           size=16)
+
+
+def test_original_split_is_the_released_test_list(tid24_root, tmp_path, capsys):
+    # The original's released ft_tid2013_test.txt holds references I04, I11, I13, I17, I19; the other 19 of
+    # I01-I24 train.
+    out = tmp_path / "ft"
+    assert mfl.main(["--dataset", "tid2013", "--data", str(tid24_root), "--out", str(out),
+                     "--original-split"]) == 0
+    assert "splitoriginal: train 19 images (19 refs), test 5 images (5 refs)" in capsys.readouterr().out
+    ref_of = {row.path: row.reference for row in read_table(out / "table.csv")}
+    test_refs = {ref_of[p] for p, _ in read_list(out / "splitoriginal" / "test.txt")}
+    train_refs = {ref_of[p] for p, _ in read_list(out / "splitoriginal" / "train.txt")}
+    assert test_refs == {"I04", "I11", "I13", "I17", "I19"}
+    assert train_refs == {f"I{i:02d}" for i in range(1, 25)} - test_refs  # i25 stays out, as the original
+    assert {row.reference for row in read_table(out / "splitoriginal" / "test.csv")} == test_refs
+    assert (out / "split0" / "test.txt").is_file()  # the random splits are still written
+    # The lists record the choice: a rerun without it rebuilds them and removes splitoriginal/.
+    mfl.make_lists("tid2013", tid24_root, out)
+    assert not (out / "splitoriginal").exists() and (out / "split0" / "test.txt").is_file()
+
+
+def test_original_split_refused_where_unknown_or_incomplete(tid24_root, tid_root, tmp_path, capsys):
+    live = fx.make_live(tmp_path / "live", n_refs=3, distorted_per_ref=1)
+    out = tmp_path / "out"
+    assert mfl.main(["--dataset", "live", "--data", str(live), "--out", str(out), "--original-split"]) == 2
+    assert "the original's split is known for tid2013 only" in capsys.readouterr().err
+    assert mfl.main(["--dataset", "tid2013", "--data", str(tid24_root), "--out", str(out),
+                     "--original-split", "--include-synthetic-ref"]) == 2
+    assert "I01-I24" in capsys.readouterr().err
+    with pytest.raises(InputError, match="test reference\\(s\\) I11, I13, I17, I19 are not in"):
+        mfl.make_lists("tid2013", tid_root, out, original=True)  # references I01-I06 only
+    assert not out.exists()
+
+
+def test_scores_are_written_with_the_originals_two_decimals(tid_root, tmp_path):
+    import shutil
+
+    root = Path(shutil.copytree(tid_root, tmp_path / "tid"))
+    label = root / "mos_with_names.txt"
+    lines = label.read_text().splitlines()
+    # MOS with five decimals, as TID2013 publishes them; 4.12345 -> 4.12, 5.98765 -> 5.99
+    lines[0] = "4.12345 " + lines[0].split()[1]
+    lines[1] = "5.98765 " + lines[1].split()[1]
+    label.write_text("\n".join(lines) + "\n")
+    first, second = (root / "distorted_images" / line.split()[1] for line in lines[:2])
+    out = tmp_path / "ft"
+    mfl.make_lists("tid2013", root, out, splits=2, seed=1)
+    written = {}
+    for k in range(2):
+        for part in ("train", "test"):
+            for line in (out / f"split{k}" / f"{part}.txt").read_text().splitlines():
+                path, value = line.rsplit(" ", 1)
+                assert len(value.split(".")[1]) == 2, line  # every value '%.2f', integers too
+                written[path.lower()] = value
+    assert (written[str(first).lower()], written[str(second).lower()]) == ("4.12", "5.99")
+    for k in range(2):  # test.csv, the evaluation's ground truth, holds the test list's scores
+        for row in read_table(out / f"split{k}" / "test.csv"):
+            assert row.score == float(written[row.path.lower()])
+    table = {row.path.lower(): row.score for row in read_table(out / "table.csv")}
+    assert table[str(first).lower()] == 4.12345  # table.csv keeps the published value
+    mfl.make_lists("tid2013", root, tmp_path / "full", score_decimals="full")
+    full = dict((p.lower(), v) for p, v in read_list(tmp_path / "full" / "split0" / "train.txt")
+                + read_list(tmp_path / "full" / "split0" / "test.txt"))
+    assert full[str(first).lower()] == 4.12345
+    # CSIQ (no list of the original; DMOS in 0-1) keeps the published values by default.
+    csiq = fx.make_csiq(tmp_path / "csiq")
+    mfl.make_lists("csiq", csiq, tmp_path / "csiq_ft")
+    scores = {v for p, v in read_list(tmp_path / "csiq_ft" / "split0" / "train.txt")}
+    assert any(round(v, 2) != v for v in scores)

@@ -187,12 +187,51 @@ def test_rerun_redoes_nothing_and_fills_gaps(source_dir, reference_run, tmp_path
     assert err.value.path == str(out / ".make_ranks.json")
 
 
-def test_split_is_seeded_80_20():
+def test_split_default_is_the_originals_first_80_percent_of_sorted_names():
+    # The original sorts the pristine names and trains on the first int(0.8 N) (its shuffle is commented out).
     names = [f"img{i:03d}" for i in range(50)]
-    split = split_references(names, 0.2, seed=0)
+    split = split_references(list(reversed(names)), 0.2, seed=3)
+    assert [n for n in names if split[n] == "train"] == names[:40]
+    assert split == split_references(names, 0.2, seed=0, rule="sorted")  # no seed involved
+    # The embedded default set: astronaut, chelsea, coffee, ihc train; motorcycle_left, rocket test.
+    default = split_references([Path(name).stem for name in pristine.DEFAULT_NAMES], 0.2, seed=0)
+    assert sorted(n for n, part in default.items() if part == "test") == ["motorcycle_left", "rocket"]
+    with pytest.raises(InputError, match="unknown split rule 'shuffled'"):
+        split_references(names, 0.2, 0, rule="shuffled")
+
+
+def test_default_types_are_the_18_folders_the_original_lists(source_dir, tmp_path, monkeypatch):
+    # The original's TID2013-style lists (generate_rank_txt_tid2013.py) draw from 18 folders; its generator
+    # writes HFN too, but no list holds it.
+    original = {"JPEG", "GN", "GB", "JP2K", "GNC", "MSL", "MSH", "CCL", "CCH", "IN", "ID", "BW", "NEPN", "QN",
+                "CA", "CS", "MGN", "CQD"}
+    assert set(distortions.LISTED_TYPES["tid2013"]) == original and len(original) == 18
+    assert distortions.LISTED_TYPES["live"] == tuple(distortions.RANKSETS["live"])
+    # The lists are under test here, not the pixels (jobs=1 runs the distortions in this process).
+    monkeypatch.setattr(distortions, "distort", lambda image, *args: image)
+    out = tmp_path / "default"
+    result = generate("tid2013", source_dir, out, jobs=1, limit_refs=2, min_size=64, progress=False)
+    assert set(result.types) == original
+    assert (result.train, result.test) == (["astro"], ["coffee"])  # the original's rule: sorted, first 80%
+    with open(out / "manifest.csv", newline="") as handle:
+        assert {row["type"] for row in csv.DictReader(handle)} == original
+    listed = {Path(path).parts[-3] for path, level in read_list(out / "train.txt") if level > 0}
+    assert listed == original and not (out / "HFN").exists()
+    # 'all' (RANK_TYPES=all) lists HFN as well: 19 types.
+    every = generate("tid2013", source_dir, tmp_path / "all", seed=2, jobs=1, types="all", min_size=64,
+                     progress=False, split_rule="seeded")
+    assert set(every.types) == original | {"HFN"} and (tmp_path / "all" / "HFN" / "HFN4").is_dir()
+    assert every.test == ["coffee"]  # seed 2's permutation, not the sorted rule's last name ("flag")
+
+
+def test_seeded_split_rule_is_an_80_20_permutation():
+    names = [f"img{i:03d}" for i in range(50)]
+    split = split_references(names, 0.2, seed=0, rule="seeded")
     assert sorted(split) == names and list(split.values()).count("test") == 10
-    assert split == split_references(list(reversed(names)), 0.2, seed=0)  # order of discovery is irrelevant
-    assert split != split_references(names, 0.2, seed=1)
+    # order of discovery is irrelevant
+    assert split == split_references(list(reversed(names)), 0.2, seed=0, rule="seeded")
+    assert split != split_references(names, 0.2, seed=1, rule="seeded")
+    assert split != split_references(names, 0.2, seed=0)  # not the first 40
     assert list(split_references(["a", "b"], 0.2, 0).values()).count("test") == 1  # never an empty side
     assert set(split_references(["a", "b", "c"], 0.0, 0).values()) == {"train"}
     assert split_references(["a"], 0.2, 0) == {"a": "train"}

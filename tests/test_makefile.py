@@ -74,3 +74,29 @@ def test_fine_tuning_lists_are_checked_whenever_their_data_folder_is_given_or_th
     if not Path("/data/kadid").exists():  # the default DATA: not given, not there, lists present
         commands = _commands("finetune", "DATASET=kadid", f"FT_DIR={lists}")
         assert not any("data_prep.make_ft_lists" in argv for argv in commands)
+
+
+def test_ranks_default_to_the_originals_types_and_rank_types_gets_its_own_folder() -> None:
+    default = _tool(_commands("ranks"), "data_prep.make_ranks")
+    assert "--types" not in default  # the generator's default: the original's 18 listed types
+    assert _value(default, "--out") == "data/ranks/tid2013"
+    every = _tool(_commands("ranks", "RANK_TYPES=all"), "data_prep.make_ranks")
+    assert _value(every, "--types") == "all" and _value(every, "--out") == "data/ranks/tid2013_all"
+    subset = _tool(_commands("ranks", "RANK_TYPES=GN,HFN"), "data_prep.make_ranks")
+    assert _value(subset, "--out") == "data/ranks/tid2013_GN-HFN"
+
+
+def test_train_rank_passes_weights_none_and_names_the_run_after_the_types(tmp_path: Path) -> None:
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    (ranks / "manifest.csv").write_text("reference,type,level,path,split\n")  # no `make ranks` needed
+    argv = _tool(_commands("train_rank", "NET=vgg16", "WEIGHTS=none", "RANK_TYPES=all", f"RANKS_DIR={ranks}"),
+                 "tools.train")
+    assert _value(argv, "--weights") == "none" and _value(argv, "--out") == "runs/rank_tid2013_all_vgg16"
+
+
+def test_split_original_writes_and_uses_the_originals_split(tmp_path: Path) -> None:
+    assert "--original-split" in _tool(_commands("ft_lists", "SPLIT=original"), "data_prep.make_ft_lists")
+    assert "--original-split" not in _tool(_commands("ft_lists"), "data_prep.make_ft_lists")
+    argv = _tool(_commands("finetune", "SPLIT=original", f"FT_DIR={tmp_path / 'ft'}"), "tools.train")
+    assert _value(argv, "--lists") == f"{tmp_path / 'ft'}/splitoriginal"

@@ -16,6 +16,10 @@ Outputs under ``--out``: ``metrics.json``, ``per_image.csv``, ``metrics.md``, ``
 replaced by 0..N-1: each split gets those files in ``<out>/split<k>/`` and ``<out>/`` gets the mean and
 standard deviation over the splits.
 
+Initialisation: when the model was written by ``tools/train.py`` (``<run>/snapshots/``), the start of its
+weights as that run's ``run.json`` records it (ImageNet weights, random initialisation, the ranking model
+and how its ranking started) goes into ``metrics.json`` (``initialisation``) and ``metrics.md``.
+
 Input: a test table CSV (``reference,type,level,path,score,direction``, docs/DESIGN.md) or a
 ``<path> <score>`` list (no per-type metrics; direction from ``--dataset`` or ``--gt-direction``).
 """
@@ -225,7 +229,8 @@ def metrics_markdown(report: dict, type_names: dict[str, str]) -> str:
     lines += [f"- **warning**: {warning}" for warning in report.get("warnings", [])]
     lines += [f"- ground truth: {direction['ground_truth']}; model: {direction['model']} "
               f"({direction['model_source']}); negated: {direction['negated']}",
-              f"- expected sign of SROCC/PLCC: {direction['expected_sign']}. {direction['note']}", ""]
+              f"- expected sign of SROCC/PLCC: {direction['expected_sign']}. {direction['note']}",
+              f"- initialisation: {initialisation_text(report.get('initialisation'))}", ""]
     averaged = "n_splits" in report
     lines += ["## Overall", "",
               "| metric | mean of crops | median of crops |" if not averaged else
@@ -407,12 +412,23 @@ def build_report(info: scoring.DeployInfo, model: str, table: str, dataset: str 
         "crop_size": [info.crop_height, info.crop_width], "seed": seed,
         "scoring": "image score = mean of the crop outputs (as the paper); median reported beside",
         "direction": direction,
+        "initialisation": scoring.run_record(model).get("initialisation"),
         "labels": iqa_metrics.LABELS,
     }
     report.update(compute_metrics(samples, preds, type_order))
     reason = iqa_metrics.degenerate_reason(preds["mean"], [s.score for s in samples])
     report["warnings"] = [reason] if reason else []
     return report
+
+
+def initialisation_text(initialisation: dict | list | None) -> str:
+    """One line for ``metrics.md``: where the model's weights started (a list: one per split)."""
+    entries = initialisation if isinstance(initialisation, list) else [initialisation]
+    texts = [(entry.get("description") if isinstance(entry, dict) else None)
+             or "unknown (no run.json of tools/train.py beside the model)" for entry in entries]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"split {k}: {text}" for k, text in enumerate(texts))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -428,6 +444,7 @@ def summarize_splits(reports: list[dict]) -> dict:
     summary.update({"n_splits": len(reports), "model": [r["model"] for r in reports],
                     "warnings": [f"split {k}: {w}" for k, r in enumerate(reports) for w in r["warnings"]],
                     "inputs": [r.get("inputs") for r in reports],
+                    "initialisation": [r["initialisation"] for r in reports],
                     "table": [r["table"] for r in reports], "n_images": [r["n_images"] for r in reports],
                     "std": "sample standard deviation over the splits (ddof=1; 0 for one split)",
                     "overall": {}, "overall_std": {}, "per_type": {}, "per_type_std": {},

@@ -468,7 +468,8 @@ def step_nccl(settings: Settings, data_dir: Path, run_dir: Path, device: int, se
     command = [sys.executable, "-m", "tools.train", "rank", "--rankset", "tid2013", "--net", settings.net,
                "--data", str(data_dir), "--out", str(out), *placement, "--iters", str(settings.nccl_iters),
                "--snapshot", str(settings.nccl_iters), "--test-interval", "0", "--display", "1",
-               "--seed", str(seed), "--types-per-batch", str(settings.types), "--workers", "0"]
+               "--seed", str(seed), "--types-per-batch", str(settings.types), "--workers", "0",
+               "--weights", "none"]  # a check of the training path: random initialisation on purpose
     # Well inside the device tool's 10-minute call (the GPU run takes seconds).
     done = run_command(command, timeout=240, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])))

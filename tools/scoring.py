@@ -180,10 +180,13 @@ def load_net(deploy: str | os.PathLike, model: str | os.PathLike, gpu: int = -1)
     return net, info
 
 
-def _run_record(model_path: Path) -> dict:
-    """``run.json`` of the training run that wrote ``<run>/snapshots/X`` (``{}`` when there is none)."""
+def run_record(model_path: str | os.PathLike) -> dict:
+    """``run.json`` of the training run (``tools/train.py``) that wrote ``<run>/snapshots/X``: its settings
+    (kind, data, direction, ``initialisation``...); ``{}`` for a model that is not in such a folder, or
+    whose ``run.json`` is missing or unreadable."""
     import json
 
+    model_path = Path(model_path)
     run_json = model_path.parent.parent / "run.json"
     if model_path.parent.name != "snapshots" or not run_json.is_file():
         return {}
@@ -204,7 +207,7 @@ def trained_direction(model_path: str | os.PathLike) -> tuple[str, str] | None:
     from data_prep.datasets import HIGHER_BETTER, LOWER_BETTER, label_direction
 
     path = Path(model_path)
-    record = _run_record(path)
+    record = run_record(path)
     where = f"its training run {path.parent.parent / 'run.json'}"
     if record.get("kind") == "rank":
         loss = record.get("direction", "quality")

@@ -18,6 +18,10 @@ Faithful choices and the rules this driver adds (also in ``--help``):
   when the net has one, else ``ft_train.prototxt``; LIVE-style uses ``ft_train.prototxt`` (fc6/fc7 transfer).
 * Weights (``--weights``, ``--rank-model``) are copied by layer name; the driver first checks every matching
   layer's blob count and shapes and names the first mismatching layer (Caffe itself would abort the process).
+* Initialisation: VGG-16 ranking starts from ImageNet VGG-16 weights, as the paper; a new ``vgg16`` ranking
+  run without ``--weights`` is refused, ``--weights none`` starts from random initialisation on purpose.
+  ``run.json`` records the start (``initialisation``; a fine-tuning run also its ranking run's), and
+  ``tools/evaluate.py`` reports it.
 * Default ``--rank-model``: among the sibling folders of ``--out`` whose ``run.json`` says ``kind: rank`` with
   the same rank set and net, the run whose newest snapshot is the most recent file; from it, the
   ``.caffemodel`` of the original's iteration (``PREFERRED_RANK_ITER``: TID2013 50k, LIVE 20k) when it
@@ -75,6 +79,7 @@ from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import StorageError, atomic_write_text, require_free_space, storage_errors
 from rankiqa.lists import TEXT_ENCODING, open_text, read_list
 from tools.logparse import LossTable, plot, write_csv
+from tools.scoring import run_record
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOTXT_DIR = REPO_ROOT / "prototxts"
@@ -1289,7 +1294,8 @@ def _prepare(args: argparse.Namespace, kind: str, identity: dict[str, Any], net_
         write_text_proto(solver_r, rank_solver, rank_header)
         rank_solvers.append(rank_solver)
 
-    record = {**identity, "argv": getattr(args, "argv", None), "train_net_source": _rel(net_src),
+    record = {**identity, "initialisation": getattr(args, "initialisation", None),
+              "argv": getattr(args, "argv", None), "train_net_source": _rel(net_src),
               "solver_source": _rel(solver_src), "device": device,
               "gpus": [s.device for s in shares] if shares else None}
     atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=1) + "\n")
@@ -1314,6 +1320,71 @@ def _rel(path: Path) -> str:
 
 def _net_dir(args: argparse.Namespace) -> Path:
     return Path(args.prototxts) / args.net
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Initialisation: what the weights start from, refused where it would silently differ from the paper, and
+# recorded in run.json (``initialisation``: ``weights`` path or None, a readable ``description``; for
+# fine-tuning from a ranking run also that run's ``rank_initialisation``), which the evaluation reports.
+
+#: ``--weights none`` (``WEIGHTS=none``): a deliberate start from random initialisation.
+NO_WEIGHTS = "none"
+#: Why VGG-16 ranking wants ImageNet weights, and how to give them.
+VGG16_NEEDS_WEIGHTS = (
+    "VGG-16 ranking starts from ImageNet VGG-16 weights in the paper (the original trains with --weights "
+    "VGG_ILSVRC_16_layers.caffemodel); give them with WEIGHTS=/path/VGG_ILSVRC_16_layers.caffemodel "
+    "(make) or --weights, or WEIGHTS=none / --weights none to train from random initialisation on purpose")
+
+
+def _resuming(args: argparse.Namespace) -> bool:
+    return args.resume is not None or find_resume_state(args.out / "snapshots") is not None
+
+
+def _recorded_initialisation(run_dir: Path) -> dict[str, Any]:
+    """The ``initialisation`` an earlier run of this folder recorded (a resumed run keeps its start)."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("initialisation")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return recorded or {"weights": None, "description": "unknown (resumed; run.json did not record it)"}
+
+
+def rank_initialisation(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any]]:
+    """(weights to load or None, the run.json ``initialisation``) of a ranking run.
+
+    ``--weights X`` loads X; ``--weights none`` starts from random initialisation on purpose; without
+    ``--weights`` a resumed run keeps what it recorded, a new Shallow run starts from random initialisation
+    and a new VGG-16 run is refused (``InputError``: the paper starts from ImageNet weights).
+    """
+    if args.weights is not None and str(args.weights) == NO_WEIGHTS:
+        return None, {"weights": None,
+                      "description": "random initialisation, chosen with --weights none (the paper starts "
+                                     "VGG-16 ranking from ImageNet weights)"}
+    if args.weights is not None:
+        path = Path(args.weights).resolve()
+        return Path(args.weights), {"weights": str(path), "description": f"weights {path}"}
+    if _resuming(args):
+        return None, _recorded_initialisation(args.out)
+    if args.net == "vgg16":
+        raise InputError(VGG16_NEEDS_WEIGHTS)
+    return None, {"weights": None, "description": f"random initialisation ({args.net} net, no --weights)"}
+
+
+def finetune_initialisation(args: argparse.Namespace, weights: Path | None) -> dict[str, Any]:
+    """The run.json ``initialisation`` of a fine-tuning run starting from ``weights`` (None: resumed or
+    ``--from-scratch``); a ranking model's own run.json adds how its ranking started."""
+    if args.from_scratch:
+        return {"weights": None,
+                "description": "random initialisation (--from-scratch: the baseline without ranking)"}
+    if weights is None:
+        return _recorded_initialisation(args.out)
+    path = Path(weights).resolve()
+    record = run_record(path)
+    if record.get("kind") != "rank":
+        return {"weights": str(path), "description": f"weights {path}"}
+    ranked_from = record.get("initialisation") or {"description": "unknown (its run.json did not record it)"}
+    return {"weights": str(path), "rank_initialisation": ranked_from,
+            "description": f"ranking model {path}, whose ranking started from {ranked_from['description']}"}
 
 
 def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] | None]:
@@ -1355,10 +1426,14 @@ def prepare_rank(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuShare] 
     identity = {"kind": "rank", "rankset": args.rankset, "net": args.net, "data": str(data_dir.resolve()),
                 "direction": args.direction, "types_per_batch": types_per_batch,
                 "images_per_group": images_per_group, "aligned_crops": bool(args.aligned_crops)}
+    check_run_identity(args.out, identity)  # another run's folder is the first thing to say
+    weights, args.initialisation = rank_initialisation(args)
+    if args.weights is not None:  # a rerun that resumes may leave it out; one that names another differs
+        identity["weights"] = args.initialisation["weights"] or NO_WEIGHTS
     header = (f"rank training: rank set {args.rankset}, net {args.net}, {types_per_batch} types x "
               f"{images_per_group} image(s) x {levels + 1} levels per batch, direction {args.direction}")
     images = manifest_images(data_dir)
-    return _prepare(args, "rank", identity, net_src, solver_src, configure, test_default, None, args.weights,
+    return _prepare(args, "rank", identity, net_src, solver_src, configure, test_default, None, weights,
                     header, run_inputs({"manifest.csv": data_dir / "manifest.csv"}, images))
 
 
@@ -1420,6 +1495,7 @@ def prepare_finetune(args: argparse.Namespace) -> tuple[PreparedRun, list[GpuSha
               f"init {'scratch' if args.from_scratch else weights}")
     lists = {name: lists_dir / name for name in ("train.txt", "test.txt") if (lists_dir / name).is_file()}
     images = [Path(path) for listed in lists.values() for path, _ in read_list(listed, check_files=False)]
+    args.initialisation = finetune_initialisation(args, weights)
     run, shares = _prepare(args, "finetune", identity, net_src, solver_src, configure, test_default,
                            n_test or None, weights, header, run_inputs(lists, sorted(set(images))))
     crop = int(get_param_str(next(python_layers(net_param, "ft_data")), net_src).get("crop", 224))
@@ -1472,7 +1548,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(rank)
     rank.add_argument("--types-per-batch", type=int, help="distortion types per batch (tid2013: 9, live: 4)")
     rank.add_argument("--images-per-group", type=int, help="images per group (tid2013: 1, live: 2)")
-    rank.add_argument("--weights", type=Path, help="initial weights by layer name, e.g. ImageNet VGG-16")
+    rank.add_argument("--weights", type=Path,
+                      help="initial weights by layer name: ImageNet VGG-16 (VGG_ILSVRC_16_layers.caffemodel, "
+                           "as the paper; required for a new vgg16 run), or 'none' for random initialisation")
     rank.add_argument("--aligned-crops", action="store_true",
                       help="one crop window for all levels of a reference in a group (default: one per "
                            "image, as the original)")
