@@ -28,7 +28,10 @@ from tools.logparse import parse_log
 
 SCALES = {1.0: "x1 (CSIQ-like DMOS 0-1)", 9.0: "x9 (TID2013-like MOS 0-9)",
           100.0: "x100 (LIVE-like DMOS 0-100)"}
-CONFIGS = (("filler", "none"), ("mean", "none"), ("linear", "none"), ("linear", "std"))
+CONFIGS = (("filler", "none"), ("mean", "none"), ("linear", "std"), ("calibrate", "none"),
+           ("calibrate", "std"))
+#: The from-scratch baseline is run for the original's start and for the default of the Shallow net only.
+SCRATCH_CONFIGS = (("filler", "none"), ("calibrate", "std"))
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,8 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for scale, label in SCALES.items():
         lists = scaled_lists(args.lists, args.out, scale)
         for head, loss in CONFIGS:
-            for init_name, init in (("RankIQA+FT", ["--rank-model", str(args.rank_model)]),
-                                    ("FT from scratch", ["--from-scratch"])):
+            inits = [("RankIQA+FT", ["--rank-model", str(args.rank_model)])]
+            if (head, loss) in SCRATCH_CONFIGS:
+                inits.append(("FT from scratch", ["--from-scratch"]))
+            for init_name, init in inits:
                 name = f"x{scale:g}_{head}_{loss}_{'rank' if init_name == 'RankIQA+FT' else 'scratch'}"
                 result = run(name, lists, args.out, init, head, loss, args.iters, args.lr)
                 rows.append({"labels": label, "head_init": head, "loss_scale": loss, "model": init_name,

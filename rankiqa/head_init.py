@@ -14,6 +14,11 @@ updates, which mostly fix that offset, can reverse the ranking the features carr
   from the fitted head ("LP-FT", Kumar et al., *Fine-Tuning can Distort Pretrained Features and
   Underperform Out-of-Distribution*, ICLR 2022). The same start is used for a from-scratch baseline, whose
   features are random.
+- ``calibrate``: the head keeps a direction and only its scale and offset are fitted (least squares of the
+  training labels on the head's output, two numbers): the ranking head ``fc8_m`` of the initial weights when
+  they have one of the head's shape (RankIQA+FT starts as the ranking model mapped onto the label scale),
+  else the prototxt's filler (a from-scratch baseline starts as its random head mapped the same way). With
+  few training references a full probe over-fits them; two numbers cannot.
 
 ``label_spread`` gives the standard deviation of the training labels; a loss weight of ``1 / std**2``
 (``LOSS_SCALES``: ``std``) measures the Euclidean loss in units of the label spread, so that one learning
@@ -33,12 +38,21 @@ import numpy as np
 
 from rankiqa.errors import InputError
 
-HEAD_INITS: tuple[str, ...] = ("filler", "mean", "linear")
+HEAD_INITS: tuple[str, ...] = ("filler", "mean", "linear", "calibrate")
+#: The ranking head whose direction ``calibrate`` keeps when the initial weights have it.
+RANKING_HEAD = "fc8_m"
 LOSS_SCALES: tuple[str, ...] = ("none", "std")
 #: Ridge strength of the linear probe, relative to the mean variance of the (centred) features.
 LINEAR_PROBE_RIDGE = 1e-2
 #: Random crops per training image for the linear probe.
 LINEAR_PROBE_CROPS = 4
+#: Largest normalised step of the head after a linear probe: lr x head lr_mult x loss weight x E||f||^2,
+#: with f the head's input features. The head is a linear least-squares model on f, for which plain
+#: gradient descent diverges once this product passes 2 (normalised LMS); the ranking margin leaves f
+#: large (E||f||^2 in the thousands for the Shallow net), so a rate measured on one ranking model can be
+#: unstable on the next (seen: a loss of 6e4 after 20 iterations, then a reversed ranking). 0.1 keeps
+#: a wide margin.
+HEAD_STEP = 0.1
 
 
 @dataclass(frozen=True)
@@ -131,10 +145,29 @@ def _first_layer_after_data(net: Any) -> str:
     raise InputError("the train net has no layer with a 'data' top")
 
 
-def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, crop: int, seed: int) -> str:
-    """Set the head of ``net`` (weights and bias, in place) by ``mode``; returns a line for the run log.
+def stable_lr(net_param: Any, head: Head, feature_energy: float) -> float:
+    """The largest base learning rate whose normalised head step stays at ``HEAD_STEP`` (see there).
 
-    ``filler`` leaves it as built. ``mean`` and ``linear`` read the training list (``<path> <score>``).
+    ``feature_energy``: the mean of ||f||^2 over the probe's crops. The head's weight ``lr_mult`` and the
+    Euclidean loss's ``loss_weight`` are read from the net (Caffe's defaults 1 when absent).
+    """
+    lr_mult, loss_weight = 1.0, 1.0
+    for layer in net_param.layer:
+        if layer.name == head.layer and layer.param:
+            lr_mult = layer.param[0].lr_mult
+        if layer.name == head.loss_layer and layer.loss_weight:
+            loss_weight = layer.loss_weight[0]
+    return HEAD_STEP / max(lr_mult * loss_weight * feature_energy, 1e-30)
+
+
+def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, crop: int, seed: int,
+              init_weights: str | os.PathLike | None = None) -> tuple[str, float | None]:
+    """Set the head of ``net`` (weights and bias, in place) by ``mode``.
+
+    Returns a line for the run log and, for ``linear`` and ``calibrate``, the mean squared norm of the
+    head's input features over the probe's crops (for :func:`stable_lr`), else None. ``filler`` leaves the
+    head as built; the others read the training list (``<path> <score>``); ``calibrate`` reads the ranking
+    head from ``init_weights`` (a ``.caffemodel``) when given.
     """
     from rankiqa.image_io import read_bgr
     from rankiqa.lists import read_list
@@ -142,7 +175,7 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
     if mode not in HEAD_INITS:
         raise InputError(f"unknown head initialisation {mode!r} (known: {', '.join(HEAD_INITS)})")
     if mode == "filler":
-        return f"head {head.layer}: the prototxt's filler"
+        return f"head {head.layer}: the prototxt's filler", None
     rows = read_list(list_path)
     labels = np.array([score for _, score in rows], dtype=np.float64)
     mean, std = label_spread(labels)
@@ -150,13 +183,31 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
     if mode == "mean":
         weights[...] = 0.0
         bias[...] = mean
-        return f"head {head.layer}: weights 0, bias = mean training label {mean:.4g}"
+        return f"head {head.layer}: weights 0, bias = mean training label {mean:.4g}", None
     images = [read_bgr(path) for path, _ in rows]
     small = [path for (path, _), image in zip(rows, images, strict=True) if min(image.shape[:2]) < crop]
     if small:
         raise InputError(f"image smaller than the {crop}x{crop} crop: {small[0]}", list_path)
     features = head_features(net, head, images, crop, seed)
     targets = np.repeat(labels, len(features) // len(labels))
+    energy = float(np.mean(np.sum(features.astype(np.float64) ** 2, axis=1)))
+    if mode == "calibrate":
+        source = "the prototxt's filler"
+        ranking = _ranking_head(init_weights, weights.shape, bias.shape)
+        if ranking is not None:
+            weights[...], bias[...] = ranking
+            source = f"the ranking head {RANKING_HEAD}"
+        direction = features.reshape(len(features), -1) @ weights.reshape(-1) + float(bias.reshape(-1)[0])
+        if not np.std(direction) > 0:
+            raise InputError(f"the head's output is the same for every training crop ({source}): nothing to "
+                             "calibrate; use --head-init mean or linear", list_path)
+        slope, offset = linear_probe(direction.reshape(-1, 1), targets, ridge=0.0)
+        weights[...] *= slope[0]
+        bias[...] = bias * slope[0] + offset
+        corr = float(np.corrcoef(direction, targets)[0, 1]) if np.std(direction) > 0 else float("nan")
+        return (f"head {head.layer}: {source}, scale {slope[0]:.4g} and offset {offset:.4g} fitted on "
+                f"{len(labels)} training images x {len(features) // len(labels)} crops (training PLCC "
+                f"{corr:+.3f}); labels mean {mean:.4g}, std {std:.4g}; E||f||^2 {energy:.4g}"), energy
     w, b = linear_probe(features, targets)
     weights[...] = w.reshape(weights.shape)
     bias[...] = b
@@ -165,7 +216,23 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
     return (f"head {head.layer}: linear probe on {features.shape[1]} features of {head.bottom} "
             f"({len(labels)} training images x {len(features) // len(labels)} crops, ridge "
             f"{LINEAR_PROBE_RIDGE:g}); training PLCC of the fit {corr:.3f}; labels mean {mean:.4g}, std "
-            f"{std:.4g}")
+            f"{std:.4g}; E||f||^2 {energy:.4g}"), energy
+
+
+def _ranking_head(init_weights: str | os.PathLike | None, weight_shape: tuple[int, ...],
+                  bias_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Weights and bias of ``RANKING_HEAD`` in ``init_weights`` when they fit the shapes, else None."""
+    if init_weights is None:
+        return None
+    from rankiqa.caffe_io import read_caffemodel
+
+    for layer in read_caffemodel(Path(init_weights)).layer:
+        if layer.name == RANKING_HEAD and len(layer.blobs) == 2:
+            w = np.asarray(layer.blobs[0].data, dtype=np.float32)
+            b = np.asarray(layer.blobs[1].data, dtype=np.float32)
+            if w.size == int(np.prod(weight_shape)) and b.size == int(np.prod(bias_shape)):
+                return w.reshape(weight_shape), b.reshape(bias_shape)
+    return None
 
 
 def list_labels(list_path: str | os.PathLike) -> list[float]:

@@ -153,10 +153,11 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
                  "seed0/rank_accuracy/rank_accuracy.csv"):
         assert (out / name).stat().st_size > 0
     assert all(not stage["reused"] for stages in summary["stages"].values() for stage in stages.values())
-    # the fine-tuning runs started from a linear probe of their own features (both initialisations)
-    for run in ("ft_rankiqa", "ft_scratch"):
-        log = next((tmp_path / "runs").glob(f"quick-default-seed0/{run}/log.txt")).read_text()
-        assert "linear probe" in log
+    # both fine-tuning runs started from a calibrated head: the ranking head, or the filler from scratch
+    logs = {run: next((tmp_path / "runs").glob(f"quick-default-seed0/{run}/log.txt")).read_text()
+            for run in ("ft_rankiqa", "ft_scratch")}
+    assert "head fc8: the ranking head fc8_m, scale" in logs["ft_rankiqa"]
+    assert "head fc8: the prototxt's filler, scale" in logs["ft_scratch"]
 
     # a rerun reuses every finished stage and reports the same numbers
     assert demo.main(argv) == 0

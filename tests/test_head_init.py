@@ -80,9 +80,10 @@ def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scal
     out = tmp_path / "run"
     assert train.main(["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists),
                        "--out", str(out), "--gpu", "-1", "--iters", "2", "--batch", "4", "--from-scratch",
-                       "--test-interval", "0", "--display", "1", "--workers", "1"]) == 0
+                       "--test-interval", "0", "--display", "1", "--workers", "1",
+                       "--head-init", "linear"]) == 0
     record = json.loads((out / "run.json").read_text())
-    assert (record["head_init"], record["loss_scale"]) == ("linear", "std")  # the Shallow net's defaults
+    assert (record["head_init"], record["loss_scale"]) == ("linear", "std")  # std: the Shallow default
     labels = scale * (1.0 + np.arange(12) % 4)
     weight = [layer for layer in train.read_net_param(out / "train.prototxt").layer if layer.name == "loss"]
     assert weight[0].loss_weight[0] == pytest.approx(1.0 / labels.var(), rel=1e-6)
@@ -91,3 +92,67 @@ def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scal
     first = float(log.split("train iter=1 loss=")[1].split()[0])
     # loss = weight * mean squared error / 2; the mean label alone would give 0.5
     assert 0.0 <= first < 0.5
+    # the rate was bounded for a stable head, and the bound is what the solver file now says
+    solver = train.read_solver_param(out / "solver.prototxt")
+    energy = float(log.split("E||f||^2 ")[1].split()[0])
+    bound = head_init.HEAD_STEP / (10 * weight[0].loss_weight[0] * energy)  # fc8 lr_mult 10
+    if bound < 3e-6:
+        assert "base_lr lowered from 3e-06" in log
+        assert solver.base_lr == pytest.approx(bound, rel=1e-2)
+    else:
+        assert "base_lr lowered" not in log and solver.base_lr == pytest.approx(3e-6)
+
+
+def test_stable_lr_follows_lr_mult_loss_weight_and_feature_energy():
+    from google.protobuf import text_format
+
+    from rankiqa.caffe_io import caffe_pb2
+
+    net = text_format.Parse("""
+        layer { name: "fc8" type: "InnerProduct" bottom: "f" top: "fc8" param { lr_mult: 10 } }
+        layer { name: "loss" type: "EuclideanLoss" bottom: "fc8" bottom: "s" top: "loss" loss_weight: 4 }
+    """, caffe_pb2().NetParameter())
+    head = head_init.Head("fc8", "f", "fc8", "loss")
+    assert head_init.stable_lr(net, head, 100.0) == pytest.approx(head_init.HEAD_STEP / (10 * 4 * 100.0))
+
+
+@needs_caffe
+def test_calibrate_keeps_the_ranking_head_direction(tmp_path):
+    """``calibrate`` copies fc8_m into the head and fits only scale and offset: the head's outputs are an
+    affine map of the ranking head's, with the least-squares scale."""
+    import caffe
+    import cv2
+
+    from tests.test_evaluate import make_tiny_model
+
+    deploy, model = make_tiny_model(tmp_path, head="fc8_m")
+    rng = np.random.default_rng(2)
+    lines = []
+    for k in range(6):
+        path = tmp_path / f"i{k}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+        lines.append(f"{path} {float(k)}")
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    train_net = tmp_path / "train.prototxt"
+    extra = ('layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 8 } } }\n'
+             'layer { name: "loss" type: "EuclideanLoss" bottom: "fc8" bottom: "s" top: "loss" }\n')
+    text = deploy.read_text().replace('"fc8_m"', '"fc8"').replace("dim: 1 dim: 3", "dim: 8 dim: 3")
+    train_net.write_text(text + extra)
+    net = caffe.Net(str(train_net), caffe.TRAIN)
+    net.copy_from(str(model))  # the transferred layers (conv1); the ranking head is fc8_m, not fc8
+    ranking = caffe.Net(str(deploy), str(model), caffe.TEST)
+    head = head_init.find_head(train_net_param(train_net), train_net)
+    note, energy = head_init.init_head(net, head, "calibrate", tmp_path / "train.txt", 32, 0, model)
+    assert "the ranking head fc8_m" in note and energy > 0
+    w_rank = ranking.params["fc8_m"][0].data.ravel()
+    w_head = net.params["fc8"][0].data.ravel()
+    scale = w_head[np.argmax(np.abs(w_rank))] / w_rank[np.argmax(np.abs(w_rank))]
+    assert np.allclose(w_head, scale * w_rank, rtol=1e-4, atol=1e-9)
+
+
+def train_net_param(path):
+    from google.protobuf import text_format
+
+    from rankiqa.caffe_io import caffe_pb2
+
+    return text_format.Parse(path.read_text(), caffe_pb2().NetParameter())

@@ -198,7 +198,7 @@ def full_profile(names: Sequence[str]) -> Profile:
                    ft_test_refs=test_reference_count(len(ft_refs)),
                    rank_iters=FULL_RANK_ITERS, rank_lr=SHALLOW_DEFAULT_LR["rank"],
                    rank_types_per_batch=len(types), ft_iters=FULL_FT_ITERS,
-                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, head_init="linear", loss_scale="std",
+                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, head_init="calibrate", loss_scale="std",
                    snapshot=100, ft_test_interval=0, eval_crops=10, eval_batch=1)
 
 
@@ -209,7 +209,7 @@ def quick_profile(names: Sequence[str]) -> Profile:
                    ft_types=("GN", "GB", "JPEG", "HFN"),
                    ft_test_refs=test_reference_count(len(ft_refs)), rank_iters=4,
                    rank_lr=SHALLOW_DEFAULT_LR["rank"], rank_types_per_batch=3, ft_iters=4,
-                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=8, head_init="linear", loss_scale="std",
+                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=8, head_init="calibrate", loss_scale="std",
                    snapshot=4, ft_test_interval=2, eval_crops=2, eval_batch=24)
 
 

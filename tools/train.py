@@ -103,7 +103,7 @@ SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
 #: the original's (prototxt filler, raw labels) for VGG-16; for the Shallow net (a CPU-only extra) a linear
 #: probe and the loss in units of the label spread (measured: README, "Fine-tuning: head start and label
 #: scale").
-FT_HEAD_DEFAULTS = {"vgg16": ("filler", "none"), "shallow": ("linear", "std")}
+FT_HEAD_DEFAULTS = {"vgg16": ("filler", "none"), "shallow": ("calibrate", "std")}
 
 #: The ranking snapshot the original fine-tunes from, per ranking style (when the run has it).
 PREFERRED_RANK_ITER = {"tid2013": 50000, "live": 20000}
@@ -1004,9 +1004,12 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
                 log.note(f"initialised {len(copied)} layer(s) from {run.weights}: {' '.join(copied)}")
         if run.resume is None and run.kind == "finetune" and root and run.train_list is not None:
             head = head_init.find_head(net_param, run.train_net)
-            note = head_init.init_head(solver.net, head, run.head_init, run.train_list, run.crop, run.seed)
+            note, energy = head_init.init_head(solver.net, head, run.head_init, run.train_list, run.crop,
+                                               run.seed, run.weights)
             if log:
                 log.note(note)
+            if energy is not None and share is None:
+                solver = _bound_head_step(caffe, solver, solver_path, net_param, head, energy, log)
         if share is not None:
             nccl = caffe.NCCL(solver, nccl_uid)
             nccl.bcast()  # rank 0's weights (initialised or restored) to every GPU
@@ -1039,6 +1042,32 @@ def _snapshot_taken(run: PreparedRun, iteration: int, log: RunLog, show: bool = 
     """Publish the snapshot Caffe just wrote and say in the log that it is the last good one."""
     state = publish_snapshot(run.snapshot_dir, run.run_dir.name, iteration)
     log.note(f"snapshot at iteration {iteration}: {state} (last good snapshot)", show=show)
+
+
+def _bound_head_step(caffe: Any, solver: Any, solver_path: Path, net_param: Any, head: Any, energy: float,
+                     log: RunLog | None) -> Any:
+    """Lower ``base_lr`` to ``head_init.stable_lr`` when it is above it, before the first iteration.
+
+    The lowered rate is written into the run's ``solver.prototxt`` (a resumed run reads it from there) and
+    the solver is built again from it, with the weights as they are now (transferred layers, fitted head).
+    """
+    param = read_solver_param(solver_path)
+    bound = head_init.stable_lr(net_param, head, energy)
+    if param.base_lr <= bound:
+        return solver
+    old_lr = param.base_lr
+    param.base_lr = float(f"{bound:.3g}")
+    write_text_proto(param, solver_path, f"written by tools/train.py; base_lr lowered from {old_lr:g} to "
+                                         f"{param.base_lr:g} by the fine-tuning head's step bound "
+                                         "(rankiqa/head_init.py, HEAD_STEP)")
+    fresh = caffe.get_solver(str(solver_path))
+    for name, blobs in solver.net.params.items():
+        for index, blob in enumerate(blobs):
+            fresh.net.params[name][index].data[...] = blob.data
+    if log:
+        log.note(f"base_lr lowered from {old_lr:g} to {param.base_lr:g}: lr x {head.layer} lr_mult x loss "
+                 f"weight x E||f||^2 must stay <= {head_init.HEAD_STEP:g} for a stable head")
+    return fresh
 
 
 @contextlib.contextmanager
