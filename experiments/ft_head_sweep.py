@@ -69,11 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-6)
+    parser.add_argument("--scales", default=",".join(f"{s:g}" for s in SCALES),
+                        help="label scales to run (default all: 1,9,100)")
+    parser.add_argument("--configs", default=",".join(f"{h}:{loss}" for h, loss in CONFIGS),
+                        help="head_init:loss_scale pairs to run (default all)")
     args = parser.parse_args(argv)
+    scales = [float(v) for v in args.scales.split(",")]
+    configs = [tuple(pair.split(":")) for pair in args.configs.split(",")]
     rows = []
-    for scale, label in SCALES.items():
+    for scale in scales:
+        label = SCALES[scale]
         lists = scaled_lists(args.lists, args.out, scale)
-        for head, loss in CONFIGS:
+        for head, loss in configs:
             inits = [("RankIQA+FT", ["--rank-model", str(args.rank_model)])]
             if (head, loss) in SCRATCH_CONFIGS:
                 inits.append(("FT from scratch", ["--from-scratch"]))
