@@ -123,7 +123,7 @@ help:
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
 	@echo "  make check-cuda-build  compile the CUDA Caffe without switching the venv (CUDA_ARCH)"
-	@echo "  make gpu-bundle   pack CUDA Caffe for the device tool's GPU machine (root; see README)"
+	@echo "  make gpu-bundle   pack CUDA Caffe for a GPU machine without network (root; see README)"
 	@echo "  make docker-replay  the Dockerfile's steps without Docker, in an Ubuntu 24.04 root (root)"
 	@echo "  make lint | venv | clean   ruff + hadolint + shellcheck; the venv alone; remove runs/, results/, data/ranks, data/ft"
 	@echo "See README.md for every variable."
@@ -208,7 +208,7 @@ rank_accuracy: env
 bench: env
 	$(PY) -m tools.bench --out BENCHMARKS.md --gpu $(GPU)
 
-# The GPU proof of issue 8 (device, VGG-16 rank steps, CPU/GPU parity, timings): run on a GPU machine with
+# The GPU proof (device, VGG-16 rank steps, CPU/GPU parity, timings): run on a GPU machine with
 # the CUDA build (make caffe CUDA=1); GPU_CHECK_ARGS=--cpu-smoke runs its code paths on a CPU.
 GPU_CHECK_ARGS ?=
 gpu-check: env
