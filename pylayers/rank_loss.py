@@ -8,7 +8,9 @@ All-pairs loss (RankIQA, "efficient Siamese"): with the batch laid out as groups
 one or more reference images over all levels), every ordered pair (i, j) of the same group with
 ``level_i < level_j`` (i is the better image) contributes ``max(0, margin - (f_i - f_j))``; the sum is
 divided by the batch size N. One forward pass thus yields all within-group pairs (90 for a 45-image
-TID-style batch) instead of the N/2 pairs a two-branch net sees.
+TID-style batch) instead of the N/2 pairs a two-branch net sees. Only the pairs inside each group are
+built (``pair_indices``), so the cost grows with the sum of the squared group sizes rather than with N^2,
+and the layer builds them once per batch layout (``make bench`` plots both growths).
 
 The numpy functions here need no Caffe, so tests and ``make bench`` call them directly.
 """
@@ -32,47 +34,95 @@ def _sign(direction: str) -> float:
     return 1.0 if direction == "quality" else -1.0
 
 
-def pair_mask(levels: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Boolean (N, N) matrix: ``[i, j]`` is True when i and j share a group and ``level_i < level_j``."""
+def pair_indices(levels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every ordered pair that the all-pairs loss sees: ``(better, worse)`` index arrays, each (P,) intp.
+
+    Pair k is (``better[k]``, ``worse[k]``): two images of the same group with
+    ``levels[better[k]] < levels[worse[k]]``. Only the pairs inside each group are ever built, so time and
+    memory grow with the sum of the squared group sizes, not with N squared (a 720-image batch of 9 groups
+    of 80 has 57,600 candidate pairs instead of 518,400). Groups may be any values in any order; the pairs
+    come out group by group (groups in sorted order), and within a group by ``better`` then ``worse`` in
+    batch order, which for a batch laid out group after group (as ``RankDataLayer`` does) is the row-major
+    order of the N x N pair matrix.
+    """
     levels = np.asarray(levels).reshape(-1)
     groups = np.asarray(groups).reshape(-1)
-    return (groups[:, None] == groups[None, :]) & (levels[:, None] < levels[None, :])
+    n = levels.size
+    if groups.size != n:
+        raise ValueError(f"levels ({n}) and groups ({groups.size}) differ in size")
+    # Positions sorted by group (stable: batch order inside a group); edge marks where a group starts.
+    order = groups.argsort(kind="stable")
+    sorted_groups = groups[order]
+    edge = np.empty(n + 1, dtype=bool)
+    edge[0] = edge[n] = True
+    np.not_equal(sorted_groups[1:], sorted_groups[:-1], out=edge[1:n])
+    bounds = edge.nonzero()[0]
+    sizes = bounds[1:] - bounds[:-1]
+    # Sorted position p pairs with every position q of its group: p repeated size(p) times, and q running
+    # over [start(p), start(p) + size(p)). With block(p) = the index of p's first candidate pair,
+    # q = k - block(p) + start(p) for candidate pair k; ``shift`` is start(p) - block(p).
+    size_p = sizes.repeat(sizes)
+    shift = bounds[:-1].repeat(sizes)
+    shift += size_p
+    shift -= size_p.cumsum()
+    first = np.arange(n).repeat(size_p)
+    second = shift.repeat(size_p)
+    second += np.arange(second.size)
+    better = order[first]
+    worse = order[second]
+    keep = levels[better] < levels[worse]
+    return better[keep], worse[keep]
 
 
 def pair_count(levels: np.ndarray, groups: np.ndarray) -> int:
     """Number of ordered pairs the all-pairs loss sees in one batch."""
-    return int(pair_mask(levels, groups).sum())
+    return int(pair_indices(levels, groups)[0].size)
 
 
-def all_pairs_hinge(scores: np.ndarray, levels: np.ndarray, groups: np.ndarray, margin: float = 10.0,
-                    direction: str = "quality") -> tuple[float, np.ndarray]:
-    """All-pairs hinge loss and its exact gradient with respect to ``scores``.
+def hinge_on_pairs(scores: np.ndarray, better: np.ndarray, worse: np.ndarray, margin: float = 10.0,
+                   direction: str = "quality") -> tuple[float, np.ndarray]:
+    """The all-pairs hinge loss and its gradient over given pairs (``pair_indices``'s output).
 
-    Vectorised over the (N, N) pair matrix: a batch holds at most a few hundred images, so the matrix
-    is small, and it replaces any Python loop over pairs.
-
-    Returns ``(loss, grad)`` with ``grad`` shaped (N,) and float64.
+    ``scores`` (N,) or (N, 1); returns ``(loss, grad)``, ``grad`` (N,) float64. Loss = sum over pairs k of
+    max(0, margin - sign * (f[better_k] - f[worse_k])) / N, sign +1 for ``quality``, -1 for ``dmos``. A
+    non-finite score makes the loss and every gradient entry NaN.
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    levels = np.asarray(levels).reshape(-1)
-    groups = np.asarray(groups).reshape(-1)
     n = scores.size
-    if levels.size != n or groups.size != n:
-        raise ValueError(f"scores ({n}), levels ({levels.size}) and groups ({groups.size}) differ in size")
+    sign = _sign(direction)
     if n == 0:
         return 0.0, np.zeros(0)
     if not np.isfinite(scores).all():
         # A NaN score compares False with everything: without this the loss would read 0 ("perfect") on a
         # diverged net. NaN makes the divergence visible to the solver's log and the driver.
         return float("nan"), np.full(n, np.nan)
-    sign = _sign(direction)
-    # hinge[i, j] = margin - sign * (f_i - f_j): positive where pair (i better, j worse) is violated.
-    hinge = margin - sign * (scores[:, None] - scores[None, :])
-    active = pair_mask(levels, groups) & (hinge > 0)
+    # The image that should score higher: the better one (quality), the worse one (dmos). Negating the
+    # difference is exact, so both directions give the values of margin - sign * (f_better - f_worse).
+    high, low = (better, worse) if sign > 0 else (worse, better)
+    hinge = margin - (scores[high] - scores[low])
+    active = hinge > 0
     loss = float(hinge[active].sum()) / n
-    # d loss / d f_i: -sign/N for every active pair where i is the better image, +sign/N where worse.
-    grad = sign * (active.sum(axis=0) - active.sum(axis=1)).astype(np.float64) / n
+    # d loss / d f: -1/N for the higher-scoring side of every active pair, +1/N for the lower.
+    grad = (np.bincount(low[active], None, n) - np.bincount(high[active], None, n)) / n
     return loss, grad
+
+
+def all_pairs_hinge(scores: np.ndarray, levels: np.ndarray, groups: np.ndarray, margin: float = 10.0,
+                    direction: str = "quality") -> tuple[float, np.ndarray]:
+    """All-pairs hinge loss and its exact gradient with respect to ``scores`` (forward + backward).
+
+    ``scores``, ``levels``, ``groups``: N values each. Pairs from ``pair_indices`` (cost: the sum of the
+    squared group sizes), then ``hinge_on_pairs``. Returns ``(loss, grad)`` with ``grad`` (N,) float64;
+    raises ValueError when the sizes differ or ``direction`` is unknown.
+    """
+    scores = np.asarray(scores).reshape(-1)
+    levels = np.asarray(levels).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    if not scores.size == levels.size == groups.size:
+        raise ValueError(f"scores ({scores.size}), levels ({levels.size}) and groups ({groups.size}) differ "
+                         "in size")
+    better, worse = pair_indices(levels, groups)
+    return hinge_on_pairs(scores, better, worse, margin, direction)
 
 
 def all_pairs_hinge_loop(scores: np.ndarray, levels: np.ndarray, groups: np.ndarray, margin: float = 10.0,
@@ -186,6 +236,10 @@ class AllPairsHingeLossLayer(LayerBase):
     def setup(self, bottom, top) -> None:
         self.margin, self.direction, self.group_size = self._checked_params(self.param_str, len(bottom))
         self._grad = np.zeros(0)
+        # The pairs of the last batch layout: every batch of a training run has the same levels and groups
+        # (only the images change), so the pairs are built once, not at every forward.
+        self._layout: tuple[bytes, bytes] | None = None
+        self._pairs = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
 
     def reshape(self, bottom, top) -> None:
         name = type(self).__name__
@@ -205,9 +259,20 @@ class AllPairsHingeLossLayer(LayerBase):
             return bottom[2].data.reshape(-1)
         return np.arange(n) // self.group_size
 
+    def pairs(self, bottom) -> tuple[np.ndarray, np.ndarray]:
+        """``pair_indices`` of the batch's levels and groups, rebuilt only when they differ from the last
+        batch's (compared byte for byte)."""
+        levels = bottom[1].data.reshape(-1)
+        groups = self._groups(bottom)
+        layout = (levels.tobytes(), np.asarray(groups).tobytes())
+        if layout != self._layout:
+            self._pairs = pair_indices(levels, groups)
+            self._layout = layout
+        return self._pairs
+
     def forward(self, bottom, top) -> None:
-        loss, self._grad = all_pairs_hinge(bottom[0].data, bottom[1].data, self._groups(bottom),
-                                           self.margin, self.direction)
+        better, worse = self.pairs(bottom)
+        loss, self._grad = hinge_on_pairs(bottom[0].data, better, worse, self.margin, self.direction)
         top[0].data[0] = loss
 
     def backward(self, top, propagate_down, bottom) -> None:

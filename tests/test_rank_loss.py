@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pylayers.rank_loss import all_pairs_hinge, all_pairs_hinge_loop, pair_count, pair_hinge, pair_mask
+from pylayers.rank_loss import (
+    all_pairs_hinge,
+    all_pairs_hinge_loop,
+    hinge_on_pairs,
+    pair_count,
+    pair_hinge,
+    pair_indices,
+)
 from rankiqa.errors import InputError
 
 
@@ -93,9 +100,79 @@ def test_dmos_direction_is_quality_on_negated_scores() -> None:
     np.testing.assert_allclose(grad_d, -grad_q)
 
 
-def test_pair_mask_orders_pairs_within_groups() -> None:
-    mask = pair_mask(np.array([2, 0, 1, 0]), np.array([0, 0, 0, 1]))
-    assert {tuple(p) for p in np.argwhere(mask)} == {(1, 0), (1, 2), (2, 0)}
+def brute_force_pairs(levels, groups) -> list[tuple[int, int]]:
+    """The ordered pairs by definition, in row-major (better, worse) order."""
+    return [(i, j) for i, j in itertools.product(range(len(levels)), repeat=2)
+            if groups[i] == groups[j] and levels[i] < levels[j]]
+
+
+def test_pair_indices_are_the_ordered_pairs_within_groups() -> None:
+    better, worse = pair_indices(np.array([2, 0, 1, 0]), np.array([0, 0, 0, 1]))
+    assert list(zip(better.tolist(), worse.tolist(), strict=True)) == [(1, 0), (1, 2), (2, 0)]
+    assert better.dtype == worse.dtype == np.intp
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pair_indices_equal_the_definition_on_any_layout(seed: int) -> None:
+    # Shuffled items, uneven groups (singletons included), tied levels, float group ids as Caffe blobs hold.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    levels = rng.integers(0, 5, size=n).astype(np.float32)
+    groups = rng.choice([-3.5, 0.0, 2.0, 7.0, 11.0], size=n).astype(np.float32)
+    better, worse = pair_indices(levels, groups)
+    assert sorted(zip(better.tolist(), worse.tolist(), strict=True)) == brute_force_pairs(levels, groups)
+
+
+@pytest.mark.parametrize("layout", ["tid", "live"])
+def test_pairs_of_a_batch_laid_out_group_after_group_come_in_row_major_order(layout: str) -> None:
+    # The order the N x N matrix had, so the loss of a data-layer batch sums its terms in the same order.
+    levels, groups = LAYOUTS[layout]
+    better, worse = pair_indices(levels, groups)
+    assert list(zip(better.tolist(), worse.tolist(), strict=True)) == brute_force_pairs(levels, groups)
+
+
+def test_pair_indices_of_an_empty_batch_and_mismatched_sizes() -> None:
+    better, worse = pair_indices(np.zeros(0), np.zeros(0))
+    assert better.size == worse.size == 0
+    assert all_pairs_hinge(np.zeros(0), np.zeros(0), np.zeros(0)) == (0.0, pytest.approx(np.zeros(0)))
+    with pytest.raises(ValueError, match="differ in size"):
+        pair_indices(np.zeros(3), np.zeros(4))
+    with pytest.raises(ValueError, match="differ in size"):
+        all_pairs_hinge(np.zeros(3), np.zeros(3), np.zeros(2))
+
+
+def test_memory_grows_with_the_squared_group_sizes_not_with_n_squared() -> None:
+    # 8,000 images in groups of 4: 32,000 candidate pairs. The N x N boolean matrix alone would be 64 MB (and
+    # the dense float64 hinge matrix 512 MB); numpy reports its buffers to tracemalloc, so the peak shows what
+    # was allocated.
+    import tracemalloc
+
+    n, size = 8_000, 4
+    levels = np.tile(np.arange(size), n // size).astype(np.float32)
+    groups = np.repeat(np.arange(n // size), size).astype(np.float32)
+    scores = np.random.default_rng(0).normal(scale=10, size=n).astype(np.float32)
+    tracemalloc.start()
+    try:
+        loss, grad = all_pairs_hinge(scores, levels, groups)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    candidates = n * size
+    assert peak < 100 * candidates  # 3.2 MB; 64 MB for the N x N mask alone
+    assert pair_count(levels, groups) == (n // size) * 6  # C(4, 2) per group
+    assert np.isfinite(loss) and grad.shape == (n,)
+
+
+def test_hinge_on_given_pairs_equals_the_loss_of_the_layout() -> None:
+    levels, groups = LAYOUTS["random"]
+    scores = np.random.default_rng(4).normal(scale=10, size=len(levels))
+    for direction in ("quality", "dmos"):
+        loss, grad = hinge_on_pairs(scores, *pair_indices(levels, groups), 10.0, direction)
+        expected_loss, expected_grad = all_pairs_hinge_loop(scores, levels, groups, 10.0, direction)
+        assert loss == pytest.approx(expected_loss, rel=1e-12)
+        np.testing.assert_allclose(grad, expected_grad, atol=1e-15)
+    nan_loss, nan_grad = hinge_on_pairs(np.array([1.0, np.nan]), np.array([0]), np.array([1]))
+    assert np.isnan(nan_loss) and np.isnan(nan_grad).all()
 
 
 def test_pair_hinge_matches_all_pairs_on_one_pair() -> None:
@@ -185,6 +262,29 @@ def test_backward_matches_finite_differences_in_caffe(tmp_path: Path, direction:
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
     assert 0 < expected  # some pairs active, so the gradient check is not vacuous
     _finite_difference_check(net, loss_weight=2.0)
+
+
+def test_layer_follows_a_change_of_batch_layout(tmp_path: Path) -> None:
+    # The layer keeps the pairs of the last layout: a new layout must be noticed (and an old one again).
+    caffe = pytest.importorskip("caffe")
+    caffe.set_mode_cpu()
+    n = 12
+    net = caffe.Net(str(_loss_net(tmp_path, n, 3, "{margin: 10}")), caffe.TRAIN)
+    rng = np.random.default_rng(8)
+    layouts = [tid_layout(types=3, levels=4), live_layout(types=2, levels=3, images=2),
+               (rng.integers(0, 3, size=n), rng.integers(0, 4, size=n))]
+    losses = []
+    for levels, groups in [*layouts, layouts[0]]:
+        net.blobs["x"].data[...] = rng.normal(scale=3.0, size=(n, 3))
+        net.blobs["label"].data[...] = levels
+        net.blobs["group"].data[...] = groups
+        loss = net.forward()["loss"].item()
+        net.backward()
+        expected, expected_grad = all_pairs_hinge(net.blobs["score"].data, levels, groups, 10.0)
+        assert loss == pytest.approx(expected, rel=1e-5)
+        np.testing.assert_allclose(net.blobs["score"].diff.reshape(-1), expected_grad, rtol=1e-5, atol=1e-7)
+        losses.append(loss)
+    assert len(set(losses)) == len(losses) and min(losses) > 0  # four different, non-trivial batches
 
 
 def test_group_size_param_replaces_group_bottom(tmp_path: Path) -> None:
