@@ -13,7 +13,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -192,15 +191,6 @@ def test_caffe_only_net_has_no_python_layers_and_the_same_trunk(smoke):
     assert [layer.name for layer in plain.layer[1:-1]] == trunk
 
 
-def test_parse_caffe_time_reads_the_averages():
-    output = ("I1126 18:00:00.1 caffe.cpp:404] Average Forward pass: 78.85 ms.\n"
-              "I1126 18:00:00.1 caffe.cpp:406] Average Backward pass: 104.5 ms.\n"
-              "I1126 18:00:00.1 caffe.cpp:408] Average Forward-Backward: 184 ms.\n")
-    assert gpu_check.parse_caffe_time(output) == {"forward_ms": 78.85, "backward_ms": 104.5,
-                                                  "forward_backward_ms": 184.0}
-    assert gpu_check.parse_caffe_time("F1126 Check failed: error == cudaSuccess") == {}
-
-
 def test_loss_falls_needs_finite_losses_and_a_lower_last():
     assert gpu_check.loss_falls([20.0, 21.0, 19.5])
     assert not gpu_check.loss_falls([20.0, 19.0, 20.0])
@@ -223,28 +213,3 @@ def test_bad_command_line_exits_2(tmp_path):
     assert done.returncode == 2 and "--out is a folder" in done.stderr
     done = run_check("--cpu-smoke", "--out", str(tmp_path / "g.json"), "--base-lr", "-1")
     assert done.returncode == 2 and "--base-lr" in done.stderr
-
-
-def test_run_command_timeout_kills_the_whole_process_group(tmp_path):
-    pid_file = tmp_path / "child.pid"
-    # The shell starts a background child (as tools/train.py starts its GPU workers) and waits for it.
-    result = gpu_check.run_command(["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], timeout=1)
-    assert result["returncode"] is None and result["error"] == "timed out after 1 s"
-    child = int(pid_file.read_text())
-    # Reaped by init once killed; a zombie for a moment at most.
-    for _ in range(50):
-        try:
-            state = Path(f"/proc/{child}/stat").read_text().split()[2]
-        except FileNotFoundError:
-            break
-        if state == "Z":
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the background child {child} survived the timeout")
-
-
-def test_run_command_reports_a_missing_program_and_the_exit_status():
-    assert gpu_check.run_command(["/nonexistent/program"], timeout=5)["error"] == "not found"
-    done = gpu_check.run_command(["bash", "-c", "echo out; echo err >&2; exit 3"], timeout=5)
-    assert done["returncode"] == 3 and "out" in done["output"] and "err" in done["output"]

@@ -35,7 +35,6 @@ checks passed, 1 a check failed, 2 bad command line (``rankiqa.errors.cli_main``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
@@ -43,8 +42,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -63,6 +60,7 @@ from rankiqa import caffe_io
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from tools import bench, logparse
+from tools.caffe_time import caffe_binary, caffe_time, glog_env, run_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOTXTS = REPO_ROOT / "prototxts"
@@ -120,55 +118,10 @@ class FixedRankDataLayer(RankDataLayer):
 # Helpers
 
 
-def caffe_binary(caffe: Any) -> Path:
-    """``<prefix>/bin/caffe`` beside the imported pycaffe."""
-    return caffe_io.caffe_prefix(caffe) / "bin" / "caffe"
-
-
 def build_info(caffe: Any) -> str | None:
     """The text of the build's BUILD_INFO file (tools/build_caffe.sh), or None when there is none."""
     path = caffe_io.caffe_prefix(caffe) / "BUILD_INFO"
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-
-
-def run_command(command: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; its exit status and output (never raises for a missing program or a timeout).
-
-    The command runs in a process group of its own, killed whole on a timeout: a training driver's GPU
-    worker processes must not outlive it and hold the GPU."""
-    try:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                start_new_session=True)
-    except FileNotFoundError:
-        return {"command": command, "returncode": None, "output": "", "error": "not found"}
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        return {"command": command, "returncode": None, "output": stdout + stderr,
-                "error": f"timed out after {timeout} s"}
-    return {"command": command, "returncode": proc.returncode, "output": stdout + stderr}
-
-
-def glog_env() -> dict[str, str]:
-    """Environment for Caffe's command-line tool: glog's INFO lines on stderr (where its figures are)."""
-    return dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
-
-
-CAFFE_TIME_FIELDS = {"forward_ms": "Average Forward pass", "backward_ms": "Average Backward pass",
-                     "forward_backward_ms": "Average Forward-Backward"}
-
-
-def parse_caffe_time(output: str) -> dict[str, float]:
-    """The per-iteration averages that ``caffe time`` logs (``Average Forward-Backward: 12.3 ms.``)."""
-    found = {}
-    for key, label in CAFFE_TIME_FIELDS.items():
-        match = re.search(rf"{re.escape(label)}: ([0-9.eE+-]+) ms", output)
-        if match:
-            found[key] = float(match.group(1))
-    return found
 
 
 def loss_falls(losses: list[float]) -> bool:
@@ -437,18 +390,12 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
     del net
     use_device(caffe, -1)
     # (c) Caffe's own benchmark tool on net (b).
-    binary = caffe_binary(caffe)
-    command = [str(binary), "time", "-model", str(caffe_path), "-iterations", str(settings.time_iters)]
-    if device >= 0:
-        command += ["-gpu", str(device)]
-    run = run_command(command, timeout=300, env=glog_env())
-    parsed = parse_caffe_time(run["output"])
-    result["caffe_time"] = {"command": " ".join(command), "returncode": run["returncode"], **parsed}
-    if "forward_backward_ms" not in parsed:
-        result["caffe_time"]["output_tail"] = (run["output"] or run.get("error", ""))[-3000:]
-        result.update(ok=False, error=f"`caffe time` gave no 'Average Forward-Backward' ({binary})")
+    timed = caffe_time(caffe, caffe_path, settings.time_iters, device, timeout=300)
+    result["caffe_time"] = timed
+    if not timed["ok"]:
+        result.update(ok=False, error=f"{timed['error']} ({caffe_binary(caffe)})")
         return result
-    result["caffe_time_s"] = parsed["forward_backward_ms"] / 1000.0
+    result["caffe_time_s"] = timed["forward_backward_ms"] / 1000.0
     result["python_over_caffe"] = result["python_layers_s"] / result["caffe_layers_s"]
     figures = [result["python_layers_s"], result["caffe_layers_s"], result["caffe_time_s"]]
     result["ok"] = all(math.isfinite(v) and v > 0 for v in figures)
