@@ -22,7 +22,7 @@ from tools import bench
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("## 1. Loss layer", "## 2. Efficient vs standard Siamese", "## 3. Data layer", "## 4. Evaluation",
-            "## 5. GPU")
+            "## 5. Training step", "## 6. GPU")
 # A number that does not continue a word (so "9x5x1" gives 9 and "3.7x" gives 3.7).
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\d.])", re.IGNORECASE)
 
@@ -48,11 +48,108 @@ def test_time_calls_returns_positive_seconds_per_call():
 
 def test_bench_loss_compares_equal_results_per_layout():
     rows = bench.bench_loss(bench.QUICK, seed=0)
-    assert [row["layout"] for row in rows] == ["9x5x1", "9x5x4", "4x6x8"]
-    assert [row["pairs"] for row in rows] == [90, 1440, 3840]
+    assert [row["layout"] for row in rows] == ["9x5x1", "4x6x2", "9x5x4", "4x6x8", "9x5x16"]
+    assert [row["pairs"] for row in rows] == [90, 240, 1440, 3840, 23040]
+    assert [row["group_size"] for row in rows] == [5, 12, 20, 48, 80]
     for row in rows:
-        assert row["vectorised_s"] > 0 and row["loop_s"] > 0
-        assert row["speedup"] == pytest.approx(row["loop_s"] / row["vectorised_s"])
+        assert row["built_s"] > 0 and row["reused_s"] > 0 and row["loop_s"] > 0
+        assert row["speedup_built"] == pytest.approx(row["loop_s"] / row["built_s"])
+        assert row["speedup_reused"] == pytest.approx(row["loop_s"] / row["reused_s"])
+
+
+def test_loglog_slope_fits_the_upper_half_of_a_power_law():
+    sizes = [1, 2, 4, 8, 16, 32]
+    assert bench.loglog_slope(sizes, [3 * x ** 1.5 for x in sizes]) == pytest.approx(1.5)
+    # A fixed cost that swamps the small sizes bends the lower half only; the fit ignores it.
+    seconds = [1e-3 if x < 8 else 2e-5 * x ** 2 for x in sizes]
+    assert bench.loglog_slope(sizes, seconds) == pytest.approx(2.0)
+
+
+def test_loss_scaling_keeps_n_or_the_group_size_fixed():
+    scaling = bench.loss_scaling(bench.QUICK, seed=0)
+    assert [row["n"] for row in scaling["by_n"]] == [45, 90, 180]
+    assert {row["group_size"] for row in scaling["by_n"]} == {5}
+    assert {row["n"] for row in scaling["by_size"]} == {180}
+    assert [row["group_size"] for row in scaling["by_size"]] == [5, 20, 180]
+    # 180 / (5 m) groups of C(5, 2) m^2 pairs each: 2 x 180 x m.
+    assert [row["pairs"] for row in scaling["by_size"]] == [360, 1440, 12960]
+    assert set(scaling["slopes"]) == {(axis, kind) for axis in ("n", "group_size")
+                                      for kind in ("built", "reused", "loop")}
+    assert all(math.isfinite(value) for value in scaling["slopes"].values())
+
+
+def test_files_view_lists_the_same_png_files_without_the_lmdb(work_dir, tmp_path):
+    from pylayers.rank_data import RankBatchBuilder, open_source, read_manifest
+
+    data_dir = bench.make_rankset(work_dir, bench.QUICK, seed=0)
+    assert (data_dir / "images.lmdb").exists()
+    view = bench.files_view(data_dir, tmp_path / "view", max_level=1)
+    assert not (view / "images.lmdb").exists()
+    original, viewed = read_manifest(data_dir / "manifest.csv", "train"), read_manifest(view / "manifest.csv",
+                                                                                         "train")
+    assert viewed.levels == [0, 1] and viewed.types == original.types
+    for key, path in viewed.paths.items():
+        assert (view / path).resolve() == (data_dir / original.paths[key]).resolve()
+    builder = RankBatchBuilder(viewed, open_source(viewed, None, "test"), 1, 1, bench.CROP, 0)
+    batch = builder(0)
+    assert batch["data"].shape == (2, 3, bench.CROP, bench.CROP) and list(batch["label"]) == [0, 1]
+
+
+def test_step_nets_make_the_demo_batch_and_vgg16_at_batch_2():
+    assert [(spec.net, spec.batch()) for spec in bench.FULL.step_nets] == [("shallow", 45), ("vgg16", 2)]
+    assert [(spec.net, spec.batch()) for spec in bench.FULL.gpu_step_nets] == [("shallow", 45), ("vgg16", 45)]
+
+
+def test_default_workers_are_the_train_prototxts(monkeypatch, tmp_path):
+    net_dir = tmp_path / "prototxts" / "shallow"
+    net_dir.mkdir(parents=True)
+    source = (REPO / "prototxts" / "shallow" / "rank_train.prototxt").read_text(encoding="utf-8")
+    (net_dir / "rank_train.prototxt").write_text(source.replace("workers: 2", "workers: 3"), encoding="utf-8")
+    monkeypatch.setattr(bench, "REPO_ROOT", tmp_path)
+    assert bench.default_workers("shallow") == 3
+
+
+def test_default_blas_threads_follow_openblas_rules(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert bench.default_blas_threads() == bench.usable_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert bench.default_blas_threads() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")  # OpenBLAS's own variable wins
+    assert bench.default_blas_threads() == 5
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "zero")
+    assert bench.default_blas_threads() == 3
+
+
+@needs_caffe
+def test_blas_threads_set_changes_caffes_openblas_and_restores_it():
+    from rankiqa.caffe_io import import_caffe
+
+    import_caffe()
+    lib = bench.openblas()
+    assert lib is not None  # this build links OpenBLAS
+    before = lib.openblas_get_num_threads()
+    with bench.blas_threads_set(1) as env:
+        assert lib.openblas_get_num_threads() == 1 and env == {"OPENBLAS_NUM_THREADS": "1"}
+    assert lib.openblas_get_num_threads() == before
+    with bench.blas_threads_set(None) as env:
+        assert env == {} and lib.openblas_get_num_threads() == before
+
+
+@needs_caffe
+def test_deploy_at_batch_sets_the_input_batch_only(tmp_path):
+    from tools import scoring
+
+    deploy = REPO / "prototxts" / "shallow" / "rank_deploy.prototxt"
+    out = bench.deploy_at_batch(deploy, 7, tmp_path / "d.prototxt")
+    before, after = scoring.read_deploy(deploy), scoring.read_deploy(out)
+    assert (after.crop_height, after.output_blob) == (before.crop_height, before.output_blob)
+    from tools import train
+
+    shape = list(train.read_net_param(out).layer[0].input_param.shape[0].dim)
+    assert shape == [7, 3, 227, 227]
+    with pytest.raises(bench.InputError, match="no Input layer"):
+        bench.deploy_at_batch(REPO / "prototxts" / "shallow" / "rank_train.prototxt", 2, tmp_path / "x.txt")
 
 
 def test_machine_description_names_the_cpu(monkeypatch):
@@ -117,24 +214,37 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, t
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = out.read_text(encoding="utf-8")
-    for heading in SECTIONS[:4]:
+    for heading in SECTIONS[:5]:
         numbers = table_numbers(section_text(markdown, heading))
         assert numbers, heading
         assert all(math.isfinite(v) for v in numbers), heading
-        # Every figure is a time, a rate, a count, a share or a loss; the test curve starts at iteration 0.
-        assert all(v > 0 for v in numbers if not heading.startswith("## 2.")), heading
+        # Every figure is a time, a rate, a count, a share or a loss; the test curve starts at iteration 0,
+        # and `caffe time` logs a layer that takes under a microsecond as 0.
+        assert all(v > 0 for v in numbers if heading.startswith(("## 1.", "## 3.", "## 4."))), heading
         assert all(v >= 0 for v in numbers), heading
     # Section 2: the time and pairs ratios are in the prose, bold.
     ratios = re.findall(r"\*\*([0-9.e+-]+)x\*\*", section_text(markdown, SECTIONS[1]))
     assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
-    # The plot the report links to exists and is a PNG.
-    link = re.search(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
-    assert link is not None
-    png = (out.parent / link.group(1)).resolve()
-    assert png == (plots / "siamese_test_loss.png").resolve()
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Section 5: the Shallow step against `caffe time`, Caffe's per-layer table, the worker/BLAS table.
+    steps = section_text(markdown, SECTIONS[4])
+    row = next(line for line in steps.splitlines() if line.startswith("| shallow | 10 | 2 |"))
+    step_s, limit_s, ratio = (_seconds(cell) for cell in row.split("|")[4:7])
+    assert ratio == pytest.approx(step_s / limit_s, rel=0.01)  # the ratio of the two shown (3 digits)
+    layers = [line.split("|")[1].strip() for line in steps.splitlines() if line.startswith("| ")]
+    assert {"data", "conv1", "pool1", "fc8_m", "loss"} <= set(layers)
+    choices = [line for line in steps.splitlines() if re.match(r"\| 2 \| \d+ \|", line)]
+    assert len(choices) == 2 and sum("default" in line for line in choices) == 1
+    assert sum("fastest step" in line for line in choices) == 1
+    # Section 4: the scorers against `caffe time`'s forward limit, the CPU default in bold.
+    assert re.search(r"one crop per forward.*`make eval`'s default here \| 1 \|.*\*\*[0-9.]+%\*\* \|",
+                     section_text(markdown, SECTIONS[3]))
+    # The plots the report links to exist and are PNGs.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    pngs = [(out.parent / link).resolve() for link in links]
+    assert pngs == [(plots / "loss_scaling.png").resolve(), (plots / "siamese_test_loss.png").resolve()]
+    assert all(png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for png in pngs)
     # This CPU build has no GPU: --gpu 0 must say so and report no GPU figure.
-    gpu = section_text(markdown, SECTIONS[4])
+    gpu = section_text(markdown, SECTIONS[5])
     assert "No GPU was available in this run" in gpu and "`--gpu 0` was given" in gpu
     assert not table_numbers(gpu)
     # The machine is named, with its load.
@@ -153,10 +263,20 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
     assert result.stderr.startswith("error: ") and str(folder) in result.stderr
 
 
+def _seconds(cell: str) -> float:
+    """A duration or ratio cell of the report (``1.2 s``, ``340 ms``, ``12 µs``, ``**1.05x**``) as a number
+    (seconds for a duration)."""
+    text = cell.replace("*", "").strip()
+    value = float(NUMBER.findall(text)[0])
+    scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6}
+    unit = text.split()[-1] if " " in text else ""
+    return value * scale.get(unit, 1.0)
+
+
 def test_render_without_gpu_never_shows_gpu_figures():
     report = _fake_report()
     text = bench.render(report, "plots")
-    gpu = section_text(text, SECTIONS[4])
+    gpu = section_text(text, SECTIONS[5])
     assert "No GPU was available in this run" in gpu and "no GPU was requested" in gpu
     assert "load average" in text and "machine was shared" in text  # load 9.0 on this machine's cores
 
@@ -164,26 +284,58 @@ def test_render_without_gpu_never_shows_gpu_figures():
 def _fake_report() -> dict:
     """A report of made-up measurements (rendering only; no number here is presented as a result)."""
     curve = [(0, 20.0, 0.5), (2, 10.0, 0.8)]
-    rows = [{"batch": 8, "images_per_s": 2.0, "speedup": 2.0},
-            {"batch": 1, "images_per_s": 1.0, "speedup": 1.0}]
+    rows = [{"batch": 8, "images_per_s": 2.0, "speedup": 2.0, "limit_images_per_s": 2.5, "of_limit": 0.8},
+            {"batch": 1, "images_per_s": 1.0, "speedup": 1.0, "limit_images_per_s": 1.25, "of_limit": 0.8}]
     net = {"images": 10, "pairs": 20, "iteration_s": 0.5, "timed_steps": 1, "pairs_per_s": 40.0,
            "curve": curve}
     data_row = {"source": "PNG files", "workers": 2, "batch": 45, "loader_images_per_s": 100.0,
                 "iteration_s": 1.0, "wait_s": 0.01, "wait_share": 0.01, "train_images_per_s": 45.0,
                 "loss_layer_s": 0.001}
+    loss_row = {"layout": "9x5x1", "n": 45, "group_size": 5, "pairs": 90, "built_s": 2e-5, "reused_s": 1e-5,
+                "loop_s": 1e-4, "speedup_built": 5.0, "speedup_reused": 10.0}
+    slopes = {(axis, kind): 1.0 for axis in ("n", "group_size") for kind in ("built", "reused", "loop")}
+    layers = [{"layer": "conv1", "forward_s": 0.2, "backward_s": 0.3},
+              {"layer": "loss", "forward_s": 0.0, "backward_s": 0.0}]
+    step = {"net": "shallow", "batch": 45, "workers": 2, "step_s": 1.1, "caffe_time_s": 1.0, "ratio": 1.1,
+            "round_ratios": [1.0, 1.2], "update_s": 0.01, "images_per_s": 40.9, "caffe_time_mean_s": 0.5,
+            "layers": layers}
+    choices = [dict(step, blas_threads=threads, step_s=1.0 + threads) for threads in (1, 2)]
     return {
         "command": "python -m tools.bench --quick", "date": "today", "quick": True, "settings": bench.QUICK,
         "machine": {"CPU": "test CPU"}, "load_before": (9.0, 1.0, 1.0), "load_after": (1.0, 1.0, 1.0),
-        "loss": [{"layout": "9x5x1", "n": 45, "pairs": 90, "vectorised_s": 1e-5, "loop_s": 1e-4,
-                  "speedup": 10.0}],
+        "loads": [2.0, 3.0], "loss": [loss_row],
+        "loss_scaling": {"group_size": 5, "n": 180, "by_n": [loss_row], "by_size": [loss_row],
+                         "slopes": slopes},
         "data": [dict(data_row, workers=0), data_row], "siamese": {
             "images": 10, "base_lr": 1e-4,
             "nets": {"efficient": net, "pair": dict(net, pairs=5, pairs_per_s=10.0)},
             "time_ratio": 1.0, "pairs_ratio": 4.0},
         "eval": {"images": 2, "crops": 4, "sizes": [(300, 400)], "rows": rows, "batched": rows[0],
                  "one_crop": rows[-1], "speedup": 2.0},
+        "steps": {"nets": [step], "choices": choices, "cores": 2,
+                  "default": {"workers": 2, "blas_threads": 2}},
         "gpu": None, "gpu_reason": "no GPU was requested", "wall_s": 1.0,
     }
+
+
+def test_render_marks_the_default_and_the_fastest_configuration_and_the_layers_shares():
+    text = bench.render(_fake_report(), "plots")
+    steps = section_text(text, SECTIONS[4])
+    assert "| 2 | 1 | 2 s |" in steps and "fastest step" in steps.split("| 2 | 1 | 2 s |")[1].split("\n")[0]
+    assert "default" in steps.split("| 2 | 2 | 3 s |")[1].split("\n")[0]
+    assert "| conv1 | 200 ms | 300 ms | 100% |" in steps and "| loss | 0 µs | 0 µs | 0% |" in steps
+    assert "1x to 1.2x" in steps  # the rounds' ratios
+
+
+def test_render_with_a_gpu_names_it_and_shows_its_steps_and_evaluation():
+    report = _fake_report()
+    report["gpu"] = {"device": 0, "name": "NVIDIA H200", "steps": {"nets": [dict(report["steps"]["nets"][0],
+                                                                                  net="vgg16")]},
+                     "eval": report["eval"]}
+    gpu = section_text(bench.render(report, "plots"), SECTIONS[5])
+    assert "**NVIDIA H200**" in gpu and "| vgg16 | 45 | 2 |" in gpu
+    assert "| batched, `make eval`'s default here | 60 |" not in gpu  # the fake GPU rows have no batch 60
+    assert "scorer (GPU)" in gpu
 
 
 def test_table_numbers_parses_markdown_tables():

@@ -6,21 +6,29 @@
 Every figure is a ratio of two things measured side by side in the same run, on the same machine (named in
 the report with its load average, because a shared machine slows both sides):
 
-1. Loss layer: forward+backward of the vectorised all-pairs hinge (``pylayers.rank_loss.all_pairs_hinge``)
-   against the Python pair loop (``all_pairs_hinge_loop``, the original's approach), for 9x5x1, 9x5x4 and
-   4x6x8 batches (types x levels x images); and the loss layer's share of one Shallow training iteration.
+1. Loss layer: forward+backward of the all-pairs hinge (``pylayers.rank_loss``), with the pairs built per
+   call (``all_pairs_hinge``) and reused (``hinge_on_pairs``, as the layer runs), against the Python pair
+   loop (``all_pairs_hinge_loop``) for the ``LOSS_LAYOUTS`` batches; its cost against N for a fixed group
+   size and against the group size for a fixed N (a plot, with log-log slopes); and the loss layer's share
+   of one Shallow training iteration.
 2. Efficient vs standard Siamese (Shallow net): time per training iteration and ranking pairs per second of
    the efficient net (one forward, all pairs of each group) against the two-branch baseline with the same
    number of images per iteration; and the test ranking loss against iterations for both (a plot).
 3. Data layer: images per second and the share of each training iteration spent waiting for data, with and
    without prefetch workers, from PNG files and from the LMDB.
-4. Evaluation: images per second of batched crop scoring against one crop per forward pass.
-5. GPU: only with ``--gpu N`` (N >= 0) on a CUDA build of Caffe; otherwise the section says that no GPU was
-   available. GPU figures are never estimated.
+4. Evaluation: images per second of batched crop scoring against one crop per forward pass, and each
+   against its limit, ``caffe time``'s forward pass of the deploy net at that batch.
+5. Training step: per net (Shallow at the demo's batch of 45, VGG-16 at batch 2), ``solver.step`` of the
+   run folder that ``make train_rank`` writes against ``caffe time`` of its own ``train.prototxt`` (our
+   Python layers included), with Caffe's per-layer table; and the Shallow step for several prefetch worker
+   and OpenBLAS thread counts, the measurements behind the defaults.
+6. GPU: only with ``--gpu N`` (N >= 0) on a CUDA build of Caffe: sections 4 and 5's ratios on the GPU, and
+   the training images per second (VGG-16 at the original's batch of 45); otherwise the section says that
+   no GPU was available. GPU figures are never estimated.
 
 Timing: ``time.perf_counter``, warm-up runs first, then several repeats, and the median. The ranking data
 come from ``data_prep.make_ranks.generate`` (a small TID2013-style set of the embedded default photographs,
-cached under ``--work-dir``). ``--quick`` is a tiny version for the tests (about a minute on 2 cores).
+cached under ``--work-dir``). ``--quick`` is a tiny version for the tests (Shallow only, one pass each).
 """
 
 from __future__ import annotations
@@ -49,7 +57,14 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 from pylayers.pair_data import PairDataLayer
 from pylayers.rank_data import RankDataLayer
-from pylayers.rank_loss import AllPairsHingeLossLayer, all_pairs_hinge, all_pairs_hinge_loop, pair_count
+from pylayers.rank_loss import (
+    AllPairsHingeLossLayer,
+    all_pairs_hinge,
+    all_pairs_hinge_loop,
+    hinge_on_pairs,
+    pair_count,
+    pair_indices,
+)
 from rankiqa import caffe_io
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
@@ -60,10 +75,26 @@ RANK_SOLVER = REPO_ROOT / "prototxts" / "solvers" / "rank_tid2013.prototxt"
 
 #: Nine distortion types that are quick to generate (9 = the original's types per TID-style batch).
 BENCH_TYPES = ("GN", "GNC", "IN", "GB", "JPEG", "MSH", "MSL", "CCL", "CCH")
-#: Batch layouts of section 1: (types, levels, images per group).
-LOSS_LAYOUTS = ((9, 5, 1), (9, 5, 4), (4, 6, 8))
+#: Batch layouts of section 1: (types, levels, images per group): the TID2013 and LIVE batches, larger
+#: groups, and 720 images in 9 groups of 80.
+LOSS_LAYOUTS = ((9, 5, 1), (4, 6, 2), (9, 5, 4), (4, 6, 8), (9, 5, 16))
+#: Levels per group in the scaling plot of section 1 (the TID2013 style: pristine + 4).
+SCALING_LEVELS = 5
 CROP = 227  # the Shallow net's input
 MARGIN = 10.0
+
+
+@dataclass(frozen=True)
+class StepNet:
+    """One net of section 5, trained as ``make train_rank`` trains it (TID2013 style, one image per group)."""
+
+    net: str              # prototxts/<net>/rank_train.prototxt
+    types_per_batch: int  # groups per batch
+    max_level: int | None  # keep levels 0..max_level of the ranking set (None: all 5); batch = types x levels
+
+    def batch(self, levels: int = SCALING_LEVELS) -> int:
+        """Images per batch on a set of ``levels`` levels (pristine + 4 distorted)."""
+        return self.types_per_batch * (levels if self.max_level is None else self.max_level + 1)
 
 
 @dataclass(frozen=True)
@@ -72,7 +103,10 @@ class Settings:
 
     refs: int                # pristine references in the generated ranking set
     loss_repeats: int        # repeats of the section-1 numpy timings
-    train_warmup: int        # solver steps before timing (section 3)
+    scaling_groups: tuple[int, ...]  # section-1 plot, cost against N: so many groups of 5 images
+    scaling_images: tuple[int, ...]  # section-1 plot, cost against the group size: 5 x so many images ...
+    scaling_n: int                   # ... per group, at this N
+    train_warmup: int        # solver steps before timing (sections 3 and 5)
     train_steps: int         # timed solver steps (section 3)
     curve_iters: int         # training iterations of each net for the test-loss curve (section 2)
     curve_test_every: int    # test ranking loss every this many iterations
@@ -85,15 +119,32 @@ class Settings:
     eval_crops: int          # crops per image (the paper: 30)
     eval_batch: int          # crops per forward pass of the batched scorer
     eval_repeats: int
+    eval_limit_crops: int    # crops that `caffe time` runs per repeat and batch size (section 4)
     base_lr: float | None    # learning rate of both Siamese nets in section 2 (None: the solver's)
+    step_nets: tuple[StepNet, ...]      # section 5 on the CPU
+    gpu_step_nets: tuple[StepNet, ...]  # section 6 (GPU)
+    step_rounds: int         # rounds of (`caffe time`, steps) per net (section 5)
+    step_iters: tuple[tuple[str, int], ...]  # per net: timed passes of `caffe time` and timed steps per round
+    step_workers: tuple[int, ...]  # prefetch worker counts tried in section 5 (with 1 and all cores' BLAS)
+    choice_rounds: int       # rounds per worker / BLAS thread configuration
 
 
-FULL = Settings(refs=5, loss_repeats=9, train_warmup=3, train_steps=10, curve_iters=60, curve_test_every=5,
-                test_batches=4, siamese_types=8, data_types=9, data_batches=8, data_repeats=3, eval_images=8,
-                eval_crops=30, eval_batch=60, eval_repeats=3, base_lr=None)
-QUICK = Settings(refs=3, loss_repeats=3, train_warmup=1, train_steps=2, curve_iters=4, curve_test_every=2,
-                 test_batches=1, siamese_types=2, data_types=2, data_batches=3, data_repeats=1, eval_images=2,
-                 eval_crops=4, eval_batch=8, eval_repeats=1, base_lr=None)
+#: The demo's Shallow batch (9 types x 5 levels) and VGG-16 at batch 2 (one type, levels 0 and 1) on the
+#: CPU; on a GPU VGG-16 at the original's batch of 45.
+SHALLOW_45 = StepNet("shallow", 9, None)
+FULL = Settings(refs=5, loss_repeats=9, scaling_groups=(9, 18, 36, 72, 144, 288),
+                scaling_images=(1, 2, 4, 8, 16, 36, 72, 144), scaling_n=720, train_warmup=3, train_steps=10,
+                curve_iters=60, curve_test_every=5, test_batches=4, siamese_types=8, data_types=9,
+                data_batches=8, data_repeats=3, eval_images=8, eval_crops=30, eval_batch=60, eval_repeats=3,
+                eval_limit_crops=120, base_lr=None, step_nets=(SHALLOW_45, StepNet("vgg16", 1, 1)),
+                gpu_step_nets=(SHALLOW_45, StepNet("vgg16", 9, None)), step_rounds=3,
+                step_iters=(("shallow", 5), ("vgg16", 3)), step_workers=(0, 1, 2), choice_rounds=2)
+QUICK = Settings(refs=3, loss_repeats=3, scaling_groups=(9, 18, 36), scaling_images=(1, 4, 36), scaling_n=180,
+                 train_warmup=1, train_steps=2, curve_iters=4, curve_test_every=2, test_batches=1,
+                 siamese_types=2, data_types=2, data_batches=3, data_repeats=1, eval_images=2, eval_crops=4,
+                 eval_batch=8, eval_repeats=1, eval_limit_crops=8, base_lr=None,
+                 step_nets=(StepNet("shallow", 2, None),), gpu_step_nets=(StepNet("shallow", 2, None),),
+                 step_rounds=1, step_iters=(("shallow", 1),), step_workers=(2,), choice_rounds=1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -210,19 +261,38 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), as OpenBLAS counts them."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+#: Where OpenBLAS reads its thread count at load time, in its order of precedence.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def default_blas_threads() -> int:
+    """The thread count of Caffe's OpenBLAS when nothing else sets it: the first of
+    ``BLAS_THREAD_VARIABLES`` that holds a positive number, else one thread per usable core."""
+    for var in BLAS_THREAD_VARIABLES:
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return usable_cores()
+
+
 def blas_threads() -> str:
     """How many threads OpenBLAS (Caffe's CPU BLAS here) may use, and where that comes from."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    for var in BLAS_THREAD_VARIABLES:
         if os.environ.get(var):
             return f"{os.environ[var]} ({var})"
-    return f"{os.cpu_count()} (OpenBLAS default: one per core; OPENBLAS_NUM_THREADS unset)"
+    return f"{usable_cores()} (OpenBLAS default: one per core; OPENBLAS_NUM_THREADS unset)"
 
 
 def machine_info(caffe: Any, mode: str) -> dict[str, str]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    """The machine and software the figures come from, for the report."""
     return {
         "CPU": cpu_model(),
-        "cores usable": str(cores),
+        "cores usable": str(usable_cores()),
         "Caffe mode": mode,
         "Caffe build": caffe_io.build_mode(caffe),
         "BLAS threads": blas_threads(),
@@ -247,26 +317,99 @@ def layout_arrays(types: int, levels: int, images: int) -> tuple[np.ndarray, np.
     return np.asarray(level_ids, dtype=np.float32), np.asarray(group_ids, dtype=np.float32)
 
 
+def time_loss(types: int, levels: int, images: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Seconds per forward+backward of the all-pairs loss on one batch layout, three ways, on the same random
+    scores (checked to agree first): ``built_s``, ``all_pairs_hinge`` (the pairs built at every call);
+    ``reused_s``, ``hinge_on_pairs`` on pairs built once (what the Caffe layer does while the batch layout
+    stays the same, i.e. at every iteration of a run); ``loop_s``, the Python loop over all N x N ordered
+    pairs (``all_pairs_hinge_loop``)."""
+    level_ids, group_ids = layout_arrays(types, levels, images)
+    # Scores in the margin's range, so that about half of the pairs are active (both branches work).
+    scores = rng.normal(0.0, MARGIN, size=level_ids.size).astype(np.float32)
+    better, worse = pair_indices(level_ids, group_ids)
+    loss_b, grad_b = all_pairs_hinge(scores, level_ids, group_ids, MARGIN)
+    loss_r, grad_r = hinge_on_pairs(scores, better, worse, MARGIN)
+    if not (loss_b == loss_r and np.array_equal(grad_b, grad_r)):
+        raise RuntimeError(f"the loss on reused pairs differs on the {types}x{levels}x{images} batch")
+    row = {"layout": f"{types}x{levels}x{images}", "n": int(level_ids.size), "group_size": levels * images,
+           "pairs": int(better.size),
+           "built_s": time_calls(lambda: all_pairs_hinge(scores, level_ids, group_ids, MARGIN), repeats),
+           "reused_s": time_calls(lambda: hinge_on_pairs(scores, better, worse, MARGIN), repeats)}
+    loss_l, grad_l = all_pairs_hinge_loop(scores, level_ids, group_ids, MARGIN)
+    if not (np.isclose(loss_b, loss_l) and np.allclose(grad_b, grad_l)):
+        raise RuntimeError(f"vectorised and loop losses disagree on the {types}x{levels}x{images} batch")
+    # The loop takes milliseconds to a second per call: a few repeats suffice.
+    row["loop_s"] = time_calls(lambda: all_pairs_hinge_loop(scores, level_ids, group_ids, MARGIN),
+                               max(3, repeats // 3), min_seconds=0.05)
+    return row
+
+
 def bench_loss(settings: Settings, seed: int) -> list[dict[str, Any]]:
-    """Seconds per forward+backward of the vectorised loss and of the pair loop, per batch layout."""
+    """Section 1's table: ``time_loss`` of every layout of ``LOSS_LAYOUTS``, with the loop's speed-ups."""
     rng = np.random.default_rng(seed)
     rows = []
     for types, levels, images in LOSS_LAYOUTS:
-        level_ids, group_ids = layout_arrays(types, levels, images)
-        # Scores in the margin's range, so that about half of the pairs are active (both branches work).
-        scores = rng.normal(0.0, MARGIN, size=level_ids.size).astype(np.float32)
-        loss_v, grad_v = all_pairs_hinge(scores, level_ids, group_ids, MARGIN)
-        loss_l, grad_l = all_pairs_hinge_loop(scores, level_ids, group_ids, MARGIN)
-        if not (np.isclose(loss_v, loss_l) and np.allclose(grad_v, grad_l)):
-            raise RuntimeError(f"vectorised and loop losses disagree on the {types}x{levels}x{images} batch")
-        vec = time_calls(lambda s=scores, lv=level_ids, g=group_ids: all_pairs_hinge(s, lv, g, MARGIN),
-                         settings.loss_repeats)
-        loop = time_calls(lambda s=scores, lv=level_ids, g=group_ids: all_pairs_hinge_loop(s, lv, g, MARGIN),
-                          settings.loss_repeats, min_seconds=0.05)
-        pairs = pair_count(level_ids, group_ids)
-        rows.append({"layout": f"{types}x{levels}x{images}", "n": int(level_ids.size), "pairs": pairs,
-                     "vectorised_s": vec, "loop_s": loop, "speedup": loop / vec})
+        row = time_loss(types, levels, images, settings.loss_repeats, rng)
+        row["speedup_built"] = row["loop_s"] / row["built_s"]
+        row["speedup_reused"] = row["loop_s"] / row["reused_s"]
+        rows.append(row)
     return rows
+
+
+def loglog_slope(sizes: list[float], seconds: list[float]) -> float:
+    """The exponent k of seconds ~ size^k: least-squares slope of log(seconds) against log(size), over the
+    upper half of the sizes (where a call's fixed cost no longer dominates)."""
+    half = len(sizes) // 2
+    x, y = np.log(np.asarray(sizes[half:], dtype=float)), np.log(np.asarray(seconds[half:], dtype=float))
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def loss_scaling(settings: Settings, seed: int) -> dict[str, Any]:
+    """The loss's cost against N for a fixed group size (``scaling_groups`` groups of ``SCALING_LEVELS``
+    images) and against the group size for a fixed N (``scaling_n`` images in groups of ``SCALING_LEVELS``
+    x ``scaling_images`` images), each timed as in ``time_loss``, with the fitted log-log slopes."""
+    rng = np.random.default_rng(seed + 1)
+    levels = SCALING_LEVELS
+    by_n = [time_loss(groups, levels, 1, settings.loss_repeats, rng) for groups in settings.scaling_groups]
+    by_size = [time_loss(settings.scaling_n // (levels * images), levels, images, settings.loss_repeats, rng)
+               for images in settings.scaling_images if settings.scaling_n % (levels * images) == 0]
+    result: dict[str, Any] = {"group_size": levels, "n": settings.scaling_n, "by_n": by_n, "by_size": by_size,
+                              "slopes": {}}
+    for axis, rows, key in (("n", by_n, "n"), ("group_size", by_size, "group_size")):
+        for kind in ("built", "reused", "loop"):
+            result["slopes"][(axis, kind)] = loglog_slope([row[key] for row in rows],
+                                                           [row[f"{kind}_s"] for row in rows])
+    return result
+
+
+def plot_loss_scaling(scaling: dict[str, Any], path: Path) -> None:
+    """Two log-log panels: the loss's cost against N (fixed group size), and against the group size (fixed
+    N), with the slopes of ``loss_scaling``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), dpi=100)
+    labels = {"built": "all_pairs_hinge (pairs built per call)", "reused": "hinge_on_pairs (pairs reused)",
+              "loop": "Python pair loop (N x N)"}
+    panels = ((axes[0], scaling["by_n"], "n", f"N (groups of {scaling['group_size']} images)"),
+              (axes[1], scaling["by_size"], "group_size", f"images per group (N = {scaling['n']})"))
+    for axis, rows, key, xlabel in panels:
+        for kind, label in labels.items():
+            slope = scaling["slopes"][(key, kind)]
+            axis.loglog([row[key] for row in rows], [row[f"{kind}_s"] for row in rows], marker="o",
+                        markersize=3, label=f"{label}, slope {slope:.2f}")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("seconds per forward+backward")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(fontsize=7)
+    axes[0].set_title("cost against N, fixed group size", fontsize=10)
+    axes[1].set_title("cost against the group size, fixed N", fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -464,10 +607,9 @@ class HeldOutRanking:
             scores = self.net.blobs["fc8_m"].data.reshape(-1).astype(np.float64)
             loss, _ = all_pairs_hinge(scores, batch["label"], batch["group"], MARGIN)
             losses.append(loss)
-            mask = (batch["group"][:, None] == batch["group"][None, :]) & \
-                (batch["label"][:, None] < batch["label"][None, :])
-            right += int((scores[:, None] > scores[None, :])[mask].sum())
-            total += int(mask.sum())
+            better, worse = pair_indices(batch["label"], batch["group"])
+            right += int((scores[better] > scores[worse]).sum())
+            total += int(better.size)
         return float(np.mean(losses)), right / max(total, 1)
 
 
@@ -478,7 +620,6 @@ def bench_siamese(data_dir: Path, run_dir: Path, settings: Settings, seed: int, 
     Both solvers live side by side and train in alternating blocks of ``curve_test_every`` iterations
     (tested between blocks), so that a change of the machine's load during the run hits both alike.
     """
-    from pylayers.rank_loss import pair_count
     from tools import train
 
     levels = 5
@@ -563,19 +704,32 @@ def plot_curves(siamese: dict[str, Any], path: Path) -> None:
 # Section 4: evaluation
 
 
-def bench_eval(data_dir: Path, settings: Settings, seed: int, device: int) -> dict[str, Any]:
-    """Images per second of crop scoring: ``eval_batch`` crops per forward against one crop per forward."""
+def deploy_at_batch(deploy: Path, batch: int, out: Path) -> Path:
+    """A copy of ``deploy`` whose ``Input`` layer takes ``batch`` crops (for ``caffe time``, which runs a net
+    at the shape its prototxt gives)."""
+    from tools import train
+
+    net_param = train.read_net_param(deploy)
+    inputs = [layer for layer in net_param.layer if layer.type == "Input" and layer.input_param.shape]
+    if not inputs:
+        raise InputError("no Input layer with a shape", deploy)
+    inputs[0].input_param.shape[0].dim[0] = batch
+    train.write_text_proto(net_param, out, f"tools/bench.py: {deploy.name} at batch {batch}")
+    return out
+
+
+def bench_eval(data_dir: Path, work_dir: Path, settings: Settings, seed: int, device: int) -> dict[str, Any]:
+    """Images per second of crop scoring: ``eval_batch`` crops per forward against one crop per forward,
+    and each against its limit: ``caffe time``'s forward pass of the deploy net at that batch, which scores
+    ``batch / crops`` images."""
     import cv2
 
     from pylayers.rank_data import read_manifest
+    from tools import caffe_time as ctime
     from tools import scoring, train
 
     caffe = train.import_caffe()
-    if device >= 0:
-        caffe.set_mode_gpu()
-        caffe.set_device(device)
-    else:
-        caffe.set_mode_cpu()
+    train.set_device(caffe, device)
     rank_set = read_manifest(data_dir / "manifest.csv", "test")
     paths = sorted(set(rank_set.paths.values()))
     step = max(1, len(paths) // settings.eval_images)
@@ -590,23 +744,235 @@ def bench_eval(data_dir: Path, settings: Settings, seed: int, device: int) -> di
         net = caffe.Net(str(deploy), caffe.TEST)  # random weights: the speed does not depend on them
         scorers[batch] = scoring.CropScorer(net, info, settings.eval_crops, batch, seed)
         list(scorers[batch].score([(0, 0, images[0])]))  # warm-up (allocations, reshape)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    limit_nets = {batch: deploy_at_batch(deploy, batch, work_dir / f"eval_deploy_b{batch}.prototxt")
+                  for batch in batches}
     rates: dict[int, list[float]] = {batch: [] for batch in batches}
-    # Repeats alternate between the scorers, so that a change of load hits all of them alike.
+    limits: dict[int, list[float]] = {batch: [] for batch in batches}
+    # Repeats alternate between the scorers and `caffe time`, so that a change of load hits all alike.
     for _ in range(settings.eval_repeats):
         for batch, scorer in scorers.items():
             start = time.perf_counter()
             scored = list(scorer.score((i, i, image) for i, image in enumerate(images)))
             rates[batch].append(len(scored) / (time.perf_counter() - start))
+            passes = max(2, math.ceil(settings.eval_limit_crops / batch))
+            timed = ctime.caffe_time(caffe, limit_nets[batch], passes, device, cwd=REPO_ROOT)
+            if not timed["ok"]:
+                raise RuntimeError(f"{timed['error']} on {limit_nets[batch]}:\n{timed['output_tail']}")
+            limits[batch].append(batch / (settings.eval_crops * timed["forward_ms"] / 1000.0))
     one_crop = median(rates[1])
-    rows = [{"batch": batch, "images_per_s": median(rates[batch]), "speedup": median(rates[batch]) / one_crop}
-            for batch in batches]
+    rows = [{"batch": batch, "images_per_s": median(rates[batch]), "speedup": median(rates[batch]) / one_crop,
+             "limit_images_per_s": median(limits[batch]),
+             "of_limit": median(rates[batch]) / median(limits[batch])} for batch in batches]
+    caffe.set_mode_cpu()
     return {"images": len(images), "crops": settings.eval_crops,
             "sizes": sorted({im.shape[:2] for im in images}), "rows": rows,
             "batched": rows[0], "one_crop": rows[-1], "speedup": rows[0]["speedup"]}
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Section 5: GPU
+# Section 5: the training step against `caffe time` of the same train net
+
+
+def files_view(data_dir: Path, out_dir: Path, max_level: int | None = None) -> Path:
+    """``out_dir`` with a ``manifest.csv`` that lists ``data_dir``'s images (levels up to ``max_level``) by
+    their path relative to ``out_dir``, and no LMDB beside it: the ranking data layer then reads the PNG
+    files themselves, as ``make train_rank`` does on a set made without ``LMDB=1``."""
+    import csv
+
+    from pylayers.rank_data import MANIFEST_COLUMNS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = data_dir / "manifest.csv"
+    with open(source, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, MANIFEST_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            if max_level is None or int(row["level"]) <= max_level:
+                path = os.path.relpath((data_dir / row["path"]).resolve(), out_dir.resolve())
+                writer.writerow(dict(row, path=path))
+    return out_dir
+
+
+def prepare_step_run(data_dir: Path, run_dir: Path, spec: StepNet, device: int,
+                     workers: int | None = None) -> Any:
+    """The run folder that ``make train_rank`` would write for ``spec`` (``tools.train.prepare_rank``: its
+    ``train.prototxt`` and ``solver.prototxt``, the driver's defaults for everything not named here)."""
+    from tools import train
+
+    argv = ["rank", "--rankset", "tid2013", "--net", spec.net, "--data", str(data_dir), "--out", str(run_dir),
+            "--gpu", str(device), "--types-per-batch", str(spec.types_per_batch)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    run, _shares = train.prepare_rank(train.build_parser().parse_args(argv))
+    return run
+
+
+def openblas() -> Any | None:
+    """Caffe's OpenBLAS (``libopenblas.so.0``, already loaded with pycaffe) through ctypes, or None when
+    Caffe was linked with another BLAS. Its thread count can then be changed between timings."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return None
+    return lib if hasattr(lib, "openblas_set_num_threads") and hasattr(lib, "openblas_get_num_threads") \
+        else None
+
+
+@contextlib.contextmanager
+def blas_threads_set(threads: int | None) -> Iterator[dict[str, str]]:
+    """Caffe's OpenBLAS at ``threads`` threads inside the block (None: as it is); yields the environment
+    that gives a ``caffe time`` child the same count."""
+    lib = openblas() if threads is not None else None
+    if threads is not None and lib is None:
+        raise RuntimeError("Caffe's BLAS is not OpenBLAS: its thread count cannot be set here")
+    before = lib.openblas_get_num_threads() if lib is not None else None
+    if lib is not None:
+        lib.openblas_set_num_threads(int(threads))
+    try:
+        yield {} if threads is None else {"OPENBLAS_NUM_THREADS": str(threads)}
+    finally:
+        if lib is not None:
+            lib.openblas_set_num_threads(int(before))
+
+
+def default_workers(net: str) -> int:
+    """The prefetch workers of the ranking data layer in ``prototxts/<net>/rank_train.prototxt`` (what
+    ``make train_rank`` uses when ``WORKERS`` is not given)."""
+    from tools import train
+
+    source = REPO_ROOT / "prototxts" / net / "rank_train.prototxt"
+    for layer in train.python_layers(train.read_net_param(source), "rank_data"):
+        if train.layer_phase(layer) != "test":
+            return int(train.get_param_str(layer, source).get("workers", 0))
+    raise InputError("no training-phase rank_data layer", source)
+
+
+class StepTimer:
+    """The training step of a prepared run against ``caffe time`` of its own ``train.prototxt``.
+
+    Holds the run's solver (``run.solver_path``, what the driver builds), which first takes ``warmup``
+    untimed steps. Each ``round`` runs ``caffe time`` (``iters`` timed passes, in a child process), then
+    ``iters`` timed ``solver.step(1)`` calls, each followed by reading the loss as the driver does (on a GPU
+    this also waits for the step to finish), with Caffe's OpenBLAS at a given thread count (None: as it
+    is). Rounds of several timers are meant to alternate, so that a change of the machine's load hits all
+    of them alike.
+    """
+
+    def __init__(self, caffe: Any, run: Any, device: int, warmup: int):
+        from tools import train
+
+        self.caffe, self.run, self.device = caffe, run, device
+        train.set_device(caffe, device)
+        self.solver = caffe.get_solver(str(run.solver_path))
+        self.solver.step(warmup)
+        self.batch = int(self.solver.net.blobs["data"].num)
+        self.records: dict[int | None, dict[str, list[Any]]] = {}
+
+    def round(self, iters: int, threads: int | None = None) -> None:
+        """One round of ``caffe time`` and as many timed steps, at ``threads`` BLAS threads."""
+        from tools import caffe_time as ctime
+        from tools import train
+
+        record = self.records.setdefault(threads, {"steps": [], "passes": [], "tables": [], "means": [],
+                                                   "ratios": []})
+        with blas_threads_set(threads) as env:
+            timed = ctime.caffe_time(self.caffe, self.run.train_net, iters, self.device, extra_env=env,
+                                     cwd=REPO_ROOT)
+            if not timed["ok"]:
+                raise RuntimeError(f"{timed['error']} on {self.run.train_net}:\n{timed['output_tail']}")
+            train.set_device(self.caffe, self.device)
+            steps = []
+            for _ in range(iters):
+                start = time.perf_counter()
+                self.solver.step(1)
+                train.net_loss(self.solver.net)
+                steps.append(time.perf_counter() - start)
+        passes = [ms / 1000.0 for ms in timed["iterations_ms"]]
+        record["steps"] += steps
+        record["passes"] += passes
+        record["tables"].append(timed["layers"])
+        record["means"].append(timed["forward_backward_ms"] / 1000.0)
+        record["ratios"].append(median(steps) / median(passes))
+
+    def update_time(self, repeats: int) -> float:
+        """Median seconds of the weight update alone (``solver.apply_update()``: what a step does beyond
+        forward and backward, and ``caffe time`` does not)."""
+        return time_calls(self.solver.apply_update, repeats=repeats, min_seconds=0.0)
+
+    def result(self, threads: int | None = None) -> dict[str, Any]:
+        """Medians of the step and of ``caffe time``'s passes at ``threads``, their ratio (and the range of
+        the per-round ratios), training images per second and the per-layer table (mean over rounds)."""
+        record = self.records[threads]
+        layers = [{"layer": rows[0]["layer"],
+                   "forward_s": statistics.fmean(row["forward_ms"] for row in rows) / 1000.0,
+                   "backward_s": statistics.fmean(row["backward_ms"] for row in rows) / 1000.0}
+                  for rows in zip(*record["tables"], strict=True)]
+        step, limit = median(record["steps"]), median(record["passes"])
+        return {"train_net": str(self.run.train_net), "batch": self.batch, "step_s": step,
+                "caffe_time_s": limit, "ratio": step / limit, "round_ratios": list(record["ratios"]),
+                "images_per_s": self.batch / step, "caffe_time_mean_s": statistics.fmean(record["means"]),
+                "timed_steps": len(record["steps"]), "timed_passes": len(record["passes"]), "layers": layers}
+
+    def close(self) -> None:
+        """Let the solver (and its data layers' prefetch workers) go."""
+        del self.solver  # its data layers stop their workers when Caffe frees them
+        self.caffe.set_mode_cpu()
+
+
+def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int) -> dict[str, Any]:
+    """Section 5: per net of ``settings.step_nets`` (``gpu_step_nets`` on a GPU), the step against ``caffe
+    time`` at the defaults; and, on the CPU, the Shallow step for each prefetch worker count of
+    ``settings.step_workers`` and 1 or all cores' OpenBLAS threads, all alternating round by round."""
+    from tools import train
+
+    caffe = train.import_caffe()
+    where = "gpu" if device >= 0 else "cpu"
+    iters = dict(settings.step_iters)
+    nets = []
+    for spec in settings.step_nets if device < 0 else settings.gpu_step_nets:
+        view = files_view(data_dir, work_dir / f"files_levels{spec.max_level or 'all'}", spec.max_level)
+        run = prepare_step_run(view, work_dir / f"step_{where}_{spec.net}_{spec.batch()}", spec, device)
+        timer = StepTimer(caffe, run, device, settings.train_warmup)
+        try:
+            for _ in range(settings.step_rounds):
+                timer.round(iters[spec.net])
+            result = timer.result()
+            result["update_s"] = timer.update_time(max(3, iters[spec.net]))
+        finally:
+            timer.close()
+        nets.append({"net": spec.net, "workers": default_workers(spec.net), **result})
+    report: dict[str, Any] = {"nets": nets, "choices": []}
+    if device >= 0:
+        return report
+    spec = settings.step_nets[0]
+    view = files_view(data_dir, work_dir / "files_levelsall")
+    report["cores"] = usable_cores()
+    report["blas_settable"] = openblas() is not None
+    threads_options = sorted({1, report["cores"]}) if report["blas_settable"] else [None]
+    timers = {workers: StepTimer(caffe, prepare_step_run(
+        view, work_dir / f"step_cpu_{spec.net}_{spec.batch()}_w{workers}", spec, -1, workers), -1,
+        settings.train_warmup) for workers in settings.step_workers}
+    try:
+        for _ in range(settings.choice_rounds):
+            for timer in timers.values():
+                for threads in threads_options:
+                    timer.round(iters[spec.net], threads)
+        report["choices"] = [{"workers": workers, "blas_threads": threads, **timer.result(threads)}
+                             for workers, timer in timers.items() for threads in threads_options]
+    finally:
+        for timer in timers.values():
+            timer.close()
+    report["default"] = {"workers": default_workers(spec.net), "blas_threads": default_blas_threads()}
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Section 6: GPU
 
 
 def gpu_status(caffe: Any, gpu: int) -> tuple[bool, str]:
@@ -671,9 +1037,13 @@ def render(report: dict[str, Any], plots_rel: str) -> str:
     lines += [f"| {key} | {value} |" for key, value in report["machine"].items()]
     before, after = report["load_before"], report["load_after"]
     lines += [f"| load average (1/5/15 min) before | {before[0]:.2f} / {before[1]:.2f} / {before[2]:.2f} |",
-              f"| load average (1/5/15 min) after | {after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} |", ""]
-    cores = os.cpu_count() or 1
-    peak = max(before[0], after[0])
+              f"| load average (1/5/15 min) after | {after[0]:.2f} / {after[1]:.2f} / {after[2]:.2f} |"]
+    if report["loads"]:
+        lines.append(f"| 1-minute load average at the sections' starts | {min(report['loads']):.2f} to "
+                     f"{max(report['loads']):.2f} |")
+    lines.append("")
+    cores = usable_cores()
+    peak = max(before[0], after[0], *report["loads"])
     if peak > 0.5 * cores:
         lines += [_para("**The machine was shared during this run** (load average up to",
                         f"{peak:.1f} on {cores} cores): absolute times are slower than on an idle machine;",
@@ -682,30 +1052,10 @@ def render(report: dict[str, Any], plots_rel: str) -> str:
                     f"first {s.refs} embedded default photographs (scikit-image),",
                     f"{len(BENCH_TYPES)} distortion types ({', '.join(BENCH_TYPES)}) x 4 levels + pristine,",
                     "as PNG files and as LMDB;",
-                    f"Shallow net, crop {CROP}, Caffe on the CPU."), ""]
+                    f"Shallow net (crop {CROP}) in sections 1-4, Shallow and VGG-16 (crop 224) in",
+                    "section 5; Caffe on the CPU in sections 1-5."), ""]
 
-    # 1. loss layer
-    lines += ["## 1. Loss layer: vectorised all-pairs hinge vs Python pair loop", "",
-              "| batch (types x levels x images) | N | pairs | vectorised | pair loop | speed-up |",
-              "|---|---|---|---|---|---|"]
-    for row in report["loss"]:
-        lines.append(f"| {row['layout']} | {row['n']} | {row['pairs']} | {_ms(row['vectorised_s'])} | "
-                     f"{_ms(row['loop_s'])} | {_x(row['speedup'])} |")
-    share = report["data"][1]  # PNG files with prefetch: the default training configuration
-    loop45 = report["loss"][0]["loop_s"]
-    lines += ["", _para(
-        f"Share of one Shallow training iteration ({s.data_types}x5x1 = {share['batch']} images, PNG files,",
-        "2 prefetch workers): the loss layer's forward+backward inside Caffe took",
-        f"{_ms(share['loss_layer_s'])} of a {_ms(share['iteration_s'])} iteration",
-        f"(**{100 * share['loss_layer_s'] / share['iteration_s']:.2g}%**); the pair loop's {_ms(loop45)}",
-        f"would be {100 * loop45 / share['iteration_s']:.2g}% of it."), "", _para(
-        "How measured: `pylayers.rank_loss.all_pairs_hinge` (numpy; one call computes loss and gradient,",
-        "i.e. forward + backward) and `all_pairs_hinge_loop` (the reference Python loop over every ordered",
-        "pair of the batch) on the same random scores, checked equal first; one warm-up call, then",
-        f"{s.loss_repeats} rounds of as many calls as fill 20-50 ms; median per call. The in-Caffe share",
-        "comes from a timed subclass of `AllPairsHingeLossLayer` (perf_counter around forward and backward)",
-        f"in the real Shallow training net: median over {s.train_steps} iterations after {s.train_warmup}",
-        "warm-up iterations."), ""]
+    lines += render_loss(report, plots_rel)
 
     # 2. efficient vs two-branch Siamese
     sia = report["siamese"]
@@ -760,47 +1110,171 @@ def render(report: dict[str, Any], plots_rel: str) -> str:
         "the summed wait over the summed iteration time (the goal: under 5% with prefetch). The prefetch",
         "workers compete with Caffe's BLAS threads for the same cores."), ""]
 
-    # 4. evaluation
-    ev = report["eval"]
-    sizes = ", ".join(f"{h}x{w}" for h, w in ev["sizes"])
-    lines += ["## 4. Evaluation: batched vs one crop per forward", "",
-              "| scorer | crops per forward | images / s | vs one crop per forward |", "|---|---|---|---|"]
-    for row in ev["rows"]:
-        name = "one crop per forward (the original's way)" if row["batch"] == 1 else "batched"
-        lines.append(f"| {name} | {row['batch']} | {row['images_per_s']:.4g} | {_x(row['speedup'])} |")
-    default = ", the default `EVAL_BATCH`" if ev["batched"]["batch"] == 60 else ""
-    lines += ["", _para(f"Batched ({ev['batched']['batch']} crops per forward{default}) / one crop per",
-                        f"forward: **{_x(ev['speedup'])}**."), "", _para(
-                  "How measured: `tools.scoring.CropScorer` (what `tools.evaluate` runs; `batch=1` is its",
-                  "one-crop-per-forward mode) on the Shallow ranking deploy net,",
-                  f"{ev['images']} images of the generated set held in memory (height x width {sizes}),",
-                  f"{ev['crops']} random {CROP} crops each (the paper's protocol), the same crop positions",
-                  "for all; one warm-up image, then",
-                  f"{s.eval_repeats} repeat(s) alternating between the scorers, median. Image decoding is",
-                  "left out (the same for all)."),
-              ""]
-
-    # 5. GPU
-    lines += ["## 5. GPU", ""]
+    lines += render_eval(report["eval"], s, gpu=False)
+    lines += render_steps(report["steps"], s)
+    lines += ["## 6. GPU", ""]
     gpu = report["gpu"]
     if gpu is None:
         lines += [_para(f"**No GPU was available in this run**: {report['gpu_reason']}. No GPU figures are",
-                        "reported and none are estimated. (The VGG-16 comparison against `caffe time`",
-                        "belongs to the GPU check of issue 8.)"), ""]
+                        "reported and none are estimated."), ""]
     else:
-        g_sia, g_eval = gpu["siamese"], gpu["eval"]
-        g_eff, g_pair = g_sia["nets"]["efficient"], g_sia["nets"]["pair"]
-        lines += [f"Device: {gpu['name']} (Caffe GPU mode, device {gpu['device']}).", "",
-                  "| figure | efficient / batched | baseline / one crop | ratio |", "|---|---|---|---|",
-                  f"| Shallow time / iteration | {_ms(g_eff['iteration_s'])} | "
-                  f"{_ms(g_pair['iteration_s'])} | {_x(g_sia['time_ratio'])} |",
-                  f"| Shallow ranking pairs / s | {g_eff['pairs_per_s']:.4g} | {g_pair['pairs_per_s']:.4g} | "
-                  f"{_x(g_sia['pairs_ratio'])} |",
-                  f"| evaluation images / s | {g_eval['batched']['images_per_s']:.4g} | "
-                  f"{g_eval['one_crop']['images_per_s']:.4g} | {_x(g_eval['speedup'])} |", "",
-                  "How measured: as sections 2 and 4, in Caffe's GPU mode (timing only, no test curve).", ""]
+        lines += [_para(f"Device: **{gpu['name']}** (Caffe GPU mode, device {gpu['device']}). The ratios of",
+                        "sections 4 and 5, measured the same way in Caffe's GPU mode (no worker or BLAS",
+                        "thread sweep), and the training images per second of each net."), ""]
+        lines += render_step_table(gpu["steps"]["nets"])
+        lines += render_eval(gpu["eval"], s, gpu=True)
     lines += gpu_check_section()
     return "\n".join(lines)
+
+
+def render_loss(report: dict[str, Any], plots_rel: str) -> list[str]:
+    """Section 1 of BENCHMARKS.md."""
+    s: Settings = report["settings"]
+    lines = ["## 1. Loss layer: all-pairs hinge vs Python pair loop", "",
+             "| batch (types x levels x images) | N | group size | pairs | pairs built per call | "
+             "pairs reused (the layer) | pair loop | speed-up, built | speed-up, reused |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in report["loss"]:
+        lines.append(f"| {row['layout']} | {row['n']} | {row['group_size']} | {row['pairs']} | "
+                     f"{_ms(row['built_s'])} | {_ms(row['reused_s'])} | {_ms(row['loop_s'])} | "
+                     f"**{_x(row['speedup_built'])}** | {_x(row['speedup_reused'])} |")
+    scaling = report["loss_scaling"]
+    slopes = scaling["slopes"]
+    lines += ["", f"![loss cost against N and against the group size]({plots_rel}/loss_scaling.png)", "",
+              _para("Fitted log-log slopes (cost ~ size^slope, over the upper half of each curve): against N",
+                    f"at group size {scaling['group_size']},",
+                    f"pairs built per call {slopes[('n', 'built')]:.2f}, pairs reused",
+                    f"{slopes[('n', 'reused')]:.2f}, pair loop {slopes[('n', 'loop')]:.2f}; against the",
+                    f"group size at N = {scaling['n']}, built {slopes[('group_size', 'built')]:.2f},",
+                    f"reused {slopes[('group_size', 'reused')]:.2f}, loop",
+                    f"{slopes[('group_size', 'loop')]:.2f}. A cost that grows with the sum of the squared",
+                    "group sizes (here N x the group size) has slope 1 on both axes; the N x N loop has 2",
+                    "against N and 0 against the group size."), ""]
+    share = report["data"][1]  # PNG files with prefetch: the default training configuration
+    loop45 = report["loss"][0]["loop_s"]
+    lines += [_para(
+        f"Share of one Shallow training iteration ({s.data_types}x5x1 = {share['batch']} images, PNG files,",
+        "2 prefetch workers): the loss layer's forward+backward inside Caffe took",
+        f"{_ms(share['loss_layer_s'])} of a {_ms(share['iteration_s'])} iteration",
+        f"(**{100 * share['loss_layer_s'] / share['iteration_s']:.2g}%**); the pair loop's {_ms(loop45)}",
+        f"would be {100 * loop45 / share['iteration_s']:.2g}% of it."), "", _para(
+        "How measured: *pairs built per call*: `pylayers.rank_loss.all_pairs_hinge` (numpy; one call builds",
+        "the pairs of the batch's groups (`pair_indices`) and computes loss and gradient, i.e. forward +",
+        "backward); *pairs reused*: `hinge_on_pairs` on pairs built beforehand, which is what",
+        "`AllPairsHingeLossLayer` runs at every iteration of a run (every batch has the same levels and",
+        "groups, so it builds the pairs once); *pair loop*: `all_pairs_hinge_loop`, the reference Python",
+        "loop over every ordered pair of the batch. All three on the same random scores, checked equal",
+        f"first; one warm-up call, then {s.loss_repeats} rounds (the loop: a third as many, at least 3) of",
+        "as many calls as fill 20-50 ms; median per call. The in-Caffe share comes from a timed subclass",
+        "of `AllPairsHingeLossLayer` (perf_counter around forward and backward) in the real Shallow",
+        f"training net: median over {s.train_steps} iterations after {s.train_warmup} warm-up",
+        "iterations."), ""]
+    return lines
+
+
+def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
+    """Section 4 of BENCHMARKS.md (or its GPU part in section 6)."""
+    sizes = ", ".join(f"{h}x{w}" for h, w in ev["sizes"])
+    where = "GPU" if gpu else "CPU"
+    # `make eval`'s EVAL_BATCH: one crop per forward on the CPU, 60 on a GPU (Makefile).
+    default = 60 if gpu else 1
+    lines = [] if gpu else ["## 4. Evaluation: batched vs one crop per forward, and against `caffe time`", ""]
+    lines += [f"| scorer ({where}) | crops per forward | images / s | vs one crop per forward | "
+              "`caffe time` limit, images / s | of the limit |", "|---|---|---|---|---|---|"]
+    for row in ev["rows"]:
+        name = "one crop per forward (the original's way)" if row["batch"] == 1 else "batched"
+        if row["batch"] == default:
+            name += ", `make eval`'s default here"
+        share = f"{100 * row['of_limit']:.3g}%"
+        share = f"**{share}**" if row["batch"] == default else share
+        lines.append(f"| {name} | {row['batch']} | {row['images_per_s']:.4g} | {_x(row['speedup'])} | "
+                     f"{row['limit_images_per_s']:.4g} | {share} |")
+    lines += ["", _para(f"Batched ({ev['batched']['batch']} crops per forward) / one crop per",
+                        f"forward: **{_x(ev['speedup'])}**."), ""]
+    if gpu:
+        return lines
+    return lines + [_para(
+        "How measured: `tools.scoring.CropScorer` (what `tools.evaluate` runs; `batch=1` is its",
+        "one-crop-per-forward mode) on the Shallow ranking deploy net,",
+        f"{ev['images']} images of the generated set held in memory (height x width {sizes}),",
+        f"{ev['crops']} random {CROP} crops each (the paper's protocol), the same crop positions",
+        "for all; one warm-up image, then",
+        f"{s.eval_repeats} repeat(s) alternating between the scorers, median. Image decoding is",
+        "left out (the same for all). *Limit*: `caffe time` of the same deploy net at each batch size",
+        f"({s.eval_limit_crops} crops' worth of passes, at least 2, run after each repeat of that scorer);",
+        "its average forward pass scores batch / crops images. `caffe time` also runs a backward pass,",
+        "which on a deploy net (no loss) is skipped, so only its forward time is used."), ""]
+
+
+def render_step_table(nets: list[dict[str, Any]]) -> list[str]:
+    """The step-against-`caffe time` table of section 5 (and of section 6 on a GPU)."""
+    lines = ["| net | batch | prefetch workers | step (`solver.step`) | `caffe time` forward+backward | "
+             "step / `caffe time` | rounds' ratios | weight update alone | training images / s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for net in nets:
+        lines.append(f"| {net['net']} | {net['batch']} | {net['workers']} | {_ms(net['step_s'])} | "
+                     f"{_ms(net['caffe_time_s'])} | **{_x(net['ratio'])}** | {_span(net['round_ratios'])} | "
+                     f"{_ms(net['update_s'])} | {net['images_per_s']:.4g} |")
+    return lines + [""]
+
+
+def _span(ratios: list[float]) -> str:
+    """The range of per-round ratios, ``0.98x to 1.05x`` (one value when there was one round)."""
+    low, high = min(ratios), max(ratios)
+    return _x(low) if len(ratios) == 1 else f"{_x(low)} to {_x(high)}"
+
+
+def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
+    """Section 5 of BENCHMARKS.md: the step against `caffe time`, Caffe's per-layer tables, and the
+    worker / BLAS thread measurements behind the defaults."""
+    lines = ["## 5. Training step against `caffe time` of the same train net (CPU)", ""]
+    lines += render_step_table(steps["nets"])
+    for net in steps["nets"]:
+        total = sum(layer["forward_s"] + layer["backward_s"] for layer in net["layers"])
+        lines += [f"`caffe time` per layer, {net['net']} at batch {net['batch']} (mean over the rounds; the",
+                  f"layers' sum {_ms(total)}, the pass {_ms(net['caffe_time_mean_s'])}):", "",
+                  "| layer | forward | backward | share of the pass |", "|---|---|---|---|"]
+        for layer in net["layers"]:
+            both = layer["forward_s"] + layer["backward_s"]
+            lines.append(f"| {layer['layer']} | {_ms(layer['forward_s'])} | {_ms(layer['backward_s'])} | "
+                         f"{100 * both / total:.3g}% |" if total > 0 else
+                         f"| {layer['layer']} | {_ms(layer['forward_s'])} | {_ms(layer['backward_s'])} | - |")
+        lines.append("")
+    choices = steps["choices"]
+    if choices:
+        default = steps["default"]
+        fastest = min(choices, key=lambda row: row["step_s"])
+        lines += [_para(f"Prefetch workers and OpenBLAS threads, Shallow at batch {choices[0]['batch']}",
+                        f"({steps['cores']} usable cores; the defaults: {default['workers']} workers, the",
+                        f"prototxt's `workers`, and {default['blas_threads']} BLAS threads, OpenBLAS's own",
+                        "choice of one per core):"), "",
+                  "| prefetch workers | BLAS threads | step | `caffe time` | step / `caffe time` | "
+                  "rounds' ratios | training images / s | |", "|---|---|---|---|---|---|---|---|"]
+        for row in choices:
+            marks = [word for word, hit in (("default", row["workers"] == default["workers"]
+                                             and row["blas_threads"] == default["blas_threads"]),
+                                            ("fastest step", row is fastest)) if hit]
+            threads = "unchanged" if row["blas_threads"] is None else row["blas_threads"]
+            lines.append(f"| {row['workers']} | {threads} | {_ms(row['step_s'])} | "
+                         f"{_ms(row['caffe_time_s'])} | {_x(row['ratio'])} | {_span(row['round_ratios'])} | "
+                         f"{row['images_per_s']:.4g} | {', '.join(marks)} |")
+        lines.append("")
+    lines += [_para(
+        "How measured: for each net, the run folder that `make train_rank` writes",
+        "(`tools.train.prepare_rank`: its `train.prototxt` and `solver.prototxt`; TID2013 style, one image",
+        "per group, the driver's defaults) on the PNG files of the generated set; VGG-16 on levels 0 and",
+        "1 only, one type per batch, which makes its batch of 2. The solver of that folder takes",
+        f"{s.train_warmup} untimed steps, then {s.step_rounds} round(s) alternate `caffe time -model",
+        "train.prototxt` (Caffe's own tool: the same net, our Python data and loss layers included, in a",
+        "child process; its per-pass times, logged to the millisecond) and as many timed",
+        "`solver.step(1)` calls, each followed by reading the loss as the driver does; passes per round:",
+        ", ".join(f"{net} {count}" for net, count in s.step_iters) + ".",
+        "Reported: the median step and the median `caffe time` pass. `caffe time` runs forward and",
+        "backward only: the step also updates the weights (SGD with momentum and weight decay), timed",
+        "alone with `solver.apply_update()`. The workers / threads table repeats this for the Shallow net",
+        f"({s.choice_rounds} round(s) each) with `--workers` set and OpenBLAS's thread count set through",
+        "`openblas_set_num_threads` here and `OPENBLAS_NUM_THREADS` for `caffe time`."), ""]
+    return lines
 
 
 #: The report of a real GPU run of tools/gpu_check.py, committed by whoever ran it (its Markdown snippet).
@@ -808,8 +1282,8 @@ GPU_CHECK_RECORD = Path(__file__).resolve().parents[1] / "docs" / "bench" / "gpu
 
 
 def gpu_check_section() -> list[str]:
-    """The GPU check of issue 8 (VGG-16 on a GPU, against `caffe time`): its recorded report, or the plain
-    statement that there is none. Never estimated."""
+    """The GPU check (VGG-16 on a GPU, against `caffe time`): its recorded report, or the plain statement
+    that there is none. Never estimated."""
     lines = [f"{GPU_CHECK_HEADING}, our Python layers against `caffe time`)", ""]
     if GPU_CHECK_RECORD.is_file():
         where = GPU_CHECK_RECORD.relative_to(GPU_CHECK_RECORD.parents[2])
@@ -817,8 +1291,8 @@ def gpu_check_section() -> list[str]:
                         GPU_CHECK_RECORD.read_text(encoding="utf-8"), ""]
     return lines + [_para(
         "**Not measured: no run of the GPU check on a GPU is recorded** (there is no",
-        "`docs/bench/gpu_check.md`). It is prepared: `make gpu-bundle` packs the CUDA build for the",
-        "`device` tool's GPU machine and `tools/gpu_bundle_run.sh` runs the check there (or",
+        "`docs/bench/gpu_check.md`). It is prepared: `make gpu-bundle` packs the CUDA build for a GPU",
+        "machine without network and `tools/gpu_bundle_run.sh` runs the check there (or",
         "`make gpu-check CUDA=1` on any GPU machine); its Markdown report, kept by",
         "`python -m tools.bench --record-gpu-check gpu_check.md`, is shown here."), ""]
 
@@ -884,8 +1358,10 @@ def main(argv: list[str] | None = None) -> int:
 
     caffe = train.import_caffe()
     load_before = os.getloadavg()
+    loads: list[float] = []  # the 1-minute load average at the start of every section
 
     def say(text: str) -> None:
+        loads.append(os.getloadavg()[0])
         print(f"[bench {time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
 
     say("generating the ranking set")
@@ -893,35 +1369,39 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.work_dir / ("nets_quick" if args.quick else "nets")
     say("1. loss layer")
     loss = bench_loss(settings, args.seed)
+    scaling = loss_scaling(settings, args.seed)
     say("3. data layer (and the loss layer's share of an iteration)")
     data = bench_data(data_dir, run_dir, settings, args.seed, -1)
     say("2. efficient vs two-branch Siamese")
     siamese = bench_siamese(data_dir, run_dir, settings, args.seed, -1)
     say("4. evaluation")
-    evaluation = bench_eval(data_dir, settings, args.seed, -1)
+    evaluation = bench_eval(data_dir, run_dir, settings, args.seed, -1)
+    say("5. training step against `caffe time`")
+    steps = bench_steps(data_dir, run_dir, settings, -1)
     gpu_ok, reason = gpu_status(caffe, args.gpu)
     gpu = None
     if gpu_ok:
-        say("5. GPU")
+        say("6. GPU")
         gpu = {"device": args.gpu, "name": gpu_name(args.gpu),
-               "siamese": bench_siamese(data_dir, run_dir, settings, args.seed, args.gpu, curve=False),
-               "eval": bench_eval(data_dir, settings, args.seed, args.gpu)}
+               "steps": bench_steps(data_dir, run_dir, settings, args.gpu),
+               "eval": bench_eval(data_dir, run_dir, settings, args.seed, args.gpu)}
         caffe.set_mode_cpu()
     plots_dir.mkdir(parents=True, exist_ok=True)
     plot_curves(siamese, plots_dir / "siamese_test_loss.png")
-    mode = "CPU (sections 1-4)" + (", GPU (section 5)" if gpu else "")
+    plot_loss_scaling(scaling, plots_dir / "loss_scaling.png")
+    mode = "CPU (sections 1-5)" + (", GPU (section 6)" if gpu else "")
     command = "python -m tools.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     report = {
         "command": command.strip(),
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "quick": args.quick, "settings": settings, "machine": machine_info(caffe, mode),
-        "load_before": load_before, "load_after": os.getloadavg(), "loss": loss, "data": data,
-        "siamese": siamese, "eval": evaluation, "gpu": gpu, "gpu_reason": reason,
-        "wall_s": time.perf_counter() - started,
+        "load_before": load_before, "load_after": os.getloadavg(), "loads": loads, "loss": loss,
+        "loss_scaling": scaling, "data": data, "siamese": siamese, "eval": evaluation, "steps": steps,
+        "gpu": gpu, "gpu_reason": reason, "wall_s": time.perf_counter() - started,
     }
     plots_rel = os.path.relpath(plots_dir.resolve(), out.resolve().parent).replace(os.sep, "/")
     atomic_write_text(out, render(report, plots_rel))
-    say(f"wrote {out} and {plots_dir / 'siamese_test_loss.png'}")
+    say(f"wrote {out} and the plots in {plots_dir}")
     return 0
 
 
