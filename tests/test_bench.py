@@ -8,7 +8,6 @@ positive figures, the plot it links to, and a GPU section that does not invent G
 from __future__ import annotations
 
 import math
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankiqa import blas
 from tests.caffe_marks import needs_caffe
 from tools import bench
 
@@ -109,33 +109,6 @@ def test_default_workers_are_the_train_prototxts(monkeypatch, tmp_path):
     assert bench.default_workers("shallow") == 3
 
 
-def test_default_blas_threads_follow_openblas_rules(monkeypatch):
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert bench.default_blas_threads() == bench.usable_cores()
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert bench.default_blas_threads() == 3
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")  # OpenBLAS's own variable wins
-    assert bench.default_blas_threads() == 5
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "zero")
-    assert bench.default_blas_threads() == 3
-
-
-@needs_caffe
-def test_blas_threads_set_changes_caffes_openblas_and_restores_it():
-    from rankiqa.caffe_io import import_caffe
-
-    import_caffe()
-    lib = bench.openblas()
-    assert lib is not None  # this build links OpenBLAS
-    before = lib.openblas_get_num_threads()
-    with bench.blas_threads_set(1) as env:
-        assert lib.openblas_get_num_threads() == 1 and env == {"OPENBLAS_NUM_THREADS": "1"}
-    assert lib.openblas_get_num_threads() == before
-    with bench.blas_threads_set(None) as env:
-        assert env == {} and lib.openblas_get_num_threads() == before
-
-
 @needs_caffe
 def test_deploy_at_batch_sets_the_input_batch_only(tmp_path):
     from tools import scoring
@@ -158,7 +131,7 @@ def test_machine_description_names_the_cpu(monkeypatch):
     assert bench.blas_threads().startswith("3 (OPENBLAS_NUM_THREADS)")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert bench.blas_threads().startswith(f"{os.cpu_count()} (OpenBLAS default")
+    assert bench.blas_threads().startswith(f"{blas.usable_cores()} (OpenBLAS default")
 
 
 def section_text(markdown: str, heading: str) -> str:
@@ -227,9 +200,13 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, t
     assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
     # Section 5: the Shallow step against `caffe time`, Caffe's per-layer table, the worker/BLAS table.
     steps = section_text(markdown, SECTIONS[4])
+    header = next(line for line in steps.splitlines() if line.startswith("| net |"))
     row = next(line for line in steps.splitlines() if line.startswith("| shallow | 10 | 2 |"))
-    step_s, limit_s, ratio = (_seconds(cell) for cell in row.split("|")[4:7])
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    step_s, limit_s, ratio = (_seconds(cells[f" {name} "]) for name in (
+        "step (`solver.step`)", "`caffe time` forward+backward", "step / `caffe time`"))
     assert ratio == pytest.approx(step_s / limit_s, rel=0.01)  # the ratio of the two shown (3 digits)
+    assert int(cells[" BLAS threads "]) == blas.training_threads(2)  # the training default, 2 workers
     layers = [line.split("|")[1].strip() for line in steps.splitlines() if line.startswith("| ")]
     assert {"data", "conv1", "pool1", "fc8_m", "loss"} <= set(layers)
     choices = [line for line in steps.splitlines() if re.match(r"\| 2 \| \d+ \|", line)]
@@ -296,9 +273,9 @@ def _fake_report() -> dict:
     slopes = {(axis, kind): 1.0 for axis in ("n", "group_size") for kind in ("built", "reused", "loop")}
     layers = [{"layer": "conv1", "forward_s": 0.2, "backward_s": 0.3},
               {"layer": "loss", "forward_s": 0.0, "backward_s": 0.0}]
-    step = {"net": "shallow", "batch": 45, "workers": 2, "step_s": 1.1, "caffe_time_s": 1.0, "ratio": 1.1,
-            "round_ratios": [1.0, 1.2], "update_s": 0.01, "images_per_s": 40.9, "caffe_time_mean_s": 0.5,
-            "layers": layers}
+    step = {"net": "shallow", "batch": 45, "workers": 2, "blas_threads": 1, "step_s": 1.1,
+            "caffe_time_s": 1.0, "ratio": 1.1, "round_ratios": [1.0, 1.2], "update_s": 0.01,
+            "images_per_s": 40.9, "caffe_time_mean_s": 0.5, "layers": layers}
     choices = [dict(step, blas_threads=threads, step_s=1.0 + threads) for threads in (1, 2)]
     return {
         "command": "python -m tools.bench --quick", "date": "today", "quick": True, "settings": bench.QUICK,
@@ -312,7 +289,7 @@ def _fake_report() -> dict:
             "time_ratio": 1.0, "pairs_ratio": 4.0},
         "eval": {"images": 2, "crops": 4, "sizes": [(300, 400)], "rows": rows, "batched": rows[0],
                  "one_crop": rows[-1], "speedup": 2.0},
-        "steps": {"nets": [step], "choices": choices, "cores": 2,
+        "steps": {"nets": [step], "choices": choices, "cores": 2, "openblas_default": 2,
                   "default": {"workers": 2, "blas_threads": 2}},
         "gpu": None, "gpu_reason": "no GPU was requested", "wall_s": 1.0,
     }

@@ -344,6 +344,40 @@ def test_rank_training_learns_to_order_held_out_images(ranks, rank_run):
 
 
 @needs_caffe
+def test_training_gives_openblas_the_cores_the_prefetch_workers_leave(ranks, rank_run, tmp_path, monkeypatch):
+    from rankiqa import blas
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    # rank_run trained with --workers 0: every usable core.
+    assert f"OpenBLAS threads: {blas.usable_cores()} " in (rank_run / "log.txt").read_text()
+    before = blas.get_threads()
+    out = tmp_path / "one_worker"
+    assert _rank_cli(ranks, out, "--iters", "2", "--workers", "1") == 0
+    assert f"OpenBLAS threads: {max(1, blas.usable_cores() - 1)} " in (out / "log.txt").read_text()
+    assert blas.get_threads() == before  # the process's own count comes back after training
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # the user's count wins
+    out = tmp_path / "user_count"
+    assert _rank_cli(ranks, out, "--iters", "2") == 0
+    assert "OpenBLAS threads: 3 " in (out / "log.txt").read_text()
+
+
+@needs_caffe
+def test_loader_workers_counts_the_training_data_layers_only(tmp_path):
+    source = REPO / "prototxts" / "shallow" / "rank_train.prototxt"
+    net_param = train.read_net_param(source)
+    configured = train.configure_rank_net(net_param, source, tmp_path, 3, 1, 4, 0, 5, "quality")
+    assert train.loader_workers(configured, source) == 5  # the test-phase layer's workers do not count
+    for layer in train.python_layers(configured, "rank_data"):
+        params = train.get_param_str(layer, source)
+        params.pop("workers")
+        train.set_param_str(layer, params)
+    from pylayers.rank_data import RANK_DEFAULTS
+
+    assert train.loader_workers(configured, source) == RANK_DEFAULTS["workers"]
+
+
+@needs_caffe
 def test_resume_continues_the_counter_and_reproduces_the_run(ranks, rank_run, tmp_path):
     out = tmp_path / "rank_tiny"  # same name: same snapshot prefix
     assert _rank_cli(ranks, out, "--iters", "30", "--snapshot", "30") == 0

@@ -65,7 +65,7 @@ from pylayers.rank_loss import (
     pair_count,
     pair_indices,
 )
-from rankiqa import caffe_io
+from rankiqa import blas, caffe_io
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
 
@@ -261,38 +261,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), as OpenBLAS counts them."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-#: Where OpenBLAS reads its thread count at load time, in its order of precedence.
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-
-
-def default_blas_threads() -> int:
-    """The thread count of Caffe's OpenBLAS when nothing else sets it: the first of
-    ``BLAS_THREAD_VARIABLES`` that holds a positive number, else one thread per usable core."""
-    for var in BLAS_THREAD_VARIABLES:
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return usable_cores()
-
-
 def blas_threads() -> str:
-    """How many threads OpenBLAS (Caffe's CPU BLAS here) may use, and where that comes from."""
-    for var in BLAS_THREAD_VARIABLES:
+    """How many threads OpenBLAS (Caffe's CPU BLAS here) starts with, and where that comes from."""
+    for var in blas.VARIABLES:
         if os.environ.get(var):
             return f"{os.environ[var]} ({var})"
-    return f"{usable_cores()} (OpenBLAS default: one per core; OPENBLAS_NUM_THREADS unset)"
+    return f"{blas.usable_cores()} (OpenBLAS default: one per core; OPENBLAS_NUM_THREADS unset)"
 
 
 def machine_info(caffe: Any, mode: str) -> dict[str, str]:
     """The machine and software the figures come from, for the report."""
     return {
         "CPU": cpu_model(),
-        "cores usable": str(usable_cores()),
+        "cores usable": str(blas.usable_cores()),
         "Caffe mode": mode,
         "Caffe build": caffe_io.build_mode(caffe),
         "BLAS threads": blas_threads(),
@@ -810,46 +791,13 @@ def prepare_step_run(data_dir: Path, run_dir: Path, spec: StepNet, device: int,
     return run
 
 
-def openblas() -> Any | None:
-    """Caffe's OpenBLAS (``libopenblas.so.0``, already loaded with pycaffe) through ctypes, or None when
-    Caffe was linked with another BLAS. Its thread count can then be changed between timings."""
-    import ctypes
-
-    try:
-        lib = ctypes.CDLL("libopenblas.so.0", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    except OSError:
-        return None
-    return lib if hasattr(lib, "openblas_set_num_threads") and hasattr(lib, "openblas_get_num_threads") \
-        else None
-
-
-@contextlib.contextmanager
-def blas_threads_set(threads: int | None) -> Iterator[dict[str, str]]:
-    """Caffe's OpenBLAS at ``threads`` threads inside the block (None: as it is); yields the environment
-    that gives a ``caffe time`` child the same count."""
-    lib = openblas() if threads is not None else None
-    if threads is not None and lib is None:
-        raise RuntimeError("Caffe's BLAS is not OpenBLAS: its thread count cannot be set here")
-    before = lib.openblas_get_num_threads() if lib is not None else None
-    if lib is not None:
-        lib.openblas_set_num_threads(int(threads))
-    try:
-        yield {} if threads is None else {"OPENBLAS_NUM_THREADS": str(threads)}
-    finally:
-        if lib is not None:
-            lib.openblas_set_num_threads(int(before))
-
-
 def default_workers(net: str) -> int:
-    """The prefetch workers of the ranking data layer in ``prototxts/<net>/rank_train.prototxt`` (what
-    ``make train_rank`` uses when ``WORKERS`` is not given)."""
+    """The prefetch workers of the training-phase data layers of ``prototxts/<net>/rank_train.prototxt``
+    (what ``make train_rank`` uses when ``WORKERS`` is not given)."""
     from tools import train
 
     source = REPO_ROOT / "prototxts" / net / "rank_train.prototxt"
-    for layer in train.python_layers(train.read_net_param(source), "rank_data"):
-        if train.layer_phase(layer) != "test":
-            return int(train.get_param_str(layer, source).get("workers", 0))
-    raise InputError("no training-phase rank_data layer", source)
+    return train.loader_workers(train.read_net_param(source), source)
 
 
 class StepTimer:
@@ -880,7 +828,7 @@ class StepTimer:
 
         record = self.records.setdefault(threads, {"steps": [], "passes": [], "tables": [], "means": [],
                                                    "ratios": []})
-        with blas_threads_set(threads) as env:
+        with blas.threads_set(threads) as env:
             timed = ctime.caffe_time(self.caffe, self.run.train_net, iters, self.device, extra_env=env,
                                      cwd=REPO_ROOT)
             if not timed["ok"]:
@@ -926,8 +874,10 @@ class StepTimer:
 
 def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int) -> dict[str, Any]:
     """Section 5: per net of ``settings.step_nets`` (``gpu_step_nets`` on a GPU), the step against ``caffe
-    time`` at the defaults; and, on the CPU, the Shallow step for each prefetch worker count of
-    ``settings.step_workers`` and 1 or all cores' OpenBLAS threads, all alternating round by round."""
+    time`` at the defaults (the prototxt's prefetch workers; on the CPU ``rankiqa.blas.training_threads``
+    BLAS threads, as ``tools/train.py`` sets them); and, on the CPU, the Shallow step for each prefetch
+    worker count of ``settings.step_workers`` with 1 BLAS thread, one per core and the default, all
+    alternating round by round."""
     from tools import train
 
     caffe = train.import_caffe()
@@ -937,37 +887,42 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
     for spec in settings.step_nets if device < 0 else settings.gpu_step_nets:
         view = files_view(data_dir, work_dir / f"files_levels{spec.max_level or 'all'}", spec.max_level)
         run = prepare_step_run(view, work_dir / f"step_{where}_{spec.net}_{spec.batch()}", spec, device)
+        workers = default_workers(spec.net)
+        threads = blas.training_threads(workers) if device < 0 else None
         timer = StepTimer(caffe, run, device, settings.train_warmup)
         try:
             for _ in range(settings.step_rounds):
-                timer.round(iters[spec.net])
-            result = timer.result()
-            result["update_s"] = timer.update_time(max(3, iters[spec.net]))
+                timer.round(iters[spec.net], threads)
+            result = timer.result(threads)
+            with blas.threads_set(threads):
+                result["update_s"] = timer.update_time(max(3, iters[spec.net]))
         finally:
             timer.close()
-        nets.append({"net": spec.net, "workers": default_workers(spec.net), **result})
+        nets.append({"net": spec.net, "workers": workers, "blas_threads": threads, **result})
     report: dict[str, Any] = {"nets": nets, "choices": []}
     if device >= 0:
         return report
     spec = settings.step_nets[0]
     view = files_view(data_dir, work_dir / "files_levelsall")
-    report["cores"] = usable_cores()
-    report["blas_settable"] = openblas() is not None
-    threads_options = sorted({1, report["cores"]}) if report["blas_settable"] else [None]
+    cores = blas.usable_cores()
+    options = {workers: sorted({1, cores, blas.training_threads(workers)})
+               for workers in settings.step_workers}
     timers = {workers: StepTimer(caffe, prepare_step_run(
         view, work_dir / f"step_cpu_{spec.net}_{spec.batch()}_w{workers}", spec, -1, workers), -1,
         settings.train_warmup) for workers in settings.step_workers}
     try:
         for _ in range(settings.choice_rounds):
-            for timer in timers.values():
-                for threads in threads_options:
+            for workers, timer in timers.items():
+                for threads in options[workers]:
                     timer.round(iters[spec.net], threads)
         report["choices"] = [{"workers": workers, "blas_threads": threads, **timer.result(threads)}
-                             for workers, timer in timers.items() for threads in threads_options]
+                             for workers, timer in timers.items() for threads in options[workers]]
     finally:
         for timer in timers.values():
             timer.close()
-    report["default"] = {"workers": default_workers(spec.net), "blas_threads": default_blas_threads()}
+    workers = default_workers(spec.net)
+    report.update(cores=cores, default={"workers": workers, "blas_threads": blas.training_threads(workers)},
+                  openblas_default=blas.openblas_default())
     return report
 
 
@@ -1042,7 +997,7 @@ def render(report: dict[str, Any], plots_rel: str) -> str:
         lines.append(f"| 1-minute load average at the sections' starts | {min(report['loads']):.2f} to "
                      f"{max(report['loads']):.2f} |")
     lines.append("")
-    cores = usable_cores()
+    cores = blas.usable_cores()
     peak = max(before[0], after[0], *report["loads"])
     if peak > 0.5 * cores:
         lines += [_para("**The machine was shared during this run** (load average up to",
@@ -1208,12 +1163,14 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
 
 def render_step_table(nets: list[dict[str, Any]]) -> list[str]:
     """The step-against-`caffe time` table of section 5 (and of section 6 on a GPU)."""
-    lines = ["| net | batch | prefetch workers | step (`solver.step`) | `caffe time` forward+backward | "
-             "step / `caffe time` | rounds' ratios | weight update alone | training images / s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| net | batch | prefetch workers | BLAS threads | step (`solver.step`) | `caffe time` "
+             "forward+backward | step / `caffe time` | rounds' ratios | weight update alone | training "
+             "images / s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for net in nets:
-        lines.append(f"| {net['net']} | {net['batch']} | {net['workers']} | {_ms(net['step_s'])} | "
-                     f"{_ms(net['caffe_time_s'])} | **{_x(net['ratio'])}** | {_span(net['round_ratios'])} | "
+        threads = "-" if net["blas_threads"] is None else net["blas_threads"]
+        lines.append(f"| {net['net']} | {net['batch']} | {net['workers']} | {threads} | "
+                     f"{_ms(net['step_s'])} | {_ms(net['caffe_time_s'])} | **{_x(net['ratio'])}** | "
+                     f"{_span(net['round_ratios'])} | "
                      f"{_ms(net['update_s'])} | {net['images_per_s']:.4g} |")
     return lines + [""]
 
@@ -1245,16 +1202,18 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
         default = steps["default"]
         fastest = min(choices, key=lambda row: row["step_s"])
         lines += [_para(f"Prefetch workers and OpenBLAS threads, Shallow at batch {choices[0]['batch']}",
-                        f"({steps['cores']} usable cores; the defaults: {default['workers']} workers, the",
-                        f"prototxt's `workers`, and {default['blas_threads']} BLAS threads, OpenBLAS's own",
-                        "choice of one per core):"), "",
+                        f"({steps['cores']} usable cores). The defaults: {default['workers']} workers (the",
+                        "prototxt's `workers`) and BLAS threads = usable cores - workers, at least 1",
+                        f"(`rankiqa.blas.training_threads`: {default['blas_threads']} here, set by",
+                        "`tools/train.py`; OpenBLAS alone would start",
+                        f"{steps['openblas_default']}):"), "",
                   "| prefetch workers | BLAS threads | step | `caffe time` | step / `caffe time` | "
                   "rounds' ratios | training images / s | |", "|---|---|---|---|---|---|---|---|"]
         for row in choices:
             marks = [word for word, hit in (("default", row["workers"] == default["workers"]
                                              and row["blas_threads"] == default["blas_threads"]),
                                             ("fastest step", row is fastest)) if hit]
-            threads = "unchanged" if row["blas_threads"] is None else row["blas_threads"]
+            threads = row["blas_threads"]
             lines.append(f"| {row['workers']} | {threads} | {_ms(row['step_s'])} | "
                          f"{_ms(row['caffe_time_s'])} | {_x(row['ratio'])} | {_span(row['round_ratios'])} | "
                          f"{row['images_per_s']:.4g} | {', '.join(marks)} |")
@@ -1269,11 +1228,13 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
         "child process; its per-pass times, logged to the millisecond) and as many timed",
         "`solver.step(1)` calls, each followed by reading the loss as the driver does; passes per round:",
         ", ".join(f"{net} {count}" for net, count in s.step_iters) + ".",
-        "Reported: the median step and the median `caffe time` pass. `caffe time` runs forward and",
-        "backward only: the step also updates the weights (SGD with momentum and weight decay), timed",
-        "alone with `solver.apply_update()`. The workers / threads table repeats this for the Shallow net",
-        f"({s.choice_rounds} round(s) each) with `--workers` set and OpenBLAS's thread count set through",
-        "`openblas_set_num_threads` here and `OPENBLAS_NUM_THREADS` for `caffe time`."), ""]
+        "Reported: the median step and the median `caffe time` pass, and the range of the rounds'",
+        "ratios (how much the load moved them). Both sides run with the same BLAS threads: set through",
+        "`openblas_set_num_threads` here, `OPENBLAS_NUM_THREADS` for `caffe time`. `caffe time` runs",
+        "forward and backward only: the step also updates the weights (SGD with momentum and weight",
+        "decay), timed alone with `solver.apply_update()`. The workers / threads table repeats this for",
+        f"the Shallow net ({s.choice_rounds} round(s) per row, the rows alternating) with `--workers`",
+        "set."), ""]
     return lines
 
 

@@ -67,7 +67,7 @@ from typing import Any
 
 import yaml
 
-from rankiqa import head_init, netcheck, provenance
+from rankiqa import blas, head_init, netcheck, provenance
 from rankiqa.caffe_io import (
     caffe_pb2,
     check_weight_shapes,
@@ -209,6 +209,21 @@ def layer_phase(layer: Any) -> str:
     if phases == {pb2.TRAIN}:
         return "train"
     return "both"
+
+
+def loader_workers(net_param: Any, source: Path) -> int:
+    """Prefetch worker processes of the net's training-phase data layers (``workers`` of each one's
+    param_str, else the layer class's default)."""
+    import importlib
+
+    total = 0
+    for module in ("rank_data", "pair_data", "ft_data"):
+        for layer in python_layers(net_param, module):
+            if layer_phase(layer) == "test":
+                continue
+            defaults = getattr(importlib.import_module(layer.python_param.module), layer.python_param.layer)
+            total += int(get_param_str(layer, source).get("workers", defaults.DEFAULTS["workers"]))
+    return total
 
 
 def has_test_phase(net_param: Any) -> bool:
@@ -986,6 +1001,13 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
     log = RunLog(run.run_dir, echo=True) if root else None
     for text in run.notes if log else ():
         log.note(text)
+    blas_before = blas.get_threads() if device < 0 else None
+    if blas_before is not None:
+        # A core for each prefetch worker, the rest for Caffe's OpenBLAS (rankiqa/blas.py, BENCHMARKS.md).
+        threads = blas.training_threads(loader_workers(net_param, run.train_net))
+        blas.set_threads(threads)
+        if log:
+            log.note(f"OpenBLAS threads: {threads} (OPENBLAS_NUM_THREADS sets another count)", show=False)
     try:
         if log:
             removed = discard_unfinished_snapshots(run.snapshot_dir)
@@ -1024,6 +1046,8 @@ def train_process(run: PreparedRun, share: GpuShare | None = None, nccl_uid: byt
     finally:
         if log:
             log.close()
+        if blas_before is not None:
+            blas.set_threads(blas_before)
 
 
 def _stopped_for_space(err: StorageError, run: PreparedRun, log: RunLog) -> StorageError:
