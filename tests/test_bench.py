@@ -63,12 +63,16 @@ def test_loglog_slope_fits_the_upper_half_of_a_power_law():
     # A fixed cost that swamps the small sizes bends the lower half only; the fit ignores it.
     seconds = [1e-3 if x < 8 else 2e-5 * x ** 2 for x in sizes]
     assert bench.loglog_slope(sizes, seconds) == pytest.approx(2.0)
+    assert bench.loglog_slope([10, 20, 40], [5.0, 1.0, 2.0]) == pytest.approx(1.0)  # at least the last two
 
 
 def test_loss_scaling_keeps_n_or_the_group_size_fixed():
     scaling = bench.loss_scaling(bench.QUICK, seed=0)
     assert [row["n"] for row in scaling["by_n"]] == [45, 90, 180]
     assert {row["group_size"] for row in scaling["by_n"]} == {5}
+    # The loop only up to loop_max_n (90 in --quick); the vectorised loss at every size.
+    assert [row["loop_s"] is not None for row in scaling["by_n"]] == [True, True, False]
+    assert all(row["built_s"] > 0 and row["reused_s"] > 0 for row in scaling["by_n"])
     assert {row["n"] for row in scaling["by_size"]} == {180}
     assert [row["group_size"] for row in scaling["by_size"]] == [5, 20, 180]
     # 180 / (5 m) groups of C(5, 2) m^2 pairs each: 2 x 180 x m.
@@ -205,7 +209,9 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, t
     cells = dict(zip(header.split("|"), row.split("|"), strict=True))
     step_s, limit_s, ratio = (_seconds(cells[f" {name} "]) for name in (
         "step (`solver.step`)", "`caffe time` forward+backward", "step / `caffe time`"))
-    assert ratio == pytest.approx(step_s / limit_s, rel=0.01)  # the ratio of the two shown (3 digits)
+    # --quick has one round, whose ratio is that of the two medians shown (3 digits).
+    assert ratio == pytest.approx(step_s / limit_s, rel=0.01)
+    assert _seconds(cells[" rounds' ratios "]) == ratio
     assert int(cells[" BLAS threads "]) == blas.training_threads(2)  # the training default, 2 workers
     layers = [line.split("|")[1].strip() for line in steps.splitlines() if line.startswith("| ")]
     assert {"data", "conv1", "pool1", "fc8_m", "loss"} <= set(layers)
@@ -261,8 +267,10 @@ def test_render_without_gpu_never_shows_gpu_figures():
 def _fake_report() -> dict:
     """A report of made-up measurements (rendering only; no number here is presented as a result)."""
     curve = [(0, 20.0, 0.5), (2, 10.0, 0.8)]
-    rows = [{"batch": 8, "images_per_s": 2.0, "speedup": 2.0, "limit_images_per_s": 2.5, "of_limit": 0.8},
-            {"batch": 1, "images_per_s": 1.0, "speedup": 1.0, "limit_images_per_s": 1.25, "of_limit": 0.8}]
+    rows = [{"batch": 8, "images_per_s": 2.0, "speedup": 2.0, "limit_images_per_s": 2.5, "of_limit": 0.8,
+             "repeat_ratios": [0.8]},
+            {"batch": 1, "images_per_s": 1.0, "speedup": 1.0, "limit_images_per_s": 1.25, "of_limit": 0.8,
+             "repeat_ratios": [0.7, 0.8, 0.9]}]
     net = {"images": 10, "pairs": 20, "iteration_s": 0.5, "timed_steps": 1, "pairs_per_s": 40.0,
            "curve": curve}
     data_row = {"source": "PNG files", "workers": 2, "batch": 45, "loader_images_per_s": 100.0,
@@ -302,6 +310,7 @@ def test_render_marks_the_default_and_the_fastest_configuration_and_the_layers_s
     assert "default" in steps.split("| 2 | 2 | 3 s |")[1].split("\n")[0]
     assert "| conv1 | 200 ms | 300 ms | 100% |" in steps and "| loss | 0 µs | 0 µs | 0% |" in steps
     assert "1x to 1.2x" in steps  # the rounds' ratios
+    assert "| **80%** | 70% to 90% |" in section_text(text, SECTIONS[3])  # the CPU default's share, repeats
 
 
 def test_render_with_a_gpu_names_it_and_shows_its_steps_and_evaluation():

@@ -106,6 +106,7 @@ class Settings:
     scaling_groups: tuple[int, ...]  # section-1 plot, cost against N: so many groups of 5 images
     scaling_images: tuple[int, ...]  # section-1 plot, cost against the group size: 5 x so many images ...
     scaling_n: int                   # ... per group, at this N
+    loop_max_n: int          # the pair loop is timed up to this N (beyond, only the vectorised loss)
     train_warmup: int        # solver steps before timing (sections 3 and 5)
     train_steps: int         # timed solver steps (section 3)
     curve_iters: int         # training iterations of each net for the test-loss curve (section 2)
@@ -119,30 +120,31 @@ class Settings:
     eval_crops: int          # crops per image (the paper: 30)
     eval_batch: int          # crops per forward pass of the batched scorer
     eval_repeats: int
-    eval_limit_crops: int    # crops that `caffe time` runs per repeat and batch size (section 4)
     base_lr: float | None    # learning rate of both Siamese nets in section 2 (None: the solver's)
     step_nets: tuple[StepNet, ...]      # section 5 on the CPU
     gpu_step_nets: tuple[StepNet, ...]  # section 6 (GPU)
     step_rounds: int         # rounds of (`caffe time`, steps) per net (section 5)
     step_iters: tuple[tuple[str, int], ...]  # per net: timed passes of `caffe time` and timed steps per round
-    step_workers: tuple[int, ...]  # prefetch worker counts tried in section 5 (with 1 and all cores' BLAS)
+    step_workers: tuple[int, ...]  # prefetch worker counts tried in section 5 (each with 1, one per core and
+    #                                the default number of BLAS threads)
     choice_rounds: int       # rounds per worker / BLAS thread configuration
 
 
 #: The demo's Shallow batch (9 types x 5 levels) and VGG-16 at batch 2 (one type, levels 0 and 1) on the
 #: CPU; on a GPU VGG-16 at the original's batch of 45.
 SHALLOW_45 = StepNet("shallow", 9, None)
-FULL = Settings(refs=5, loss_repeats=9, scaling_groups=(9, 18, 36, 72, 144, 288),
-                scaling_images=(1, 2, 4, 8, 16, 36, 72, 144), scaling_n=720, train_warmup=3, train_steps=10,
+FULL = Settings(refs=5, loss_repeats=9, scaling_groups=(9, 18, 36, 72, 144, 288, 576, 1152, 2304, 4608),
+                scaling_images=(1, 2, 4, 8, 16, 36, 72, 144), scaling_n=720, loop_max_n=1440, train_warmup=3,
+                train_steps=10,
                 curve_iters=60, curve_test_every=5, test_batches=4, siamese_types=8, data_types=9,
-                data_batches=8, data_repeats=3, eval_images=8, eval_crops=30, eval_batch=60, eval_repeats=3,
-                eval_limit_crops=120, base_lr=None, step_nets=(SHALLOW_45, StepNet("vgg16", 1, 1)),
-                gpu_step_nets=(SHALLOW_45, StepNet("vgg16", 9, None)), step_rounds=3,
+                data_batches=8, data_repeats=3, eval_images=8, eval_crops=30, eval_batch=60, eval_repeats=5,
+                base_lr=None, step_nets=(SHALLOW_45, StepNet("vgg16", 1, 1)),
+                gpu_step_nets=(SHALLOW_45, StepNet("vgg16", 9, None)), step_rounds=4,
                 step_iters=(("shallow", 5), ("vgg16", 3)), step_workers=(0, 1, 2), choice_rounds=2)
 QUICK = Settings(refs=3, loss_repeats=3, scaling_groups=(9, 18, 36), scaling_images=(1, 4, 36), scaling_n=180,
-                 train_warmup=1, train_steps=2, curve_iters=4, curve_test_every=2, test_batches=1,
-                 siamese_types=2, data_types=2, data_batches=3, data_repeats=1, eval_images=2, eval_crops=4,
-                 eval_batch=8, eval_repeats=1, eval_limit_crops=8, base_lr=None,
+                 loop_max_n=90, train_warmup=1, train_steps=2, curve_iters=4, curve_test_every=2,
+                 test_batches=1, siamese_types=2, data_types=2, data_batches=3, data_repeats=1, eval_images=2,
+                 eval_crops=4, eval_batch=8, eval_repeats=1, base_lr=None,
                  step_nets=(StepNet("shallow", 2, None),), gpu_step_nets=(StepNet("shallow", 2, None),),
                  step_rounds=1, step_iters=(("shallow", 1),), step_workers=(2,), choice_rounds=1)
 
@@ -298,12 +300,14 @@ def layout_arrays(types: int, levels: int, images: int) -> tuple[np.ndarray, np.
     return np.asarray(level_ids, dtype=np.float32), np.asarray(group_ids, dtype=np.float32)
 
 
-def time_loss(types: int, levels: int, images: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+def time_loss(types: int, levels: int, images: int, repeats: int, rng: np.random.Generator,
+              loop: bool = True) -> dict[str, Any]:
     """Seconds per forward+backward of the all-pairs loss on one batch layout, three ways, on the same random
     scores (checked to agree first): ``built_s``, ``all_pairs_hinge`` (the pairs built at every call);
     ``reused_s``, ``hinge_on_pairs`` on pairs built once (what the Caffe layer does while the batch layout
     stays the same, i.e. at every iteration of a run); ``loop_s``, the Python loop over all N x N ordered
-    pairs (``all_pairs_hinge_loop``)."""
+    pairs (``all_pairs_hinge_loop``; None when ``loop`` is False: at tens of thousands of images it would
+    take minutes per call)."""
     level_ids, group_ids = layout_arrays(types, levels, images)
     # Scores in the margin's range, so that about half of the pairs are active (both branches work).
     scores = rng.normal(0.0, MARGIN, size=level_ids.size).astype(np.float32)
@@ -315,7 +319,10 @@ def time_loss(types: int, levels: int, images: int, repeats: int, rng: np.random
     row = {"layout": f"{types}x{levels}x{images}", "n": int(level_ids.size), "group_size": levels * images,
            "pairs": int(better.size),
            "built_s": time_calls(lambda: all_pairs_hinge(scores, level_ids, group_ids, MARGIN), repeats),
-           "reused_s": time_calls(lambda: hinge_on_pairs(scores, better, worse, MARGIN), repeats)}
+           "reused_s": time_calls(lambda: hinge_on_pairs(scores, better, worse, MARGIN), repeats),
+           "loop_s": None}
+    if not loop:
+        return row
     loss_l, grad_l = all_pairs_hinge_loop(scores, level_ids, group_ids, MARGIN)
     if not (np.isclose(loss_b, loss_l) and np.allclose(grad_b, grad_l)):
         raise RuntimeError(f"vectorised and loop losses disagree on the {types}x{levels}x{images} batch")
@@ -339,8 +346,8 @@ def bench_loss(settings: Settings, seed: int) -> list[dict[str, Any]]:
 
 def loglog_slope(sizes: list[float], seconds: list[float]) -> float:
     """The exponent k of seconds ~ size^k: least-squares slope of log(seconds) against log(size), over the
-    upper half of the sizes (where a call's fixed cost no longer dominates)."""
-    half = len(sizes) // 2
+    upper half of the sizes (where a call's fixed cost no longer dominates), at least the last two."""
+    half = min(len(sizes) // 2, len(sizes) - 2)
     x, y = np.log(np.asarray(sizes[half:], dtype=float)), np.log(np.asarray(seconds[half:], dtype=float))
     return float(np.polyfit(x, y, 1)[0])
 
@@ -351,15 +358,17 @@ def loss_scaling(settings: Settings, seed: int) -> dict[str, Any]:
     x ``scaling_images`` images), each timed as in ``time_loss``, with the fitted log-log slopes."""
     rng = np.random.default_rng(seed + 1)
     levels = SCALING_LEVELS
-    by_n = [time_loss(groups, levels, 1, settings.loss_repeats, rng) for groups in settings.scaling_groups]
+    by_n = [time_loss(groups, levels, 1, settings.loss_repeats, rng, groups * levels <= settings.loop_max_n)
+            for groups in settings.scaling_groups]
     by_size = [time_loss(settings.scaling_n // (levels * images), levels, images, settings.loss_repeats, rng)
                for images in settings.scaling_images if settings.scaling_n % (levels * images) == 0]
     result: dict[str, Any] = {"group_size": levels, "n": settings.scaling_n, "by_n": by_n, "by_size": by_size,
                               "slopes": {}}
-    for axis, rows, key in (("n", by_n, "n"), ("group_size", by_size, "group_size")):
+    for axis, rows in (("n", by_n), ("group_size", by_size)):
         for kind in ("built", "reused", "loop"):
-            result["slopes"][(axis, kind)] = loglog_slope([row[key] for row in rows],
-                                                           [row[f"{kind}_s"] for row in rows])
+            timed = [row for row in rows if row[f"{kind}_s"] is not None]
+            result["slopes"][(axis, kind)] = loglog_slope([row[axis] for row in timed],
+                                                           [row[f"{kind}_s"] for row in timed])
     return result
 
 
@@ -379,7 +388,8 @@ def plot_loss_scaling(scaling: dict[str, Any], path: Path) -> None:
     for axis, rows, key, xlabel in panels:
         for kind, label in labels.items():
             slope = scaling["slopes"][(key, kind)]
-            axis.loglog([row[key] for row in rows], [row[f"{kind}_s"] for row in rows], marker="o",
+            timed = [row for row in rows if row[f"{kind}_s"] is not None]
+            axis.loglog([row[key] for row in timed], [row[f"{kind}_s"] for row in timed], marker="o",
                         markersize=3, label=f"{label}, slope {slope:.2f}")
         axis.set_xlabel(xlabel)
         axis.set_ylabel("seconds per forward+backward")
@@ -730,13 +740,14 @@ def bench_eval(data_dir: Path, work_dir: Path, settings: Settings, seed: int, de
                   for batch in batches}
     rates: dict[int, list[float]] = {batch: [] for batch in batches}
     limits: dict[int, list[float]] = {batch: [] for batch in batches}
-    # Repeats alternate between the scorers and `caffe time`, so that a change of load hits all alike.
+    # Repeats alternate between the scorers and `caffe time`, so that a change of load hits all alike; each
+    # `caffe time` runs as many passes as the scorer just ran forwards (at least 2).
     for _ in range(settings.eval_repeats):
         for batch, scorer in scorers.items():
             start = time.perf_counter()
             scored = list(scorer.score((i, i, image) for i, image in enumerate(images)))
             rates[batch].append(len(scored) / (time.perf_counter() - start))
-            passes = max(2, math.ceil(settings.eval_limit_crops / batch))
+            passes = max(2, math.ceil(len(images) * settings.eval_crops / batch))
             timed = ctime.caffe_time(caffe, limit_nets[batch], passes, device, cwd=REPO_ROOT)
             if not timed["ok"]:
                 raise RuntimeError(f"{timed['error']} on {limit_nets[batch]}:\n{timed['output_tail']}")
@@ -744,7 +755,10 @@ def bench_eval(data_dir: Path, work_dir: Path, settings: Settings, seed: int, de
     one_crop = median(rates[1])
     rows = [{"batch": batch, "images_per_s": median(rates[batch]), "speedup": median(rates[batch]) / one_crop,
              "limit_images_per_s": median(limits[batch]),
-             "of_limit": median(rates[batch]) / median(limits[batch])} for batch in batches]
+             "repeat_ratios": [rate / limit for rate, limit in zip(rates[batch], limits[batch], strict=True)]}
+            for batch in batches]
+    for row in rows:
+        row["of_limit"] = median(row["repeat_ratios"])
     caffe.set_mode_cpu()
     return {"images": len(images), "crops": settings.eval_crops,
             "sizes": sorted({im.shape[:2] for im in images}), "rows": rows,
@@ -853,8 +867,9 @@ class StepTimer:
         return time_calls(self.solver.apply_update, repeats=repeats, min_seconds=0.0)
 
     def result(self, threads: int | None = None) -> dict[str, Any]:
-        """Medians of the step and of ``caffe time``'s passes at ``threads``, their ratio (and the range of
-        the per-round ratios), training images per second and the per-layer table (mean over rounds)."""
+        """At ``threads``: the medians of the steps and of ``caffe time``'s passes; ``ratio``, the median of
+        the rounds' ratios (each of a round's median step over its median pass, measured side by side) and
+        their list; training images per second and the per-layer table (mean over rounds)."""
         record = self.records[threads]
         layers = [{"layer": rows[0]["layer"],
                    "forward_s": statistics.fmean(row["forward_ms"] for row in rows) / 1000.0,
@@ -862,7 +877,8 @@ class StepTimer:
                   for rows in zip(*record["tables"], strict=True)]
         step, limit = median(record["steps"]), median(record["passes"])
         return {"train_net": str(self.run.train_net), "batch": self.batch, "step_s": step,
-                "caffe_time_s": limit, "ratio": step / limit, "round_ratios": list(record["ratios"]),
+                "caffe_time_s": limit, "ratio": median(record["ratios"]),
+                "round_ratios": list(record["ratios"]),
                 "images_per_s": self.batch / step, "caffe_time_mean_s": statistics.fmean(record["means"]),
                 "timed_steps": len(record["steps"]), "timed_passes": len(record["passes"]), "layers": layers}
 
@@ -1097,14 +1113,16 @@ def render_loss(report: dict[str, Any], plots_rel: str) -> list[str]:
     slopes = scaling["slopes"]
     lines += ["", f"![loss cost against N and against the group size]({plots_rel}/loss_scaling.png)", "",
               _para("Fitted log-log slopes (cost ~ size^slope, over the upper half of each curve): against N",
-                    f"at group size {scaling['group_size']},",
+                    f"at group size {scaling['group_size']} (N up to {scaling['by_n'][-1]['n']}; the loop up",
+                    f"to {s.loop_max_n}),",
                     f"pairs built per call {slopes[('n', 'built')]:.2f}, pairs reused",
                     f"{slopes[('n', 'reused')]:.2f}, pair loop {slopes[('n', 'loop')]:.2f}; against the",
                     f"group size at N = {scaling['n']}, built {slopes[('group_size', 'built')]:.2f},",
                     f"reused {slopes[('group_size', 'reused')]:.2f}, loop",
-                    f"{slopes[('group_size', 'loop')]:.2f}. A cost that grows with the sum of the squared",
-                    "group sizes (here N x the group size) has slope 1 on both axes; the N x N loop has 2",
-                    "against N and 0 against the group size."), ""]
+                    f"{slopes[('group_size', 'loop')]:.2f}. A cost proportional to the sum of the squared",
+                    "group sizes (here N x the group size) gives slope 1 on both axes, one proportional to",
+                    "N x N gives 2 against N and 0 against the group size; a call's fixed cost flattens the",
+                    "small sizes, memory traffic steepens the large ones."), ""]
     share = report["data"][1]  # PNG files with prefetch: the default training configuration
     loop45 = report["loss"][0]["loop_s"]
     lines += [_para(
@@ -1135,15 +1153,17 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
     default = 60 if gpu else 1
     lines = [] if gpu else ["## 4. Evaluation: batched vs one crop per forward, and against `caffe time`", ""]
     lines += [f"| scorer ({where}) | crops per forward | images / s | vs one crop per forward | "
-              "`caffe time` limit, images / s | of the limit |", "|---|---|---|---|---|---|"]
+              "`caffe time` limit, images / s | of the limit | repeats' shares |",
+              "|---|---|---|---|---|---|---|"]
     for row in ev["rows"]:
         name = "one crop per forward (the original's way)" if row["batch"] == 1 else "batched"
         if row["batch"] == default:
             name += ", `make eval`'s default here"
         share = f"{100 * row['of_limit']:.3g}%"
         share = f"**{share}**" if row["batch"] == default else share
+        low, high = min(row["repeat_ratios"]), max(row["repeat_ratios"])
         lines.append(f"| {name} | {row['batch']} | {row['images_per_s']:.4g} | {_x(row['speedup'])} | "
-                     f"{row['limit_images_per_s']:.4g} | {share} |")
+                     f"{row['limit_images_per_s']:.4g} | {share} | {100 * low:.3g}% to {100 * high:.3g}% |")
     lines += ["", _para(f"Batched ({ev['batched']['batch']} crops per forward) / one crop per",
                         f"forward: **{_x(ev['speedup'])}**."), ""]
     if gpu:
@@ -1155,10 +1175,11 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
         f"{ev['crops']} random {CROP} crops each (the paper's protocol), the same crop positions",
         "for all; one warm-up image, then",
         f"{s.eval_repeats} repeat(s) alternating between the scorers, median. Image decoding is",
-        "left out (the same for all). *Limit*: `caffe time` of the same deploy net at each batch size",
-        f"({s.eval_limit_crops} crops' worth of passes, at least 2, run after each repeat of that scorer);",
-        "its average forward pass scores batch / crops images. `caffe time` also runs a backward pass,",
-        "which on a deploy net (no loss) is skipped, so only its forward time is used."), ""]
+        "left out (the same for all). *Limit*: `caffe time` of the same deploy net at each batch size,",
+        "right after each repeat of that scorer and with as many passes as the scorer ran forwards; its",
+        "average forward pass scores batch / crops images. *Of the limit*: the median over the repeats of",
+        "the scorer's rate over the limit of the same repeat. `caffe time` also runs a backward pass, which",
+        "on a deploy net (no loss) is skipped, so only its forward time is used."), ""]
 
 
 def render_step_table(nets: list[dict[str, Any]]) -> list[str]:
@@ -1228,8 +1249,9 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
         "child process; its per-pass times, logged to the millisecond) and as many timed",
         "`solver.step(1)` calls, each followed by reading the loss as the driver does; passes per round:",
         ", ".join(f"{net} {count}" for net, count in s.step_iters) + ".",
-        "Reported: the median step and the median `caffe time` pass, and the range of the rounds'",
-        "ratios (how much the load moved them). Both sides run with the same BLAS threads: set through",
+        "Reported: the median step and the median `caffe time` pass over all rounds; step / `caffe",
+        "time`: the median over the rounds of each round's ratio (the two measured side by side), and",
+        "their range (how much the load moved them). Both sides run with the same BLAS threads: set through",
         "`openblas_set_num_threads` here, `OPENBLAS_NUM_THREADS` for `caffe time`. `caffe time` runs",
         "forward and backward only: the step also updates the weights (SGD with momentum and weight",
         "decay), timed alone with `solver.apply_update()`. The workers / threads table repeats this for",
