@@ -3,9 +3,11 @@
 OpenBLAS starts one thread per usable core by default, and every matrix product is split among all of them:
 when another process holds a core (a prefetch worker decoding images, another job), the product waits for
 the thread that is not running. ``make bench`` measures the Shallow training step for several worker and
-thread counts (``BENCHMARKS.md``, section 5, with the figures behind this choice): training leaves a core to
-each prefetch worker, ``training_threads`` = usable cores - workers, at least 1, unless
-``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) says otherwise.
+thread counts (``BENCHMARKS.md``, section 5, with the figures behind this choice): on 2 cores one thread
+was faster than two with 0, 1 and 2 prefetch workers. Training therefore leaves a core to each prefetch
+worker, and one to the data loading of the solver's own thread when there is none: ``training_threads`` =
+usable cores - max(workers, 1), at least 1, unless ``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) says
+otherwise. Other core counts are not measured: ``make bench`` shows how the rule does on any machine.
 
 The count is set in the running process through OpenBLAS's ``openblas_set_num_threads`` (ctypes), as
 pycaffe has loaded the library before a net says how many workers it has; a child process (``caffe time``)
@@ -46,8 +48,9 @@ def openblas_default() -> int:
 
 def training_threads(workers: int) -> int:
     """BLAS threads for training with ``workers`` prefetch worker processes: ``requested_threads`` when the
-    environment sets it, else the usable cores minus the workers, at least 1 (see the module docstring)."""
-    return requested_threads() or max(1, usable_cores() - max(0, int(workers)))
+    environment sets it, else the usable cores minus the workers (minus 1 without workers), at least 1 (see
+    the module docstring)."""
+    return requested_threads() or max(1, usable_cores() - max(1, int(workers)))
 
 
 def openblas() -> Any | None:

@@ -212,6 +212,10 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, t
     # --quick has one round, whose ratio is that of the two medians shown (3 digits).
     assert ratio == pytest.approx(step_s / limit_s, rel=0.01)
     assert _seconds(cells[" rounds' ratios "]) == ratio
+    clear_s, update_s = (_seconds(part) for part in
+                         cells[" solver's own work: gradients zeroed + weights updated "].split("+"))
+    with_work = _seconds(cells[" step / (`caffe time` + solver's own work) "])
+    assert with_work == pytest.approx(step_s / (limit_s + clear_s + update_s), rel=0.02)
     assert int(cells[" BLAS threads "]) == blas.training_threads(2)  # the training default, 2 workers
     layers = [line.split("|")[1].strip() for line in steps.splitlines() if line.startswith("| ")]
     assert {"data", "conv1", "pool1", "fc8_m", "loss"} <= set(layers)
@@ -282,7 +286,8 @@ def _fake_report() -> dict:
     layers = [{"layer": "conv1", "forward_s": 0.2, "backward_s": 0.3},
               {"layer": "loss", "forward_s": 0.0, "backward_s": 0.0}]
     step = {"net": "shallow", "batch": 45, "workers": 2, "blas_threads": 1, "step_s": 1.1,
-            "caffe_time_s": 1.0, "ratio": 1.1, "round_ratios": [1.0, 1.2], "update_s": 0.01,
+            "caffe_time_s": 1.0, "ratio": 1.1, "round_ratios": [1.0, 1.2], "clear_s": 0.002, "update_s": 0.01,
+            "with_solver_work": 1.08,
             "images_per_s": 40.9, "caffe_time_mean_s": 0.5, "layers": layers}
     choices = [dict(step, blas_threads=threads, step_s=1.0 + threads) for threads in (1, 2)]
     return {
@@ -310,6 +315,7 @@ def test_render_marks_the_default_and_the_fastest_configuration_and_the_layers_s
     assert "default" in steps.split("| 2 | 2 | 3 s |")[1].split("\n")[0]
     assert "| conv1 | 200 ms | 300 ms | 100% |" in steps and "| loss | 0 µs | 0 µs | 0% |" in steps
     assert "1x to 1.2x" in steps  # the rounds' ratios
+    assert "| 2 ms + 10 ms | 1.08x |" in steps  # the solver's own work; the step against the limit with it
     assert "| **80%** | 70% to 90% |" in section_text(text, SECTIONS[3])  # the CPU default's share, repeats
 
 

@@ -15,13 +15,16 @@ def no_blas_variables(monkeypatch):
     return monkeypatch
 
 
-def test_training_leaves_a_core_to_each_prefetch_worker(no_blas_variables):
+def test_training_leaves_a_core_to_each_prefetch_worker_or_to_the_solvers_loading(no_blas_variables):
     monkeypatch = no_blas_variables
     monkeypatch.setattr(blas, "usable_cores", lambda: 16)
-    assert [blas.training_threads(workers) for workers in (0, 2, 15, 16, 40)] == [16, 14, 1, 1, 1]
+    assert [blas.training_threads(workers) for workers in (0, 1, 2, 15, 16, 40)] == [15, 15, 14, 1, 1, 1]
     assert blas.openblas_default() == 16
     monkeypatch.setattr(blas, "usable_cores", lambda: 2)
-    assert blas.training_threads(2) == 1 and blas.openblas_default() == 2
+    assert [blas.training_threads(workers) for workers in (0, 1, 2)] == [1, 1, 1]
+    assert blas.openblas_default() == 2
+    monkeypatch.setattr(blas, "usable_cores", lambda: 1)
+    assert blas.training_threads(0) == 1
 
 
 def test_the_environment_wins_in_openblas_order(no_blas_variables):
@@ -34,7 +37,7 @@ def test_the_environment_wins_in_openblas_order(no_blas_variables):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "zero")  # not a count: the next variable
     assert blas.training_threads(2) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "0")
-    assert blas.requested_threads() is None and blas.training_threads(2) == 6
+    assert blas.requested_threads() is None and blas.training_threads(2) == 6 and blas.openblas_default() == 8
 
 
 def test_usable_cores_follow_the_affinity():

@@ -349,12 +349,12 @@ def test_training_gives_openblas_the_cores_the_prefetch_workers_leave(ranks, ran
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    # rank_run trained with --workers 0: every usable core.
-    assert f"OpenBLAS threads: {blas.usable_cores()} " in (rank_run / "log.txt").read_text()
+    # rank_run trained with --workers 0: a core for the solver's own loading, the rest for OpenBLAS.
+    assert f"OpenBLAS threads: {max(1, blas.usable_cores() - 1)} " in (rank_run / "log.txt").read_text()
     before = blas.get_threads()
-    out = tmp_path / "one_worker"
-    assert _rank_cli(ranks, out, "--iters", "2", "--workers", "1") == 0
-    assert f"OpenBLAS threads: {max(1, blas.usable_cores() - 1)} " in (out / "log.txt").read_text()
+    out = tmp_path / "two_workers"
+    assert _rank_cli(ranks, out, "--iters", "2", "--workers", "2") == 0
+    assert f"OpenBLAS threads: {max(1, blas.usable_cores() - 2)} " in (out / "log.txt").read_text()
     assert blas.get_threads() == before  # the process's own count comes back after training
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # the user's count wins
     out = tmp_path / "user_count"

@@ -861,10 +861,12 @@ class StepTimer:
         record["means"].append(timed["forward_backward_ms"] / 1000.0)
         record["ratios"].append(median(steps) / median(passes))
 
-    def update_time(self, repeats: int) -> float:
-        """Median seconds of the weight update alone (``solver.apply_update()``: what a step does beyond
-        forward and backward, and ``caffe time`` does not)."""
-        return time_calls(self.solver.apply_update, repeats=repeats, min_seconds=0.0)
+    def solver_work(self, repeats: int) -> dict[str, float]:
+        """Median seconds of what a step does beyond forward and backward, and ``caffe time`` does not:
+        zeroing the gradients (``net.clear_param_diffs()``) and the weight update (``solver.apply_update()``,
+        SGD with momentum and weight decay), each timed alone."""
+        return {"clear_s": time_calls(self.solver.net.clear_param_diffs, repeats=repeats, min_seconds=0.0),
+                "update_s": time_calls(self.solver.apply_update, repeats=repeats, min_seconds=0.0)}
 
     def result(self, threads: int | None = None) -> dict[str, Any]:
         """At ``threads``: the medians of the steps and of ``caffe time``'s passes; ``ratio``, the median of
@@ -911,7 +913,10 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
                 timer.round(iters[spec.net], threads)
             result = timer.result(threads)
             with blas.threads_set(threads):
-                result["update_s"] = timer.update_time(max(3, iters[spec.net]))
+                result.update(timer.solver_work(max(3, iters[spec.net])))
+            # The limit of a training step: `caffe time`'s pass plus the solver's own work.
+            result["with_solver_work"] = result["step_s"] / (result["caffe_time_s"] + result["clear_s"]
+                                                             + result["update_s"])
         finally:
             timer.close()
         nets.append({"net": spec.net, "workers": workers, "blas_threads": threads, **result})
@@ -1185,14 +1190,15 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
 def render_step_table(nets: list[dict[str, Any]]) -> list[str]:
     """The step-against-`caffe time` table of section 5 (and of section 6 on a GPU)."""
     lines = ["| net | batch | prefetch workers | BLAS threads | step (`solver.step`) | `caffe time` "
-             "forward+backward | step / `caffe time` | rounds' ratios | weight update alone | training "
-             "images / s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "forward+backward | step / `caffe time` | rounds' ratios | solver's own work: gradients zeroed "
+             "+ weights updated | step / (`caffe time` + solver's own work) | training images / s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for net in nets:
         threads = "-" if net["blas_threads"] is None else net["blas_threads"]
         lines.append(f"| {net['net']} | {net['batch']} | {net['workers']} | {threads} | "
                      f"{_ms(net['step_s'])} | {_ms(net['caffe_time_s'])} | **{_x(net['ratio'])}** | "
-                     f"{_span(net['round_ratios'])} | "
-                     f"{_ms(net['update_s'])} | {net['images_per_s']:.4g} |")
+                     f"{_span(net['round_ratios'])} | {_ms(net['clear_s'])} + {_ms(net['update_s'])} | "
+                     f"{_x(net['with_solver_work'])} | {net['images_per_s']:.4g} |")
     return lines + [""]
 
 
@@ -1224,7 +1230,7 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
         fastest = min(choices, key=lambda row: row["step_s"])
         lines += [_para(f"Prefetch workers and OpenBLAS threads, Shallow at batch {choices[0]['batch']}",
                         f"({steps['cores']} usable cores). The defaults: {default['workers']} workers (the",
-                        "prototxt's `workers`) and BLAS threads = usable cores - workers, at least 1",
+                        "prototxt's `workers`) and BLAS threads = usable cores - max(workers, 1), at least 1",
                         f"(`rankiqa.blas.training_threads`: {default['blas_threads']} here, set by",
                         "`tools/train.py`; OpenBLAS alone would start",
                         f"{steps['openblas_default']}):"), "",
@@ -1253,8 +1259,10 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
         "time`: the median over the rounds of each round's ratio (the two measured side by side), and",
         "their range (how much the load moved them). Both sides run with the same BLAS threads: set through",
         "`openblas_set_num_threads` here, `OPENBLAS_NUM_THREADS` for `caffe time`. `caffe time` runs",
-        "forward and backward only: the step also updates the weights (SGD with momentum and weight",
-        "decay), timed alone with `solver.apply_update()`. The workers / threads table repeats this for",
+        "forward and backward only: the step also zeroes the gradients and updates the weights (SGD with",
+        "momentum and weight decay), each timed alone afterwards (`net.clear_param_diffs()`,",
+        "`solver.apply_update()`; medians), and the last ratio compares the step with `caffe time`'s",
+        "median pass plus that work. The workers / threads table repeats the rounds for",
         f"the Shallow net ({s.choice_rounds} round(s) per row, the rows alternating) with `--workers`",
         "set."), ""]
     return lines
