@@ -114,19 +114,32 @@ def test_default_workers_are_the_train_prototxts(monkeypatch, tmp_path):
 
 
 @needs_caffe
-def test_deploy_at_batch_sets_the_input_batch_only(tmp_path):
-    from tools import scoring
+def test_deploy_on_crops_feeds_the_scorers_crops_cycling(tmp_path):
+    import caffe
+
+    from tools import scoring, train
 
     deploy = REPO / "prototxts" / "shallow" / "rank_deploy.prototxt"
-    out = bench.deploy_at_batch(deploy, 7, tmp_path / "d.prototxt")
-    before, after = scoring.read_deploy(deploy), scoring.read_deploy(out)
-    assert (after.crop_height, after.output_blob) == (before.crop_height, before.output_blob)
-    from tools import train
-
-    shape = list(train.read_net_param(out).layer[0].input_param.shape[0].dim)
-    assert shape == [7, 3, 227, 227]
+    info = scoring.read_deploy(deploy)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(240, 300, 3), dtype=np.uint8) for _ in range(2)]
+    crops_file = bench.save_crops(images, info, crops=2, seed=5, limit=3, out=tmp_path / "crops.npy")
+    crops = np.load(crops_file)
+    assert crops.shape == (3, 3, 227, 227) and crops.dtype == np.float32
+    y, x = scoring.crop_positions(240, 300, 227, 227, 2, 5, 1)[0]  # image 1's first crop is the third
+    np.testing.assert_array_equal(crops[2], images[1][y:y + 227, x:x + 227].transpose(2, 0, 1))
+    out = bench.deploy_on_crops(deploy, 2, crops_file, tmp_path / "d.prototxt")
+    written, original = train.read_net_param(out), train.read_net_param(deploy)
+    assert written.layer[0].type == "Python" and list(written.layer[0].top) == list(original.layer[0].top)
+    assert [layer.name for layer in written.layer[1:]] == [layer.name for layer in original.layer[1:]]
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(out), caffe.TEST)
+    for expected in ([0, 1], [2, 0], [1, 2]):
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["data"].data, crops[expected])
     with pytest.raises(bench.InputError, match="no Input layer"):
-        bench.deploy_at_batch(REPO / "prototxts" / "shallow" / "rank_train.prototxt", 2, tmp_path / "x.txt")
+        bench.deploy_on_crops(REPO / "prototxts" / "shallow" / "rank_train.prototxt", 2, crops_file,
+                              tmp_path / "x.txt")
 
 
 def test_machine_description_names_the_cpu(monkeypatch):

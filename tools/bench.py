@@ -55,6 +55,7 @@ import numpy as np
 # every net built here would bury the progress lines. GLOG_minloglevel=0 shows them again.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from pylayers import LayerBase
 from pylayers.pair_data import PairDataLayer
 from pylayers.rank_data import RankDataLayer
 from pylayers.rank_loss import (
@@ -82,6 +83,8 @@ LOSS_LAYOUTS = ((9, 5, 1), (4, 6, 2), (9, 5, 4), (4, 6, 8), (9, 5, 16))
 SCALING_LEVELS = 5
 CROP = 227  # the Shallow net's input
 MARGIN = 10.0
+#: Crops kept for `caffe time`'s limit in section 4 (it cycles through them): 4 images' 30 crops.
+EVAL_LIMIT_CROPS = 120
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,33 @@ class TimedAllPairsHingeLossLayer(AllPairsHingeLossLayer):
         start = time.perf_counter()
         super().backward(top, propagate_down, bottom)
         TIMINGS["loss_backward"].append(time.perf_counter() - start)
+
+
+class CropsDataLayer(LayerBase):
+    """Feeds a deploy net, in ``caffe time``, the crops the scorer scores: param_str ``crops`` (a ``.npy``
+    file of (K, 3, H, W) float32 crops) and ``batch``; each forward copies the next ``batch`` crops
+    (cycling) into its one top, as the scorer copies its crops into the input blob. Without it ``caffe
+    time`` would run the net on an ``Input`` blob of zeros, which it processes faster than images (seen on
+    the Shallow deploy net on the CPU)."""
+
+    def setup(self, bottom, top) -> None:
+        import yaml
+
+        params = yaml.safe_load(self.param_str)
+        self.crops = np.load(params["crops"], mmap_mode="r")
+        self.batch = int(params["batch"])
+        self.next = 0
+
+    def reshape(self, bottom, top) -> None:
+        top[0].reshape(self.batch, *self.crops.shape[1:])
+
+    def forward(self, bottom, top) -> None:
+        index = (self.next + np.arange(self.batch)) % len(self.crops)
+        top[0].data[...] = self.crops[index]
+        self.next = int(index[-1] + 1) % len(self.crops)
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        """A data layer has nothing to propagate."""
 
 
 def _layer_module() -> Any:
@@ -695,17 +725,38 @@ def plot_curves(siamese: dict[str, Any], path: Path) -> None:
 # Section 4: evaluation
 
 
-def deploy_at_batch(deploy: Path, batch: int, out: Path) -> Path:
-    """A copy of ``deploy`` whose ``Input`` layer takes ``batch`` crops (for ``caffe time``, which runs a net
-    at the shape its prototxt gives)."""
+def deploy_on_crops(deploy: Path, batch: int, crops: Path, out: Path) -> Path:
+    """A copy of ``deploy`` for ``caffe time`` whose ``Input`` layer is replaced by ``CropsDataLayer``
+    (``batch`` crops per pass from the ``.npy`` file ``crops``), with the same top."""
     from tools import train
 
     net_param = train.read_net_param(deploy)
     inputs = [layer for layer in net_param.layer if layer.type == "Input" and layer.input_param.shape]
     if not inputs:
         raise InputError("no Input layer with a shape", deploy)
-    inputs[0].input_param.shape[0].dim[0] = batch
-    train.write_text_proto(net_param, out, f"tools/bench.py: {deploy.name} at batch {batch}")
+    layer = inputs[0]
+    layer.type = "Python"
+    layer.ClearField("input_param")
+    layer.python_param.module = "tools.bench"
+    layer.python_param.layer = "CropsDataLayer"
+    train.set_param_str(layer, {"crops": str(crops.resolve()), "batch": batch})
+    train.write_text_proto(net_param, out, f"tools/bench.py: {deploy.name} on crops, batch {batch}")
+    return out
+
+
+def save_crops(images: list[np.ndarray], info: Any, crops: int, seed: int, limit: int, out: Path) -> Path:
+    """The crops the scorer takes of ``images`` (``tools.scoring.crop_positions``, image ordinal = index),
+    at most ``limit`` of them, as a (K, 3, H, W) float32 ``.npy`` file ``out``."""
+    from tools import scoring
+
+    ch, cw = info.crop_height, info.crop_width
+    taken = []
+    for index, image in enumerate(images):
+        chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+        for y, x in scoring.crop_positions(image.shape[0], image.shape[1], ch, cw, crops, seed, index):
+            taken.append(chw[:, y:y + ch, x:x + cw])
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.stack(taken[:limit]))
     return out
 
 
@@ -736,8 +787,10 @@ def bench_eval(data_dir: Path, work_dir: Path, settings: Settings, seed: int, de
         scorers[batch] = scoring.CropScorer(net, info, settings.eval_crops, batch, seed)
         list(scorers[batch].score([(0, 0, images[0])]))  # warm-up (allocations, reshape)
     work_dir.mkdir(parents=True, exist_ok=True)
-    limit_nets = {batch: deploy_at_batch(deploy, batch, work_dir / f"eval_deploy_b{batch}.prototxt")
-                  for batch in batches}
+    crops_file = save_crops(images, info, settings.eval_crops, seed, EVAL_LIMIT_CROPS,
+                            work_dir / "eval_crops.npy")
+    limit_nets = {batch: deploy_on_crops(deploy, batch, crops_file,
+                                         work_dir / f"eval_deploy_b{batch}.prototxt") for batch in batches}
     rates: dict[int, list[float]] = {batch: [] for batch in batches}
     limits: dict[int, list[float]] = {batch: [] for batch in batches}
     # Repeats alternate between the scorers and `caffe time`, so that a change of load hits all alike; each
@@ -1182,9 +1235,12 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
         f"{s.eval_repeats} repeat(s) alternating between the scorers, median. Image decoding is",
         "left out (the same for all). *Limit*: `caffe time` of the same deploy net at each batch size,",
         "right after each repeat of that scorer and with as many passes as the scorer ran forwards; its",
-        "average forward pass scores batch / crops images. *Of the limit*: the median over the repeats of",
-        "the scorer's rate over the limit of the same repeat. `caffe time` also runs a backward pass, which",
-        "on a deploy net (no loss) is skipped, so only its forward time is used."), ""]
+        "input layer is `tools.bench.CropsDataLayer`, which copies the scorer's own crops (those of the",
+        f"first {min(ev['images'], EVAL_LIMIT_CROPS // ev['crops'])} image(s), cycling) into the",
+        "input blob (on an `Input` blob `caffe time` would run the net on zeros, which is faster than on",
+        "images); its average forward pass scores batch / crops images. *Of the limit*: the median over",
+        "the repeats of the scorer's rate over the limit of the same repeat. `caffe time` also runs a",
+        "backward pass, which on a deploy net (no loss) is skipped, so only its forward time is used."), ""]
 
 
 def render_step_table(nets: list[dict[str, Any]]) -> list[str]:
