@@ -883,6 +883,8 @@ class StepTimer:
 
         self.caffe, self.run, self.device = caffe, run, device
         train.set_device(caffe, device)
+        # Caffe checks at construction that its snapshot prefix (under snapshots/.partial/) can be written.
+        train.discard_unfinished_snapshots(run.snapshot_dir)
         self.solver = caffe.get_solver(str(run.solver_path))
         self.solver.step(warmup)
         self.batch = int(self.solver.net.blobs["data"].num)
