@@ -63,8 +63,9 @@ DIRECTION ?=
 RANK_RUN ?= runs/rank_$(rank_tag)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
-# Start of the fine-tuning head (filler|mean|linear) and scale of its loss (none|std); default per NET:
-# the original's (filler, none) for vgg16, (linear, std) for shallow (rankiqa/head_init.py).
+# Start of the fine-tuning head (filler|mean|linear|calibrate) and scale of its loss (none|std); default
+# per NET (tools/train.py FT_HEAD_DEFAULTS): the original's (filler, none) for vgg16, (calibrate, std) for
+# shallow (rankiqa/head_init.py).
 HEAD_INIT  ?=
 LOSS_SCALE ?=
 # Layers of RANK_MODEL/WEIGHTS not to copy, e.g. SKIP_LAYERS=fc8 with ImageNet VGG-16 as RANK_MODEL: the
