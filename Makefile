@@ -35,6 +35,9 @@ RANK_TYPES ?=
 rank_tag   = $(RANKSET)$(if $(RANK_TYPES),_$(subst $(comma),-,$(RANK_TYPES)))
 RANKS_DIR ?= data/ranks/$(rank_tag)
 LMDB      ?=
+# Run the distortion tasks of `make ranks` on a Dask cluster: the scheduler's address (tcp://host:8786), or
+# `local` for a local cluster of JOBS workers (data_prep/dask_ranks.py).
+DASK      ?=
 DATASET   ?= tid2013
 DATA      ?= /data/$(DATASET)
 FT_DIR    ?= data/ft/$(DATASET)$(if $(FT_TYPES),_$(subst $(comma),-,$(FT_TYPES)))
@@ -114,7 +117,7 @@ help:
 	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU; SEEDS=0,1,2 PRISTINE=dir)"
 	@echo "  make test         the test suite (pytest) + lint"
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
-	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live RANK_TYPES PRISTINE=dir LMDB=1)"
+	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live RANK_TYPES PRISTINE=dir LMDB=1 DASK=addr|local)"
 	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS=x.caffemodel|none RESUME)"
 	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
@@ -154,7 +157,7 @@ check-cuda-build: venv
 
 # ---- pipeline -----------------------------------------------------------------------------------
 ranks: env
-	$(PY) -m data_prep.make_ranks --rankset $(RANKSET) --pristine $(call q,$(PRISTINE)) --out $(call q,$(RANKS_DIR)) \
+	$(PY) -m $(if $(DASK),data_prep.dask_ranks --dask $(call q,$(DASK)),data_prep.make_ranks) --rankset $(RANKSET) --pristine $(call q,$(PRISTINE)) --out $(call q,$(RANKS_DIR)) \
 	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb) $(call opt,--types,$(RANK_TYPES))
 
 train_rank: env

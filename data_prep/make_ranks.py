@@ -65,6 +65,9 @@ MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
 #: ``seeded`` a seeded random permutation.
 SPLIT_RULES = ("sorted", "seeded")
 _LMDB_BATCH_BYTES = 256 << 20
+#: Runs the distortion tasks ``(out, rankset, seed, reference, type, level)`` (each one ``_distort_one``)
+#: with ``(tasks, jobs, progress, rankset)`` and returns how many images it wrote.
+TaskRunner = Callable[[list[tuple], int, bool, str], int]
 
 
 @dataclass
@@ -151,7 +154,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
              seed: int = 0, jobs: int | None = None, test_fraction: float = 0.2, lmdb: bool = False,
              types: str | Sequence[str] | None = None, limit_refs: int | None = None, min_size: int = 227,
              progress: bool = True, warn: Callable[[str], None] | None = None,
-             split_rule: str = "sorted") -> GenerateResult:
+             split_rule: str = "sorted", run_tasks: TaskRunner | None = None) -> GenerateResult:
     """Generate (or finish) the ranking dataset of ``rankset`` in ``out``; see the module docstring.
 
     ``pristine_dir`` is a folder or ``"default"`` (scikit-image's photographs); ``jobs`` None or <= 0 uses
@@ -159,7 +162,8 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
     ones); ``split_rule`` the train/test rule (:func:`split_references`); ``limit_refs`` keeps the first N
     usable pristine images (sorted by file name); images smaller than ``min_size`` on a side are skipped.
     Bad single images are skipped with a warning (``warn``, default: stderr); bad settings raise
-    ``InputError``.
+    ``InputError``. ``run_tasks`` runs the distortion tasks (default: a pool of ``jobs`` local processes;
+    ``data_prep.dask_ranks`` runs them on a Dask cluster); the pristine images are prepared here either way.
     """
     type_names = parse_types(rankset, types)
     _check_split_rule(split_rule)  # before anything is written
@@ -193,7 +197,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         tasks = [(str(out), rankset, int(seed), name, dtype, level)
                  for name in references for dtype in type_names for level in range(1, n_levels + 1)
                  if not (out / relative_path(name, dtype, level)).is_file()]
-        n_written = _run_tasks(tasks, jobs, progress, rankset)
+        n_written = (run_tasks or _run_tasks)(tasks, jobs, progress, rankset)
 
         rows = [(name, dtype, level, relative_path(name, dtype, level), split[name])
                 for dtype in type_names for name in references for level in range(0, n_levels + 1)]
@@ -370,9 +374,7 @@ def _prepare_pristine(sources: list[Path], out: Path, min_size: int, limit_refs:
 def _run_tasks(tasks: list[tuple], jobs: int, progress: bool, rankset: str) -> int:
     global _cached_reference
     _cached_reference = None  # an earlier in-process call may have cached another image of the same name
-    bar = tqdm(total=len(tasks), desc=f"make_ranks {rankset}", unit="img", disable=not progress or not tasks,
-               file=sys.stderr, dynamic_ncols=True)
-    with bar:
+    with progress_bar(len(tasks), rankset, progress) as bar:
         if jobs == 1 or len(tasks) <= 1:
             for task in tasks:
                 _distort_one(task)
@@ -383,6 +385,12 @@ def _run_tasks(tasks: list[tuple], jobs: int, progress: bool, rankset: str) -> i
                     bar.update(1)
     _cached_reference = None
     return len(tasks)
+
+
+def progress_bar(total: int, rankset: str, progress: bool) -> tqdm:
+    """The progress bar of the distortion tasks (stderr, one step per image; none when ``total`` is 0)."""
+    return tqdm(total=total, desc=f"make_ranks {rankset}", unit="img", disable=not progress or not total,
+                file=sys.stderr, dynamic_ncols=True)
 
 
 _cached_reference: tuple[str, np.ndarray] | None = None  # per process: tasks come grouped by reference
@@ -396,14 +404,15 @@ def _distort_one(task: tuple[str, str, int, str, str, int]) -> None:
     target = out_path / relative_path(name, dtype, level)
     if target.is_file():
         return
-    if _cached_reference is None or _cached_reference[0] != f"{out}\0{name}":
+    # Read the cache once into a local: worker threads (a Dask worker's) may replace it meanwhile.
+    cached = _cached_reference
+    if cached is None or cached[0] != f"{out}\0{name}":
         source = out_path / relative_path(name, dtype, 0)
         image = cv2.imread(str(source), cv2.IMREAD_COLOR)
         if image is None:
             raise InputError("cannot read the pristine image (delete it to have it written again)", source)
-        _cached_reference = (f"{out}\0{name}", image)
-    distorted = distortions.distort(_cached_reference[1], rankset, dtype, level,
-                                    image_seed(seed, name, dtype, level))
+        cached = _cached_reference = (f"{out}\0{name}", image)
+    distorted = distortions.distort(cached[1], rankset, dtype, level, image_seed(seed, name, dtype, level))
     atomic_write_bytes(target, _encode_png(distorted))
 
 
@@ -556,11 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_cli(build_parser().parse_args(argv))
+
+
+def run_cli(args: argparse.Namespace, run_tasks: TaskRunner | None = None) -> int:
+    """Generate from the options of :func:`build_parser` and print the one-line summary; returns 0.
+
+    ``run_tasks``: see :func:`generate` (``data_prep.dask_ranks`` passes its cluster's).
+    """
     result = generate(args.rankset, args.pristine, args.out, seed=args.seed, jobs=args.jobs,
                       test_fraction=args.test_fraction, lmdb=args.lmdb, types=args.types,
                       limit_refs=args.limit_refs, min_size=args.min_size, progress=not args.quiet,
-                      split_rule=args.split_rule)
+                      split_rule=args.split_rule, run_tasks=run_tasks)
     print(f"{result.out}: {len(result.references)} references ({len(result.train)} train, "
           f"{len(result.test)} test), {len(result.types)} types, {result.n_rows} manifest rows, "
           f"{result.n_written} images written, {len(result.skipped)} pristine images skipped")

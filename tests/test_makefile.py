@@ -76,6 +76,13 @@ def test_fine_tuning_lists_are_checked_whenever_their_data_folder_is_given_or_th
         assert not any("data_prep.make_ft_lists" in argv for argv in commands)
 
 
+def test_ranks_with_dask_run_the_dask_generator_with_the_same_options() -> None:
+    argv = _tool(_commands("ranks", "DASK=tcp://scheduler:8786", "RANK_TYPES=GN"), "data_prep.dask_ranks")
+    assert _value(argv, "--dask") == "tcp://scheduler:8786" and _value(argv, "--types") == "GN"
+    local = _tool(_commands("ranks", "RANK_TYPES=GN"), "data_prep.make_ranks")
+    assert argv[argv.index("--dask") + 2:] == local[local.index("data_prep.make_ranks") + 1:]
+
+
 def test_ranks_default_to_the_originals_types_and_rank_types_gets_its_own_folder() -> None:
     default = _tool(_commands("ranks"), "data_prep.make_ranks")
     assert "--types" not in default  # the generator's default: the original's 18 listed types

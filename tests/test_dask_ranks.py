@@ -1,0 +1,226 @@
+"""Tests of data_prep.dask_ranks: a Dask run over loopback writes the local generator's bytes, resumes,
+refuses workers that cannot see the output folder, and names the image and the distortion of a failed
+task."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import dask_ranks, distortions
+from data_prep.make_ranks import generate
+from rankiqa.errors import InputError
+from tests.test_make_ranks import REPO, crops, finished_distortions
+
+TYPES = ["GN", "IN", "GB", "JPEG", "BW", "CQD"]  # random and deterministic types, fast ones
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    """Three small colour pristine images."""
+    folder = tmp_path_factory.mktemp("pristine")
+    for name, image in list(crops().items())[:3]:
+        assert cv2.imwrite(str(folder / f"{name}.png"), np.ascontiguousarray(image))
+    return folder
+
+
+def hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every image, manifest and list under ``folder`` (relative path -> hex)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in (".png", ".csv", ".txt")}
+
+
+@pytest.fixture(scope="module")
+def local_run(source_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "ranks"
+    generate("tid2013", source_dir, out, seed=SEED, jobs=1, types=TYPES, min_size=64, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def threads_client():
+    """A LocalCluster of two single-threaded workers inside this process, over loopback."""
+    with dask_ranks.connect(dask_ranks.LOCAL, 2, processes=False) as client:
+        yield client
+
+
+def dask_generate(client, source_dir: Path, out: Path, **kwargs):
+    return generate("tid2013", source_dir, out, seed=SEED, jobs=1, types=TYPES, min_size=64, progress=False,
+                    run_tasks=dask_ranks.runner(client, wait_s=60), **kwargs)
+
+
+@pytest.mark.parametrize("workers, processes", [(1, False), (2, True)])
+def test_a_dask_run_writes_the_local_runs_bytes(source_dir, local_run, tmp_path, workers, processes):
+    out = tmp_path / "ranks"
+    with dask_ranks.connect(dask_ranks.LOCAL, workers, processes=processes) as client:
+        assert len(client.scheduler_info()["workers"]) == workers
+        result = dask_generate(client, source_dir, out)
+    assert result.n_written == 3 * len(TYPES) * 4
+    assert hashes(out) == hashes(local_run)
+    assert len(hashes(out)) == 3 + 3 * len(TYPES) * 4 + 3  # pristine, distorted, manifest and two lists
+    assert not (out / dask_ranks.TOKEN_FILE).exists()
+
+
+def test_a_rerun_finishes_without_redoing_finished_images(source_dir, local_run, threads_client, tmp_path):
+    out = tmp_path / "ranks"
+    dask_generate(threads_client, source_dir, out)
+    manifest = out / "manifest.csv"
+    # An interrupted run: some images never written, one cut short during its write, no manifest yet.
+    removed = [out / "GN/GN2/astro.png", out / "BW/BW4/flag.png", out / "CQD/CQD1/coffee.png"]
+    for path in removed:
+        path.unlink()
+    partial = out / "GB/GB3/.astro.png.k3j9.tmp.png"
+    partial.write_bytes(b"\x89PNG half an image")
+    manifest.unlink()
+    kept = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished_distortions(out)}
+
+    result = dask_generate(threads_client, source_dir, out)
+    assert result.n_written == len(removed)
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept} == kept, "finished images were redone"
+    assert not partial.exists()
+    assert hashes(out) == hashes(local_run)
+    # Nothing left to do: nothing is submitted, nothing written.
+    assert dask_generate(threads_client, source_dir, out).n_written == 0
+
+
+def test_the_client_killed_midway_then_the_same_command_finishes(source_dir, local_run, tmp_path):
+    out = tmp_path / "ranks"
+    command = [sys.executable, "-m", "data_prep.dask_ranks", "--dask", "local", "--dask-workers", "1",
+               "--rankset", "tid2013", "--pristine", str(source_dir), "--out", str(out), "--seed", str(SEED),
+               "--jobs", "1", "--quiet", "--min-size", "64", "--types", ",".join(TYPES)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(finished_distortions(out)) >= 5:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the client cancels its tasks and closes its cluster
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr  # the run was interrupted, not finished
+    assert "run the same command again to resume" in stderr
+    done = finished_distortions(out)
+    assert 5 <= len(done) < 3 * len(TYPES) * 4 and not (out / "manifest.csv").exists()
+    kept = {p: p.stat().st_ino for p in done}
+
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert f"{3 * len(TYPES) * 4 - len(done)} images written" in finished.stdout
+    assert {p: p.stat().st_ino for p in kept} == kept
+    assert hashes(out) == hashes(local_run)
+
+
+def test_workers_that_do_not_see_the_output_folder_are_refused(source_dir, threads_client, tmp_path,
+                                                              monkeypatch):
+    # The client's token lands where the workers do not look: as on a folder that is not shared.
+    out = tmp_path / "ranks"
+    real_write = dask_ranks.atomic_write_text
+    monkeypatch.setattr(dask_ranks, "atomic_write_text",
+                        lambda path, text: real_write(tmp_path / "client-only.token", text))
+    with pytest.raises(InputError, match="2 of 2 Dask worker.*cannot see the output folder") as err:
+        dask_generate(threads_client, source_dir, out)
+    assert err.value.path == str(out.resolve())
+    assert dask_ranks.TOKEN_FILE in str(err.value)
+    assert not finished_distortions(out) and not (out / "manifest.csv").exists()
+
+
+def test_a_worker_checks_the_folder_before_its_first_task(tmp_path):
+    token_path = tmp_path / dask_ranks.TOKEN_FILE
+    task = (str(tmp_path), "tid2013", 0, "astro", "GN", 1)
+    with pytest.raises(InputError, match="cannot see the client's output folder") as err:
+        dask_ranks.distort_image(task, str(token_path), "abc")
+    assert err.value.path == str(tmp_path)
+    token_path.write_text("another run's\n")
+    assert dask_ranks.read_token(str(token_path), "abc") == f"{token_path} holds another run's token"
+    token_path.write_text("abc\n")
+    assert dask_ranks.read_token(str(token_path), "abc") is None
+
+
+def test_a_worker_without_the_shared_folder_fails_the_run(source_dir, tmp_path):
+    """A real worker process whose view of the output folder is an empty file system of its own."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (unshare --mount needs root)")
+    from distributed import Client, LocalCluster
+
+    out = tmp_path / "ranks"
+    out.mkdir()
+    with LocalCluster(n_workers=0, dashboard_address=None) as cluster, Client(cluster) as client:
+        worker = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             'mount -t tmpfs none "$0" && exec "$1" -m distributed.cli.dask_worker "$2" --nthreads 1 '
+             '--no-dashboard', str(out), sys.executable, cluster.scheduler_address],
+            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client.wait_for_workers(1, timeout=120)
+            with pytest.raises(InputError, match="1 of 1 Dask worker.*cannot read .*No such file") as err:
+                dask_generate(client, source_dir, out)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    assert err.value.path == str(out.resolve())
+    assert not finished_distortions(out)
+
+
+def test_a_failed_task_names_the_image_and_the_distortion(source_dir, threads_client, tmp_path, monkeypatch):
+    out = tmp_path / "ranks"
+    real = distortions.distort
+
+    def broken(image, rankset, dtype, level, seed):
+        if dtype == "JPEG" and level == 3:
+            raise ZeroDivisionError("a bug in JPEG")
+        return real(image, rankset, dtype, level, seed)
+
+    monkeypatch.setattr(distortions, "distort", broken)  # the workers are threads of this process
+    with pytest.raises(dask_ranks.TaskFailed, match=r"image '\w+', JPEG level 3 .*: ZeroDivisionError: a bug "
+                                                    "in JPEG") as err:
+        dask_generate(threads_client, source_dir, out)
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
+    assert not (out / "manifest.csv").exists()
+    assert not [p for p in out.rglob(".*") if ".tmp" in p.name]
+    # Bad input on a worker (a pristine image that cannot be read) stays an InputError: exit 2.
+    monkeypatch.setattr(distortions, "distort", real)
+    (out / "pristine/coffee.png").write_bytes(b"not a png")
+    for path in out.glob("*/*/coffee.png"):
+        path.unlink()
+    with pytest.raises(InputError, match=r"image 'coffee', \w+ level \d .*cannot read the pristine image"):
+        dask_generate(threads_client, source_dir, out)
+
+
+def test_an_unreachable_scheduler_is_named(tmp_path):
+    with pytest.raises(InputError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        with dask_ranks.connect("tcp://127.0.0.1:9", 1):
+            pass
+
+
+def test_cli_exit_code_and_summary(source_dir, local_run, tmp_path):
+    out = tmp_path / "ranks"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "data_prep.dask_ranks", "--dask", "local"]
+    ok = subprocess.run([*command, "--dask-workers", "2", "--pristine", str(source_dir), "--out", str(out),
+                         "--seed", str(SEED), "--jobs", "1", "--min-size", "64", "--types", ",".join(TYPES),
+                         "--quiet"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert f"{3 * len(TYPES) * 4} images written" in ok.stdout
+    assert hashes(out) == hashes(local_run)
+    bad = subprocess.run([*command, "--pristine", str(tmp_path / "none"), "--out", str(tmp_path / "x")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "error:" in bad.stderr and str(tmp_path / "none") in bad.stderr
+
