@@ -10,13 +10,14 @@ cluster's workers, through ``dask.distributed``. ``--dask local`` starts a ``Loc
 
 - The same bytes as a local run for the same seed, whatever the number of workers: each image's random
   draws are keyed by (seed, reference, type, level) (``make_ranks.image_seed``), and each worker runs the
-  local generator's own task function.
+  local generator's own task function. A worker whose generator version or library versions
+  (:func:`libraries`: numpy, OpenCV, Pillow, SciPy, bm3d) differ from the client's is refused.
 - The output folder must be at the same path on the client and on every worker (a shared file system).
   Before any task the client writes a token of random content into ``<out>/.dask_ranks.token``; the workers
   present are asked to read it before anything is submitted, and every worker process (one that joins
-  later too) reads it before its first task. A worker that cannot read it, or reads another content, stops
-  the run with an error naming the worker and the folder: its images would be written where the client
-  never sees them.
+  later too) reads it before its first task (and compares its libraries). A worker that cannot read it,
+  or reads another content, stops the run with an error naming the worker and the folder: its images would
+  be written where the client never sees them.
 - Resumable and safe: each worker writes each image under a temporary name and renames it (a killed worker
   leaves only a temporary file, which the client removes; Dask gives its task to another worker); an image
   that exists is never redone; after an interrupted run (client or workers killed) the same command
@@ -36,9 +37,10 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 
-from data_prep import make_ranks
+from data_prep import distortions, make_ranks
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 
@@ -49,6 +51,9 @@ TOKEN_FILE = ".dask_ranks.token"
 SUBMIT_CHUNK = 1000
 MAX_IN_FLIGHT = 20_000
 
+#: The packages whose versions decide the bytes of the distorted images (``data_prep.distortions``' imports).
+BYTE_PACKAGES = ("numpy", "opencv-python-headless", "pillow", "scipy", "bm3d")
+
 _checked_tokens: set[str] = set()  # per worker process: the tokens (runs) whose file it has read
 
 
@@ -58,7 +63,7 @@ class TaskFailed(RuntimeError):
 
 
 def read_token(path: str, token: str) -> str | None:
-    """Worker side: ``None`` when the file ``path`` holds ``token``, else why not (one line)."""
+    """``None`` when the file ``path`` holds ``token``, else why not (one line)."""
     try:
         seen = Path(path).read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as err:
@@ -68,18 +73,45 @@ def read_token(path: str, token: str) -> str | None:
     return None
 
 
-def distort_image(task: tuple[str, str, int, str, str, int], token_path: str, token: str) -> int:
+def libraries() -> dict[str, str]:
+    """What decides a distorted image's bytes besides its inputs: the generator's version
+    (``distortions.GENERATOR_VERSION``) and the versions of the packages ``data_prep.distortions`` calls."""
+    found = {"generator": str(distortions.GENERATOR_VERSION)}
+    for package in BYTE_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "missing"
+    return found
+
+
+def worker_problem(token_path: str, token: str, client_libraries: dict[str, str]) -> str | None:
+    """Worker side: ``None`` when this process sees the client's token file (the output folder) and has the
+    client's :func:`libraries`, else what is wrong (one line)."""
+    problem = read_token(token_path, token)
+    if problem is not None:
+        return (f"cannot see the output folder ({problem}): it must be on a file system the workers share, "
+                "at the same path")
+    mine = libraries()
+    differ = [f"{name} {mine.get(name)} here, {version} on the client"
+              for name, version in client_libraries.items() if mine.get(name) != version]
+    if differ:
+        return (f"has other libraries than the client, which write other bytes ({'; '.join(differ)}): run "
+                "the workers in the client's Python environment")
+    return None
+
+
+def distort_image(task: tuple[str, str, int, str, str, int], token_path: str, token: str,
+                  client_libraries: dict[str, str]) -> int:
     """Worker side: write one distorted image (``make_ranks._distort_one``); return its size in bytes.
 
-    Before its first task, each worker process checks that it sees the client's output folder
-    (:func:`read_token`); it raises ``InputError`` naming the folder when it does not.
+    Before its first task of a run, each worker process checks itself (:func:`worker_problem`) and raises
+    ``InputError`` naming the output folder when it cannot serve the run.
     """
     if token not in _checked_tokens:  # the first task of this run in this process
-        problem = read_token(token_path, token)
+        problem = worker_problem(token_path, token, client_libraries)
         if problem is not None:
-            raise InputError(f"this worker cannot see the client's output folder ({problem}): the folder "
-                             "must be on a file system the workers share, at the same path",
-                             Path(token_path).parent)
+            raise InputError(f"this Dask worker {problem}", Path(token_path).parent)
         make_ranks._worker_init()
         # A long-lived worker may have cached a pristine image of the same path from an earlier run.
         make_ranks._cached_reference = None
@@ -155,15 +187,14 @@ def _check_workers(client, out: Path, token_path: str, token: str, wait_s: float
         raise InputError(f"no Dask worker joined the scheduler {client.scheduler.address} within "
                          f"{wait_s:g} s") from None
     try:
-        answers = client.run(read_token, token_path, token)
+        answers = client.run(worker_problem, token_path, token, libraries())
     except Exception as err:  # a worker that cannot unpickle the check cannot import this project
         raise InputError(f"the Dask workers cannot run this project's code ({type(err).__name__}: {err}): "
                          "start them with this project's Python environment") from None
     bad = {worker: problem for worker, problem in sorted(answers.items()) if problem is not None}
     if bad:
-        listed = "; ".join(f"{worker}: {problem}" for worker, problem in bad.items())
-        raise InputError(f"{len(bad)} of {len(answers)} Dask worker(s) cannot see the output folder, which "
-                         f"must be on a file system they share, at the same path: {listed}", out)
+        listed = "; ".join(f"{worker} {problem}" for worker, problem in bad.items())
+        raise InputError(f"{len(bad)} of {len(answers)} Dask worker(s) cannot serve this run: {listed}", out)
 
 
 def _collect(client, tasks: list[tuple], token_path: str, token: str, progress: bool,
@@ -172,6 +203,7 @@ def _collect(client, tasks: list[tuple], token_path: str, token: str, progress: 
     from distributed import as_completed
 
     waiting = iter(tasks)
+    versions = libraries()
     owner: dict = {}
     finished = as_completed()
     sizes: dict[tuple, int] = {}
@@ -181,7 +213,8 @@ def _collect(client, tasks: list[tuple], token_path: str, token: str, progress: 
             chunk = list(itertools.islice(waiting, SUBMIT_CHUNK))
             if not chunk:
                 return
-            futures = client.map(distort_image, chunk, token_path=token_path, token=token, pure=False)
+            futures = client.map(distort_image, chunk, token_path=token_path, token=token,
+                                 client_libraries=versions, pure=False)
             for future, task in zip(futures, chunk, strict=True):
                 owner[future] = task
                 finished.add(future)

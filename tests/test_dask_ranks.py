@@ -134,23 +134,31 @@ def test_workers_that_do_not_see_the_output_folder_are_refused(source_dir, threa
     real_write = dask_ranks.atomic_write_text
     monkeypatch.setattr(dask_ranks, "atomic_write_text",
                         lambda path, text: real_write(tmp_path / "client-only.token", text))
-    with pytest.raises(InputError, match="2 of 2 Dask worker.*cannot see the output folder") as err:
+    with pytest.raises(InputError, match="2 of 2 Dask worker.*cannot see the output folder .cannot") as err:
         dask_generate(threads_client, source_dir, out)
     assert err.value.path == str(out.resolve())
     assert dask_ranks.TOKEN_FILE in str(err.value)
     assert not finished_distortions(out) and not (out / "manifest.csv").exists()
 
 
-def test_a_worker_checks_the_folder_before_its_first_task(tmp_path):
+def test_a_worker_checks_the_folder_and_its_libraries_before_its_first_task(tmp_path):
     token_path = tmp_path / dask_ranks.TOKEN_FILE
     task = (str(tmp_path), "tid2013", 0, "astro", "GN", 1)
-    with pytest.raises(InputError, match="cannot see the client's output folder") as err:
-        dask_ranks.distort_image(task, str(token_path), "abc")
+    ours = dask_ranks.libraries()
+    assert ours["generator"] == str(distortions.GENERATOR_VERSION) and "missing" not in ours.values()
+    with pytest.raises(InputError, match="this Dask worker cannot see the output folder") as err:
+        dask_ranks.distort_image(task, str(token_path), "abc", ours)
     assert err.value.path == str(tmp_path)
-    token_path.write_text("another run's\n")
-    assert dask_ranks.read_token(str(token_path), "abc") == f"{token_path} holds another run's token"
+    token_path.write_text("def\n")
+    problem = dask_ranks.worker_problem(str(token_path), "abc", ours)
+    assert f"{token_path} holds another run's token" in problem
     token_path.write_text("abc\n")
-    assert dask_ranks.read_token(str(token_path), "abc") is None
+    assert dask_ranks.worker_problem(str(token_path), "abc", ours) is None
+    other = {**ours, "numpy": "1.0.0", "generator": "0"}
+    version = distortions.GENERATOR_VERSION
+    with pytest.raises(InputError, match=rf"other libraries .*generator {version} here, 0 on the client; "
+                                         rf"numpy {ours['numpy']} here, 1.0.0 on the client"):
+        dask_ranks.distort_image(task, str(token_path), "abc", other)
 
 
 def test_a_worker_without_the_shared_folder_fails_the_run(source_dir, tmp_path):
