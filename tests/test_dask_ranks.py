@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import dask_ranks, distortions
+from data_prep import dask_ranks, distortions, pristine
 from data_prep.make_ranks import generate
 from rankiqa.errors import InputError
 from tests.test_make_ranks import REPO, crops, finished_distortions
@@ -125,6 +125,43 @@ def test_the_client_killed_midway_then_the_same_command_finishes(source_dir, loc
     assert f"{3 * len(TYPES) * 4 - len(done)} images written" in finished.stdout
     assert {p: p.stat().st_ino for p in kept} == kept
     assert hashes(out) == hashes(local_run)
+
+
+def test_a_worker_killed_midway_does_not_cost_the_run_its_bytes(tmp_path):
+    """A worker process killed during the run: Dask gives its task to the other one; nothing is lost."""
+    import threading
+
+    sources = tmp_path / "pristine"
+    sources.mkdir()
+    photo = cv2.imread(str(pristine.skimage_data_dir() / "astronaut.png"), cv2.IMREAD_COLOR)
+    for k in range(3):  # larger images than the other tests', so that the run lasts past the kill
+        crop = np.ascontiguousarray(photo[k * 100:k * 100 + 300, :300])
+        assert cv2.imwrite(str(sources / f"p{k}.png"), crop)
+    local = tmp_path / "local"
+    generate("tid2013", sources, local, seed=SEED, jobs=1, types=TYPES, min_size=64, progress=False)
+    out = tmp_path / "ranks"
+    outcome: dict = {}
+    with dask_ranks.connect(dask_ranks.LOCAL, 2) as client:
+        def run() -> None:
+            try:
+                outcome["result"] = dask_generate(client, sources, out)
+            except BaseException as err:  # handed to the test's thread
+                outcome["error"] = err
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 180
+        while len(finished_distortions(out)) < 5 and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        victim = sorted(client.run(os.getpid).values())[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = len(finished_distortions(out))
+        thread.join(timeout=300)
+    assert killed_at < 3 * len(TYPES) * 4, "the run ended before a worker could be killed"
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].n_written == 3 * len(TYPES) * 4
+    assert not [p for p in out.rglob(".*") if ".tmp" in p.name]
+    assert hashes(out) == hashes(local)
 
 
 def test_workers_that_do_not_see_the_output_folder_are_refused(source_dir, threads_client, tmp_path,
