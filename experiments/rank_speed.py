@@ -87,16 +87,19 @@ def projection(table: dict[str, list[dict[str, float]]], pristine_bytes: int, re
 
 
 def markdown(result: dict) -> str:
-    """The README table of ``result`` (what :func:`main` writes to ``rank_speed.json``)."""
+    """The README table of ``result`` (what :func:`main` writes to ``rank_speed.json``): CPU seconds per
+    level, their mean, the mean wall seconds, the mean PNG size; then the projections."""
     table = result["table"]
     n_levels = len(next(iter(table.values())))
     head = " | ".join(f"level {k}" for k in range(1, n_levels + 1))
-    lines = [f"| type | {head} | mean | PNG per level (KiB, mean) |", "|---" * (n_levels + 3) + "|"]
+    lines = [f"| type | {head} | mean | mean wall | PNG per level (KiB, mean) |",
+             "|---" * (n_levels + 4) + "|"]
     for dtype, levels in table.items():
         cells = " | ".join(f"{level['seconds']:.3g}" for level in levels)
         mean_s = statistics.mean(level["seconds"] for level in levels)
+        mean_wall = statistics.mean(level["wall_seconds"] for level in levels)
         mean_kib = statistics.mean(level["png_bytes"] for level in levels) / 1024
-        lines.append(f"| {dtype} | {cells} | {mean_s:.3g} | {mean_kib:.0f} |")
+        lines.append(f"| {dtype} | {cells} | {mean_s:.3g} | {mean_wall:.3g} | {mean_kib:.0f} |")
     lines.append("")
     for name, proj in result["projections"].items():
         lines.append(f"- {name}: {proj['images']:,} images, {proj['core_hours']:.0f} core-hours, "
