@@ -126,14 +126,17 @@ def connect(address: str, workers: int, processes: bool = True) -> Iterator:
     """A ``distributed.Client`` of the scheduler at ``address``, or of a new ``LocalCluster`` for ``"local"``.
 
     The local cluster has ``workers`` workers of one thread each (in processes, or threads of this process
-    with ``processes=False``) and no dashboard; it is shut down on exit. An unreachable scheduler raises
-    ``InputError`` naming the address.
+    with ``processes=False``; 0: a scheduler alone, for workers started elsewhere) and no dashboard; it is
+    shut down on exit. An unreachable scheduler raises ``InputError`` naming the address.
     """
     from distributed import Client, LocalCluster
 
     if address == LOCAL:
-        with LocalCluster(n_workers=max(workers, 1), threads_per_worker=1, processes=processes,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+        # The scheduler's HTTP server (health checks) starts without a dashboard too: on a free port, not
+        # 8787, which another cluster on the machine may hold.
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                          dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
+                Client(cluster) as client:
             yield client
         return
     try:

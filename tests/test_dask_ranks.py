@@ -203,15 +203,13 @@ def test_a_worker_without_the_shared_folder_fails_the_run(source_dir, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "--mount", "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot make a mount namespace here (unshare --mount needs root)")
-    from distributed import Client, LocalCluster
-
     out = tmp_path / "ranks"
     out.mkdir()
-    with LocalCluster(n_workers=0, dashboard_address=None) as cluster, Client(cluster) as client:
+    with dask_ranks.connect(dask_ranks.LOCAL, 0) as client:
         worker = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c",
              'mount -t tmpfs none "$0" && exec "$1" -m distributed.cli.dask_worker "$2" --nthreads 1 '
-             '--no-dashboard', str(out), sys.executable, cluster.scheduler_address],
+             '--no-dashboard', str(out), sys.executable, client.scheduler.address],
             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             client.wait_for_workers(1, timeout=120)
