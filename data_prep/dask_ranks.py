@@ -122,12 +122,13 @@ def distort_image(task: tuple[str, str, int, str, str, int], token_path: str, to
 
 
 @contextlib.contextmanager
-def connect(address: str, workers: int, processes: bool = True) -> Iterator:
+def connect(address: str, workers: int, processes: bool = True, timeout_s: float = 30.0) -> Iterator:
     """A ``distributed.Client`` of the scheduler at ``address``, or of a new ``LocalCluster`` for ``"local"``.
 
     The local cluster has ``workers`` workers of one thread each (in processes, or threads of this process
     with ``processes=False``; 0: a scheduler alone, for workers started elsewhere) and no dashboard; it is
-    shut down on exit. An unreachable scheduler raises ``InputError`` naming the address.
+    shut down on exit. A scheduler that does not answer within ``timeout_s`` seconds raises ``InputError``
+    naming the address.
     """
     from distributed import Client, LocalCluster
 
@@ -140,7 +141,7 @@ def connect(address: str, workers: int, processes: bool = True) -> Iterator:
             yield client
         return
     try:
-        client = Client(address, timeout="30s")
+        client = Client(address, timeout=f"{timeout_s}s")
     except (OSError, TimeoutError, ValueError) as err:
         raise InputError(f"cannot reach the Dask scheduler at {address} ({err})") from None
     with client:

@@ -249,7 +249,7 @@ def test_a_failed_task_names_the_image_and_the_distortion(source_dir, threads_cl
 
 def test_an_unreachable_scheduler_is_named(tmp_path):
     with pytest.raises(InputError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
-        with dask_ranks.connect("tcp://127.0.0.1:9", 1):
+        with dask_ranks.connect("tcp://127.0.0.1:9", 1, timeout_s=2):
             pass
 
 
