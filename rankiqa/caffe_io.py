@@ -15,6 +15,8 @@ from rankiqa.errors import InputError
 
 #: The advice of a shape mismatch when weights are transferred into a net for training.
 RENAME_HINT = "rename the layer in the net to train it from scratch"
+#: The advice when a model's weights do not fit the deploy net it is scored (or exported) with.
+DEPLOY_HINT = "wrong deploy prototxt for this model?"
 
 
 def import_caffe() -> Any:
@@ -46,11 +48,43 @@ def build_mode(caffe: Any) -> str:
 
 
 def caffe_pb2() -> Any:
-    """The ``caffe_pb2`` protobuf module."""
-    import_caffe()
+    """The ``caffe_pb2`` protobuf module: pycaffe's, or where pycaffe does not import, the same messages
+    from ``rankiqa.caffe_proto`` (reading prototxts and caffemodels needs no Caffe: ONNX export)."""
+    try:
+        import_caffe()
+    except InputError:
+        from rankiqa import caffe_proto
+
+        return caffe_proto.caffe_pb2()
     from caffe.proto import caffe_pb2 as pb2
 
     return pb2
+
+
+def layer_types() -> set[str] | None:
+    """The layer types registered in pycaffe; None where pycaffe does not import (then no net is built
+    here, and whoever reads the net refuses the types it does not know)."""
+    try:
+        return set(import_caffe().layer_type_list())
+    except InputError:
+        return None
+
+
+def read_net_prototxt(path: str | os.PathLike, what: str = "net prototxt") -> Any:
+    """Parse a text ``NetParameter`` (UTF-8, a byte-order mark dropped); ``InputError`` naming the file
+    when it is missing or not a valid net (``what`` names the kind of file in the messages)."""
+    from google.protobuf import text_format
+
+    from rankiqa.lists import TEXT_ENCODING
+
+    if not Path(path).is_file():
+        raise InputError(f"{what} not found", path)
+    net_param = caffe_pb2().NetParameter()
+    try:
+        text_format.Parse(Path(path).read_text(encoding=TEXT_ENCODING), net_param)
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        raise InputError(f"not a valid {what}: {err}", path) from None
+    return net_param
 
 
 def parse_binary(path: Path, message: Any, what: str) -> Any:
@@ -123,3 +157,19 @@ def check_weight_shapes(source: Any, target_shapes: dict[str, list[tuple[int, ..
                                  weights_path)
         copied.append(layer.name)
     return copied
+
+
+def check_deploy_weights(source: Any, target_shapes: dict[str, list[tuple[int, ...]]],
+                         weights_path: Path) -> None:
+    """Refuse a caffemodel (``source``, a ``NetParameter``) that does not fit a deploy net whose layers have
+    the parameter shapes ``target_shapes`` (layer name -> blob shapes, ``[]`` for layers without any).
+
+    Caffe keeps the random start of a layer missing from the file silently (e.g. ``fc6`` vs ``fc6_m``) and
+    aborts on a shape mismatch: both are an ``InputError`` naming the weights file and the layer here.
+    """
+    stored = {layer.name for layer in [*source.layer, *source.layers] if len(layer.blobs) > 0}
+    missing = [name for name, shapes in target_shapes.items() if shapes and name not in stored]
+    if missing:
+        raise InputError(f"no weights for layer(s) {missing} of the deploy net (the model holds "
+                         f"{sorted(stored)}): {DEPLOY_HINT}", weights_path)
+    check_weight_shapes(source, target_shapes, Path(weights_path), hint=DEPLOY_HINT)

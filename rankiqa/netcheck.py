@@ -33,10 +33,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from rankiqa.caffe_io import import_caffe
+from rankiqa.caffe_io import import_caffe, layer_types
 from rankiqa.errors import InputError
 
 Shape = tuple[int | None, ...]
+#: ``(h, w)`` of a kernel, stride or pad.
+Pair = tuple[int, int]
 
 #: Learning-rate policies of Caffe's SGD solvers (``sgd_solver.cpp``); others abort the process.
 LR_POLICIES: tuple[str, ...] = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
@@ -119,7 +121,10 @@ def _pair(values: Sequence[int], h_field: int, w_field: int, has_hw: bool, defau
     return (int(values[0]), int(values[-1]))
 
 
-def _conv_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
+def conv_geometry(layer: Any, source: str) -> tuple[Pair, Pair, Pair, int, int]:
+    """``(kernel, stride, pad, dilation, group)`` of a Convolution layer, the first three as ``(h, w)``, as
+    Caffe reads them (a repeated field or its ``_h``/``_w`` pair); ``InputError`` for values Caffe aborts
+    on."""
     p = layer.convolution_param
     kh, kw = _pair(p.kernel_size, p.kernel_h, p.kernel_w, p.HasField("kernel_h"), None, "kernel_size", layer,
                    source)
@@ -129,9 +134,14 @@ def _conv_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
     if min(kh, kw) < 1 or min(sh, sw) < 1 or min(ph, pw) < 0 or dilation < 1:
         raise InputError(f"{_where(layer)}: kernel {kh}x{kw}, stride {sh}x{sw}, pad {ph}x{pw} and dilation "
                          f"{dilation} must be positive (pad >= 0)", source)
+    return (kh, kw), (sh, sw), (ph, pw), dilation, p.group or 1
+
+
+def _conv_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
+    p = layer.convolution_param
+    (kh, kw), (sh, sw), (ph, pw), dilation, group = conv_geometry(layer, source)
     if p.num_output < 1:
         raise InputError(f"{_where(layer)}: num_output must be >= 1", source)
-    group = p.group or 1
     if bottom is None:
         return None
     if len(bottom) != 4:
@@ -153,16 +163,16 @@ def _conv_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
     return (bottom[0], int(p.num_output), out[0], out[1])
 
 
-def _pool_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
+def pool_geometry(layer: Any, source: str) -> tuple[Pair, Pair, Pair] | None:
+    """``(kernel, stride, pad)`` of a Pooling layer, each ``(h, w)``; None for global pooling. ``InputError``
+    for values Caffe aborts on."""
     p = layer.pooling_param
-    if bottom is not None and len(bottom) != 4:
-        raise InputError(f"{_where(layer)}: needs a 4-D bottom (N, C, H, W), got {_fmt(bottom)}", source)
     if p.global_pooling:
         if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
             raise InputError(f"{_where(layer)}: global_pooling takes no kernel size", source)
         if (p.pad or p.pad_h or p.pad_w) or (p.stride != 1 or p.stride_h not in (0, 1)):
             raise InputError(f"{_where(layer)}: global_pooling needs pad 0 and stride 1", source)
-        return None if bottom is None else (bottom[0], bottom[1], 1, 1)
+        return None
     has_kernel = p.HasField("kernel_size") or (p.HasField("kernel_h") and p.HasField("kernel_w"))
     if not has_kernel:
         raise InputError(f"{_where(layer)}: kernel_size (or kernel_h and kernel_w) is not set", source)
@@ -173,6 +183,16 @@ def _pool_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
         raise InputError(f"{_where(layer)}: kernel {kh}x{kw} and stride {sh}x{sw} must be positive", source)
     if ph >= kh or pw >= kw:
         raise InputError(f"{_where(layer)}: pad {ph}x{pw} must be smaller than the kernel {kh}x{kw}", source)
+    return (kh, kw), (sh, sw), (ph, pw)
+
+
+def _pool_top(layer: Any, bottom: Shape | None, source: str) -> Shape | None:
+    if bottom is not None and len(bottom) != 4:
+        raise InputError(f"{_where(layer)}: needs a 4-D bottom (N, C, H, W), got {_fmt(bottom)}", source)
+    geometry = pool_geometry(layer, source)
+    if geometry is None:
+        return None if bottom is None else (bottom[0], bottom[1], 1, 1)
+    (kh, kw), (sh, sw), (ph, pw) = geometry
     if bottom is None:
         return None
     out = []
@@ -363,7 +383,7 @@ def infer_shapes(net_param: Any, source: str | os.PathLike, phase: str,
     search). Raises ``InputError`` naming ``source`` and the layer for what Caffe would abort on.
     """
     source = str(source)
-    known = set(import_caffe().layer_type_list())
+    known = layer_types()
     blobs: dict[str, Shape | None] = {}
     inputs: set[str] = set()
 
@@ -379,7 +399,7 @@ def infer_shapes(net_param: Any, source: str | os.PathLike, phase: str,
     for layer in net_param.layer:
         if not layer_in_phase(layer, phase):
             continue
-        if layer.type not in known:
+        if known is not None and layer.type not in known:
             raise InputError(f"layer {layer.name!r}: unknown layer type {layer.type!r}"
                              f"{_suggest(layer.type, sorted(known))}", source)
         bottoms = []
