@@ -26,7 +26,6 @@ import numpy as np
 
 from rankiqa import caffe_io, netcheck
 from rankiqa.errors import InputError
-from rankiqa.lists import TEXT_ENCODING
 
 #: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
 RANKING_HEAD = "fc8_m"
@@ -63,6 +62,12 @@ class DeployInfo:
     def head_kind(self) -> str:
         """``ranking`` (fc8_m), ``finetuned`` (fc8) or ``other``."""
         return {RANKING_HEAD: "ranking", FINETUNED_HEAD: "finetuned"}.get(self.output_blob, "other")
+
+    @property
+    def score_scale(self) -> str:
+        """``relative`` for a ranking head (only the order of its scores means something), ``absolute`` for
+        the others (the scale of the labels the head was trained on)."""
+        return "relative" if self.head_kind == "ranking" else "absolute"
 
 
 def _input_shape(net_param: Any, path: str) -> tuple[str, list[int]]:
@@ -109,17 +114,8 @@ def choose_output_blob(net_param: Any, path: str) -> str:
 
 def read_deploy(path: str | os.PathLike) -> DeployInfo:
     """Parse a deploy prototxt: its input blob and crop size, and its output (score) blob."""
-    from google.protobuf import text_format
-
-    caffe_pb2 = caffe_io.caffe_pb2()
     path = str(path)
-    if not Path(path).is_file():
-        raise InputError("deploy prototxt not found", path)
-    net_param = caffe_pb2.NetParameter()
-    try:
-        text_format.Parse(Path(path).read_text(encoding=TEXT_ENCODING), net_param)
-    except (text_format.ParseError, UnicodeDecodeError) as err:
-        raise InputError(f"not a valid net prototxt: {err}", path) from None
+    net_param = caffe_io.read_net_prototxt(path, "deploy prototxt")
     # What Caffe would abort the process on (an input too small for the net, an unknown layer ...).
     netcheck.check_net(net_param, path, "test")
     name, shape = _input_shape(net_param, path)
@@ -139,14 +135,8 @@ def _check_weights(net: Any, model_path: str) -> None:
     turned into an ``InputError`` naming the model and the layer.
     """
     model = caffe_io.read_caffemodel(Path(model_path))
-    stored = {layer.name for layer in [*model.layer, *model.layers] if len(layer.blobs) > 0}
-    missing = [name for name in net.params if name not in stored]
-    if missing:
-        raise InputError(f"no weights for layer(s) {missing} of the deploy net (the model holds "
-                         f"{sorted(stored)}): wrong deploy prototxt for this model?", model_path)
     shapes = {name: [tuple(blob.data.shape) for blob in params] for name, params in net.params.items()}
-    caffe_io.check_weight_shapes(model, shapes, Path(model_path),
-                                 hint="wrong deploy prototxt for this model?")
+    caffe_io.check_deploy_weights(model, shapes, Path(model_path))
 
 
 def _require_gpu_build(caffe: Any, gpu: int) -> None:
@@ -290,15 +280,20 @@ class CropScorer:
         self.seed = seed
         self._buffer = np.empty((batch, 3, info.crop_height, info.crop_width), dtype=np.float32)
 
-    def _forward(self, count: int) -> np.ndarray:
-        """Run the net on the first ``count`` crops of the buffer; one score per crop."""
+    def _outputs(self, count: int) -> np.ndarray:
+        """The output blob of the net (a Caffe net) for the first ``count`` crops of the buffer; a backend
+        (``rankiqa.onnx_scoring``) overrides this and nothing else."""
         blob = self.net.blobs[self.info.input_blob]
         if blob.data.shape[0] != count:  # reshape only when the batch size changes (the last batch)
             blob.reshape(count, 3, self.info.crop_height, self.info.crop_width)
             self.net.reshape()
         blob.data[...] = self._buffer[:count]
         self.net.forward()
-        out = self.net.blobs[self.info.output_blob].data.copy().reshape(count, -1)
+        return self.net.blobs[self.info.output_blob].data.copy()
+
+    def _forward(self, count: int) -> np.ndarray:
+        """Run the net on the first ``count`` crops of the buffer; one score per crop."""
+        out = np.asarray(self._outputs(count)).reshape(count, -1)
         if out.shape[1] != 1:
             raise InputError(f"output blob {self.info.output_blob!r} has {out.shape[1]} values per "
                              "crop; a quality score needs exactly 1", self.info.path)
