@@ -94,6 +94,13 @@ NEGATE     ?=
 # Score direction of MODEL for predict: higher_better or lower_better (default: inferred, see README).
 PRED_DIRECTION ?=
 
+# ---- ONNX ---------------------------------------------------------------------------------------
+# make export: MODEL + DEPLOY -> OUT (default: MODEL with .onnx), the score direction recorded as
+# PRED_DIRECTION when given. make predict BACKEND=onnx: MODEL is that .onnx file, run by onnxruntime
+# (no Caffe: the target builds only the venv).
+BACKEND    ?= caffe
+OUT        ?=
+
 PTH_FILE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/rankiqa.pth
 comma := ,
 space := $(subst ,, )
@@ -111,6 +118,7 @@ ft_lists_check = [ -n "$(call given,DATA)" ] || [ -d $(call q,$(DATA)) ] || [ ! 
 
 .PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo rank_accuracy bench gpu-check gpu-bundle docker-replay \
         test lint clean
+.PHONY: export
 
 help:
 	@echo "rankiqa - RankIQA in Caffe. Set-up is automatic: every target builds what it needs."
@@ -123,6 +131,7 @@ help:
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
+	@echo "  make export       a model as ONNX              (MODEL DEPLOY [OUT]); predict BACKEND=onnx MODEL=x.onnx: no Caffe"
 	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY])"
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
@@ -192,10 +201,16 @@ eval: env
 	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
 	  $(if $(filter-out 1,$(SPLITS)),--table $(call q,$(FT_DIR)/split{split}/test.csv) --splits $(SPLITS),--table $(call q,$(FT_DIR)/split$(SPLIT)/test.csv))
 
-predict: env
-	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel" >&2; exit 2; }
-	$(PY) -m tools.predict --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --images $(IMAGES) --out $(call q,$(PRED_OUT)) \
+predict: $(if $(filter onnx,$(BACKEND)),venv,env)
+	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel (x.onnx with BACKEND=onnx)" >&2; exit 2; }
+	$(PY) -m tools.predict --backend $(BACKEND) $(if $(filter onnx,$(BACKEND)),,--deploy $(call q,$(DEPLOY))) \
+	  --model $(call q,$(MODEL)) --images $(IMAGES) --out $(call q,$(PRED_OUT)) \
 	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
+
+export: venv
+	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=x.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
+	$(PY) -m tools.export_onnx --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) $(call opt,--out,$(OUT)) \
+	  $(call opt,--direction,$(PRED_DIRECTION))
 
 demo: env
 	$(PY) -m tools.demo --seeds $(SEEDS) --pristine '$(PRISTINE)' --jobs $(JOBS)

@@ -107,3 +107,25 @@ def test_split_original_writes_and_uses_the_originals_split(tmp_path: Path) -> N
     assert "--original-split" not in _tool(_commands("ft_lists"), "data_prep.make_ft_lists")
     argv = _tool(_commands("finetune", "SPLIT=original", f"FT_DIR={tmp_path / 'ft'}"), "tools.train")
     assert _value(argv, "--lists") == f"{tmp_path / 'ft'}/splitoriginal"
+
+
+def test_export_and_predict_with_onnx_build_no_caffe() -> None:
+    def builds_caffe(*variables: str) -> bool:
+        result = subprocess.run(["make", "-n", "--no-print-directory", *variables], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return "build_caffe.sh |" in result.stdout  # the `caffe` target's build, not the venv's --deps-only
+
+    model = "/my models/it's.caffemodel"
+    argv = _tool(_commands("export", f"MODEL={model}", "DEPLOY=d.prototxt", "OUT=out dir/m.onnx",
+                           "PRED_DIRECTION=lower_better"), "tools.export_onnx")
+    assert _value(argv, "--model") == model and _value(argv, "--out") == "out dir/m.onnx"
+    assert _value(argv, "--deploy") == "d.prototxt" and _value(argv, "--direction") == "lower_better"
+    assert "--out" not in _tool(_commands("export", "MODEL=m.caffemodel"), "tools.export_onnx")
+    argv = _tool(_commands("predict", "BACKEND=onnx", "MODEL=m.onnx", "IMAGES=a.png"), "tools.predict")
+    assert _value(argv, "--backend") == "onnx" and "--deploy" not in argv
+    assert _value(_tool(_commands("predict", "MODEL=m.caffemodel", "IMAGES=a.png"), "tools.predict"),
+                  "--backend") == "caffe"
+    assert not builds_caffe("export", "MODEL=m.caffemodel")
+    assert not builds_caffe("predict", "BACKEND=onnx", "MODEL=m.onnx", "IMAGES=a.png")
+    assert builds_caffe("predict", "MODEL=m.caffemodel", "IMAGES=a.png")

@@ -4,6 +4,10 @@ The protocol is the evaluation's (``tools.scoring``): ``--crops`` random crops o
 size per image (seeded by ``--seed`` and the image's position in the input order), score = mean of the
 outputs, median beside it.
 
+With ``--backend onnx`` the net is a model exported by ``tools.export_onnx``, run by onnxruntime
+(``rankiqa.onnx_scoring``; no Caffe needed): the same crops, its input size and score direction read from
+the model's metadata (the direction as decided at export, or ``--direction``).
+
 Score direction (the ``direction`` and ``scale`` columns): ``tools.scoring.model_direction``, as every
 tool: ``--direction`` when given; else the record of the run that trained the model (``run.json`` beside its
 ``snapshots/``); else the released models by file name (Rank_tid2013/FT_tid2013: higher = better;
@@ -39,6 +43,8 @@ IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", 
                               ".jp2"})
 #: ``upscaled_from``: the original ``WxH`` of an image ``--resize-small`` upscaled (empty for the others).
 COLUMNS = ("path", "score", "median", "direction", "scale", "upscaled_from")
+#: Who runs the net: Caffe (``tools.scoring``) or onnxruntime (``rankiqa.onnx_scoring``), same crops.
+BACKENDS = ("caffe", "onnx")
 
 
 def collect_images(inputs: Sequence[str]) -> list[Path]:
@@ -57,9 +63,12 @@ def collect_images(inputs: Sequence[str]) -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--deploy", required=True,
-                        help="deploy prototxt (input size and score blob are read from it)")
-    parser.add_argument("--model", required=True, help="caffemodel")
+    parser.add_argument("--backend", choices=BACKENDS, default="caffe",
+                        help="caffe (a caffemodel and its deploy prototxt) or onnx (a model written by "
+                             "tools.export_onnx, run by onnxruntime: no Caffe needed)")
+    parser.add_argument("--deploy", help="deploy prototxt (input size and score blob are read from it); "
+                                         "caffe backend only: an ONNX model carries them")
+    parser.add_argument("--model", required=True, help="caffemodel, or the .onnx file with --backend onnx")
     parser.add_argument("--images", required=True, nargs="+", help="image files and/or folders")
     parser.add_argument("--out", required=True, help="output CSV")
     parser.add_argument("--direction", choices=scoring.DIRECTIONS, default=None,
@@ -77,10 +86,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = collect_images(args.images)
     if not images:
         raise InputError(f"no image files found in {' '.join(args.images)}")
-    net, info = scoring.load_net(args.deploy, args.model, args.gpu)
-    scorer = scoring.CropScorer(net, info, args.crops, args.batch, args.seed)
-    direction, source = scoring.model_direction(info, args.model, args.direction)
-    scale = "relative" if info.head_kind == "ranking" else "absolute"
+    if args.backend == "onnx":
+        from rankiqa import onnx_scoring
+
+        if args.deploy:
+            raise InputError("--deploy is for the caffe backend: an ONNX model carries its input size and "
+                             "score blob", args.deploy)
+        session, info, metadata = onnx_scoring.open_session(args.model, args.gpu)
+        scorer: scoring.CropScorer = onnx_scoring.OnnxCropScorer(session, info, args.crops, args.batch,
+                                                                 args.seed)
+        direction, source = onnx_scoring.model_direction(metadata, args.model, args.direction)
+    else:
+        if not args.deploy:
+            raise InputError("--deploy is required with the caffe backend")
+        net, info = scoring.load_net(args.deploy, args.model, args.gpu)
+        scorer = scoring.CropScorer(net, info, args.crops, args.batch, args.seed)
+        direction, source = scoring.model_direction(info, args.model, args.direction)
+    scale = info.score_scale
 
     def load(index: int) -> np.ndarray | str:
         """The image ready to crop, or the reason it is skipped."""
