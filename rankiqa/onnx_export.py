@@ -138,6 +138,15 @@ def read_weights(model_path: str | os.PathLike, expected: dict[str, list[tuple[i
             for name, shapes in expected.items() if shapes}
 
 
+def _unique(name: str, taken: set[str], reserved: set[str] | frozenset[str] = frozenset()) -> str:
+    """``name``, or ``name_1``, ``name_2`` ... : the first in neither set; it is added to ``taken``."""
+    unique, count = name, 1
+    while unique in taken or unique in reserved:
+        unique, count = f"{name}_{count}", count + 1
+    taken.add(unique)
+    return unique
+
+
 class _GraphBuilder:
     """Nodes, initialisers and the Caffe blob -> ONNX tensor map of one conversion.
 
@@ -155,14 +164,12 @@ class _GraphBuilder:
         self.tensor: dict[str, str] = {}  # Caffe blob -> the ONNX tensor holding its current value
         self.used: set[str] = set()
         self.reserved = set(reserved)
+        self.node_names: set[str] = set()  # nodes have names of their own, apart from the tensors'
 
     def fresh(self, wanted: str, fallback: str) -> str:
-        name = wanted if wanted not in self.used and wanted not in self.reserved else fallback
-        base, count = name, 1
-        while name in self.used or (name != wanted and name in self.reserved):
-            name, count = f"{base}_{count}", count + 1
-        self.used.add(name)
-        return name
+        """A new tensor name: ``wanted`` when free, else ``fallback`` (numbered when taken too)."""
+        name = wanted if wanted not in self.used | self.reserved else fallback
+        return _unique(name, self.used, self.reserved)
 
     def constant(self, name: str, value: np.ndarray) -> str:
         """Add an initialiser (float32) and return its name."""
@@ -174,7 +181,8 @@ class _GraphBuilder:
 
     def node(self, op: str, inputs: list[str], output: str, name: str, **attrs: Any) -> str:
         """Add a node writing the tensor ``output``; return ``output``."""
-        self.nodes.append(self.helper.make_node(op, inputs, [output], name=self.fresh(name, name), **attrs))
+        unique = _unique(name, self.node_names)
+        self.nodes.append(self.helper.make_node(op, inputs, [output], name=unique, **attrs))
         return output
 
 
@@ -252,7 +260,7 @@ def _convert_layer(graph: _GraphBuilder, layer: Any, inputs: list[str], out: str
         for index, (op, value, _, what) in enumerate(steps):
             target = out if index == len(steps) - 1 else graph.fresh(f"{name}/{what}", f"{name}/{what}")
             x = graph.node(op, [x, graph.constant(f"{name}.{what}", np.float32(value))], target,
-                           f"{name}/{what}")
+                           name if len(steps) == 1 else f"{name}/{what}")
     elif kind == "Scale":
         p = layer.scale_param
         if len(layer.bottom) != 1 or p.axis not in (1, -3) or p.num_axes != 1 or bottom is None:
