@@ -79,9 +79,8 @@ FT_RUN   ?= runs/ft_$(call name_of,$(FT_DIR))_$(NET)_split$(SPLIT)$(if $(FROM_SC
 
 # ---- evaluation ---------------------------------------------------------------------------------
 MODEL      ?=
-# TID2013-style fine-tuned VGG-16 models name their fc layers fc6_m/fc7_m (as the original's FT_tid2013).
-TID_STYLE  := tid2013 kadid synthetic
-DEPLOY     ?= prototxts/$(NET)/$(if $(and $(filter vgg16,$(NET)),$(filter $(TID_STYLE),$(DATASET))),ft_tid2013_deploy,ft_deploy).prototxt
+# The deploy net of a model fine-tuned on DATASET with NET, from the dataset registry (rankiqa/registry.py).
+DEPLOY     ?= $(shell $(PY) -m rankiqa.registry deploy $(DATASET) $(NET))
 CROPS      ?= 30
 # Crops per forward pass. On the CPU one crop per forward measured fastest (BENCHMARKS.md, section 4).
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)

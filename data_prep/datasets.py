@@ -88,8 +88,6 @@ _CSIQ_CODES_BY_LOWER: dict[str, str] = {code.lower(): code for code in CSIQ_TYPE
 _TID_NAME = re.compile(r"^i(\d{2})_(\d{2})_(\d)\.bmp$", re.IGNORECASE)
 _KADID_NAME = re.compile(r"^I(\d{2})_(\d{2})_(\d{2})\.png$", re.IGNORECASE)
 _LIVE_IMAGE = re.compile(r"^img(\d+)\.bmp$", re.IGNORECASE)
-#: File name suffixes of the image files the loaders (and the synthetic stand-in) read.
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -549,17 +547,6 @@ DATASETS: dict[str, DatasetInfo] = {
                          HIGHER_BETTER, "DMOS"),
 }
 TYPE_CODES: dict[str, tuple[str, ...]] = {name: info.types for name, info in DATASETS.items()}
-
-
-def label_direction(dataset: str) -> str | None:
-    """The direction of a dataset's labels (``higher_better``/``lower_better``): the four databases, and
-    ``synthetic`` (``data_prep.synthetic_iqa``: MS-SSIM, higher = better); None for other names."""
-    if dataset == "synthetic":
-        from data_prep.synthetic_iqa import DIRECTION
-
-        return DIRECTION
-    info = DATASETS.get(dataset)
-    return info.direction if info else None
 
 
 def load_dataset(name: str, root: str | os.PathLike, **options: bool) -> list[IQARow]:

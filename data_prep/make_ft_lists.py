@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.datasets import DATASETS, IMAGE_SUFFIXES, TABLE_COLUMNS, IQARow, load_dataset, write_table
+from data_prep.datasets import DATASETS, TABLE_COLUMNS, IQARow, load_dataset, write_table
 from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.lists import open_text, write_list
+from rankiqa.paths import IMAGE_SUFFIXES
 
 #: The original's own split where it is known: the references of its released fine-tuning test list
 #: (``data/ft_tid2013_test.txt`` of the original repository: I04, I11, I13, I17, I19; the other 19 of

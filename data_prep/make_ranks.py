@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import fcntl
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -43,6 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep import distortions, pristine
+from rankiqa import manifest as rank_manifest
 from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import (
@@ -60,7 +59,6 @@ SETTINGS_FILE = ".make_ranks.json"
 LOCK_FILE = ".make_ranks.lock"
 FORMAT_VERSION = 1
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not follow OpenCV's default
-MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
 #: Train/test rules of the pristine references: ``sorted`` is the original's (its shuffle is commented out),
 #: ``seeded`` a seeded random permutation.
 SPLIT_RULES = ("sorted", "seeded")
@@ -204,7 +202,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         missing = [row[3] for row in rows if not (out / row[3]).is_file()]
         if missing:  # cannot happen unless files were deleted meanwhile; never list absent images
             raise InputError(f"{len(missing)} images missing after generation, e.g. {missing[0]}", out)
-        manifest_text = _manifest_text(rows)
+        manifest_text = rank_manifest.manifest_text(rows)
         manifest_sha = hashlib.sha256(manifest_text.encode()).hexdigest()
         lmdb_made_for = record.get("lmdb_manifest")
         if lmdb_made_for is None and (out / "manifest.csv").is_file():  # a folder of an earlier version
@@ -438,14 +436,6 @@ def _pool(jobs: int):
     if method == "forkserver":
         context.set_forkserver_preload(["data_prep.distortions"])
     return context.Pool(jobs, initializer=_worker_init)
-
-
-def _manifest_text(rows: list[tuple[str, str, int, str, str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 #: LMDB's page size on Linux (the OS page size) and its page header (``PAGEHDRSZ``): a value larger than

@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 
 from rankiqa.errors import InputError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from rankiqa.paths import IMAGE_SUFFIXES
 
 # Colour photographs shipped in scikit-image's wheel, all at least 300x300 (6 references: 4 train, 2 test).
 # Left out: grey images (camera, brick, coins, ...), synthetic ones (color wheel, phantom, chessboard_RGB,
@@ -65,9 +64,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise InputError("pristine folder not found", folder)
     files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise InputError(f"no images ({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) in the pristine folder",
+        raise InputError(f"no images ({'/'.join(e[1:] for e in IMAGE_SUFFIXES)}) in the pristine folder",
                          folder)
     check_unique_names(files)
     return files

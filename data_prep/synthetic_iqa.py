@@ -30,12 +30,13 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from data_prep.datasets import HIGHER_BETTER, IMAGE_SUFFIXES, IQARow
+from data_prep.datasets import HIGHER_BETTER, IQARow
 from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.lists import open_text
+from rankiqa.paths import IMAGE_SUFFIXES
 
 #: The direction of the stand-in scores (MS-SSIM: 1 = identical to the reference).
 DIRECTION = HIGHER_BETTER

@@ -24,7 +24,7 @@ from pathlib import Path
 from rankiqa.errors import cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.lists import read_list, write_list
-from tools.logparse import parse_log
+from rankiqa.logparse import parse_log
 
 SCALES = {1.0: "x1 (CSIQ-like DMOS 0-1)", 9.0: "x9 (TID2013-like MOS 0-9)",
           100.0: "x100 (LIVE-like DMOS 0-100)"}

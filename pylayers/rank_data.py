@@ -20,10 +20,7 @@ subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
 
 from __future__ import annotations
 
-import csv
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,80 +32,11 @@ from pylayers.prefetch import (
     param_int,
     random_crop,
 )
+from rankiqa import manifest
 from rankiqa.errors import InputError
-from rankiqa.lists import open_text
+from rankiqa.manifest import MANIFEST_COLUMNS, RankSet, read_manifest
 
-MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
-
-
-@dataclass
-class RankSet:
-    """The (reference x type x level) grid of one split of a manifest."""
-
-    manifest: Path
-    references: list[str]
-    types: list[str]
-    levels: list[int]
-    paths: dict[tuple[str, str, int], str] = field(repr=False)
-    lines: dict[tuple[str, str, int], int] = field(repr=False)
-
-    @property
-    def max_level(self) -> int:
-        return self.levels[-1]
-
-
-def read_manifest(manifest: str | os.PathLike, split: str) -> RankSet:
-    """Read the rows of ``split`` and check that they form a complete grid of groups.
-
-    Every (reference, type) must have the same levels 0..L and every reference every type, because a
-    batch takes the same reference(s) across its types: an incomplete grid is an InputError naming
-    the manifest (and line where one is at fault).
-    """
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise InputError("manifest not found (run `make ranks` first)", manifest)
-    paths: dict[tuple[str, str, int], str] = {}
-    lines: dict[tuple[str, str, int], int] = {}
-    with open_text(manifest, newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        absent = [column for column in MANIFEST_COLUMNS if column not in header]
-        if absent:
-            raise InputError(f"missing column(s) {absent}; expected {list(MANIFEST_COLUMNS)}", manifest, 1)
-        for row in reader:
-            lineno = reader.line_num
-            if row["split"] != split:
-                continue
-            try:
-                level = int(row["level"])
-            except (TypeError, ValueError):
-                raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
-            if level < 0:
-                raise InputError(f"level {level} is negative", manifest, lineno)
-            if not row["path"]:
-                raise InputError("empty path", manifest, lineno)
-            key = (row["reference"], row["type"], level)
-            if key in paths:
-                raise InputError(f"duplicate row for reference {key[0]!r}, type {key[1]!r}, level {level} "
-                                 f"(first at line {lines[key]})", manifest, lineno)
-            paths[key] = row["path"]
-            lines[key] = lineno
-    if not paths:
-        raise InputError(f"no rows with split {split!r}", manifest)
-    references = sorted({key[0] for key in paths})
-    types = sorted({key[1] for key in paths})
-    levels = sorted({key[2] for key in paths})
-    if levels != list(range(levels[-1] + 1)) or len(levels) < 2:
-        raise InputError(f"split {split!r} levels must be 0..L with L >= 1, got {levels}", manifest)
-    for reference in references:
-        for distortion in types:
-            for level in levels:
-                if (reference, distortion, level) not in paths:
-                    raise InputError(f"split {split!r}: reference {reference!r} has no image for type "
-                                     f"{distortion!r} level {level} (every reference needs every type and "
-                                     "level)", manifest)
-    return RankSet(manifest, references, types, levels, paths, lines)
-
+__all__ = ["MANIFEST_COLUMNS", "RankBatchBuilder", "RankDataLayer", "RankSet", "open_source", "read_manifest"]
 
 def open_source(rank_set: RankSet, lmdb_path: str | None, layer: str) -> ImageSource:
     """Image source for a manifest: files beside it, or the LMDB; checks that every image is there."""
@@ -146,7 +74,7 @@ class RankBatchBuilder:
 
     @property
     def batch_size(self) -> int:
-        return self.types_per_batch * self.images_per_group * len(self.rank_set.levels)
+        return manifest.batch_size(self.types_per_batch, self.images_per_group, self.rank_set.max_level)
 
     def plan(self, index: int) -> list[tuple[str, str, int, int]]:
         """The batch's items ``(reference, type, level, group)`` in blob order."""

@@ -115,9 +115,9 @@ def head_features(net: Any, head: Head, images: Sequence[np.ndarray], crop: int,
 
     The crops are written into the net's first blob (the data layer's ``data`` top) and the net runs from
     the layer after the data layer, so the data layer's own batch stream is not touched (a resumed run
-    reads the same batches). Crop positions: ``tools.scoring.crop_positions`` with ``(seed, image index)``.
+    reads the same batches). Crop positions: ``rankiqa.scoring.crop_positions`` with ``(seed, image index)``.
     """
-    from tools.scoring import crop_positions
+    from rankiqa.scoring import crop_positions
 
     data_blob = net.blobs["data"]
     batch = data_blob.data.shape[0]

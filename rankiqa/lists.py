@@ -91,3 +91,11 @@ def write_list(list_path: str | os.PathLike, rows: Iterable[tuple[str, float]],
             text = str(int(value)) if float(value).is_integer() else repr(float(value))
         lines.append(f"{path} {text}\n")
     atomic_write_text(list_path, "".join(lines))
+
+
+def count_list_lines(path: Path) -> int:
+    """Non-empty, non-comment lines of a ``<path> <value>`` list (0 when the file is absent)."""
+    if not path.is_file():
+        return 0
+    with open_text(path) as handle:
+        return sum(1 for line in handle if line.strip() and not line.lstrip().startswith("#"))

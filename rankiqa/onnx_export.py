@@ -24,7 +24,7 @@ tensors are named ``<layer>.weight`` / ``<layer>.bias`` (the Caffe layer names: 
 
 The model's metadata (``metadata_props``, :data:`METADATA_KEYS`) say what a scorer needs: the input blob
 and size, the channel order and pixel range, the output blob and the score's direction and scale, and where
-the direction comes from (``tools.scoring.model_direction``, as every tool of the project decides it).
+the direction comes from (``rankiqa.scoring.model_direction``, as every tool of the project decides it).
 """
 
 from __future__ import annotations
@@ -366,10 +366,10 @@ def export(deploy: str | os.PathLike, model: str | os.PathLike, out: str | os.Pa
     ``out`` (written atomically: complete or absent).
 
     ``direction`` (``higher_better``/``lower_better``) overrides the score direction; by default it is
-    decided as every tool decides it (``tools.scoring.model_direction``: the training run's record, the
+    decided as every tool decides it (``rankiqa.scoring.model_direction``: the training run's record, the
     released models' names, the head). Raises ``InputError`` naming the file (and layer) at fault.
     """
-    from tools import scoring
+    from rankiqa import scoring
 
     info = scoring.read_deploy(deploy)
     net_param = caffe_io.read_net_prototxt(deploy, "deploy prototxt")

@@ -1,6 +1,6 @@
 """Scoring with an exported ONNX model (``rankiqa.onnx_export``) in onnxruntime: no Caffe needed.
 
-The crop protocol is the Caffe scorer's own (``tools.scoring.CropScorer``: crops, seeds, batches, mean and
+The crop protocol is the Caffe scorer's own (``rankiqa.scoring.CropScorer``: crops, seeds, batches, mean and
 median); only the forward pass differs. What the deploy prototxt tells the Caffe scorer (input blob, crop
 size, output blob) comes from the model's metadata, and so does the score direction the export decided.
 Only ``onnxruntime`` is imported here (not ``onnx``), and the model file is read once, by the runtime.
@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from rankiqa import onnx_export
+from rankiqa import onnx_export, scoring
 from rankiqa.errors import InputError
-from tools import scoring
 
 
 def _runtime() -> Any:
@@ -78,7 +77,7 @@ def open_session(path: str | os.PathLike, gpu: int = -1) -> tuple[Any, scoring.D
 
 def model_direction(metadata: dict[str, str], path: str | os.PathLike, flag: str | None) -> tuple[str, str]:
     """``(direction, source)`` of an exported model's scores: the ``flag`` when given, else what the export
-    recorded (``score_direction``, decided there by ``tools.scoring.model_direction``)."""
+    recorded (``score_direction``, decided there by ``rankiqa.scoring.model_direction``)."""
     if flag:
         return flag, "given on the command line"
     direction = metadata.get(onnx_export.META_DIRECTION, "unknown")
@@ -87,7 +86,7 @@ def model_direction(metadata: dict[str, str], path: str | os.PathLike, flag: str
 
 
 class OnnxCropScorer(scoring.CropScorer):
-    """``tools.scoring.CropScorer`` with an onnxruntime session as the net: the same crops, batches and
+    """``rankiqa.scoring.CropScorer`` with an onnxruntime session as the net: the same crops, batches and
     summaries, the forward pass run by onnxruntime."""
 
     def _outputs(self, count: int) -> np.ndarray:

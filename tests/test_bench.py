@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankiqa import blas
+from rankiqa import blas, measure
 from tests.caffe_marks import needs_caffe
 from tools import bench
 
@@ -41,7 +41,7 @@ def test_layout_arrays_follow_the_data_layers_order_and_pair_counts():
 
 def test_time_calls_returns_positive_seconds_per_call():
     calls = []
-    seconds = bench.time_calls(lambda: calls.append(1), repeats=3, warmup=2, min_seconds=0.001)
+    seconds = measure.time_calls(lambda: calls.append(1), repeats=3, warmup=2, min_seconds=0.001)
     assert seconds > 0 and math.isfinite(seconds)
     assert len(calls) >= 2 + 1 + 3  # warm-up, calibration and at least one call per round
 
@@ -117,7 +117,7 @@ def test_default_workers_are_the_train_prototxts(monkeypatch, tmp_path):
 def test_deploy_on_crops_feeds_the_scorers_crops_cycling(tmp_path):
     import caffe
 
-    from tools import scoring, train
+    from rankiqa import netconfig, scoring
 
     deploy = REPO / "prototxts" / "shallow" / "rank_deploy.prototxt"
     info = scoring.read_deploy(deploy)
@@ -129,7 +129,7 @@ def test_deploy_on_crops_feeds_the_scorers_crops_cycling(tmp_path):
     y, x = scoring.crop_positions(240, 300, 227, 227, 2, 5, 1)[0]  # image 1's first crop is the third
     np.testing.assert_array_equal(crops[2], images[1][y:y + 227, x:x + 227].transpose(2, 0, 1))
     out = bench.deploy_on_crops(deploy, 2, crops_file, tmp_path / "d.prototxt")
-    written, original = train.read_net_param(out), train.read_net_param(deploy)
+    written, original = netconfig.read_net_param(out), netconfig.read_net_param(deploy)
     assert written.layer[0].type == "Python" and list(written.layer[0].top) == list(original.layer[0].top)
     assert [layer.name for layer in written.layer[1:]] == [layer.name for layer in original.layer[1:]]
     caffe.set_mode_cpu()
@@ -143,12 +143,12 @@ def test_deploy_on_crops_feeds_the_scorers_crops_cycling(tmp_path):
 
 
 def test_machine_description_names_the_cpu(monkeypatch):
-    assert bench.cpu_model()
+    assert measure.cpu_model()
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
-    assert bench.blas_threads().startswith("3 (OPENBLAS_NUM_THREADS)")
+    assert measure.blas_threads().startswith("3 (OPENBLAS_NUM_THREADS)")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert bench.blas_threads().startswith(f"{blas.usable_cores()} (OpenBLAS default")
+    assert measure.blas_threads().startswith(f"{blas.usable_cores()} (OpenBLAS default")
 
 
 def section_text(markdown: str, heading: str) -> str:
@@ -248,7 +248,7 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, t
     assert "No GPU was available in this run" in gpu and "`--gpu 0` was given" in gpu
     assert not table_numbers(gpu)
     # The machine is named, with its load.
-    assert bench.cpu_model() in markdown
+    assert measure.cpu_model() in markdown
     assert "load average" in markdown
     # No temporary file is left beside the outputs.
     assert not list(tmp_path.glob(".*.tmp*")) and not list(plots.glob(".*.tmp*"))

@@ -1,4 +1,4 @@
-"""Tests of tools/caffe_time.py: running Caffe's own ``caffe time`` on our nets and reading its log."""
+"""Tests of rankiqa/caffe_time.py: running Caffe's own ``caffe time`` on our nets and reading its log."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rankiqa import caffe_time
 from tests.caffe_marks import needs_caffe
-from tools import caffe_time
 
 # A trimmed ``caffe time`` log of the Shallow training net (glog lines as the binary writes them).
 LOG = """I1129 20:24:23.517381 26490 caffe.cpp:366] Testing for 3 iterations.

@@ -1,4 +1,4 @@
-"""tools.scoring and tools.evaluate: crop protocol, batching, weight checks, the result files."""
+"""rankiqa.scoring and tools.evaluate: crop protocol, batching, weight checks, the result files."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
+from rankiqa import scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import StorageError
 from tests.small_fs import remount, small_fs
-from tools import evaluate, scoring
+from tools import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -62,6 +62,7 @@ def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scal
 
     import cv2
 
+    from rankiqa import netconfig
     from tools import train
 
     rng = np.random.default_rng(0)
@@ -85,7 +86,8 @@ def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scal
     record = json.loads((out / "run.json").read_text())
     assert (record["head_init"], record["loss_scale"]) == ("linear", "std")  # std: the Shallow default
     labels = scale * (1.0 + np.arange(12) % 4)
-    weight = [layer for layer in train.read_net_param(out / "train.prototxt").layer if layer.name == "loss"]
+    net = netconfig.read_net_param(out / "train.prototxt")
+    weight = [layer for layer in net.layer if layer.name == "loss"]
     assert weight[0].loss_weight[0] == pytest.approx(1.0 / labels.var(), rel=1e-6)
     log = (out / "log.txt").read_text()
     assert "linear probe on 32 features of conv4" in log
@@ -93,7 +95,7 @@ def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scal
     # loss = weight * mean squared error / 2; the mean label alone would give 0.5
     assert 0.0 <= first < 0.5
     # the rate was bounded for a stable head, and the bound is what the solver file now says
-    solver = train.read_solver_param(out / "solver.prototxt")
+    solver = netconfig.read_solver_param(out / "solver.prototxt")
     energy = float(log.split("E||f||^2 ")[1].split()[0])
     bound = head_init.HEAD_STEP / (10 * weight[0].loss_weight[0] * energy)  # fc8 lr_mult 10
     if bound < 3e-6:

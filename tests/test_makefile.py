@@ -129,3 +129,18 @@ def test_export_and_predict_with_onnx_build_no_caffe() -> None:
     assert not builds_caffe("export", "MODEL=m.caffemodel")
     assert not builds_caffe("predict", "BACKEND=onnx", "MODEL=m.onnx", "IMAGES=a.png")
     assert builds_caffe("predict", "MODEL=m.caffemodel", "IMAGES=a.png")
+
+
+@pytest.mark.parametrize(("dataset", "net", "deploy"), [
+    ("tid2013", "vgg16", "prototxts/vgg16/ft_tid2013_deploy.prototxt"),
+    ("kadid", "vgg16", "prototxts/vgg16/ft_tid2013_deploy.prototxt"),
+    ("live", "vgg16", "prototxts/vgg16/ft_deploy.prototxt"),
+    ("csiq", "vgg16", "prototxts/vgg16/ft_deploy.prototxt"),
+    ("tid2013", "shallow", "prototxts/shallow/ft_deploy.prototxt"),
+])
+def test_eval_picks_the_deploy_net_from_dataset_and_net(dataset: str, net: str, deploy: str) -> None:
+    chosen = (f"DATASET={dataset}", f"NET={net}")
+    argv = _tool(_commands("eval", "MODEL=m.caffemodel", *chosen), "tools.evaluate")
+    assert _value(argv, "--deploy") == deploy
+    argv = _tool(_commands("predict", "MODEL=m.caffemodel", "IMAGES=a.png", *chosen), "tools.predict")
+    assert _value(argv, "--deploy") == deploy

@@ -68,7 +68,7 @@ def relative_error(expected: np.ndarray, got: np.ndarray) -> float:
 
 def images_for(deploy: Path, count: int = 3, seed: int = 1) -> np.ndarray:
     """``count`` random 0-255 BGR crops of the deploy net's input size."""
-    from tools import scoring
+    from rankiqa import scoring
 
     info = scoring.read_deploy(deploy)
     rng = np.random.default_rng(seed)

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankiqa import scoring
 from rankiqa.image_io import read_bgr
 from tests.test_evaluate import make_images, make_tiny_model
-from tools import predict, scoring
+from tools import predict
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -108,7 +109,7 @@ def test_direction_column_follows_the_head_and_the_flag(tiny: dict) -> None:
 
 
 def test_finetuned_model_direction_comes_from_its_run(tmp_path):
-    from tools import scoring
+    from rankiqa import scoring
 
     model = tmp_path / "ft" / "snapshots" / "ft_iter_10.caffemodel"
     model.parent.mkdir(parents=True)

@@ -318,7 +318,7 @@ def test_bad_param_str_in_caffe(manifest: Path, tmp_path: Path, param_str: str, 
 
 
 def test_a_manifest_with_a_byte_order_mark_reads_as_without(manifest: Path, tmp_path: Path) -> None:
-    from tools.train import manifest_levels
+    from rankiqa.manifest import manifest_levels
 
     plain = read_manifest(manifest, "train")
     levels = manifest_levels(manifest)

@@ -1,6 +1,6 @@
-"""Tests of the training driver (tools/train.py) and the log parser (tools/logparse.py).
+"""Tests of the training driver (tools/train.py) and the library under it (rankiqa.runprep, trainer, ...).
 
-The first part needs no Caffe (share splitting, log parsing, schedules). The second part builds the real
+The first part needs no Caffe (share splitting, schedules). The second part builds the real
 Shallow nets of prototxts/ in pycaffe on the CPU: override logic, weight-shape checks, a short ranking run on
 a tiny generated ranking set (loss falls, held-out ordering better than chance), exact resume, fine-tuning.
 """
@@ -8,6 +8,7 @@ a tiny generated ranking set (loss falls, held-out ordering better than chance),
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import json
 import signal
@@ -19,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rankiqa.errors import InputError
+from rankiqa import caffe_io, devices, logparse, netconfig, runlog, runprep, snapshots, trainer
+from rankiqa.errors import InputError, TrainingError
 from rankiqa.fsutil import StorageError
 from tests.caffe_marks import needs_caffe
 from tests.small_fs import remount, small_fs
-from tools import logparse, train
+from tools import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,17 +35,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_parse_gpus_accepts_lists_and_rejects_junk():
-    assert train.parse_gpus("0,1, 3") == [0, 1, 3]
+    assert devices.parse_gpus("0,1, 3") == [0, 1, 3]
     for bad in ("", "a,b", "0,0", "-1,2"):
         with pytest.raises(InputError):
-            train.parse_gpus(bad)
+            devices.parse_gpus(bad)
 
 
 def test_gpu_shares_give_disjoint_data_shards_that_cover_the_stream():
     from pylayers.prefetch import Prefetcher
 
-    shares = train.gpu_shares([2, 5, 7])
-    assert [(s.rank, s.device, s.shard_index, s.shard_count) for s in shares] == [
+    shares = devices.gpu_shares([2, 5, 7])
+    assert [(s.index, s.device, s.shard_index, s.shard_count) for s in shares] == [
         (0, 2, 0, 3), (1, 5, 1, 3), (2, 7, 2, 3)]
     seen: list[set[int]] = []
     for share in shares:
@@ -51,80 +53,36 @@ def test_gpu_shares_give_disjoint_data_shards_that_cover_the_stream():
         prefetcher = Prefetcher(lambda index: index, workers=0, shard_index=share.shard_index,
                                 shard_count=share.shard_count)
         batches = [prefetcher.next() for _ in range(10)]
-        assert batches == list(train.shard_of(30, share.shard_index, share.shard_count))
+        assert batches == list(devices.shard_of(30, share.shard_index, share.shard_count))
         seen.append(set(batches))
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
     assert set().union(*seen) == set(range(30))
-    # A resumed rank continues its own share where it stopped.
+    # A resumed GPU process continues its own share where it stopped.
     resumed = Prefetcher(lambda index: index, workers=0, shard_index=1, shard_count=3, start_batch=4)
-    assert resumed.next() == list(train.shard_of(30, 1, 3))[4]
+    assert resumed.next() == list(devices.shard_of(30, 1, 3))[4]
     with pytest.raises(ValueError):
-        train.shard_of(10, 3, 3)
+        devices.shard_of(10, 3, 3)
 
 
 def test_learning_rate_follows_caffe_policies():
     param = types.SimpleNamespace(lr_policy="step", base_lr=1e-4, gamma=0.1, stepsize=10000, stepvalue=[],
                                   power=0.0, max_iter=50000)
-    assert train.learning_rate(param, 0) == pytest.approx(1e-4)
-    assert train.learning_rate(param, 9999) == pytest.approx(1e-4)
-    assert train.learning_rate(param, 10000) == pytest.approx(1e-5)
-    assert train.learning_rate(param, 49999) == pytest.approx(1e-8)
+    assert trainer.learning_rate(param, 0) == pytest.approx(1e-4)
+    assert trainer.learning_rate(param, 9999) == pytest.approx(1e-4)
+    assert trainer.learning_rate(param, 10000) == pytest.approx(1e-5)
+    assert trainer.learning_rate(param, 49999) == pytest.approx(1e-8)
     param.lr_policy, param.stepvalue = "multistep", [5, 8]
-    assert [train.learning_rate(param, i) for i in (4, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6])
+    assert [trainer.learning_rate(param, i) for i in (4, 5, 8)] == pytest.approx([1e-4, 1e-5, 1e-6])
 
 
 def test_snapshots_are_ordered_by_iteration(tmp_path):
     for it in (500, 1500, 1000):
         (tmp_path / f"run_iter_{it}.caffemodel").write_bytes(b"")
     (tmp_path / "notes_iter_x.caffemodel").write_bytes(b"")
-    assert [p.name for p in train.snapshots(tmp_path, "caffemodel")] == [
+    assert [p.name for p in snapshots.snapshots(tmp_path, "caffemodel")] == [
         "run_iter_1500.caffemodel", "run_iter_1000.caffemodel", "run_iter_500.caffemodel"]
-    assert train.snapshot_iteration(Path("a_iter_12.solverstate")) == 12
+    assert snapshots.snapshot_iteration(Path("a_iter_12.solverstate")) == 12
 
-
-def test_logparse_driver_log_resume_truncates_and_caffe_log(tmp_path):
-    log = tmp_path / "log.txt"
-    log.write_text("\n".join([
-        "2024-01-01 00:00:00 start iter=0 max_iter=60",
-        "2024-01-01 00:00:01 test iter=0 loss=9.5 srocc=0.1 plcc=0.2",
-        "2024-01-01 00:00:02 train iter=20 loss=8 lr=0.001",
-        "2024-01-01 00:00:03 train iter=40 loss=7 lr=0.001",
-        "2024-01-01 00:00:04 some free text iter=3 that is not an event",
-        "2024-01-01 00:00:05 start iter=20 max_iter=60",   # resumed from the iteration-20 snapshot
-        "2024-01-01 00:00:06 train iter=40 loss=6.5 lr=0.001",
-        "2024-01-01 00:00:07 test iter=40 loss=5 srocc=0.5 plcc=0.6",
-    ]) + "\n")
-    table = logparse.parse_log(log)
-    assert table.columns() == ["iteration", "train_loss", "lr", "test_loss", "test_srocc", "test_plcc"]
-    rows = table.rows()
-    assert [r["iteration"] for r in rows] == [0, 20, 40]
-    assert rows[2]["train_loss"] == 6.5 and rows[2]["test_srocc"] == 0.5
-    lines = table.to_csv().splitlines()
-    assert lines[0] == "iteration,train_loss,lr,test_loss,test_srocc,test_plcc"
-    assert lines[1] == "0,,,9.5,0.1,0.2"
-
-    caffe_log = tmp_path / "caffe.log"
-    caffe_log.write_text(
-        "I0101 solver.cpp:330] Iteration 0, Testing net (#0)\n"
-        "I0101 solver.cpp:397]     Test net output #0: loss = 3.5 (* 1 = 3.5 loss)\n"
-        "I0101 solver.cpp:218] Iteration 100 (2.1 iter/s, 47s/100 iters), loss = 2.25\n"
-        "I0101 sgd_solver.cpp:105] Iteration 100, lr = 0.0001\n")
-    caffe_rows = logparse.parse_log(caffe_log).rows()
-    assert caffe_rows == [{"iteration": 0, "test_loss": 3.5},
-                          {"iteration": 100, "train_loss": 2.25, "lr": 1e-4}]
-
-
-def test_logparse_cli_writes_csv_png_and_rejects_bad_logs(tmp_path, capsys):
-    log = tmp_path / "log.txt"
-    log.write_text("t train iter=20 loss=2 lr=0.1\nt train iter=40 loss=1 lr=0.1\n")
-    assert logparse.main([str(log)]) == 0
-    assert (tmp_path / "loss.csv").read_text().splitlines()[1:] == ["20,2,0.1", "40,1,0.1"]
-    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    empty = tmp_path / "empty.txt"
-    empty.write_text("nothing here\n")
-    assert logparse.main([str(empty)]) == 2
-    assert logparse.main([str(tmp_path / "missing.txt")]) == 2
-    assert "missing.txt" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -154,44 +112,44 @@ def _tiny_manifest(folder: Path) -> Path:
 def test_rank_overrides_are_written_into_the_run_folder_only(tmp_path):
     data = _tiny_manifest(tmp_path / "ranks")
     source_before = (REPO / "prototxts/shallow/rank_train.prototxt").read_text()
-    args = train.build_parser().parse_args([
+    args = train.run_config([
         "rank", "--rankset", "live", "--net", "shallow", "--data", str(data), "--out", str(tmp_path / "run"),
         "--iters", "123", "--lr", "0.002", "--snapshot", "7", "--gpu", "-1", "--seed", "5",
         "--types-per-batch", "2", "--direction", "dmos", "--workers", "0"])
-    run, shares = train.prepare_rank(args)
+    run, shares = runprep.prepare_rank(args)
     assert shares is None and run.max_iter == 123 and run.snapshot_every == 7 and run.device == -1
     assert (REPO / "prototxts/shallow/rank_train.prototxt").read_text() == source_before
 
-    solver = train.read_solver_param(tmp_path / "run" / "solver.prototxt")
+    solver = netconfig.read_solver_param(tmp_path / "run" / "solver.prototxt")
     assert solver.max_iter == 123 and solver.base_lr == pytest.approx(0.002) and solver.snapshot == 7
     assert solver.random_seed == 5 and solver.solver_mode == caffe.proto.caffe_pb2.SolverParameter.CPU
     assert Path(solver.net) == (tmp_path / "run" / "train.prototxt").resolve()
     # Caffe writes snapshots aside; the driver moves them into snapshots/ once complete.
     assert Path(solver.snapshot_prefix) == (tmp_path / "run" / "snapshots" / ".partial" / "run").resolve()
     # Caffe never tests by itself (the driver does), yet needs test_interval > 0 when a test net exists.
-    assert solver.test_interval == train.CAFFE_TEST_NEVER and list(solver.test_iter) == [1]  # LIVE solver
+    assert solver.test_interval == netconfig.CAFFE_TEST_NEVER and list(solver.test_iter) == [1]  # LIVE solver
     assert solver.gamma == pytest.approx(0.1) and solver.stepsize == 10000  # faithful values kept
 
-    net = train.read_net_param(tmp_path / "run" / "train.prototxt")
-    data_layers = list(train.python_layers(net, "rank_data"))
+    net = netconfig.read_net_param(tmp_path / "run" / "train.prototxt")
+    data_layers = list(netconfig.python_layers(net, "rank_data"))
     assert len(data_layers) == 2
     for layer in data_layers:
-        params = train.get_param_str(layer, Path("x"))
-        test = train.layer_phase(layer) == "test"
+        params = netconfig.get_param_str(layer, Path("x"))
+        test = netconfig.layer_phase(layer) == "test"
         assert params["manifest"] == str((data / "manifest.csv").resolve())
         assert params["types_per_batch"] == 2 and params["images_per_group"] == 2  # LIVE style: 2 images
         assert params["seed"] == (6 if test else 5) and params["workers"] == 0
         assert (params["shard_index"], params["shard_count"], params["start_batch"]) == (0, 1, 0)
         assert params["split"] == ("test" if test else "train")
-    loss = train.get_param_str(next(train.python_layers(net, "rank_loss")), Path("x"))
+    loss = netconfig.get_param_str(next(netconfig.python_layers(net, "rank_loss")), Path("x"))
     assert loss["direction"] == "dmos" and loss["margin"] == 10
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["kind"] == "rank" and info["rankset"] == "live" and info["net"] == "shallow"
 
     # A rerun into the same folder with another net or kind is refused.
-    args.net = "vgg16"
+    args = dataclasses.replace(args, net="vgg16")
     with pytest.raises(InputError, match="net='shallow'"):
-        train.prepare_rank(args)
+        runprep.prepare_rank(args)
 
 
 @needs_caffe
@@ -200,12 +158,12 @@ def test_finetune_overrides_split_lists_and_shards(tmp_path):
     lists.mkdir()
     (lists / "train.txt").write_text("".join(f"/x/{i}.png {i}\n" for i in range(40)))
     (lists / "test.txt").write_text("".join(f"/x/t{i}.png {i}\n" for i in range(13)))
-    source = train.read_net_param(REPO / "prototxts/shallow/ft_train.prototxt")
-    share = train.gpu_shares([0, 1])[1]
-    net = train.configure_ft_net(source, Path("src"), lists, 8, 3, 1, share, start_batch=40,
+    source = netconfig.read_net_param(REPO / "prototxts/shallow/ft_train.prototxt")
+    share = devices.gpu_shares([0, 1])[1]
+    net = netconfig.configure_ft_net(source, Path("src"), lists, 8, 3, 1, share, start_batch=40,
                                  test_start_batch=6)
-    by_phase = {train.layer_phase(layer): train.get_param_str(layer, Path("x"))
-                for layer in train.python_layers(net, "ft_data")}
+    by_phase = {netconfig.layer_phase(layer): netconfig.get_param_str(layer, Path("x"))
+                for layer in netconfig.python_layers(net, "ft_data")}
     assert by_phase["train"]["list"] == str((lists / "train.txt").resolve())
     assert by_phase["train"]["batch_size"] == 8 and by_phase["train"]["shuffle"] is True
     assert (by_phase["train"]["shard_index"], by_phase["train"]["shard_count"]) == (1, 2)
@@ -234,22 +192,22 @@ def test_weight_shape_check_names_the_layer(tmp_path):
     conv = model.layer.add(name="conv1")
     conv.blobs.extend([_blob((32, 3, 3, 3)), _blob((32,))])
     model.layer.add(name="unrelated").blobs.extend([_blob((5,))])
-    assert train.check_weight_shapes(model, target, tmp_path / "m.caffemodel") == ["conv1"]
+    assert caffe_io.check_weight_shapes(model, target, tmp_path / "m.caffemodel") == ["conv1"]
 
     legacy = pb2.NetParameter()  # V1 model (e.g. VGG_ILSVRC_16_layers): 4-D legacy blob dimensions
     old = legacy.layers.add(name="fc8")
     old.blobs.extend([_blob(legacy=(1, 1, 1, 32)), _blob(legacy=(1, 1, 1, 1))])
-    assert train.check_weight_shapes(legacy, target, tmp_path / "v1.caffemodel") == ["fc8"]
+    assert caffe_io.check_weight_shapes(legacy, target, tmp_path / "v1.caffemodel") == ["fc8"]
 
     bad = pb2.NetParameter()
     layer = bad.layer.add(name="conv1")
     layer.blobs.extend([_blob((64, 3, 3, 3)), _blob((64,))])
     with pytest.raises(InputError, match=r"bad\.caffemodel: layer 'conv1' param 0: shape mismatch.*64x3x3x3"):
-        train.check_weight_shapes(bad, target, tmp_path / "bad.caffemodel")
+        caffe_io.check_weight_shapes(bad, target, tmp_path / "bad.caffemodel")
     count = pb2.NetParameter()
     count.layer.add(name="fc8").blobs.extend([_blob((1, 32))])
     with pytest.raises(InputError, match="layer 'fc8': the weights have 1 blob"):
-        train.check_weight_shapes(count, target, tmp_path / "c.caffemodel")
+        caffe_io.check_weight_shapes(count, target, tmp_path / "c.caffemodel")
 
 
 # ---- a tiny ranking set and real training runs (Shallow net, CPU) ----------------------------------------
@@ -336,7 +294,7 @@ def test_rank_training_learns_to_order_held_out_images(ranks, rank_run):
     names = sorted(p.name for p in (rank_run / "snapshots").iterdir() if p.is_file())
     assert names == ["rank_tiny_iter_30.caffemodel", "rank_tiny_iter_30.solverstate",
                      "rank_tiny_iter_60.caffemodel", "rank_tiny_iter_60.solverstate"]
-    assert not any((rank_run / "snapshots" / train.SNAPSHOT_STAGING).iterdir())
+    assert not any((rank_run / "snapshots" / snapshots.SNAPSHOT_STAGING).iterdir())
     # The log reproduces the CSV.
     assert logparse.parse_log(rank_run / "log.txt").to_csv() == (rank_run / "loss.csv").read_text()
     accuracy = _held_out_pair_accuracy(ranks, rank_run / "snapshots" / "rank_tiny_iter_60.caffemodel")
@@ -365,16 +323,16 @@ def test_training_gives_openblas_the_cores_the_prefetch_workers_leave(ranks, ran
 @needs_caffe
 def test_loader_workers_counts_the_training_data_layers_only(tmp_path):
     source = REPO / "prototxts" / "shallow" / "rank_train.prototxt"
-    net_param = train.read_net_param(source)
-    configured = train.configure_rank_net(net_param, source, tmp_path, 3, 1, 4, 0, 5, "quality")
-    assert train.loader_workers(configured, source) == 5  # the test-phase layer's workers do not count
-    for layer in train.python_layers(configured, "rank_data"):
-        params = train.get_param_str(layer, source)
+    net_param = netconfig.read_net_param(source)
+    configured = netconfig.configure_rank_net(net_param, source, tmp_path, 3, 1, 4, 0, 5, "quality")
+    assert netconfig.loader_workers(configured, source) == 5  # the test-phase layer's workers do not count
+    for layer in netconfig.python_layers(configured, "rank_data"):
+        params = netconfig.get_param_str(layer, source)
         params.pop("workers")
-        train.set_param_str(layer, params)
+        netconfig.set_param_str(layer, params)
     from pylayers.rank_data import RANK_DEFAULTS
 
-    assert train.loader_workers(configured, source) == RANK_DEFAULTS["workers"]
+    assert netconfig.loader_workers(configured, source) == RANK_DEFAULTS["workers"]
 
 
 @needs_caffe
@@ -452,11 +410,11 @@ def test_live_style_test_split_too_small_for_a_group_gets_no_test_net(tmp_path):
     manifest = data / "manifest.csv"
     manifest.write_text("\n".join(line for line in manifest.read_text().splitlines()
                                    if not line.startswith("c,")) + "\n")
-    args = train.build_parser().parse_args([
+    args = train.run_config([
         "rank", "--rankset", "live", "--net", "shallow", "--data", str(data), "--out", str(tmp_path / "run"),
         "--gpu", "-1", "--workers", "0"])
-    run, _ = train.prepare_rank(args)
-    solver = train.read_solver_param(tmp_path / "run" / "solver.prototxt")
+    run, _ = runprep.prepare_rank(args)
+    solver = netconfig.read_solver_param(tmp_path / "run" / "solver.prototxt")
     assert run.test_iters == 0 and list(solver.test_iter) == [] and solver.test_interval == 0
 
 
@@ -465,9 +423,9 @@ def test_a_rerun_with_another_direction_is_refused(tmp_path):
     data = _tiny_manifest(tmp_path / "ranks")
     base = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out",
             str(tmp_path / "run"), "--gpu", "-1", "--workers", "0", "--types-per-batch", "2"]
-    train.prepare_rank(train.build_parser().parse_args(base))
+    runprep.prepare_rank(train.run_config(base))
     with pytest.raises(InputError, match="direction='quality', not 'dmos'"):
-        train.prepare_rank(train.build_parser().parse_args([*base, "--direction", "dmos"]))
+        runprep.prepare_rank(train.run_config([*base, "--direction", "dmos"]))
 
 
 @needs_caffe
@@ -476,27 +434,27 @@ def test_vgg16_ranking_starts_from_imagenet_weights_or_an_explicit_none(tmp_path
     data = _tiny_manifest(tmp_path / "ranks")
 
     def args(out: str, *extra: str):
-        return train.build_parser().parse_args([
+        return train.run_config([
             "rank", "--rankset", "tid2013", "--net", "vgg16", "--data", str(data), "--out",
             str(tmp_path / out), "--gpu", "-1", "--workers", "0", "--types-per-batch", "2", *extra])
 
     with pytest.raises(InputError, match="ImageNet VGG-16 weights in the paper.*WEIGHTS=none"):
-        train.prepare_rank(args("bare"))
+        runprep.prepare_rank(args("bare"))
     assert not (tmp_path / "bare").exists()  # refused before anything is written
 
-    run, _ = train.prepare_rank(args("scratch", "--weights", "none"))
+    run, _ = runprep.prepare_rank(args("scratch", "--weights", "none"))
     recorded = json.loads((tmp_path / "scratch" / "run.json").read_text())["initialisation"]
     assert run.weights is None and recorded["weights"] is None
     assert recorded["description"].startswith("random initialisation, chosen with --weights none")
 
     imagenet = tmp_path / "VGG_ILSVRC_16_layers.caffemodel"
     imagenet.write_bytes(b"")  # loaded when training starts, not when the run folder is prepared
-    run, _ = train.prepare_rank(args("imagenet", "--weights", str(imagenet)))
+    run, _ = runprep.prepare_rank(args("imagenet", "--weights", str(imagenet)))
     recorded = json.loads((tmp_path / "imagenet" / "run.json").read_text())["initialisation"]
     assert run.weights == imagenet and recorded == {"weights": str(imagenet.resolve()),
                                                     "description": f"weights {imagenet.resolve()}"}
     with pytest.raises(InputError, match="weights="):  # a rerun from other weights is another run
-        train.prepare_rank(args("imagenet", "--weights", "none"))
+        runprep.prepare_rank(args("imagenet", "--weights", "none"))
 
 
 @needs_caffe
@@ -510,7 +468,7 @@ def test_initialisation_is_kept_on_resume_and_chained_into_fine_tuning(ranks, ra
     earlier = {"weights": "/m/w.caffemodel", "description": "weights /m/w.caffemodel"}
     (resumed / "run.json").write_text(json.dumps({**record, "initialisation": earlier}))
     # Without --weights a rerun resumes its snapshots: the start it recorded stays.
-    train.prepare_rank(train.build_parser().parse_args([
+    runprep.prepare_rank(train.run_config([
         "rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(ranks), "--out", str(resumed),
         "--gpu", "-1", "--workers", "0", "--types-per-batch", "3"]))
     assert json.loads((resumed / "run.json").read_text())["initialisation"] == earlier
@@ -521,13 +479,13 @@ def test_initialisation_is_kept_on_resume_and_chained_into_fine_tuning(ranks, ra
     model = rank_run / "snapshots" / "rank_tiny_iter_60.caffemodel"
     base = ["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists), "--gpu", "-1",
             "--workers", "0"]
-    train.prepare_finetune(train.build_parser().parse_args(
+    runprep.prepare_finetune(train.run_config(
         [*base, "--out", str(tmp_path / "ft"), "--rank-model", str(model)]))
     init = json.loads((tmp_path / "ft" / "run.json").read_text())["initialisation"]
     assert init["weights"] == str(model.resolve()) and init["rank_initialisation"] == shallow
     assert init["description"] == (f"ranking model {model.resolve()}, whose ranking started from random "
                                    "initialisation (shallow net, no --weights)")
-    train.prepare_finetune(train.build_parser().parse_args([*base, "--out", str(tmp_path / "s"),
+    runprep.prepare_finetune(train.run_config([*base, "--out", str(tmp_path / "s"),
                                                             "--from-scratch"]))
     scratch = json.loads((tmp_path / "s" / "run.json").read_text())["initialisation"]
     assert scratch["weights"] is None and "--from-scratch" in scratch["description"]
@@ -544,8 +502,8 @@ def test_default_rank_model_takes_the_original_iteration_when_present(tmp_path):
             (runs / name / "snapshots" / f"{name}_iter_{it}.caffemodel").write_bytes(b"")
     # LIVE-style fine-tuning starts from the 20k ranking model (as the original), not the newest 50k one;
     # without the preferred iteration, the highest one is taken.
-    assert train.default_rank_model(runs, "live", "vgg16").name == "rank_live_iter_20000.caffemodel"
-    assert train.default_rank_model(runs, "tid2013", "vgg16").name == "rank_tid_iter_10000.caffemodel"
+    assert snapshots.default_rank_model(runs, "live", "vgg16").name == "rank_live_iter_20000.caffemodel"
+    assert snapshots.default_rank_model(runs, "tid2013", "vgg16").name == "rank_tid_iter_10000.caffemodel"
 
 
 @needs_caffe
@@ -563,8 +521,8 @@ def test_skip_layers_loads_a_model_whose_head_does_not_fit(tmp_path):
     target = caffe.Net(str(deploy), caffe.TEST)
     fc8_before = target.params["fc8"][0].data.copy()
     with pytest.raises(InputError, match="layer 'fc8' param 0: shape mismatch"):
-        train.load_weights(target, weights)
-    copied = train.load_weights(target, weights, skip_layers=("fc8",))
+        snapshots.load_weights(target, weights)
+    copied = snapshots.load_weights(target, weights, skip_layers=("fc8",))
     assert "fc8" not in copied and "conv1" in copied
     np.testing.assert_array_equal(target.params["conv4"][0].data, source.params["conv4"][0].data)
     np.testing.assert_array_equal(target.params["fc8"][0].data, fc8_before)
@@ -580,9 +538,9 @@ class _FakeNccl:
 def test_nccl_uid_refuses_an_id_cut_at_a_zero_byte():
     # Unpatched pycaffe's bytes stop at the id's first zero byte (9 bytes seen from such a build).
     with pytest.raises(InputError, match=r"returned 9 bytes, not 128 \(BVLC/caffe#6600\)"):
-        train.nccl_uid(_FakeNccl(b"\xc4\x08>bj\xd4\xc4\x7f\x02"))
+        devices.nccl_uid(_FakeNccl(b"\xc4\x08>bj\xd4\xc4\x7f\x02"))
     full = bytes(range(128))
-    assert train.nccl_uid(_FakeNccl(full)) == full
+    assert devices.nccl_uid(_FakeNccl(full)) == full
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -649,14 +607,14 @@ def test_a_test_pass_with_constant_predictions_is_noted():
     solver = types.SimpleNamespace(test_nets=[FakeNet()], net=None)
     run = types.SimpleNamespace(test_iters=2, test_items=None)
     notes: list[str] = []
-    results = train.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)
+    results = trainer.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)
     assert results["srocc"] == 0.0 and results["plcc"] == 0.0
     assert len(notes) == 1
     assert notes[0].startswith("warning: test pass: the scores are constant (every one of the 8 images "
                                "scored 2)")
     FakeNet.blobs["fc8"].data = np.arange(4.0).reshape(4, 1)
     notes.clear()
-    assert train.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)["srocc"] == 1.0
+    assert trainer.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)["srocc"] == 1.0
     assert notes == []
 
 
@@ -675,11 +633,11 @@ def test_a_snapshot_passed_over_on_resume_is_noted_in_the_log(tmp_path):
 
 @needs_caffe
 def test_a_prototxt_with_a_byte_order_mark_parses(tmp_path):
-    from tools import scoring
+    from rankiqa import scoring
 
     deploy = tmp_path / "deploy.prototxt"
     deploy.write_bytes(b"\xef\xbb\xbf" + (REPO / "prototxts/shallow/ft_deploy.prototxt").read_bytes())
-    assert train.read_net_param(deploy).layer[0].name == "data"
+    assert netconfig.read_net_param(deploy).layer[0].name == "data"
     assert scoring.read_deploy(deploy).crop_height == 227
 
 
@@ -693,7 +651,7 @@ def test_a_rerun_on_changed_data_or_net_is_refused_before_anything_is_rewritten(
     out = tmp_path / "run"
     base = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out", str(out),
             "--gpu", "-1", "--workers", "0", "--types-per-batch", "2"]
-    train.prepare_rank(train.build_parser().parse_args(base))
+    runprep.prepare_rank(train.run_config(base))
     inputs = json.loads((out / "inputs.json").read_text())
     assert set(inputs["lists"]) == {"manifest.csv"}
     assert len(inputs["images"]) == 3 + 3 * 2 * 4  # 3 pristine images (shared by both types) + the levels
@@ -705,7 +663,7 @@ def test_a_rerun_on_changed_data_or_net_is_refused_before_anything_is_rewritten(
     with pytest.raises(InputError, match=r"this run was trained on other data: manifest\.csv changed "
                                          r"\(content\); images \(size or modification time\): 1 added "
                                          r"\(.*other\.png\), 1 removed \(.*GN4/a\.png\)"):
-        train.prepare_rank(train.build_parser().parse_args(base))
+        runprep.prepare_rank(train.run_config(base))
     manifest.write_text(original)
 
     net = tmp_path / "net.prototxt"
@@ -713,7 +671,7 @@ def test_a_rerun_on_changed_data_or_net_is_refused_before_anything_is_rewritten(
                    .replace("num_output: 32", "num_output: 16", 1))
     with pytest.raises(InputError, match=r"the train net \(its layers and parameters\) changed since this "
                                          r"run started"):
-        train.prepare_rank(train.build_parser().parse_args([*base, "--train-prototxt", str(net)]))
+        runprep.prepare_rank(train.run_config([*base, "--train-prototxt", str(net)]))
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == written
 
 
@@ -732,11 +690,11 @@ def test_a_finetune_rerun_on_replaced_images_names_them(tmp_path):
     (lists / "test.txt").write_text(f"{images[3]} 3\n")
     args = ["finetune", "--dataset", "tid2013", "--net", "shallow", "--lists", str(lists), "--out",
             str(tmp_path / "ft"), "--gpu", "-1", "--workers", "0", "--from-scratch"]
-    train.prepare_finetune(train.build_parser().parse_args(args))
+    runprep.prepare_finetune(train.run_config(args))
     cv2.imwrite(str(images[1]), np.full((240, 250, 3), 7, dtype=np.uint8))  # same name, another picture
     with pytest.raises(InputError, match=rf"images \(size or modification time\): 1 modified "
                                          rf"\({images[1]}\)"):
-        train.prepare_finetune(train.build_parser().parse_args(args))
+        runprep.prepare_finetune(train.run_config(args))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -750,8 +708,8 @@ def _snapshot_files(run: Path) -> list[str]:
 @needs_caffe
 def test_snapshot_size_estimate_bounds_the_files_caffe_writes(rank_run):
     net = caffe.Net(str(rank_run / "train.prototxt"), caffe.TRAIN)
-    estimate = train.snapshot_bytes(net, train.read_solver_param(rank_run / "solver.prototxt"),
-                                    train.read_net_param(rank_run / "train.prototxt"))
+    estimate = snapshots.snapshot_bytes(net, netconfig.read_solver_param(rank_run / "solver.prototxt"),
+                                    netconfig.read_net_param(rank_run / "train.prototxt"))
     written = sum(p.stat().st_size for p in (rank_run / "snapshots").glob("rank_tiny_iter_60.*"))
     assert written <= estimate <= written + (128 << 10), (written, estimate)
 
@@ -771,7 +729,7 @@ def test_a_full_disk_before_a_snapshot_stops_the_run_and_the_same_command_resume
         assert message[0].removeprefix("error: ") in (out / "log.txt").read_text()
         assert f"snapshot at iteration 2: {last_good} (last good snapshot)" in (out / "log.txt").read_text()
         assert _snapshot_files(out) == ["rank_tiny_iter_2.caffemodel", "rank_tiny_iter_2.solverstate"]
-        assert not any((out / "snapshots" / train.SNAPSHOT_STAGING).iterdir())
+        assert not any((out / "snapshots" / snapshots.SNAPSHOT_STAGING).iterdir())
 
         remount(fs, "size=8M")
         assert _rank_cli(ranks, out, "--iters", "4", "--snapshot", "2") == 0
@@ -803,16 +761,16 @@ def test_caffe_aborting_in_its_writer_leaves_no_file_a_rerun_would_take(ranks, t
         args = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(ranks), "--out", str(out),
                 "--gpu", "-1", "--types-per-batch", "3", "--workers", "0", "--test-interval", "0",
                 "--iters", "4", "--snapshot", "2"]
-        code = ("import sys; from tools import train; train.require_free_space = lambda *a: None; "
-                "sys.exit(train.main(sys.argv[1:]))")
+        code = ("import sys; from rankiqa import trainer; from tools import train; "
+                "trainer.require_free_space = lambda *a: None; sys.exit(train.main(sys.argv[1:]))")
         aborted = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
                                  text=True, timeout=300)
         assert aborted.returncode == -signal.SIGABRT, aborted.stderr[-2000:]
         assert "Check failed: proto.SerializeToOstream" in aborted.stderr
-        staged = sorted(p.name for p in (out / "snapshots" / train.SNAPSHOT_STAGING).iterdir())
+        staged = sorted(p.name for p in (out / "snapshots" / snapshots.SNAPSHOT_STAGING).iterdir())
         assert staged and all(name.startswith("rank_tiny_iter_4.") for name in staged)  # cut short, aside
         assert _snapshot_files(out) == ["rank_tiny_iter_2.caffemodel", "rank_tiny_iter_2.solverstate"]
-        assert train.find_resume_state(out / "snapshots").name == "rank_tiny_iter_2.solverstate"
+        assert snapshots.find_resume_state(out / "snapshots").name == "rank_tiny_iter_2.solverstate"
 
         remount(fs, "size=8M")
         assert train.main(args) == 0
@@ -842,7 +800,7 @@ def test_a_log_line_the_disk_refuses_names_the_log_and_the_next_run_starts_a_new
 
         close = flush
 
-    log = train.RunLog(tmp_path, echo=False)
+    log = runlog.RunLog(tmp_path, echo=False)
     log.note("first")
     real = log._handle
     log._handle = FullDisk()
@@ -853,33 +811,33 @@ def test_a_log_line_the_disk_refuses_names_the_log_and_the_next_run_starts_a_new
     real.close()
     with open(tmp_path / "log.txt", "a") as handle:
         handle.write("2024-01-01 00:00:00 train iter=2")  # a line cut short by the full disk
-    log = train.RunLog(tmp_path, echo=False)
+    log = runlog.RunLog(tmp_path, echo=False)
     log.event("start", 0)
     log.close()
     lines = (tmp_path / "log.txt").read_text().splitlines()
     assert lines[-2] == "2024-01-01 00:00:00 train iter=2" and lines[-1].endswith(" start iter=0")
 
 
-def _rank0_fails_rank1_waits(run, share, uid):
-    """A stand-in for a multi-GPU process: rank 0 stops with an error (a full disk at its snapshot), rank 1
-    waits for it as it would inside NCCL's all-reduce."""
+def _first_fails_second_waits(run, share, uid):
+    """A stand-in for a multi-GPU process: process 0 stops with an error (a full disk at its snapshot),
+    process 1 waits for it as it would inside NCCL's all-reduce."""
     import time
 
-    if share.rank == 0:
+    if share.index == 0:
         print("error: no room for the snapshot", file=sys.stderr)
         sys.exit(2)
     time.sleep(60)
-    (run.run_dir / "rank1_went_on").touch()  # only when nobody stopped it
+    (run.run_dir / "second_went_on").touch()  # only when nobody stopped it
 
 
-def test_a_multi_gpu_run_whose_rank_fails_stops_the_others(tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "import_caffe", lambda: None)
-    monkeypatch.setattr(train, "require_nccl", lambda caffe: None)
-    monkeypatch.setattr(train, "nccl_uid", lambda caffe: bytes(128))
-    run = train.PreparedRun(kind="rank", run_dir=tmp_path, solver_path=tmp_path / "solver.prototxt",
+def test_a_multi_gpu_run_whose_process_fails_stops_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(devices, "import_caffe", lambda: None)
+    monkeypatch.setattr(devices, "require_nccl", lambda caffe: None)
+    monkeypatch.setattr(devices, "nccl_uid", lambda caffe: bytes(128))
+    run = trainer.PreparedRun(kind="rank", run_dir=tmp_path, solver_path=tmp_path / "solver.prototxt",
                             train_net=tmp_path / "train.prototxt", snapshot_dir=tmp_path / "snapshots",
                             max_iter=4, snapshot_every=2, display=1, test_interval=0, test_iters=0,
                             test_items=None, weights=None, resume=None)
-    with pytest.raises(InputError, match=r"^multi-GPU training failed in rank0 \(see "):
-        train.train_multi_gpu(run, train.gpu_shares([0, 1]), worker=_rank0_fails_rank1_waits)
-    assert not (tmp_path / "rank1_went_on").exists()
+    with pytest.raises(TrainingError, match=r"^multi-GPU training failed in process 0 \(GPU 3\) \(see "):
+        trainer.train_multi_gpu(run, devices.gpu_shares([3, 1]), worker=_first_fails_second_waits)
+    assert not (tmp_path / "second_went_on").exists()

@@ -39,12 +39,11 @@ import datetime
 import importlib
 import math
 import os
-import platform
 import re
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,8 +68,12 @@ from pylayers.rank_loss import (
 from rankiqa import blas, caffe_io
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
+from rankiqa.measure import gpu_name, machine_info, median, time_calls
+from rankiqa.measure import ms as _ms
+from rankiqa.measure import para as _para
+from rankiqa.measure import x as _x
+from rankiqa.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SHALLOW_DIR = REPO_ROOT / "prototxts" / "shallow"
 RANK_SOLVER = REPO_ROOT / "prototxts" / "solvers" / "rank_tid2013.prototxt"
 
@@ -254,67 +257,6 @@ def stop_data_workers() -> None:
 # Timing helpers
 
 
-def median(values: list[float]) -> float:
-    """The median, as a plain float."""
-    return float(statistics.median(values))
-
-
-def time_calls(func: Callable[[], Any], repeats: int, warmup: int = 1, min_seconds: float = 0.02) -> float:
-    """Median seconds per call of ``func``: ``warmup`` untimed calls, then ``repeats`` timed rounds.
-
-    A round runs ``func`` as many times as it takes for about ``min_seconds`` (calibrated once), so that
-    microsecond-scale calls are not lost in the timer's resolution.
-    """
-    for _ in range(warmup):
-        func()
-    start = time.perf_counter()
-    func()
-    single = max(time.perf_counter() - start, 1e-7)
-    number = max(1, int(math.ceil(min_seconds / single)))
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(number):
-            func()
-        rounds.append((time.perf_counter() - start) / number)
-    return median(rounds)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Machine description
-
-
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (or what ``platform`` knows)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def blas_threads() -> str:
-    """How many threads OpenBLAS (Caffe's CPU BLAS here) starts with, and where that comes from."""
-    for var in blas.VARIABLES:
-        if os.environ.get(var):
-            return f"{os.environ[var]} ({var})"
-    return f"{blas.usable_cores()} (OpenBLAS default: one per core; OPENBLAS_NUM_THREADS unset)"
-
-
-def machine_info(caffe: Any, mode: str) -> dict[str, str]:
-    """The machine and software the figures come from, for the report."""
-    return {
-        "CPU": cpu_model(),
-        "cores usable": str(blas.usable_cores()),
-        "Caffe mode": mode,
-        "Caffe build": caffe_io.build_mode(caffe),
-        "BLAS threads": blas_threads(),
-        "Python": platform.python_version(),
-        "NumPy": np.__version__,
-        "OS": platform.platform(),
-    }
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Section 1: the loss layer on its own
 
@@ -462,23 +404,23 @@ class NetSpec:
 def build_solver(spec: NetSpec, data_dir: Path, run_dir: Path, settings: Settings, seed: int,
                  device: int) -> Any:
     """A Caffe SGD solver for ``spec``, with the timed layers of this module swapped in."""
-    from tools import train
+    from rankiqa import manifest, netconfig
 
-    caffe = train.import_caffe()
+    caffe = caffe_io.import_caffe()
     source = SHALLOW_DIR / ("rank_train.prototxt" if spec.kind == "efficient" else "pair_train.prototxt")
-    levels, _splits = train.manifest_levels(data_dir / "manifest.csv")
-    net_param = train.configure_rank_net(train.read_net_param(source), source, data_dir,
+    levels, _splits = manifest.manifest_levels(data_dir / "manifest.csv")
+    net_param = netconfig.configure_rank_net(netconfig.read_net_param(source), source, data_dir,
                                          types_per_batch=spec.types_per_batch, images_per_group=1,
                                          levels=levels, seed=seed, workers=spec.workers, direction="quality")
     # Only the training phase is timed: drop the test-phase data layer (no test net, no idle workers).
-    kept = [layer for layer in net_param.layer if train.layer_phase(layer) != "test"]
+    kept = [layer for layer in net_param.layer if netconfig.layer_phase(layer) != "test"]
     del net_param.layer[:]
     net_param.layer.extend(kept)
     for layer in net_param.layer:
         if layer.type != "Python":
             continue
         module = layer.python_param.module.split(".")[-1]
-        params = train.get_param_str(layer, source)
+        params = netconfig.get_param_str(layer, source)
         if module in ("rank_data", "pair_data"):
             if not spec.lmdb:
                 params.pop("lmdb", None)
@@ -486,7 +428,7 @@ def build_solver(spec: NetSpec, data_dir: Path, run_dir: Path, settings: Setting
                 raise InputError("no images.lmdb beside the manifest", data_dir)
             if module == "pair_data":
                 params["batch_size"] = spec.pairs
-            train.set_param_str(layer, params)
+            netconfig.set_param_str(layer, params)
             layer.python_param.layer = "TimedRankDataLayer" if module == "rank_data" else "TimedPairDataLayer"
         elif layer.python_param.layer == "AllPairsHingeLossLayer":
             layer.python_param.layer = "TimedAllPairsHingeLossLayer"
@@ -495,13 +437,13 @@ def build_solver(spec: NetSpec, data_dir: Path, run_dir: Path, settings: Setting
         layer.python_param.module = "tools.bench"
     run_dir.mkdir(parents=True, exist_ok=True)
     net_path = run_dir / f"{spec.name}_train.prototxt"
-    train.write_text_proto(net_param, net_path, f"tools/bench.py: {spec.name}")
-    solver_param = train.configure_solver(train.read_solver_param(RANK_SOLVER), net_path,
+    netconfig.write_text_proto(net_param, net_path, f"tools/bench.py: {spec.name}")
+    solver_param = netconfig.configure_solver(netconfig.read_solver_param(RANK_SOLVER), net_path,
                                           run_dir / "snapshots" / spec.name, max_iter=100000,
                                           base_lr=settings.base_lr, snapshot=0, seed=seed, device=device,
                                           test_iter=None)
     solver_path = run_dir / f"{spec.name}_solver.prototxt"
-    train.write_text_proto(solver_param, solver_path, f"tools/bench.py: {spec.name}")
+    netconfig.write_text_proto(solver_param, solver_path, f"tools/bench.py: {spec.name}")
     if device >= 0:
         caffe.set_mode_gpu()
         caffe.set_device(device)
@@ -606,9 +548,8 @@ class HeldOutRanking:
     def __init__(self, data_dir: Path, settings: Settings, seed: int):
         from pylayers.prefetch import ImageSource
         from pylayers.rank_data import RankBatchBuilder, read_manifest
-        from tools import train
 
-        caffe = train.import_caffe()
+        caffe = caffe_io.import_caffe()
         rank_set = read_manifest(data_dir / "manifest.csv", "test")
         builder = RankBatchBuilder(rank_set, ImageSource(data_dir), len(rank_set.types), 1, CROP, seed + 1)
         self.batches = [builder(index) for index in range(settings.test_batches)]
@@ -641,7 +582,7 @@ def bench_siamese(data_dir: Path, run_dir: Path, settings: Settings, seed: int, 
     Both solvers live side by side and train in alternating blocks of ``curve_test_every`` iterations
     (tested between blocks), so that a change of the machine's load during the run hits both alike.
     """
-    from tools import train
+    from rankiqa import netconfig
 
     levels = 5
     images = settings.siamese_types * levels
@@ -650,7 +591,7 @@ def bench_siamese(data_dir: Path, run_dir: Path, settings: Settings, seed: int, 
     tester = HeldOutRanking(data_dir, settings, seed) if curve else None
     base_lr = settings.base_lr
     if base_lr is None:
-        base_lr = train.read_solver_param(RANK_SOLVER).base_lr
+        base_lr = netconfig.read_solver_param(RANK_SOLVER).base_lr
     results: dict[str, Any] = {"images": images, "base_lr": float(base_lr), "nets": {}}
     iters = settings.curve_iters if curve else settings.train_warmup + settings.train_steps
     block = settings.curve_test_every if curve else iters
@@ -728,9 +669,9 @@ def plot_curves(siamese: dict[str, Any], path: Path) -> None:
 def deploy_on_crops(deploy: Path, batch: int, crops: Path, out: Path) -> Path:
     """A copy of ``deploy`` for ``caffe time`` whose ``Input`` layer is replaced by ``CropsDataLayer``
     (``batch`` crops per pass from the ``.npy`` file ``crops``), with the same top."""
-    from tools import train
+    from rankiqa import netconfig
 
-    net_param = train.read_net_param(deploy)
+    net_param = netconfig.read_net_param(deploy)
     inputs = [layer for layer in net_param.layer if layer.type == "Input" and layer.input_param.shape]
     if not inputs:
         raise InputError("no Input layer with a shape", deploy)
@@ -739,15 +680,15 @@ def deploy_on_crops(deploy: Path, batch: int, crops: Path, out: Path) -> Path:
     layer.ClearField("input_param")
     layer.python_param.module = "tools.bench"
     layer.python_param.layer = "CropsDataLayer"
-    train.set_param_str(layer, {"crops": str(crops.resolve()), "batch": batch})
-    train.write_text_proto(net_param, out, f"tools/bench.py: {deploy.name} on crops, batch {batch}")
+    netconfig.set_param_str(layer, {"crops": str(crops.resolve()), "batch": batch})
+    netconfig.write_text_proto(net_param, out, f"tools/bench.py: {deploy.name} on crops, batch {batch}")
     return out
 
 
 def save_crops(images: list[np.ndarray], info: Any, crops: int, seed: int, limit: int, out: Path) -> Path:
-    """The crops the scorer takes of ``images`` (``tools.scoring.crop_positions``, image ordinal = index),
+    """The crops the scorer takes of ``images`` (``rankiqa.scoring.crop_positions``, image ordinal = index),
     at most ``limit`` of them, as a (K, 3, H, W) float32 ``.npy`` file ``out``."""
-    from tools import scoring
+    from rankiqa import scoring
 
     ch, cw = info.crop_height, info.crop_width
     taken = []
@@ -767,11 +708,14 @@ def bench_eval(data_dir: Path, work_dir: Path, settings: Settings, seed: int, de
     import cv2
 
     from pylayers.rank_data import read_manifest
-    from tools import caffe_time as ctime
-    from tools import scoring, train
+    from rankiqa import caffe_time as ctime
+    from rankiqa import (
+        devices,
+        scoring,
+    )
 
-    caffe = train.import_caffe()
-    train.set_device(caffe, device)
+    caffe = caffe_io.import_caffe()
+    devices.set_device(caffe, device)
     rank_set = read_manifest(data_dir / "manifest.csv", "test")
     paths = sorted(set(rank_set.paths.values()))
     step = max(1, len(paths) // settings.eval_images)
@@ -828,7 +772,7 @@ def files_view(data_dir: Path, out_dir: Path, max_level: int | None = None) -> P
     files themselves, as ``make train_rank`` does on a set made without ``LMDB=1``."""
     import csv
 
-    from pylayers.rank_data import MANIFEST_COLUMNS
+    from rankiqa.manifest import MANIFEST_COLUMNS
 
     out_dir.mkdir(parents=True, exist_ok=True)
     source = data_dir / "manifest.csv"
@@ -846,25 +790,23 @@ def files_view(data_dir: Path, out_dir: Path, max_level: int | None = None) -> P
 
 def prepare_step_run(data_dir: Path, run_dir: Path, spec: StepNet, device: int,
                      workers: int | None = None) -> Any:
-    """The run folder that ``make train_rank`` would write for ``spec`` (``tools.train.prepare_rank``: its
+    """The run folder that ``make train_rank`` would write for ``spec`` (``rankiqa.runprep.prepare_rank``: its
     ``train.prototxt`` and ``solver.prototxt``, the driver's defaults for everything not named here)."""
-    from tools import train
+    from rankiqa import runconfig, runprep
 
-    argv = ["rank", "--rankset", "tid2013", "--net", spec.net, "--data", str(data_dir), "--out", str(run_dir),
-            "--gpu", str(device), "--types-per-batch", str(spec.types_per_batch)]
-    if workers is not None:
-        argv += ["--workers", str(workers)]
-    run, _shares = train.prepare_rank(train.build_parser().parse_args(argv))
+    config = runconfig.RunConfig(command="rank", rankset="tid2013", net=spec.net, data=data_dir, out=run_dir,
+                                 gpu=str(device), types_per_batch=spec.types_per_batch, workers=workers)
+    run, _shares = runprep.prepare_rank(config)
     return run
 
 
 def default_workers(net: str) -> int:
     """The prefetch workers of the training-phase data layers of ``prototxts/<net>/rank_train.prototxt``
     (what ``make train_rank`` uses when ``WORKERS`` is not given)."""
-    from tools import train
+    from rankiqa import netconfig
 
     source = REPO_ROOT / "prototxts" / net / "rank_train.prototxt"
-    return train.loader_workers(train.read_net_param(source), source)
+    return netconfig.loader_workers(netconfig.read_net_param(source), source)
 
 
 class StepTimer:
@@ -879,12 +821,15 @@ class StepTimer:
     """
 
     def __init__(self, caffe: Any, run: Any, device: int, warmup: int):
-        from tools import train
+        from rankiqa import (
+            devices,
+            snapshots,
+        )
 
         self.caffe, self.run, self.device = caffe, run, device
-        train.set_device(caffe, device)
+        devices.set_device(caffe, device)
         # Caffe checks at construction that its snapshot prefix (under snapshots/.partial/) can be written.
-        train.discard_unfinished_snapshots(run.snapshot_dir)
+        snapshots.discard_unfinished_snapshots(run.snapshot_dir)
         self.solver = caffe.get_solver(str(run.solver_path))
         self.solver.step(warmup)
         self.batch = int(self.solver.net.blobs["data"].num)
@@ -892,8 +837,11 @@ class StepTimer:
 
     def round(self, iters: int, threads: int | None = None) -> None:
         """One round of ``caffe time`` and as many timed steps, at ``threads`` BLAS threads."""
-        from tools import caffe_time as ctime
-        from tools import train
+        from rankiqa import caffe_time as ctime
+        from rankiqa import (
+            devices,
+            trainer,
+        )
 
         record = self.records.setdefault(threads, {"steps": [], "passes": [], "tables": [], "means": [],
                                                    "ratios": []})
@@ -902,12 +850,12 @@ class StepTimer:
                                      cwd=REPO_ROOT)
             if not timed["ok"]:
                 raise RuntimeError(f"{timed['error']} on {self.run.train_net}:\n{timed['output_tail']}")
-            train.set_device(self.caffe, self.device)
+            devices.set_device(self.caffe, self.device)
             steps = []
             for _ in range(iters):
                 start = time.perf_counter()
                 self.solver.step(1)
-                train.net_loss(self.solver.net)
+                trainer.net_loss(self.solver.net)
                 steps.append(time.perf_counter() - start)
         passes = [ms / 1000.0 for ms in timed["iterations_ms"]]
         record["steps"] += steps
@@ -951,9 +899,8 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
     BLAS threads, as ``tools/train.py`` sets them); and, on the CPU, the Shallow step for each prefetch
     worker count of ``settings.step_workers`` with 1 BLAS thread, one per core and the default, all
     alternating round by round."""
-    from tools import train
 
-    caffe = train.import_caffe()
+    caffe = caffe_io.import_caffe()
     where = "gpu" if device >= 0 else "cpu"
     iters = dict(settings.step_iters)
     nets = []
@@ -1008,7 +955,7 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
 
 def gpu_status(caffe: Any, gpu: int) -> tuple[bool, str]:
     """Whether the GPU figures can be measured, and why not when they cannot."""
-    from tools import train
+    from rankiqa import devices
 
     if gpu < 0:
         return False, ("no GPU was requested (`--gpu -1`; `make bench` passes GPU=0 only when a CUDA build "
@@ -1016,43 +963,14 @@ def gpu_status(caffe: Any, gpu: int) -> tuple[bool, str]:
     if caffe_io.build_mode(caffe) == "cpu":
         return False, f"`--gpu {gpu}` was given, but this Caffe build is CPU-only (BUILD_INFO mode=cpu)"
     # Probed in a child process: a CPU-only build or a missing device aborts the process (glog FATAL).
-    if not train.gpu_usable(gpu):
+    if not devices.gpu_usable(gpu):
         return False, (f"`--gpu {gpu}` was given, but Caffe could not use that device (probed in a child "
                        "process)")
     return True, f"GPU {gpu}"
 
 
-def gpu_name(gpu: int) -> str:
-    """The GPU's name from nvidia-smi, for the report."""
-    import subprocess
-
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", str(gpu)],
-                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-        if out:
-            return out
-    return "unknown (nvidia-smi did not answer)"
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Report
-
-
-def _ms(seconds: float) -> str:
-    """A duration in s, ms or µs, three significant digits."""
-    if seconds >= 1.0:
-        return f"{seconds:.3g} s"
-    return f"{seconds * 1000:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} µs"
-
-
-def _x(ratio: float) -> str:
-    """A ratio as ``1.23x``."""
-    return f"{ratio:.3g}x"
-
-
-def _para(*parts: str) -> str:
-    """One Markdown paragraph from pieces (kept short in the source)."""
-    return " ".join(part.strip() for part in parts)
 
 
 def render(report: dict[str, Any], plots_rel: str) -> str:
@@ -1229,7 +1147,7 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
     if gpu:
         return lines
     return lines + [_para(
-        "How measured: `tools.scoring.CropScorer` (what `tools.evaluate` runs; `batch=1` is its",
+        "How measured: `rankiqa.scoring.CropScorer` (what `tools.evaluate` runs; `batch=1` is its",
         "one-crop-per-forward mode) on the Shallow ranking deploy net,",
         f"{ev['images']} images of the generated set held in memory (height x width {sizes}),",
         f"{ev['crops']} random {CROP} crops each (the paper's protocol), the same crop positions",
@@ -1305,9 +1223,9 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
         lines.append("")
     lines += [_para(
         "How measured: for each net, the run folder that `make train_rank` writes",
-        "(`tools.train.prepare_rank`: its `train.prototxt` and `solver.prototxt`; TID2013 style, one image",
-        "per group, the driver's defaults) on the PNG files of the generated set; VGG-16 on levels 0 and",
-        "1 only, one type per batch, which makes its batch of 2. The solver of that folder takes",
+        "(`rankiqa.runprep.prepare_rank`: its `train.prototxt` and `solver.prototxt`; TID2013 style, one",
+        "image per group, the driver's defaults) on the PNG files of the generated set; VGG-16 on levels 0",
+        "and 1 only, one type per batch, which makes its batch of 2. The solver of that folder takes",
         f"{s.train_warmup} untimed steps, then {s.step_rounds} round(s) alternate `caffe time -model",
         "train.prototxt` (Caffe's own tool: the same net, our Python data and loss layers included, in a",
         "child process; its per-pass times, logged to the millisecond) and as many timed",
@@ -1327,7 +1245,7 @@ def render_steps(steps: dict[str, Any], s: Settings) -> list[str]:
 
 
 #: The report of a real GPU run of tools/gpu_check.py, committed by whoever ran it (its Markdown snippet).
-GPU_CHECK_RECORD = Path(__file__).resolve().parents[1] / "docs" / "bench" / "gpu_check.md"
+GPU_CHECK_RECORD = REPO_ROOT / "docs" / "bench" / "gpu_check.md"
 
 
 def gpu_check_section() -> list[str]:
@@ -1403,9 +1321,8 @@ def main(argv: list[str] | None = None) -> int:
         record_gpu_check(args.record_gpu_check, out)
         print(f"recorded {args.record_gpu_check} as {GPU_CHECK_RECORD}; updated {out}", file=sys.stderr)
         return 0
-    from tools import train
 
-    caffe = train.import_caffe()
+    caffe = caffe_io.import_caffe()
     load_before = os.getloadavg()
     loads: list[float] = []  # the 1-minute load average at the start of every section
 

@@ -56,9 +56,9 @@ from typing import Any
 
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
-from tools.train import SHALLOW_DEFAULT_LR
+from rankiqa.paths import REPO_ROOT
+from rankiqa.runconfig import SHALLOW_DEFAULT_LR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RANKSET = "tid2013"
 NET = "shallow"
 STANDIN_LABEL = "synthetic stand-in (MS-SSIM), not human MOS"
@@ -187,7 +187,7 @@ def resolve_photos(pristine_arg: str, warn: Any = None) -> Photos:
 def full_profile(names: Sequence[str]) -> Profile:
     """The ``make demo`` configuration: one seed in under 15 minutes on 2 cores (README, measured).
 
-    Learning rates: the Shallow net's defaults of ``tools.train`` (``SHALLOW_DEFAULT_LR``; the faithful
+    Learning rates: the Shallow net's defaults of ``rankiqa.runconfig`` (``SHALLOW_DEFAULT_LR``; the faithful
     solvers' rates are VGG-16's), the same fine-tuning rate, head start and iterations for both
     initialisations.
     """
@@ -443,10 +443,10 @@ def ft_references(paths: Paths) -> dict[str, list[str]]:
 
 def final_model(run_dir: Path, iters: int) -> Path | None:
     """The run's ``.caffemodel`` at ``iters`` (or beyond), if training finished."""
-    from tools import train
+    from rankiqa import snapshots
 
-    for model in train.snapshots(run_dir / "snapshots", "caffemodel"):
-        iteration = train.snapshot_iteration(model)
+    for model in snapshots.snapshots(run_dir / "snapshots", "caffemodel"):
+        iteration = snapshots.snapshot_iteration(model)
         if iteration is not None and iteration >= iters:
             return model
     return None
@@ -677,7 +677,7 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], path: Path) -> None:
 def plot_curves(paths: Paths, path: Path) -> None:
     """Ranking loss, fine-tuning loss and (when tested) test SROCC during fine-tuning, from the run logs."""
     plt = _pyplot()
-    from tools.logparse import parse_log
+    from rankiqa.logparse import parse_log
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     rank = parse_log(paths.run("rank") / "log.txt")

@@ -43,12 +43,11 @@ import numpy as np
 from tqdm import tqdm
 
 from rankiqa import metrics as iqa_metrics
-from rankiqa import provenance
+from rankiqa import provenance, scoring
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.lists import open_text, read_list
-from tools import scoring
 
 TABLE_COLUMNS = ("reference", "type", "level", "path", "score", "direction")
 #: The files of one evaluation (``write_outputs``); metrics.json is written last.
@@ -488,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-direction", "--direction", dest="model_direction",
                         choices=scoring.DIRECTIONS, default=None,
                         help="direction of the model's output (default: inferred, see "
-                             "tools/scoring.model_direction)")
+                             "rankiqa/scoring.model_direction)")
     parser.add_argument("--gt-direction", choices=scoring.DIRECTIONS, default=None,
                         help="direction of the ground truth of a plain list (a table CSV states it)")
     parser.add_argument("--splits", type=int, default=0,

@@ -12,10 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rankiqa import onnx_export
+from rankiqa import onnx_export, scoring
 from rankiqa.errors import cli_main
 from rankiqa.fsutil import format_bytes
-from tools import scoring
 
 
 def default_out(model: str) -> Path:

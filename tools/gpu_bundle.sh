@@ -114,8 +114,8 @@ if [ "$GPU_BUNDLE_TEST" = 1 ]; then
     in_root "$ROOT" /bin/bash -c "set -e; cd /rankiqa
       exports=\$(/opt/device-python/bin/python -m tools.gpu_bundle env --dest /tmp/rankiqa-gpu-bundle)
       eval \"\$exports\"
-      /opt/device-python/bin/python -c 'import caffe; from tools import train; train.require_nccl(caffe); \
-        print(len(train.nccl_uid(caffe)), \"byte NCCL id\")'
+      /opt/device-python/bin/python -c 'import caffe; from rankiqa import devices; devices.require_nccl(caffe); \
+        print(len(devices.nccl_uid(caffe)), \"byte NCCL id\")'
       echo 'NCCL: compiled into the bundle'" || die "the bundle's pycaffe has no usable NCCL (see above)"
   fi
 else

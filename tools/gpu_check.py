@@ -56,14 +56,14 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from pylayers.rank_data import RankDataLayer
-from rankiqa import caffe_io
+from rankiqa import caffe_io, logparse, measure
+from rankiqa.caffe_time import caffe_binary, caffe_time, glog_env, run_command
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
-from tools import bench, logparse
-from tools.caffe_time import caffe_binary, caffe_time, glog_env, run_command
+from rankiqa.paths import PROTOTXT_DIR, REPO_ROOT
+from tools import bench
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PROTOTXTS = REPO_ROOT / "prototxts"
+PROTOTXTS = PROTOTXT_DIR
 RANK_SOLVER = PROTOTXTS / "solvers" / "rank_tid2013.prototxt"
 #: Distortion types that are quick to generate (a subset of tools.bench's).
 CHECK_TYPES = ("GN", "GB", "JPEG")
@@ -131,9 +131,9 @@ def loss_falls(losses: list[float]) -> bool:
 
 def use_device(caffe: Any, device: int) -> None:
     """Caffe's global mode: CPU (-1) or GPU ``device``."""
-    from tools import train
+    from rankiqa import devices
 
-    train.set_device(caffe, device)
+    devices.set_device(caffe, device)
 
 
 def sync(net: Any) -> None:
@@ -159,14 +159,14 @@ def rankset(work_dir: Path, settings: Settings, seed: int) -> Path:
 
 def train_net_param(settings: Settings, data_dir: Path, seed: int, workers: int) -> Any:
     """``prototxts/<net>/rank_train.prototxt`` configured as tools/train.py does, training phase only."""
-    from tools import train
+    from rankiqa import manifest, netconfig
 
     source = PROTOTXTS / settings.net / "rank_train.prototxt"
-    levels, _splits = train.manifest_levels(data_dir / "manifest.csv")
-    net_param = train.configure_rank_net(train.read_net_param(source), source, data_dir,
+    levels, _splits = manifest.manifest_levels(data_dir / "manifest.csv")
+    net_param = netconfig.configure_rank_net(netconfig.read_net_param(source), source, data_dir,
                                          types_per_batch=settings.types, images_per_group=1, levels=levels,
                                          seed=seed, workers=workers, direction="quality")
-    kept = [layer for layer in net_param.layer if train.layer_phase(layer) != "test"]
+    kept = [layer for layer in net_param.layer if netconfig.layer_phase(layer) != "test"]
     del net_param.layer[:]
     net_param.layer.extend(kept)
     return net_param
@@ -174,9 +174,9 @@ def train_net_param(settings: Settings, data_dir: Path, seed: int, workers: int)
 
 def swap_python_layer(net_param: Any, module_suffix: str, module: str, layer_class: str) -> None:
     """Point every ``pylayers.<module_suffix>`` layer at ``module.layer_class`` (a subclass)."""
-    from tools import train
+    from rankiqa import netconfig
 
-    layers = list(train.python_layers(net_param, module_suffix))
+    layers = list(netconfig.python_layers(net_param, module_suffix))
     if not layers:
         raise InputError(f"no pylayers.{module_suffix} layer in {net_param.name}")
     for layer in layers:
@@ -187,9 +187,9 @@ def swap_python_layer(net_param: Any, module_suffix: str, module: str, layer_cla
 def caffe_only_net_param(net_param: Any, batch: int, crop: int) -> Any:
     """The same trunk with Caffe's own layers only: an ``Input`` layer (``data`` and a ``target`` for the
     loss) instead of the Python data layer, ``EuclideanLoss`` on the score instead of the Python loss."""
-    from tools import train
+    from rankiqa import caffe_io
 
-    pb2 = train.caffe_pb2()
+    pb2 = caffe_io.caffe_pb2()
     out = pb2.NetParameter()
     out.CopyFrom(net_param)
     out.name = net_param.name + "_caffe_layers_only"
@@ -236,16 +236,16 @@ def step_device(caffe: Any, device: int) -> dict[str, Any]:
     smi = run_command(["nvidia-smi", "-L"], timeout=30)
     info["nvidia_smi"] = smi["output"].strip() if smi["returncode"] == 0 else None
     if device < 0:
-        info.update(name=f"CPU: {bench.cpu_model()}", ok=True)
+        info.update(name=f"CPU: {measure.cpu_model()}", ok=True)
         return info
-    from tools import train
+    from rankiqa import devices
 
     query = run_command([str(caffe_binary(caffe)), "device_query", "-gpu", str(device)], 60, glog_env())
     info["device_query"] = query["output"][-4000:] or query.get("error")
     names = re.findall(r"Name:\s*(.+)", query["output"])
-    info["name"] = names[0].strip() if names else bench.gpu_name(device)
+    info["name"] = names[0].strip() if names else measure.gpu_name(device)
     # Probed in a child process: a CPU-only build or a missing device aborts (glog FATAL) the process.
-    usable = train.gpu_usable(device)
+    usable = devices.gpu_usable(device)
     info["usable"] = usable
     if not usable:
         info.update(ok=False, error=f"Caffe cannot use GPU {device} (build mode {info['build_mode']})")
@@ -263,20 +263,20 @@ def step_train(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, de
     is the loss of the same fixed batch in the TEST phase (no dropout), by a second net sharing the solver's
     weights, before and after the iterations: all losses finite and the after below the before.
     """
-    from tools import train
+    from rankiqa import netconfig
 
     net_param = train_net_param(settings, data_dir, seed, workers=0)
     swap_python_layer(net_param, "rank_data", "tools.gpu_check", "FixedRankDataLayer")
-    for layer in train.python_layers(net_param, "gpu_check"):
+    for layer in netconfig.python_layers(net_param, "gpu_check"):
         layer.ClearField("include")  # the TRAIN-only data layer also feeds the TEST-phase probe below
     net_path = run_dir / "train_fixed.prototxt"
-    train.write_text_proto(net_param, net_path, "tools/gpu_check.py: ranking net on one fixed batch")
-    solver_param = train.configure_solver(train.read_solver_param(RANK_SOLVER), net_path,
+    netconfig.write_text_proto(net_param, net_path, "tools/gpu_check.py: ranking net on one fixed batch")
+    solver_param = netconfig.configure_solver(netconfig.read_solver_param(RANK_SOLVER), net_path,
                                           run_dir / "snapshots" / "fixed", max_iter=100000,
                                           base_lr=settings.base_lr, snapshot=0, seed=seed, device=device,
                                           test_iter=None)
     solver_path = run_dir / "train_fixed_solver.prototxt"
-    train.write_text_proto(solver_param, solver_path, "tools/gpu_check.py: fixed-batch solver")
+    netconfig.write_text_proto(solver_param, solver_path, "tools/gpu_check.py: fixed-batch solver")
     use_device(caffe, device)
     caffe.set_random_seed(seed)
     solver = caffe.get_solver(str(solver_path))
@@ -346,23 +346,24 @@ def time_net(net: Any, settings: Settings) -> float:
         net.backward()
         sync(net)
 
-    return bench.time_calls(once, repeats=settings.time_iters, warmup=settings.time_warmup, min_seconds=0.0)
+    return measure.time_calls(once, repeats=settings.time_iters, warmup=settings.time_warmup, min_seconds=0.0)
 
 
 def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, device: int,
               seed: int) -> dict[str, Any]:
     """Forward+backward per iteration: Python layers vs Caffe's own layers vs ``caffe time``."""
-    from tools import train
+    from rankiqa import caffe_io, netconfig
 
     result: dict[str, Any] = {"net": settings.net}
     # (a) our data and loss layers: tools.bench's timed subclasses also record data waits and loss time.
     net_param = train_net_param(settings, data_dir, seed, workers=settings.time_workers)
-    plain_param = train.caffe_pb2().NetParameter()
+    plain_param = caffe_io.caffe_pb2().NetParameter()
     plain_param.CopyFrom(net_param)  # before the swap: (b) replaces the pylayers.* layers
     swap_python_layer(net_param, "rank_data", "tools.bench", "TimedRankDataLayer")
     swap_python_layer(net_param, "rank_loss", "tools.bench", "TimedAllPairsHingeLossLayer")
     python_path = run_dir / "time_python_layers.prototxt"
-    train.write_text_proto(net_param, python_path, "tools/gpu_check.py: timed, our Python data + loss layers")
+    netconfig.write_text_proto(net_param, python_path,
+                               "tools/gpu_check.py: timed, our Python data + loss layers")
     use_device(caffe, device)
     caffe.set_random_seed(seed)
     try:
@@ -371,8 +372,8 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
         bench.clear_timings()
         result["python_layers_s"] = time_net(net, settings)
         recorded = bench.timings()
-        result["data_wait_s"] = bench.median(recorded["data"])
-        result["loss_layer_s"] = bench.median([f + b for f, b in zip(recorded["loss_forward"],
+        result["data_wait_s"] = measure.median(recorded["data"])
+        result["loss_layer_s"] = measure.median([f + b for f, b in zip(recorded["loss_forward"],
                                                                      recorded["loss_backward"], strict=True)])
         del net
     finally:
@@ -381,7 +382,7 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
     # (b) Caffe's own layers only, in pycaffe.
     caffe_only = caffe_only_net_param(plain_param, batch, settings.crop)
     caffe_path = run_dir / "time_caffe_layers.prototxt"
-    train.write_text_proto(caffe_only, caffe_path, "tools/gpu_check.py: timed, Caffe layers only")
+    netconfig.write_text_proto(caffe_only, caffe_path, "tools/gpu_check.py: timed, Caffe layers only")
     net = caffe.Net(str(caffe_path), caffe.TRAIN)
     rng = np.random.default_rng(seed)
     net.blobs["data"].data[...] = rng.uniform(0.0, 255.0, size=net.blobs["data"].data.shape)
@@ -496,17 +497,17 @@ def render(report: dict[str, Any]) -> str:
         lines += [f"| {net} forward+backward, batch {batch} | time / iteration | vs Caffe layers only |",
                   "|---|---|---|",
                   f"| pycaffe, our Python data + loss layers ({timing['workers']} prefetch workers) | "
-                  f"{bench._ms(timing['python_layers_s'])} | {bench._x(timing['python_over_caffe'])} |",
+                  f"{measure.ms(timing['python_layers_s'])} | {measure.x(timing['python_over_caffe'])} |",
                   "| pycaffe, Caffe layers only (Input + EuclideanLoss) | "
-                  f"{bench._ms(timing['caffe_layers_s'])} | 1x |",
-                  f"| `caffe time` (Caffe layers only) | {bench._ms(timing['caffe_time_s'])} | "
-                  f"{bench._x(timing['caffe_time_s'] / timing['caffe_layers_s'])} |", "",
+                  f"{measure.ms(timing['caffe_layers_s'])} | 1x |",
+                  f"| `caffe time` (Caffe layers only) | {measure.ms(timing['caffe_time_s'])} | "
+                  f"{measure.x(timing['caffe_time_s'] / timing['caffe_layers_s'])} |", "",
                   "Inside the Python-layer iteration: data layer forward (load, or wait for a prefetched "
-                  f"batch, plus the copy) {bench._ms(timing['data_wait_s'])}, loss layer forward+backward "
-                  f"{bench._ms(timing['loss_layer_s'])} (medians).", ""]
-    lines += [bench._para(
+                  f"batch, plus the copy) {measure.ms(timing['data_wait_s'])}, loss layer forward+backward "
+                  f"{measure.ms(timing['loss_layer_s'])} (medians).", ""]
+    lines += [measure.para(
         "How measured: `tools/gpu_check.py`. Ranking check: `prototxts/<net>/rank_train.prototxt`",
-        "configured as `tools/train.py` does (random init, solver `rank_tid2013`), its data layer repeating",
+        "configured as `make train_rank` does (random init, solver `rank_tid2013`), its data layer repeating",
         "one batch of a tiny generated TID2013-style set; passes when every loss is finite and the loss of",
         "that batch in the TEST phase (no dropout; a net sharing the weights) is lower after the",
         "iterations than before. Timing: median of synchronised `net.forward()` + `net.backward()` calls",
@@ -587,9 +588,9 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--train-iters must be at least 2, got {args.train_iters}")
         settings = replace(settings, train_iters=args.train_iters)
     device = -1 if args.cpu_smoke else args.gpu
-    from tools import train
+    from rankiqa import caffe_io
 
-    caffe = train.import_caffe()
+    caffe = caffe_io.import_caffe()
 
     def say(text: str) -> None:
         print(f"[gpu_check {time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
@@ -599,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "command": command.strip(), "mode": mode, "device_id": device, "steps": steps,
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "settings": asdict(settings), "machine": bench.machine_info(caffe, mode),
+        "settings": asdict(settings), "machine": measure.machine_info(caffe, mode),
         "python": platform.python_version(), "checks": {}, "ok": False,
     }
     md_path = out.with_suffix(".md")

@@ -1,6 +1,6 @@
 """Score images with a trained model (``make predict``): a CSV of path, score and median.
 
-The protocol is the evaluation's (``tools.scoring``): ``--crops`` random crops of the deploy net's input
+The protocol is the evaluation's (``rankiqa.scoring``): ``--crops`` random crops of the deploy net's input
 size per image (seeded by ``--seed`` and the image's position in the input order), score = mean of the
 outputs, median beside it.
 
@@ -8,7 +8,7 @@ With ``--backend onnx`` the net is a model exported by ``tools.export_onnx``, ru
 (``rankiqa.onnx_scoring``; no Caffe needed): the same crops, its input size and score direction read from
 the model's metadata (the direction as decided at export, or ``--direction``).
 
-Score direction (the ``direction`` and ``scale`` columns): ``tools.scoring.model_direction``, as every
+Score direction (the ``direction`` and ``scale`` columns): ``rankiqa.scoring.model_direction``, as every
 tool: ``--direction`` when given; else the record of the run that trained the model (``run.json`` beside its
 ``snapshots/``); else the released models by file name (Rank_tid2013/FT_tid2013: higher = better;
 Rank_live/FT_live: higher = worse); else a ranking head (``fc8_m``) gives *relative* scores, higher =
@@ -33,17 +33,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rankiqa import metrics
+from rankiqa import metrics, scoring
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.image_io import read_bgr, upscale_to_min_side
-from tools import scoring
+from rankiqa.paths import IMAGE_SUFFIXES
 
-IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                              ".jp2"})
 #: ``upscaled_from``: the original ``WxH`` of an image ``--resize-small`` upscaled (empty for the others).
 COLUMNS = ("path", "score", "median", "direction", "scale", "upscaled_from")
-#: Who runs the net: Caffe (``tools.scoring``) or onnxruntime (``rankiqa.onnx_scoring``), same crops.
+#: Who runs the net: Caffe (``rankiqa.scoring``) or onnxruntime (``rankiqa.onnx_scoring``), same crops.
 BACKENDS = ("caffe", "onnx")
 
 
@@ -54,7 +52,7 @@ def collect_images(inputs: Sequence[str]) -> list[Path]:
         path = Path(entry)
         if path.is_dir():
             found += sorted(p for p in path.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         else:
             found.append(path)  # a missing file is reported when it is read, like any unreadable one
     return found

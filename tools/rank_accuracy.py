@@ -9,7 +9,7 @@ protocol (random crops, mean of the crop outputs); inside each (reference, disto
 levels is checked (``rankiqa.rank_accuracy``). The crop windows are drawn per reference, so every level of a
 reference is scored on the same windows (a paired comparison: the levels differ only by their distortion);
 images of one reference must then have one size (a rank set's do). Works for ranking and fine-tuned
-heads: the model's score direction comes from ``tools.scoring.model_direction`` (``--direction``
+heads: the model's score direction comes from ``rankiqa.scoring.model_direction`` (``--direction``
 overrides).
 
 Outputs under ``--out``: ``rank_accuracy.csv`` (type, pairs, correct, references, accuracy; ``overall``
@@ -28,10 +28,10 @@ import numpy as np
 from tqdm import tqdm
 
 from rankiqa import rank_accuracy as ra
+from rankiqa import scoring
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.image_io import read_bgr
-from tools import scoring
 
 
 def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage], source: str,

@@ -24,22 +24,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rankiqa import caffe_io, netcheck
+from rankiqa import caffe_io, netcheck, registry
 from rankiqa.errors import InputError
 
 #: Output blobs of the known heads: ``fc8_m`` = ranking model, ``fc8`` = fine-tuned model.
 RANKING_HEAD = "fc8_m"
 FINETUNED_HEAD = "fc8"
 KNOWN_HEADS: tuple[str, ...] = (RANKING_HEAD, FINETUNED_HEAD)
-
-#: The score direction of the released models of the original authors, by file stem (lower case).
-#: Rank_live / FT_live were trained on LIVE lists written in reverse (DMOS-like: higher = worse).
-RELEASED_DIRECTIONS: dict[str, str] = {
-    "rank_live": "lower_better",
-    "ft_live": "lower_better",
-    "rank_tid2013": "higher_better",
-    "ft_tid2013": "higher_better",
-}
 
 DIRECTIONS: tuple[str, ...] = ("higher_better", "lower_better")
 
@@ -192,9 +183,9 @@ def trained_direction(model_path: str | os.PathLike) -> tuple[str, str] | None:
     beside ``snapshots/``, written by ``tools/train.py``); None when there is no usable record.
 
     A ranking run scores ``higher_better`` unless its rank loss ran with ``direction: dmos``; a fine-tuning
-    run scores in the direction of its dataset's labels (``data_prep.datasets.label_direction``).
+    run scores in the direction of its dataset's labels (``rankiqa.registry``).
     """
-    from data_prep.datasets import HIGHER_BETTER, LOWER_BETTER, label_direction
+    from rankiqa.registry import DATASETS, HIGHER_BETTER, LOWER_BETTER
 
     path = Path(model_path)
     record = run_record(path)
@@ -205,7 +196,8 @@ def trained_direction(model_path: str | os.PathLike) -> tuple[str, str] | None:
             direction = LOWER_BETTER if loss == "dmos" else HIGHER_BETTER
             return direction, f"{where}: ranking, direction {loss!r}"
     if record.get("kind") == "finetune":
-        labels = label_direction(str(record.get("dataset", "")))
+        entry = DATASETS.get(str(record.get("dataset", "")))
+        labels = entry.direction if entry else None
         if labels:
             return labels, f"{where}: fine-tuned on {record['dataset']} labels"
     return None
@@ -217,9 +209,9 @@ def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str |
     The one place that decides it, for every tool (evaluate, predict, rank accuracy). ``direction`` is
     ``higher_better``, ``lower_better`` or ``unknown``. In order: the ``flag``; the record of the run that
     trained the model (:func:`trained_direction`); the released models by file name
-    (:data:`RELEASED_DIRECTIONS`); the head: a ranking head (``fc8_m``) is ``higher_better`` (the rank
-    loss's default ``quality`` direction), a fine-tuned head without a record is ``unknown`` (it follows
-    the labels it was trained on, MOS or DMOS, which nothing else tells).
+    (``rankiqa.registry.released_directions``); the head: a ranking head (``fc8_m``) is ``higher_better``
+    (the rank loss's default ``quality`` direction), a fine-tuned head without a record is ``unknown`` (it
+    follows the labels it was trained on, MOS or DMOS, which nothing else tells).
     """
     if flag:
         return flag, "given on the command line"
@@ -227,8 +219,9 @@ def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str |
     if trained:
         return trained
     stem = Path(model_path).stem.lower()
-    if stem in RELEASED_DIRECTIONS:
-        return RELEASED_DIRECTIONS[stem], f"released model {Path(model_path).stem}"
+    released = registry.released_directions()
+    if stem in released:
+        return released[stem], f"released model {Path(model_path).stem}"
     if info.head_kind == "ranking":
         return "higher_better", "ranking head fc8_m: relative scores, rank loss direction 'quality'"
     return "unknown", ("fine-tuned head without a training record: it follows the labels it was trained on "
