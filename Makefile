@@ -67,7 +67,7 @@ RANK_RUN ?= runs/rank_$(rank_tag)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
 # Start of the fine-tuning head (filler|mean|linear|calibrate) and scale of its loss (none|std); default
-# per NET (tools/train.py FT_HEAD_DEFAULTS): the original's (filler, none) for vgg16, (calibrate, std) for
+# per NET (rankiqa/runconfig.py FT_HEAD_DEFAULTS): the original's (filler, none) for vgg16, (calibrate, std) for
 # shallow (rankiqa/head_init.py).
 HEAD_INIT  ?=
 LOSS_SCALE ?=

@@ -1,6 +1,7 @@
-"""Shared helpers of the rankiqa toolkit (errors, atomic files, list files, metrics).
+"""The rankiqa library: everything the commands in ``tools/`` run, stated once.
 
-The pipeline itself lives in ``data_prep/`` (images to lists), ``pylayers/`` (lists to blobs, loss),
-``prototxts/`` (nets, solvers) and ``tools/`` (train, eval, predict, bench); what more than one of
-them needs lives here, once.
+The pipeline: ``data_prep/`` (images to rank sets and fine-tuning lists) -> ``pylayers/`` (lists to blobs,
+the loss) -> ``prototxts/`` (nets, solver templates) -> this library (run configuration and preparation,
+the training loop, snapshots, devices, scoring, the dataset registry, the rank-set manifest) -> ``tools/``
+(thin commands). ``docs/DESIGN.md`` lists the modules.
 """

@@ -841,3 +841,36 @@ def test_a_multi_gpu_run_whose_process_fails_stops_the_others(tmp_path, monkeypa
     with pytest.raises(TrainingError, match=r"^multi-GPU training failed in process 0 \(GPU 3\) \(see "):
         trainer.train_multi_gpu(run, devices.gpu_shares([3, 1]), worker=_first_fails_second_waits)
     assert not (tmp_path / "second_went_on").exists()
+
+
+class _DivergingSolver:
+    """A stand-in for a Caffe solver whose loss turns to NaN at its second iteration."""
+
+    def __init__(self) -> None:
+        self.iter = 0
+        self.test_nets: list = []
+        loss = types.SimpleNamespace(data=np.array(1.0))
+        self.net = types.SimpleNamespace(blob_loss_weights={"loss": 1.0}, outputs=["loss"],
+                                         blobs={"loss": loss}, layers=[])
+
+    def step(self, count: int) -> None:
+        self.iter += count
+        self.net.blobs["loss"].data = np.array(float("nan") if self.iter >= 2 else 1.0)
+
+
+@needs_caffe
+def test_a_diverged_loss_stops_training_with_a_training_error(tmp_path):
+    (tmp_path / "train.prototxt").write_text('name: "tiny"\n')
+    (tmp_path / "solver.prototxt").write_text("base_lr: 0.1\nmax_iter: 10\n")
+    run = trainer.PreparedRun(kind="rank", run_dir=tmp_path, solver_path=tmp_path / "solver.prototxt",
+                              train_net=tmp_path / "train.prototxt", snapshot_dir=tmp_path / "snapshots",
+                              max_iter=10, snapshot_every=0, display=1, test_interval=0, test_iters=0,
+                              test_items=None, weights=None, resume=None)
+    (tmp_path / "snapshots").mkdir()
+    log = runlog.RunLog(tmp_path, echo=False)
+    with pytest.raises(TrainingError, match=r"solver\.prototxt: the loss is nan at iteration 2: training "
+                                            r"diverged; lower --lr"):
+        trainer._loop(None, _DivergingSolver(), run, log, None)
+    log.close()
+    assert "error: the loss is nan at iteration 2" in (tmp_path / "log.txt").read_text()
+    assert not any((tmp_path / "snapshots").glob("*_iter_*"))  # no snapshot of diverged weights
