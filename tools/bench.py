@@ -65,7 +65,7 @@ from pylayers.rank_loss import (
     pair_count,
     pair_indices,
 )
-from rankiqa import blas, caffe_io
+from rankiqa import blas, caffe_io, manifest
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.measure import gpu_name, machine_info, median, time_calls
@@ -100,7 +100,8 @@ class StepNet:
 
     def batch(self, levels: int = SCALING_LEVELS) -> int:
         """Images per batch on a set of ``levels`` levels (pristine + 4 distorted)."""
-        return self.types_per_batch * (levels if self.max_level is None else self.max_level + 1)
+        max_level = levels - 1 if self.max_level is None else self.max_level
+        return manifest.batch_size(self.types_per_batch, 1, max_level)
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,7 @@ class NetSpec:
 def build_solver(spec: NetSpec, data_dir: Path, run_dir: Path, settings: Settings, seed: int,
                  device: int) -> Any:
     """A Caffe SGD solver for ``spec``, with the timed layers of this module swapped in."""
-    from rankiqa import manifest, netconfig
+    from rankiqa import netconfig
 
     caffe = caffe_io.import_caffe()
     source = SHALLOW_DIR / ("rank_train.prototxt" if spec.kind == "efficient" else "pair_train.prototxt")
