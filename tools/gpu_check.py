@@ -404,10 +404,10 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
 
 
 def step_nccl(settings: Settings, data_dir: Path, run_dir: Path, device: int, seed: int) -> dict[str, Any]:
-    """Ranking training through ``tools/train.py`` on Caffe's multi-GPU path: ``--gpus <device>`` trains one
-    NCCL rank in a process of its own (unique id, broadcast of the weights, all-reduce after every
-    backward), the path ``GPUS=0,1`` takes with more ranks; the device tool lends one GPU, so one rank is
-    what can run there. Passes when the driver exits 0, every logged loss is finite and the final snapshot
+    """Ranking training through ``tools/train.py`` on Caffe's multi-GPU path: ``--gpus <device>`` trains in
+    one GPU process of its own (NCCL unique id, broadcast of the weights, all-reduce after every
+    backward), the path ``GPUS=0,1`` takes with more processes; on a machine with one GPU, one process is
+    what can run. Passes when the driver exits 0, every logged loss is finite and the final snapshot
     is written. The CPU smoke run trains through the same driver with ``--gpu -1`` (NCCL needs a GPU): it
     tests this step, not NCCL."""
     out = run_dir / "nccl_run"
@@ -512,7 +512,7 @@ def render(report: dict[str, Any]) -> str:
         "that batch in the TEST phase (no dropout; a net sharing the weights) is lower after the",
         "iterations than before. Timing: median of synchronised `net.forward()` + `net.backward()` calls",
         "after warm-up; `caffe time` reports its own mean 'Average Forward-Backward'. Multi-GPU path:",
-        "`tools/train.py rank --gpus <device>` on the same set, one NCCL rank in its own process."), ""]
+        "`tools/train.py rank --gpus <device>` on the same set, one GPU process (NCCL) of its own."), ""]
     return "\n".join(lines)
 
 
