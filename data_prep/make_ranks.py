@@ -205,9 +205,10 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         manifest_text = rank_manifest.manifest_text(rows)
         manifest_sha = hashlib.sha256(manifest_text.encode()).hexdigest()
         lmdb_made_for = record.get("lmdb_manifest")
-        if lmdb_made_for is None and (out / "manifest.csv").is_file():  # a folder of an earlier version
-            lmdb_made_for = provenance.sha256_file(out / "manifest.csv")
-        if lmdb or ((out / "images.lmdb").is_dir() and lmdb_made_for != manifest_sha):
+        manifest_path = out / rank_manifest.MANIFEST_NAME
+        if lmdb_made_for is None and manifest_path.is_file():  # a folder of an earlier version
+            lmdb_made_for = provenance.sha256_file(manifest_path)
+        if lmdb or ((out / rank_manifest.LMDB_NAME).is_dir() and lmdb_made_for != manifest_sha):
             if not lmdb:
                 warn(f"{out / 'images.lmdb'}: made for another manifest: written again")
             _write_lmdb(out, list(dict.fromkeys(row[3] for row in rows)))
@@ -217,7 +218,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
                        [(relative_path(name, dtype, level), level)
                         for dtype in type_names for level in range(0, n_levels + 1)
                         for name in references if split[name] == part])
-        atomic_write_text(out / "manifest.csv", manifest_text)
+        atomic_write_text(manifest_path, manifest_text)
         atomic_write_text(out / SETTINGS_FILE, json.dumps(record, sort_keys=True) + "\n")
 
     train = [name for name in references if split[name] == "train"]
@@ -472,7 +473,7 @@ def _write_lmdb(out: Path, paths: list[str]) -> None:
     """
     import lmdb
 
-    final = out / "images.lmdb"
+    final = out / rank_manifest.LMDB_NAME
     temporary = out / f".images.lmdb.tmp-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     keys = [rel.encode("utf-8") for rel in paths]

@@ -32,6 +32,7 @@ from rankiqa import scoring
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.image_io import read_bgr
+from rankiqa.manifest import MANIFEST_NAME
 
 
 def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage], source: str,
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     scoring.check_crop_arguments(args)
     ranks = Path(args.ranks)
-    table = ranks / "manifest.csv" if ranks.is_dir() else ranks
+    table = ranks / MANIFEST_NAME if ranks.is_dir() else ranks
     rows = ra.read_rank_table(table, args.split)
     result, scores, model_dir = model_rank_accuracy(args.deploy, args.model, rows, str(table), args.crops,
                                                     args.batch, args.seed, args.gpu, args.direction,
