@@ -25,6 +25,7 @@ from rankiqa.errors import cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.lists import read_list, write_list
 from rankiqa.logparse import parse_log
+from rankiqa.paths import REPO_ROOT
 
 SCALES = {1.0: "x1 (CSIQ-like DMOS 0-1)", 9.0: "x9 (TID2013-like MOS 0-9)",
           100.0: "x100 (LIVE-like DMOS 0-100)"}
@@ -32,7 +33,6 @@ CONFIGS = (("filler", "none"), ("mean", "none"), ("linear", "std"), ("calibrate"
            ("calibrate", "std"))
 #: The from-scratch baseline is run for the original's start and for the default of the Shallow net only.
 SCRATCH_CONFIGS = (("filler", "none"), ("calibrate", "std"))
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def scaled_lists(lists: Path, out: Path, scale: float) -> Path:

@@ -56,7 +56,8 @@ from typing import Any
 
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_bytes, atomic_write_text
-from rankiqa.paths import REPO_ROOT
+from rankiqa.manifest import MANIFEST_NAME, read_manifest
+from rankiqa.paths import PROTOTXT_DIR, REPO_ROOT
 from rankiqa.runconfig import SHALLOW_DEFAULT_LR
 
 RANKSET = "tid2013"
@@ -371,8 +372,8 @@ def stage_pristine(profile: Profile, photos: Photos, paths: Paths) -> bool:
 
 
 def ranks_complete(paths: Paths) -> bool:
-    """make_ranks writes manifest.csv last: its presence means the set is complete."""
-    return (paths.ranks / "manifest.csv").is_file()
+    """make_ranks writes the manifest last: its presence means the set is complete."""
+    return (paths.ranks / MANIFEST_NAME).is_file()
 
 
 def stage_ranks(profile: Profile, paths: Paths, seed: int, jobs: int) -> None:
@@ -385,9 +386,8 @@ def stage_ranks(profile: Profile, paths: Paths, seed: int, jobs: int) -> None:
 
 
 def rank_references(paths: Paths) -> list[str]:
-    """References of the ranking set, read back from its manifest."""
-    with open(paths.ranks / "manifest.csv", encoding="utf-8", newline="") as handle:
-        return sorted({row["reference"] for row in csv.DictReader(handle)})
+    """References of the ranking set, read back from its manifest (every one trains: no test split)."""
+    return read_manifest(paths.ranks / MANIFEST_NAME, "train").references
 
 
 def synthetic_complete(paths: Paths) -> bool:
@@ -405,7 +405,7 @@ def stage_synthetic(profile: Profile, paths: Paths, seed: int) -> None:
     fraction = profile.ft_test_refs / len(profile.ft_refs)  # make_ft_lists rounds it back to ft_test_refs
     synthetic_iqa.make_synthetic(paths.pristine_ft, list(profile.ft_refs), paths.synthetic, rankset=RANKSET,
                                  seed=seed, splits=1, test_fraction=fraction,
-                                 types=list(profile.ft_types), rank_manifest=paths.ranks / "manifest.csv")
+                                 types=list(profile.ft_types), rank_manifest=paths.ranks / MANIFEST_NAME)
     write_heldout_ranks(paths, profile.types)
 
 
@@ -502,7 +502,7 @@ def _report_of(path: Path, model: Path, crops: int) -> bool:
 def stage_evaluate(name: str, deploy: str, model: Path, profile: Profile, paths: Paths, seed: int) -> None:
     """The paper's protocol on the held-out references of the stand-in set."""
     _run(f"eval_{name}", [
-        sys.executable, "-m", "tools.evaluate", "--deploy", str(REPO_ROOT / "prototxts" / NET / deploy),
+        sys.executable, "-m", "tools.evaluate", "--deploy", str(PROTOTXT_DIR / NET / deploy),
         "--model", str(model), "--table", str(paths.ft_lists / "test.csv"), "--out",
         str(paths.evaluation(name)), "--crops", str(profile.eval_crops), "--batch", str(profile.eval_batch),
         "--seed", str(seed), "--gpu", "-1", "--quiet"])
@@ -512,7 +512,7 @@ def stage_rank_accuracy(model: Path, profile: Profile, paths: Paths, seed: int) 
     """Pairwise ranking accuracy of the ranking model on the references it never saw."""
     _run("rank_accuracy", [
         sys.executable, "-m", "tools.rank_accuracy", "--deploy",
-        str(REPO_ROOT / "prototxts" / NET / "rank_deploy.prototxt"), "--model", str(model), "--ranks",
+        str(PROTOTXT_DIR / NET / "rank_deploy.prototxt"), "--model", str(model), "--ranks",
         str(paths.heldout_ranks), "--out", str(paths.rank_accuracy), "--crops", str(profile.eval_crops),
         "--batch", str(profile.eval_batch), "--seed", str(seed), "--gpu", "-1", "--quiet"])
 
