@@ -218,3 +218,27 @@ def test_ctrl_c_lets_the_child_snapshot_instead_of_killing_it(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         demo._run("train_rank", ["python", "-m", "tools.train"])
     assert child.waits == 2 and not child.killed
+
+
+class _RecordingPopen:
+    """Stands in for subprocess.Popen: records the child's environment, exits 0."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] | None = None
+
+    def __call__(self, argv, cwd=None, env=None):
+        self.env = env
+        return _FakeProcess(0)(argv)
+
+
+def test_every_stage_runs_with_the_demos_blas_thread_count_unless_the_user_set_one(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    popen = _RecordingPopen()
+    monkeypatch.setattr(demo.subprocess, "Popen", popen)
+    demo._run("train_rank", ["python", "-m", "tools.train"])
+    assert popen.env["OPENBLAS_NUM_THREADS"] == str(demo.BLAS_THREADS) == "1"
+    assert demo.blas_threads_note().startswith("1 (fixed")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    demo._run("train_rank", ["python", "-m", "tools.train"])
+    assert popen.env["OPENBLAS_NUM_THREADS"] == "4"
+    assert demo.blas_threads_note().startswith("4 (OPENBLAS_NUM_THREADS set by the user")

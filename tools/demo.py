@@ -75,6 +75,14 @@ MIN_TEST_REFS = 2
 #: those traces away, makes every stage several times faster, and lets a user's multi-megapixel photographs
 #: run in minutes. The demo only: ``make ranks`` never resizes.
 SHORT_SIDE = 256
+#: OpenBLAS threads of every stage. Caffe's CPU products sum in an order that depends on the thread count,
+#: and over hundreds of training iterations those last-bit differences grow into other models (measured:
+#: the same seed's ranking loss equal at iteration 20, 7.56 against 5.81 at iteration 100, with 2 threads
+#: against 1), so the demo fixes the count instead of taking it from the machine's cores: a seed then gives
+#: the same numbers on any machine with the same Caffe build and CPU kernels. One thread beside the two
+#: prefetch workers is also the fastest step on 2 cores (BENCHMARKS.md). ``OPENBLAS_NUM_THREADS`` set by the
+#: user wins, and the summary says so.
+BLAS_THREADS = 1
 #: What the claim asks of the ranking model on references it never saw (pairwise accuracy).
 RANK_ACCURACY_GOAL = {"overall": 0.85, "every_type": 0.5}
 
@@ -267,6 +275,15 @@ class StageTimes:
         print(f"[demo] stage {stage}: {done}", file=sys.stderr, flush=True)
 
 
+def blas_threads_note() -> str:
+    """The OpenBLAS thread count every stage runs with, and why (see ``BLAS_THREADS``)."""
+    requested = os.environ.get("OPENBLAS_NUM_THREADS")
+    if requested is not None and requested != str(BLAS_THREADS):
+        return (f"{requested} (OPENBLAS_NUM_THREADS set by the user; the demo's own {BLAS_THREADS} makes a "
+                "seed give the same numbers on every machine, another count gives other numbers)")
+    return f"{BLAS_THREADS} (fixed, so that a seed gives the same numbers on every machine)"
+
+
 class StageFailed(RuntimeError):
     """A stage's command exited with an error (its own message is above in the output)."""
 
@@ -275,6 +292,7 @@ def _run(stage: str, argv: list[str]) -> None:
     """Run ``python -m ...`` as a child (its own Caffe, glog and data workers); Ctrl-C reaches it too."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OPENBLAS_NUM_THREADS", str(BLAS_THREADS))
     print(f"[demo] {stage}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env)
     try:
@@ -791,6 +809,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         f"- left out: {excluded}" + (f"; left out of the ranking only: {not_ranked}" if not_ranked else ""),
         f"- evaluation: {profile.eval_crops} random 227x227 crops per image, image score = mean of crops, "
         "SROCC/PLCC/KROCC on raw outputs (`tools.evaluate`; per seed and model in `seed<S>/eval/<model>/`)",
+        f"- OpenBLAS threads: {blas_threads_note()}",
         "", "## Seconds per stage", "", "| seed | stage | seconds | |", "|---|---|---|---|"]
     for r in results:
         for stage, info in r.stages.items():
