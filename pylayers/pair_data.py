@@ -14,12 +14,11 @@ import numpy as np
 
 from pylayers.prefetch import (
     ImageSource,
-    PrefetchDataLayer,
     batch_rng,
     param_int,
     random_crop,
 )
-from pylayers.rank_data import RankSet, open_source, read_manifest
+from pylayers.rank_data import RankSet, RankSetLayer, rank_source
 
 
 @dataclass
@@ -58,24 +57,24 @@ class PairBatchBuilder:
         return {"data": first, "data_p": second, "label": label}
 
 
-PAIR_DEFAULTS = {"split": "train", "lmdb": None, "batch_size": 22, "crop": 224, "seed": 0, "workers": 2,
+PAIR_DEFAULTS = {"manifest": None, "online": None,
+                 "split": "train", "lmdb": None, "batch_size": 22, "crop": 224, "seed": 0, "workers": 2,
                  "prefetch": 4, "shard_index": 0, "shard_count": 1, "start_batch": 0}
 
 
-class PairDataLayer(PrefetchDataLayer):
+class PairDataLayer(RankSetLayer):
     """Caffe data layer: tops ``data``, ``data_p`` (P,3,crop,crop) and ``label`` (P,) in {+1, -1}.
 
-    param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``batch_size`` (pairs, default 22:
-    the 45 images of a TID-style batch make 22 disjoint pairs), ``crop``, ``seed``, ``workers``,
-    ``prefetch``, ``shard_index``, ``shard_count``, ``start_batch``.
+    param_str keys: ``manifest`` or ``online`` (one of them, as :mod:`pylayers.rank_data`), ``split``,
+    ``lmdb``, ``batch_size`` (pairs, default 22: the 45 images of a TID-style batch make 22 disjoint
+    pairs), ``crop``, ``seed``, ``workers``, ``prefetch``, ``shard_index``, ``shard_count``,
+    ``start_batch``.
     """
 
     TOPS = ("data", "data_p", "label")
     DEFAULTS = PAIR_DEFAULTS
-    REQUIRED = ("manifest",)
 
     def make_builder(self, params: dict, common: dict[str, int], name: str) -> PairBatchBuilder:
-        rank_set = read_manifest(params["manifest"], str(params["split"]))
-        source = open_source(rank_set, params["lmdb"], name)
+        rank_set, source = rank_source(params, name)
         return PairBatchBuilder(rank_set, source, param_int(params, "batch_size", name, 1), common["crop"],
                                 common["seed"])

@@ -15,7 +15,9 @@ subset per batch. Each image gets its own uniformly placed random crop (as the o
 images of a group differ only by their distortion (the CPU demo's choice: a small net learns local and
 global distortions from few references; see README). Blobs are BGR 0-255 float32 with no mean
 subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
-(``reference,type,level,path,split``; paths relative to the manifest's folder), or the LMDB beside it.
+(``reference,type,level,path,split``; paths relative to the manifest's folder), or the LMDB beside it;
+or, with ``online`` in place of ``manifest``, the same images made from the pristine images inside the
+prefetch workers (:mod:`pylayers.online_source`).
 """
 
 from __future__ import annotations
@@ -116,26 +118,52 @@ class RankBatchBuilder:
         }
 
 
-RANK_DEFAULTS = {"split": "train", "lmdb": None, "types_per_batch": 9, "images_per_group": 1, "crop": 224,
+def rank_source(params: dict, name: str) -> tuple[RankSet, ImageSource]:
+    """The rank set of ``params["split"]`` and its image source: read from ``manifest`` (and ``lmdb``), or
+    made from pristine images (``online``, :mod:`pylayers.online_source`)."""
+    if params.get("online") is not None:
+        from pylayers.online_source import open_online  # only online runs need the distortions
+
+        return open_online(params["online"], str(params["split"]), name)
+    rank_set = read_manifest(params["manifest"], str(params["split"]))
+    return rank_set, open_source(rank_set, params["lmdb"], name)
+
+
+class RankSetLayer(PrefetchDataLayer):
+    """Base of the layers that read a rank set: param_str ``manifest`` or ``online``, exactly one."""
+
+    @classmethod
+    def _checked_params(cls, param_str: str | None, n_bottoms: int, n_tops: int
+                        ) -> tuple[dict, dict[str, int]]:
+        params, common = super()._checked_params(param_str, n_bottoms, n_tops)
+        name = cls.__name__
+        if (params["manifest"] is None) == (params["online"] is None):
+            raise InputError("param_str: give one of 'manifest' (a rank set on disk) and 'online' (made "
+                             "from pristine images)", name)
+        if params["online"] is not None and params["lmdb"] is not None:
+            raise InputError("param_str: 'lmdb' belongs to a rank set on disk, not to 'online'", name)
+        return params, common
+
+
+RANK_DEFAULTS = {"manifest": None, "online": None,
+                 "split": "train", "lmdb": None, "types_per_batch": 9, "images_per_group": 1, "crop": 224,
                  "seed": 0, "workers": 2, "prefetch": 4, "shard_index": 0, "shard_count": 1,
                  "start_batch": 0, "aligned_crops": False}
 
 
-class RankDataLayer(PrefetchDataLayer):
+class RankDataLayer(RankSetLayer):
     """Caffe data layer: tops ``data`` (N,3,crop,crop), ``label`` (N,) levels, ``group`` (N,) ids.
 
-    param_str keys: ``manifest`` (required), ``split``, ``lmdb``, ``types_per_batch``,
+    param_str keys: ``manifest`` or ``online`` (one of them), ``split``, ``lmdb``, ``types_per_batch``,
     ``images_per_group``, ``crop``, ``seed``, ``workers``, ``prefetch``, ``shard_index``,
     ``shard_count``, ``start_batch``, ``aligned_crops``. N = types_per_batch x images_per_group x (L + 1).
     """
 
     TOPS = ("data", "label", "group")
     DEFAULTS = RANK_DEFAULTS
-    REQUIRED = ("manifest",)
 
     def make_builder(self, params: dict, common: dict[str, int], name: str) -> RankBatchBuilder:
-        rank_set = read_manifest(params["manifest"], str(params["split"]))
-        source = open_source(rank_set, params["lmdb"], name)
+        rank_set, source = rank_source(params, name)
         return RankBatchBuilder(rank_set, source, param_int(params, "types_per_batch", name, 1),
                                 param_int(params, "images_per_group", name, 1), common["crop"],
                                 common["seed"], param_bool(params, "aligned_crops", name))

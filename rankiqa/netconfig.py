@@ -116,16 +116,17 @@ def has_test_phase(net_param: Any) -> bool:
     return any(layer_phase(layer) == "test" for layer in net_param.layer)
 
 
-def configure_rank_net(net_param: Any, source: Path, data_dir: Path, types_per_batch: int,
+def configure_rank_net(net_param: Any, source: Path, data_dir: Path | None, types_per_batch: int,
                        images_per_group: int, levels: int, seed: int, workers: int | None,
                        direction: str, share: GpuShare | None = None, start_batch: int = 0,
-                       test_start_batch: int = 0) -> Any:
+                       test_start_batch: int = 0, online: dict[str, Any] | None = None) -> Any:
     """Point the ranking data layers at ``data_dir`` and set batch make-up, seed, share and score direction.
 
     Data layers (``rank_data``, ``pair_data``): ``manifest``, ``lmdb`` (when ``images.lmdb`` exists),
     ``types_per_batch``/``images_per_group`` (when the layer uses them), ``seed`` (+1 for the test phase),
     ``workers``, shard keys and ``start_batch`` (batches this shard already consumed: a resumed run
-    continues the data stream where it stopped).
+    continues the data stream where it stopped). With ``online`` (``pylayers.online_source``) the data
+    layers get it in place of ``manifest`` and ``lmdb``, and ``data_dir`` is not used.
     Loss layers (``rank_loss``): ``direction``, and ``group_size`` when the layer splits the batch by size
     rather than by a ``group`` bottom (then it must follow the batch make-up).
     """
@@ -133,14 +134,20 @@ def configure_rank_net(net_param: Any, source: Path, data_dir: Path, types_per_b
     data_layers = [*python_layers(net_param, "rank_data"), *python_layers(net_param, "pair_data")]
     if not data_layers:
         raise InputError("no pylayers.rank_data / pair_data layer in the train net", source)
-    lmdb_dir = data_dir / manifest.LMDB_NAME
     for layer in data_layers:
         params = get_param_str(layer, source)
-        params["manifest"] = str((data_dir / manifest.MANIFEST_NAME).resolve())
-        if lmdb_dir.is_dir():
-            params["lmdb"] = str(lmdb_dir.resolve())
-        else:
+        if online is not None:
+            params.pop("manifest", None)
             params.pop("lmdb", None)
+            params["online"] = online
+        elif data_dir is None:
+            raise InputError("no rank set folder (and no online batches) for the ranking data layers", source)
+        else:
+            params["manifest"] = str((data_dir / manifest.MANIFEST_NAME).resolve())
+            if (data_dir / manifest.LMDB_NAME).is_dir():
+                params["lmdb"] = str((data_dir / manifest.LMDB_NAME).resolve())
+            else:
+                params.pop("lmdb", None)
         if layer.python_param.module.endswith("rank_data") or "types_per_batch" in params:
             params["types_per_batch"] = types_per_batch
             params["images_per_group"] = images_per_group

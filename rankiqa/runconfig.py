@@ -66,6 +66,11 @@ class RunConfig:
     weights: Path | None = None  # ranking: initial weights, or Path("none")
     aligned_crops: bool = False
     direction: str = "quality"
+    # ranking on online batches (``pylayers.online_source``): made from pristine images, no rank set on disk
+    online: bool = False
+    pristine: str | None = None  # folder of pristine images or "default"; None: the layer's default
+    types: str | None = None  # comma-separated distortion types, or "all"
+    precomputed: Path | None = None  # a `make ranks` folder holding the types too slow to make online
     # fine-tuning
     dataset: str | None = None
     lists: Path | None = None

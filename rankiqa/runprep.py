@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -292,14 +293,55 @@ def finetune_initialisation(config: RunConfig, weights: Path | None) -> dict[str
             "description": f"ranking model {path}, whose ranking started from {ranked_from['description']}"}
 
 
+def _default_pristine() -> str:
+    """The pristine folder online batches take when none is given (``make ranks``'s default)."""
+    from pylayers.online_source import ONLINE_DEFAULTS  # its distortions take seconds to import
+
+    return str(ONLINE_DEFAULTS["pristine"])
+
+
+def online_spec(config: RunConfig) -> dict[str, Any] | None:
+    """The ``online`` param_str value (``pylayers.online_source``) of a ranking run (None without
+    ``--online``), paths made absolute (Caffe builds the net from the run folder's prototxt). ``--online``
+    and ``--data`` exclude each other, one is needed, and the online flags without ``--online`` are refused
+    (``InputError``)."""
+    if not config.online:
+        if config.data is None:
+            raise InputError("give --data (a `make ranks` folder) or --online (batches made from --pristine)")
+        given = [flag for flag in ("types", "precomputed") if getattr(config, flag) is not None]
+        given += ["pristine"] if config.pristine not in (None, _default_pristine()) else []
+        if given:
+            raise InputError(f"--{', --'.join(given)}: for --online runs (a rank set on disk has its own)")
+        return None
+    if config.data is not None:
+        raise InputError("give --data (a rank set on disk) or --online, not both")
+    source = _default_pristine() if config.pristine is None else str(config.pristine)
+    return {"pristine": source if source == _default_pristine() else os.path.abspath(source),
+            "rankset": config.rankset, "seed": int(config.seed), "types": config.types,
+            "precomputed": None if config.precomputed is None else os.path.abspath(config.precomputed)}
+
+
 def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]:
     """Resolve a ranking run (``config.command == "rank"``) into a prepared run folder; the GPU shares with
-    ``--gpus``, else None."""
-    data_dir: Path = config.data
-    manifest = data_dir / MANIFEST_NAME
-    levels, splits = manifest_levels(manifest)
-    if not splits.get("train"):
-        raise InputError("manifest has no rows with split=train", manifest)
+    ``--gpus``, else None. A rank set on disk (``--data``) gives levels, references and the images in
+    ``inputs.json``; online batches (``--online``) take them from the pristine images' plan and say in
+    ``log.txt`` what is made online, read, or left out."""
+    online = online_spec(config)
+    data_dir = config.data
+    manifest = None if data_dir is None else data_dir / MANIFEST_NAME
+    if online is not None:
+        from pylayers import online_source  # its distortions take seconds to import: online runs only
+
+        plan = online_source.plan_online(online, "--online")
+        levels, splits = plan.max_level, plan.reference_counts()
+        if not splits.get("train"):
+            raise InputError("no pristine image in the train split", online["pristine"])
+    else:
+        assert data_dir is not None and manifest is not None  # online_spec requires --data without --online
+        plan = None
+        levels, splits = manifest_levels(manifest)
+        if not splits.get("train"):
+            raise InputError("manifest has no rows with split=train", manifest)
     style = registry.RANK_STYLES[config.rankset]
     types_per_batch = config.types_per_batch or style.types_per_batch
     images_per_group = config.images_per_group or style.images_per_group
@@ -311,7 +353,7 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
     def configure(net_param: Any, share: GpuShare | None, start: int, test_start: int) -> Any:
         net_param = configure_rank_net(net_param, net_src, data_dir, types_per_batch, images_per_group,
                                        levels, config.seed, config.workers, config.direction, share, start,
-                                       test_start)
+                                       test_start, online)
         for layer in python_layers(net_param, "rank_data"):
             params = get_param_str(layer, net_src)
             params["aligned_crops"] = bool(config.aligned_crops)
@@ -330,7 +372,8 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
     if not test_refs:
         config = dataclasses.replace(config, test_iters=0)
     # Everything that decides what the weights learn: a rerun with other values is refused, not resumed.
-    identity = {"kind": "rank", "rankset": config.rankset, "net": config.net, "data": str(data_dir.resolve()),
+    identity = {"kind": "rank", "rankset": config.rankset, "net": config.net,
+                "data": {"online": online} if data_dir is None else str(data_dir.resolve()),
                 "direction": config.direction, "types_per_batch": types_per_batch,
                 "images_per_group": images_per_group, "aligned_crops": bool(config.aligned_crops)}
     check_run_identity(config.out, identity)  # another run's folder is the first thing to say
@@ -339,6 +382,12 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
         identity["weights"] = initialisation["weights"] or NO_WEIGHTS
     header = (f"rank training: rank set {config.rankset}, net {config.net}, {types_per_batch} types x "
               f"{images_per_group} image(s) x {levels + 1} levels per batch, direction {config.direction}")
+    if plan is not None:
+        run, shares = _prepare(config, "rank", identity, net_src, solver_src, configure, test_default, None,
+                               weights, header + " (online)", run_inputs({}, plan.images()), initialisation)
+        # log.txt says what is made online, read, or left out
+        return dataclasses.replace(run, notes=[*plan.notes(), *run.notes]), shares
+    assert data_dir is not None and manifest is not None
     images = manifest_images(data_dir)
     return _prepare(config, "rank", identity, net_src, solver_src, configure, test_default, None, weights,
                     header, run_inputs({MANIFEST_NAME: manifest}, images), initialisation)

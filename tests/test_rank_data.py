@@ -301,7 +301,7 @@ def test_pair_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("param_str, fragment", [
-    ("{split: train}", "missing required key(s) ['manifest']"),
+    ("{split: train}", "give one of 'manifest' (a rank set on disk) and 'online'"),
     ("{manifest: MANIFEST, crop: big}", "crop must be an integer"),
     ("{manifest: MANIFEST, shard_index: 2, shard_count: 2}", "shard_index 2"),
     ("{manifest: MANIFEST, types_per_batch: 4}", "types_per_batch 4 cannot be formed"),

@@ -98,8 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rank = sub.add_parser("rank", help="Siamese ranking training on a `make ranks` set")
     rank.add_argument("--rankset", choices=RANKSETS, required=True, help="solver and batch style")
-    rank.add_argument("--data", type=Path, required=True, help="data/ranks/<set> (manifest.csv)")
+    rank.add_argument("--data", type=Path, help="data/ranks/<set> (manifest.csv); or --online")
     _common_flags(rank)
+    online = rank.add_argument_group("online ranked batches (pylayers/online_source.py)")
+    online.add_argument("--online", action="store_true",
+                        help="make the batches from the pristine images inside the prefetch workers, with no "
+                             "rank set on disk (the same images as `make ranks` with the same --seed)")
+    online.add_argument("--pristine", help="folder of pristine images, or 'default' (the default)")
+    online.add_argument("--types", help="comma-separated types, or 'all' (default: the original's)")
+    online.add_argument("--precomputed", type=Path,
+                        help="a `make ranks` folder holding the types too slow to make online (ID); "
+                             "without it they are left out")
     rank.add_argument("--types-per-batch", type=int, help="distortion types per batch (tid2013: 9, live: 4)")
     rank.add_argument("--images-per-group", type=int, help="images per group (tid2013: 1, live: 2)")
     rank.add_argument("--weights", type=Path,
