@@ -63,7 +63,11 @@ TYPES_PER_BATCH  ?=
 IMAGES_PER_GROUP ?=
 # Score direction of ranking: quality (less distorted = higher output) or dmos (the original's LIVE lists).
 DIRECTION ?=
-RANK_RUN ?= runs/rank_$(rank_tag)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)
+# ONLINE=1: ranking makes its batches from PRISTINE inside the prefetch workers (no rank set on disk);
+# PRECOMPUTED=dir: a `make ranks` folder holding the types too slow for that (ID), else they are left out.
+ONLINE      ?=
+PRECOMPUTED ?=
+RANK_RUN ?= runs/rank_$(rank_tag)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)$(if $(ONLINE),_online)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
 # Start of the fine-tuning head (filler|mean|linear|calibrate) and scale of its loss (none|std); default
@@ -126,6 +130,7 @@ help:
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
 	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live RANK_TYPES PRISTINE=dir LMDB=1 DASK=addr|local)"
 	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS=x.caffemodel|none RESUME)"
+	@echo "                    ONLINE=1: batches made from PRISTINE while training, no rank set on disk (PRECOMPUTED=dir for ID)"
 	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
@@ -169,8 +174,9 @@ ranks: env
 	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb) $(call opt,--types,$(RANK_TYPES))
 
 train_rank: env
-	@$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks
-	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --data $(call q,$(RANKS_DIR)) --out $(call q,$(RANK_RUN)) \
+	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks)
+	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --out $(call q,$(RANK_RUN)) \
+	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--types,$(RANK_TYPES)) $(call opt,--precomputed,$(PRECOMPUTED)),--data $(call q,$(RANKS_DIR))) \
 	  --gpu $(GPU) --seed $(SEED) $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS)) \
