@@ -23,6 +23,7 @@ from tools import bench
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("## 1. Loss layer", "## 2. Efficient vs standard Siamese", "## 3. Data layer", "## 4. Evaluation",
             "## 5. Training step", "## 6. GPU")
+ONLINE_SECTION = "## Online ranked batches"  # between sections 5 and 6
 # A number that does not continue a word (so "9x5x1" gives 9 and "3.7x" gives 3.7).
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\d.])", re.IGNORECASE)
 
@@ -153,7 +154,8 @@ def test_machine_description_names_the_cpu(monkeypatch):
 
 def section_text(markdown: str, heading: str) -> str:
     start = markdown.index(heading)
-    following = [markdown.index(h) for h in SECTIONS if markdown.index(h) > start]
+    following = [markdown.index(h) for h in (*SECTIONS, ONLINE_SECTION)
+                 if h in markdown and markdown.index(h) > start]
     return markdown[start:min(following) if following else len(markdown)]
 
 
@@ -238,6 +240,10 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, t
     # Section 4: the scorers against `caffe time`'s forward limit, the CPU default in bold.
     assert re.search(r"one crop per forward.*`make eval`'s default here \| 1 \|.*\*\*[0-9.]+%\*\* \|",
                      section_text(markdown, SECTIONS[3]))
+    # Online batches: per-worker rates against the PNG files, workers to feed each measured net.
+    online = section_text(markdown, ONLINE_SECTION)
+    assert table_numbers(online) and all(math.isfinite(v) and v > 0 for v in table_numbers(online))
+    assert re.search(r"\| shallow, 10 \(CPU\) \| .* \| \d+ / \d+ \|", online)
     # The plots the report links to exist and are PNGs.
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     pngs = [(out.parent / link).resolve() for link in links]
@@ -387,3 +393,20 @@ def test_record_gpu_check_keeps_a_gpu_report_and_refuses_a_smoke_run(tmp_path, m
     assert after.startswith("# Benchmarks\n\n## 5. GPU\n\nno GPU\n\n")  # the measured sections are kept
     assert "| device | NVIDIA H200 |" in after and "Not measured" not in after
     assert record.read_text(encoding="utf-8") == gpu.read_text(encoding="utf-8")
+
+
+
+def test_render_online_counts_the_workers_each_measured_pass_needs():
+    report = _fake_report()
+    # made-up rates: 45 images per 1 s pass; 10 and 5.5 images/s per worker online, 20 from PNG files
+    report["online"] = {"files": 20.0, "online": 10.0, "online_all": 5.5, "types_all": ["GN", "GB"],
+                        "offline": ["ID"]}
+    report["gpu"] = {"device": 0, "name": "GPU", "eval": report["eval"],
+                     "steps": {"nets": [dict(report["steps"]["nets"][0], net="vgg16", caffe_time_s=0.1)]}}
+    online = section_text(bench.render(report, "plots"), ONLINE_SECTION)
+    assert "| made online, the same batches (9 types) | 10 | 0.5x |" in online
+    assert "| made online, 2 types (GN, GB) | 5.5 | 0.275x |" in online
+    assert "| shallow, 45 (CPU) | 1 s | 45 | 5 / 9 |" in online
+    assert "| vgg16, 45 (GPU) | 100 ms | 450 | 45 / 82 |" in online
+    assert "but ID (too slow online" in online
+    assert ONLINE_SECTION not in bench.render(_fake_report(), "plots")  # a report without the section

@@ -951,6 +951,76 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Online ranked batches (pylayers.online_source) against reading PNG files
+
+
+def bench_online(data_dir: Path, settings: Settings, seed: int) -> dict[str, Any]:
+    """Images per second of one loader process (a prefetch worker's share): the ranked batches read from
+    the generated set's PNG files, made online from its pristine images (the same batches, bit for bit),
+    and made online over every type of the original's list that is made online; repeats alternate."""
+    from data_prep.distortions import LISTED_TYPES
+    from pylayers import online_source
+    from pylayers.rank_data import RankBatchBuilder, open_source, read_manifest
+
+    rank_set = read_manifest(data_dir / "manifest.csv", "train")
+    spec = {"pristine": str(data_dir / "pristine"), "rankset": "tid2013", "seed": seed}
+    every = [t for t in LISTED_TYPES["tid2013"] if t not in online_source.OFFLINE_TYPES]
+    builders = {"files": RankBatchBuilder(rank_set, open_source(rank_set, None, "bench"), settings.data_types,
+                                          1, CROP, seed)}
+    for name, types in (("online", list(BENCH_TYPES)), ("online_all", every)):
+        online_set, source = online_source.open_online({**spec, "types": types}, "train", "bench")
+        builders[name] = RankBatchBuilder(online_set, source, settings.data_types, 1, CROP, seed)
+    first_batches = {name: builder(0) for name, builder in builders.items()}  # warm caches and imports
+    if any(not np.array_equal(first_batches["online"][key], first_batches["files"][key])
+           for key in first_batches["files"]):
+        raise RuntimeError("the online batch differs from the batch of the PNG files: not the same work")
+    rates: dict[str, list[float]] = {name: [] for name in builders}
+    for repeat in range(settings.data_repeats):
+        first = 1 + repeat * settings.data_batches
+        for name, builder in builders.items():
+            start = time.perf_counter()
+            for index in range(first, first + settings.data_batches):
+                builder(index)
+            rates[name].append(settings.data_batches * builder.batch_size / (time.perf_counter() - start))
+    return {"types_all": every, "offline": list(online_source.OFFLINE_TYPES),
+            **{name: median(values) for name, values in rates.items()}}
+
+
+def render_online(online: dict[str, Any], steps: dict[str, Any], gpu: dict[str, Any] | None,
+                  s: Settings) -> list[str]:
+    """The online section of BENCHMARKS.md: one loader process's images per second, and the prefetch
+    workers that keep each measured training pass fed (its `caffe time` pass: forward and backward)."""
+    lines = ["## Online ranked batches against PNG files", "",
+             "| batches | images / s per worker | against PNG files |", "|---|---|---|",
+             f"| read from PNG files ({len(BENCH_TYPES)} types) | {online['files']:.4g} | 1x |",
+             f"| made online, the same batches ({len(BENCH_TYPES)} types) | {online['online']:.4g} | "
+             f"{_x(online['online'] / online['files'])} |",
+             f"| made online, {len(online['types_all'])} types ({', '.join(online['types_all'])}) | "
+             f"{online['online_all']:.4g} | {_x(online['online_all'] / online['files'])} |", "",
+             "| net, batch (where) | `caffe time` pass | images / s it takes | workers to feed it online "
+             f"({len(BENCH_TYPES)} types / {len(online['types_all'])} types) |", "|---|---|---|---|"]
+    measured = [(net, "CPU") for net in steps["nets"]] + [(net, "GPU") for net in (gpu or {}).get(
+        "steps", {}).get("nets", [])]
+    for net, where in measured:
+        need = net["batch"] / net["caffe_time_s"]
+        lines.append(f"| {net['net']}, {net['batch']} ({where}) | {_ms(net['caffe_time_s'])} | {need:.4g} | "
+                     f"{math.ceil(need / online['online'])} / {math.ceil(need / online['online_all'])} |")
+    lines += ["", _para(
+        "How measured: `pylayers.rank_data.RankBatchBuilder` in this process (what one prefetch worker",
+        f"does), {s.data_types} types x 5 levels x 1 image per batch, random {CROP} crops, timed over",
+        f"{s.data_batches} batches per repeat, {s.data_repeats} repeat(s) alternating between the rows",
+        "(median). PNG files: the generated set of this benchmark. Online (`pylayers.online_source`): its",
+        "`pristine/` images as the pristine folder, each image distorted when a batch takes it (the whole",
+        "image, then the crop), the same seed: the same batches as the files, bit for bit",
+        "(tests/test_online_source.py); the last row draws from every listed type but",
+        f"{', '.join(online['offline'])} (too slow online: read from a precomputed folder or left",
+        "out). Workers needed: the images per second of each net's `caffe time` pass of section 5 (and",
+        "section 6 on a GPU), divided by a worker's online images per second, rounded up; workers share",
+        "the machine's cores with Caffe, so a CPU needs that many cores beyond Caffe's own."), ""]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Section 6: GPU
 
 
@@ -1062,6 +1132,8 @@ def render(report: dict[str, Any], plots_rel: str) -> str:
 
     lines += render_eval(report["eval"], s, gpu=False)
     lines += render_steps(report["steps"], s)
+    if report.get("online") is not None:
+        lines += render_online(report["online"], report["steps"], report["gpu"], s)
     lines += ["## 6. GPU", ""]
     gpu = report["gpu"]
     if gpu is None:
@@ -1353,6 +1425,8 @@ def main(argv: list[str] | None = None) -> int:
                "steps": bench_steps(data_dir, run_dir, settings, args.gpu),
                "eval": bench_eval(data_dir, run_dir, settings, args.seed, args.gpu)}
         caffe.set_mode_cpu()
+    say("online ranked batches against PNG files")
+    online = bench_online(data_dir, settings, args.seed)
     plots_dir.mkdir(parents=True, exist_ok=True)
     plot_curves(siamese, plots_dir / "siamese_test_loss.png")
     plot_loss_scaling(scaling, plots_dir / "loss_scaling.png")
@@ -1364,7 +1438,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick, "settings": settings, "machine": machine_info(caffe, mode),
         "load_before": load_before, "load_after": os.getloadavg(), "loads": loads, "loss": loss,
         "loss_scaling": scaling, "data": data, "siamese": siamese, "eval": evaluation, "steps": steps,
-        "gpu": gpu, "gpu_reason": reason, "wall_s": time.perf_counter() - started,
+        "gpu": gpu, "gpu_reason": reason, "online": online, "wall_s": time.perf_counter() - started,
     }
     plots_rel = os.path.relpath(plots_dir.resolve(), out.resolve().parent).replace(os.sep, "/")
     atomic_write_text(out, render(report, plots_rel))
