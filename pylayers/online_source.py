@@ -128,7 +128,8 @@ class OnlinePlan:
                          "(too slow to make online)")
         if self.left_out:
             lines.append(f"online: {', '.join(self.left_out)} left out (too slow to make online; give a "
-                         "precomputed folder, e.g. `make ranks RANK_TYPES=ID` then PRECOMPUTED=<its folder>)")
+                         f"precomputed folder: `make ranks RANK_TYPES={','.join(self.left_out)}`, then its "
+                         "folder as PRECOMPUTED or --precomputed)")
         lines += [f"online: {message}" for message in self.skipped]
         return lines
 
