@@ -2,6 +2,8 @@
 
 ``python -m tools.train rank --rankset tid2013 --net shallow --data data/ranks/tid2013 --out runs/rank_x``
 ``python -m tools.train finetune --dataset tid2013 --net shallow --lists data/ft/tid2013/split0 --out runs/f``
+``python -m tools.train rank --rankset tid2013 --net shallow --online --pristine DIR --out runs/rank_y``: the
+batches made from the pristine images while training (``pylayers/online_source.py``), no rank set on disk.
 
 The driver never edits ``prototxts/``: it copies the chosen train net and solver into the run folder with the
 overrides applied through ``caffe_pb2`` (``train.prototxt``, ``solver.prototxt``), then steps the solver from
