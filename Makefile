@@ -64,9 +64,11 @@ IMAGES_PER_GROUP ?=
 # Score direction of ranking: quality (less distorted = higher output) or dmos (the original's LIVE lists).
 DIRECTION ?=
 # ONLINE=1: ranking makes its batches from PRISTINE inside the prefetch workers (no rank set on disk);
-# PRECOMPUTED=dir: a `make ranks` folder holding the types too slow for that (ID), else they are left out.
-ONLINE      ?=
-PRECOMPUTED ?=
+# PRECOMPUTED=dir: a `make ranks` folder holding the types too slow for that (OFFLINE_TYPES, default ID),
+# else they are left out.
+ONLINE        ?=
+PRECOMPUTED   ?=
+OFFLINE_TYPES ?=
 RANK_RUN ?= runs/rank_$(rank_tag)_$(NET)$(if $(filter dmos,$(DIRECTION)),_dmos)$(if $(ONLINE),_online)
 RANK_MODEL ?=
 FROM_SCRATCH ?=
@@ -176,7 +178,7 @@ ranks: env
 train_rank: env
 	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks)
 	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --out $(call q,$(RANK_RUN)) \
-	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--types,$(RANK_TYPES)) $(call opt,--precomputed,$(PRECOMPUTED)),--data $(call q,$(RANKS_DIR))) \
+	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--types,$(RANK_TYPES)) $(call opt,--precomputed,$(PRECOMPUTED)) $(call opt,--offline-types,$(OFFLINE_TYPES)),--data $(call q,$(RANKS_DIR))) \
 	  --gpu $(GPU) --seed $(SEED) $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS)) \

@@ -10,16 +10,17 @@ losslessly, as ``pristine/<name>.png``), distorted by ``data_prep.distortions.di
 hence every batch, equals the one read from a rank set of the same pristine images, types and seed, bit
 for bit; the batch plan, crops, prefetch, shards and ``start_batch`` are the layer's own and unchanged.
 
-Types too slow to make inside the workers (``OFFLINE_TYPES``: image denoising, ID, whose BM3D takes
-seconds to tens of seconds per image and level on one core; ``make bench`` measures each type) are read
-from a ``precomputed`` folder (a ``make ranks`` output of the same rank set, seed and minimum size, e.g.
+Types too slow to make inside the workers (``offline``, default ``OFFLINE_TYPES``: image denoising, ID,
+whose BM3D takes seconds to tens of seconds per image and level on one core) are read from a
+``precomputed`` folder (a ``make ranks`` output of the same rank set, seed and minimum size, e.g.
 ``make ranks RANK_TYPES=ID``), checked against the pristine images before use, or else left out;
 :meth:`OnlinePlan.notes` says which, for ``log.txt``.
 
 param_str ``online`` mapping (``ONLINE_DEFAULTS``): ``pristine`` (folder or ``default``), ``rankset``,
 ``seed`` (the ``make ranks`` seed: not the layer's batch seed, which the driver sets to seed + 1 for the
 test net), ``types`` (list or comma-separated names; default the original's listed types), ``precomputed``
-(folder or null), and ``make ranks``'s ``min_size``, ``test_fraction`` and ``split_rule``.
+(folder or null), ``offline`` (list or comma-separated names of the types not made online; ``none``:
+every type online), and ``make ranks``'s ``min_size``, ``test_fraction`` and ``split_rule``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ ONLINE_DEFAULTS: dict[str, Any] = {
     "seed": _RANKS_DEFAULTS.get_default("seed"),
     "types": None,
     "precomputed": None,
+    "offline": list(OFFLINE_TYPES),
     "min_size": _RANKS_DEFAULTS.get_default("min_size"),
     "test_fraction": _RANKS_DEFAULTS.get_default("test_fraction"),
     "split_rule": _RANKS_DEFAULTS.get_default("split_rule"),
@@ -185,15 +187,31 @@ def plan_online(value: Any, where: str, warn: Any = None) -> OnlinePlan:
     sources = dict(sorted(sources.items()))
     split = make_ranks.split_references(list(sources), float(spec["test_fraction"]), spec["seed"],
                                         spec["split_rule"])
-    slow = [t for t in types if t in OFFLINE_TYPES]
+    offline = _offline_types(spec["offline"], where)
+    slow = [t for t in types if t in offline]
     precomputed = Path(spec["precomputed"]) if spec["precomputed"] is not None else None
     if precomputed is not None and slow:
         _check_precomputed(precomputed, spec, rankset, sources, slow)
     return OnlinePlan(spec=spec, rankset=rankset, seed=int(spec["seed"]), sources=sources, split=split,
-                      online=[t for t in types if t not in OFFLINE_TYPES],
+                      online=[t for t in types if t not in offline],
                       precomputed_types=slow if precomputed is not None else [],
                       left_out=[] if precomputed is not None else slow, precomputed=precomputed,
                       skipped=skipped)
+
+
+def _offline_types(value: Any, where: str) -> list[str]:
+    """The ``offline`` names (list or comma-separated; ``none`` or empty: none, since a Make variable cannot
+    pass an empty value); a name of no rank set raises ``InputError``. The default, ID, is a TID2013-style
+    type: a LIVE-style run simply has none of it."""
+    if value in (None, "", "none"):
+        return []
+    names = [t.strip() for t in value.split(",")] if isinstance(value, str) else [str(t) for t in value]
+    known = {t for types in distortions.RANKSETS.values() for t in types}
+    unknown = [t for t in names if t and t not in known]
+    if unknown:
+        raise InputError(f"param_str: online: offline: unknown distortion type(s) {', '.join(unknown)}",
+                         where)
+    return [t for t in names if t]
 
 
 def _check_precomputed(folder: Path, spec: dict[str, Any], rankset: str, sources: dict[str, Path],

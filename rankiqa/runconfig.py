@@ -71,6 +71,7 @@ class RunConfig:
     pristine: str | None = None  # folder of pristine images or "default"; None: the layer's default
     types: str | None = None  # comma-separated distortion types, or "all"
     precomputed: Path | None = None  # a `make ranks` folder holding the types too slow to make online
+    offline_types: str | None = None  # comma-separated types not made online; None: the layer's default (ID)
     # fine-tuning
     dataset: str | None = None
     lists: Path | None = None

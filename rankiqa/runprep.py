@@ -308,17 +308,23 @@ def online_spec(config: RunConfig) -> dict[str, Any] | None:
     if not config.online:
         if config.data is None:
             raise InputError("give --data (a `make ranks` folder) or --online (batches made from --pristine)")
-        given = [flag for flag in ("types", "precomputed") if getattr(config, flag) is not None]
+        given = [flag for flag in ("types", "precomputed", "offline_types")
+                 if getattr(config, flag) is not None]
         given += ["pristine"] if config.pristine not in (None, _default_pristine()) else []
         if given:
-            raise InputError(f"--{', --'.join(given)}: for --online runs (a rank set on disk has its own)")
+            flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in given)
+            raise InputError(f"{flags}: for --online runs (a rank set on disk has its own)")
         return None
     if config.data is not None:
         raise InputError("give --data (a rank set on disk) or --online, not both")
     source = _default_pristine() if config.pristine is None else str(config.pristine)
-    return {"pristine": source if source == _default_pristine() else os.path.abspath(source),
-            "rankset": config.rankset, "seed": int(config.seed), "types": config.types,
-            "precomputed": None if config.precomputed is None else os.path.abspath(config.precomputed)}
+    spec: dict[str, Any] = {
+        "pristine": source if source == _default_pristine() else os.path.abspath(source),
+        "rankset": config.rankset, "seed": int(config.seed), "types": config.types,
+        "precomputed": None if config.precomputed is None else os.path.abspath(config.precomputed)}
+    if config.offline_types is not None:
+        spec["offline"] = config.offline_types
+    return spec
 
 
 def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]:

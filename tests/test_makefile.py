@@ -150,12 +150,14 @@ def test_train_rank_online_needs_no_rank_set_and_passes_the_pristine_images(tmp_
     ranks = tmp_path / "no ranks"  # never made: ONLINE=1 must not ask `make ranks` for it
     commands = _commands("train_rank", "ONLINE=1", "NET=shallow", f"RANKS_DIR={ranks}",
                          f"PRISTINE={tmp_path}/my photos", "RANK_TYPES=GN,ID",
-                         "PRECOMPUTED=data/ranks/tid2013_ID")
+                         "PRECOMPUTED=data/ranks/tid2013_ID", "OFFLINE_TYPES=ID,CQD")
     assert not [argv for argv in commands if "data_prep.make_ranks" in argv]
     argv = _tool(commands, "tools.train")
     assert "--online" in argv and "--data" not in argv
     assert _value(argv, "--pristine") == f"{tmp_path}/my photos" and _value(argv, "--types") == "GN,ID"
     assert _value(argv, "--precomputed") == "data/ranks/tid2013_ID"
+    assert _value(argv, "--offline-types") == "ID,CQD"
     assert _value(argv, "--out") == "runs/rank_tid2013_GN-ID_shallow_online"
     plain = _tool(_commands("train_rank", f"RANKS_DIR={ranks}"), "tools.train")
-    assert "--online" not in plain and _value(plain, "--data") == str(ranks)
+    assert "--online" not in plain and "--offline-types" not in plain
+    assert _value(plain, "--data") == str(ranks)

@@ -128,17 +128,25 @@ def test_prefetch_workers_resume_and_shards_as_for_batches_on_disk(src, generate
             _assert_same_batch(got[s][local], files(local * 2 + s))
 
 
-@pytest.fixture()
-def slow_jpeg(monkeypatch):
-    """JPEG stands in for ID (its BM3D takes seconds even on tiny images): the mechanism is per type."""
-    monkeypatch.setattr(online_source, "OFFLINE_TYPES", ("JPEG",))
+# JPEG stands in for ID below (BM3D takes seconds even on tiny images): `offline` names the types.
+SLOW = {"offline": ["JPEG"]}
 
 
-def test_slow_types_are_read_from_a_precomputed_folder_or_left_out(src, generated, tmp_path, slow_jpeg):
+def test_id_is_not_made_online_by_default_and_offline_none_makes_every_type_online(src):
+    every = _spec(src, types="all")
+    assert "ID" in online_source.plan_online(every, "t").left_out
+    assert online_source.plan_online({**every, "offline": "none"}, "t").online == [
+        t for t in make_ranks.parse_types("tid2013", "all")]
+    assert online_source.plan_online({**every, "offline": "GN,CQD"}, "t").left_out == ["GN", "CQD"]
+    with pytest.raises(InputError, match="offline: unknown distortion type"):
+        online_source.plan_online({**every, "offline": ["XX"]}, "t")
+
+
+def test_slow_types_are_read_from_a_precomputed_folder_or_left_out(src, generated, tmp_path):
     precomputed = tmp_path / "tid2013_JPEG"
     make_ranks.generate("tid2013", src, precomputed, seed=SEED, jobs=1, types=["JPEG"], min_size=MIN_SIZE,
                         progress=False, test_fraction=0.25)
-    plan = online_source.plan_online(_spec(src, precomputed=str(precomputed)), "t")
+    plan = online_source.plan_online(_spec(src, precomputed=str(precomputed), **SLOW), "t")
     assert (plan.online, plan.precomputed_types, plan.left_out) == (["GN", "NEPN", "MSL"], ["JPEG"], [])
     assert any(f"JPEG read from {precomputed}" in note for note in plan.notes())
     rank_set = plan.rank_set("train")
@@ -155,21 +163,21 @@ def test_slow_types_are_read_from_a_precomputed_folder_or_left_out(src, generate
     cv2.imwrite(str(precomputed / path), np.zeros((SIZE, SIZE, 3), np.uint8))
     assert not source.read(path).any()
 
-    left = online_source.plan_online(_spec(src), "t")
+    left = online_source.plan_online(_spec(src, **SLOW), "t")
     assert (left.online, left.precomputed_types, left.left_out) == (["GN", "NEPN", "MSL"], [], ["JPEG"])
     assert left.rank_set("train").types == ["GN", "MSL", "NEPN"]
     assert any("JPEG left out" in note for note in left.notes())
 
 
-def test_a_precomputed_folder_of_other_settings_or_images_is_refused(src, tmp_path, slow_jpeg):
+def test_a_precomputed_folder_of_other_settings_or_images_is_refused(src, tmp_path):
     other_seed = tmp_path / "seed9"
     make_ranks.generate("tid2013", src, other_seed, seed=9, jobs=1, types=["JPEG"], min_size=MIN_SIZE,
                         progress=False)
     with pytest.raises(InputError, match="other settings.*seed") as err:
-        online_source.plan_online(_spec(src, precomputed=str(other_seed)), "t")
+        online_source.plan_online(_spec(src, precomputed=str(other_seed), **SLOW), "t")
     assert err.value.path == str(other_seed / make_ranks.SETTINGS_FILE)
     with pytest.raises(InputError, match="not a `make ranks` output folder"):
-        online_source.plan_online(_spec(src, precomputed=str(tmp_path)), "t")
+        online_source.plan_online(_spec(src, precomputed=str(tmp_path), **SLOW), "t")
 
     same = tmp_path / "same"
     make_ranks.generate("tid2013", src, same, seed=SEED, jobs=1, types=["JPEG"], min_size=MIN_SIZE,
@@ -177,7 +185,7 @@ def test_a_precomputed_folder_of_other_settings_or_images_is_refused(src, tmp_pa
     gone = same / make_ranks.relative_path("ref0", "JPEG", 2)
     gone.unlink()
     with pytest.raises(InputError, match="precomputed image missing") as err:
-        online_source.plan_online(_spec(src, precomputed=str(same)), "t")
+        online_source.plan_online(_spec(src, precomputed=str(same), **SLOW), "t")
     assert err.value.path == str(gone)
 
     changed = _write_pristine(tmp_path / "changed")
@@ -186,7 +194,7 @@ def test_a_precomputed_folder_of_other_settings_or_images_is_refused(src, tmp_pa
     make_ranks.generate("tid2013", src, same, seed=SEED, jobs=1, types=["JPEG"], min_size=MIN_SIZE,
                         progress=False)  # complete again
     with pytest.raises(InputError, match="other pristine images.*ref0"):
-        online_source.plan_online(_spec(changed, precomputed=str(same)), "t")
+        online_source.plan_online(_spec(changed, precomputed=str(same), **SLOW), "t")
 
 
 def test_bad_specs_and_pristine_folders_are_named(src, tmp_path):
@@ -299,7 +307,8 @@ def test_the_driver_configures_online_layers_and_shares(photos, tmp_path):
     params = netconfig.get_param_str(layer, Path("x"))
     assert (params["shard_index"], params["shard_count"], params["online"]["seed"]) == (1, 2, SEED)
 
-    for bad, fragment in ((["--data", str(tmp_path)], "not both"), (["--precomputed", str(tmp_path)], None)):
+    for bad, fragment in ((["--data", str(tmp_path)], "not both"), (["--precomputed", str(tmp_path)], None),
+                          (["--offline-types", "ID"], None)):
         argv = _online_args(src, tmp_path / "run2", *bad)
         if fragment is None:  # --precomputed without --online
             argv = [a for a in argv if a != "--online"]

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     online.add_argument("--precomputed", type=Path,
                         help="a `make ranks` folder holding the types too slow to make online (ID); "
                              "without it they are left out")
+    online.add_argument("--offline-types",
+                        help="comma-separated types not made online (default ID), read from --precomputed "
+                             "or left out; 'none' makes every type online")
     rank.add_argument("--types-per-batch", type=int, help="distortion types per batch (tid2013: 9, live: 4)")
     rank.add_argument("--images-per-group", type=int, help="images per group (tid2013: 1, live: 2)")
     rank.add_argument("--weights", type=Path,
