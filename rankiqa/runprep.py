@@ -310,7 +310,8 @@ def online_spec(config: RunConfig) -> dict[str, Any] | None:
             raise InputError("give --data (a `make ranks` folder) or --online (batches made from --pristine)")
         given = [flag for flag in ("types", "precomputed", "offline_types")
                  if getattr(config, flag) is not None]
-        given += ["pristine"] if config.pristine not in (None, _default_pristine()) else []
+        if config.pristine is not None and config.pristine != _default_pristine():
+            given.append("pristine")
         if given:
             flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in given)
             raise InputError(f"{flags}: for --online runs (a rank set on disk has its own)")

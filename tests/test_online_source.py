@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -277,6 +278,27 @@ def photos(tmp_path_factory) -> Path:
         small = cv2.resize(image, (240, 240), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(folder / f"{path.stem}.png"), small)
     return folder
+
+
+def test_the_online_spec_of_a_command_line_and_its_refusals():
+    from rankiqa.runprep import online_spec
+    from tools import train
+
+    def spec(*argv: str):
+        return online_spec(train.run_config(["rank", "--rankset", "tid2013", "--net", "shallow", "--out", "o",
+                                             *argv]))
+
+    assert spec("--data", "d") is None and spec("--data", "d", "--pristine", "default") is None
+    assert spec("--online") == {"pristine": "default", "rankset": "tid2013", "seed": 0, "types": None,
+                                "precomputed": None}
+    made = spec("--online", "--pristine", "p", "--precomputed", "q", "--offline-types", "none", "--seed", "3")
+    assert made == {"pristine": os.path.abspath("p"), "rankset": "tid2013", "seed": 3, "types": None,
+                    "precomputed": os.path.abspath("q"), "offline": "none"}
+    for argv, fragment in ((["--data", "d", "--online"], "not both"), ([], "give --data"),
+                           (["--data", "d", "--pristine", "p", "--offline-types", "ID"],
+                            "--offline-types, --pristine: for --online runs")):
+        with pytest.raises(InputError, match=fragment):
+            spec(*argv)
 
 
 @needs_caffe
