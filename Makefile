@@ -134,7 +134,7 @@ help:
 	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS=x.caffemodel|none RESUME)"
 	@echo "                    ONLINE=1: batches made from PRISTINE while training, no rank set on disk (PRECOMPUTED=dir for ID)"
 	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"
-	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid DATA=dir RANK_MODEL FROM_SCRATCH=1)"
+	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid|mlive DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
 	@echo "  make export       a model as ONNX              (MODEL DEPLOY [OUT]); predict BACKEND=onnx MODEL=x.onnx: no Caffe"

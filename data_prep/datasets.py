@@ -1,4 +1,4 @@
-"""Loaders for the four IQA databases used to fine-tune and evaluate RankIQA.
+"""Loaders for the IQA databases used to fine-tune and evaluate RankIQA.
 
 Each loader reads one database in its published layout and returns a list of :class:`IQARow`
 (reference, distortion type, level, absolute image path, subjective score, score direction).
@@ -20,6 +20,9 @@ Layouts read (the folder is what the user passes as ``DATA=``):
   or ``csiq_label.txt`` (``<name> <dmos>``). DMOS: lower = better.
 * KADID-10k: ``dmos.csv`` (``dist_img,ref_img,dmos,var``) and ``images/``. DMOS: higher = better
   (KADID's "DMOS" is a 1-5 opinion score).
+* LIVE Multiply Distorted (MLIVE): ``Part 1/`` (blur then JPEG) and ``Part 2/`` (blur then noise), each
+  with ``Imagelists.mat``, ``Scores.mat`` and its image folder (``blurjpeg/``, ``blurnoise/``). DMOS:
+  lower = better (see :func:`load_mlive`).
 """
 
 from __future__ import annotations
@@ -70,10 +73,20 @@ KADID_TYPE_NAMES: dict[str, str] = {
     "20": "non-eccentricity patch", "21": "pixelate", "22": "quantisation", "23": "colour block",
     "24": "high sharpen", "25": "contrast change",
 }
+#: MLIVE's two parts by the name of their image folder (the database's own names).
+MLIVE_TYPE_NAMES: dict[str, str] = {
+    "blurjpeg": "Gaussian blur followed by JPEG compression (Part 1)",
+    "blurnoise": "Gaussian blur followed by white Gaussian noise (Part 2)",
+}
 TID2013_TYPES: tuple[str, ...] = tuple(TID2013_TYPE_NAMES)
 LIVE_TYPES: tuple[str, ...] = tuple(LIVE_TYPE_NAMES)  # also the order of the .mat score vectors
 CSIQ_TYPES: tuple[str, ...] = tuple(CSIQ_TYPE_NAMES)
 KADID_TYPES: tuple[str, ...] = tuple(KADID_TYPE_NAMES)
+MLIVE_TYPES: tuple[str, ...] = tuple(MLIVE_TYPE_NAMES)
+#: MLIVE's part folders, one per type, in the order of the release (``Part 1``, ``Part 2``).
+MLIVE_PARTS: dict[str, str] = {"blurjpeg": "Part 1", "blurnoise": "Part 2"}
+#: Levels of each of MLIVE's two distortions: 0 (absent) to 3.
+MLIVE_MAX_LEVEL = 3
 
 # The sizes of the published LIVE Release 2 folders (982 images in all); a subset is accepted too.
 LIVE_PUBLISHED_COUNTS: dict[str, int] = {"jp2k": 227, "jpeg": 233, "wn": 174, "gblur": 174, "fastfading": 174}
@@ -97,6 +110,8 @@ class IQARow:
     ``type`` is the database's own type code (``TID2013_TYPES`` ...); ``type_name`` its readable
     name (not written to ``table.csv``). ``level`` is the database's distortion level (1 = mildest);
     LIVE has continuous distortion parameters, so there it is 0 for a reference copy, 1 otherwise.
+    MLIVE's images carry two levels (blur, then JPEG or noise; each 0-3, 0 = not applied): ``level`` is
+    ``10 * blur + second`` (``mlive_level``), so ``23`` is blur level 2 followed by JPEG/noise level 3.
     """
 
     reference: str
@@ -521,6 +536,120 @@ def load_kadid(root: str | os.PathLike) -> list[IQARow]:
 
 
 # ----------------------------------------------------------------------------------------------
+# LIVE Multiply Distorted (MLIVE)
+
+
+def mlive_level(blur: int, second: int) -> int:
+    """The ``IQARow.level`` of an MLIVE image: ``10 * blur + second`` (two digits, each level 0-3)."""
+    return 10 * blur + second
+
+
+def _mlive_root(root: Path) -> Path:
+    """The folder holding ``Part 1/`` and ``Part 2/``: ``root`` itself, or the release's ``To_Release/``
+    and ``LIVEmultidistortiondatabase/`` folders under it."""
+    for candidate in (root, root / "To_Release", root / "LIVEmultidistortiondatabase",
+                      root / "LIVEmultidistortiondatabase" / "To_Release"):
+        if any((candidate / name).is_dir() for name in _mlive_part_names("Part 1")):
+            return candidate
+    return root
+
+
+def _mlive_part_names(part: str) -> tuple[str, str]:
+    """``Part 1`` as released, and ``Part1``, as some unpacked copies name it."""
+    return part, part.replace(" ", "")
+
+
+def _mlive_part(root: Path, dtype: str) -> Path:
+    for name in _mlive_part_names(MLIVE_PARTS[dtype]):
+        if (root / name).is_dir():
+            return root / name
+    raise InputError(f"not an MLIVE folder: missing {MLIVE_PARTS[dtype]}/ ({MLIVE_TYPE_NAMES[dtype]})", root)
+
+
+def _mlive_levels(mat: dict, count: int, mat_path: Path) -> list[tuple[int, int]]:
+    """``distimgdistlevels``: one (blur, second) pair of whole levels 0-3 per distorted image."""
+    import numpy as np
+
+    if "distimgdistlevels" not in mat:
+        raise InputError("variable 'distimgdistlevels' not found in the .mat file", mat_path)
+    try:
+        values = np.asarray(mat["distimgdistlevels"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError("variable 'distimgdistlevels' is not numeric", mat_path) from None
+    if values.shape != (count, 2):
+        raise InputError(f"distimgdistlevels is {'x'.join(map(str, values.shape))}, expected {count}x2 "
+                         "(one blur and one second level per distorted image)", mat_path)
+    bad = np.flatnonzero(~(np.isin(values, np.arange(MLIVE_MAX_LEVEL + 1))).all(axis=1))
+    if bad.size:
+        raise InputError(f"distimgdistlevels({bad[0] + 1},:) = {values[bad[0]].tolist()}: levels must be "
+                         f"whole numbers 0-{MLIVE_MAX_LEVEL}", mat_path)
+    return [(int(b), int(s)) for b, s in values]
+
+
+def _load_mlive_part(root: Path, dtype: str) -> list[IQARow]:
+    """The rows of one MLIVE part (``dtype`` = its image folder's name)."""
+    part = _mlive_part(root, dtype)
+    _require(part, ["Imagelists.mat", "Scores.mat", dtype], f"MLIVE {MLIVE_PARTS[dtype]}")
+    lists_path, scores_path = part / "Imagelists.mat", part / "Scores.mat"
+    lists = _load_mat(lists_path)
+    names = _mat_strings(lists, "distimgs", lists_path)
+    refnames = _mat_strings(lists, "refimgs", lists_path)
+    ref_index = _mat_vector(lists, "ref4dist", lists_path)
+    levels = _mlive_levels(lists, len(names), lists_path)
+    scores = _mat_vector(_load_mat(scores_path), "DMOSscores", scores_path)
+    if not (len(scores) == len(names) == len(ref_index)):
+        raise InputError(f"lengths differ: {len(scores)} DMOSscores ({scores_path.name}), {len(names)} "
+                         f"distimgs, {len(ref_index)} ref4dist", lists_path)
+    index = _folder_index(part / dtype)
+    rows: list[IQARow] = []
+    seen: dict[str, int] = {}
+    for k, (name, ref_k, (blur, second), score) in enumerate(zip(names, ref_index, levels, scores,
+                                                                  strict=True), start=1):
+        if not (ref_k.is_integer() and 1 <= ref_k <= len(refnames)):
+            raise InputError(f"ref4dist({k}) = {ref_k!r} is not an index of refimgs (1-{len(refnames)})",
+                             lists_path)
+        # the k-th entry of the .mat vectors stands in for a line number
+        _check_duplicate(seen, name, lists_path, k)
+        path = _find(index, name, lists_path, k, f"{part.name}/{dtype}/")
+        rows.append(IQARow(Path(refnames[int(ref_k) - 1]).stem, dtype, mlive_level(blur, second), path, score,
+                           LOWER_BETTER, MLIVE_TYPE_NAMES[dtype]))
+    if not rows:
+        raise InputError("no images listed (distimgs is empty)", lists_path)
+    return rows
+
+
+def load_mlive(root: str | os.PathLike) -> list[IQARow]:
+    """Read the LIVE Multiply Distorted Image Quality Database (450 images: 2 parts x 225 distorted
+    images of the same 15 references).
+
+    Layout and variables as released (Jayaraman, Mittal, Moorthy, Bovik, "Objective quality assessment of
+    multiply distorted images", Asilomar 2012; the release's ``LIVEmultidistortiondatabase/To_Release/``)
+    and as public IQA toolboxes read them (pyiqa, ``chaofengc/IQA-PyTorch`` ``scripts/process_livemd.py``:
+    ``Part 1/blurjpeg``, ``Part 2/blurnoise``, ``Imagelists.mat`` ``distimgs``, ``Scores.mat``
+    ``DMOSscores``, random splits by reference image):
+
+    * ``Part 1/`` (blur followed by JPEG) and ``Part 2/`` (blur followed by white noise), each with
+      ``Imagelists.mat`` (``refimgs``: the 15 reference names; ``distimgs``: the 225 distorted image
+      names; ``ref4dist``: the 1-based index into ``refimgs`` of each; ``distimgdistlevels``: 225x2,
+      the blur level and the JPEG or noise level of each, 0-3, 0 = that distortion not applied),
+      ``Scores.mat`` (``DMOSscores``: 1x225, in the order of ``distimgs``) and the image folder
+      (``blurjpeg/``, ``blurnoise/``: the distorted images and the references, ``.bmp``).
+    * DMOS from difference scores, as LIVE Release 2: higher = worse (``lower_better``).
+
+    The two parts share their 15 references (and rate the blur-only images in each part): ``reference``
+    is the reference's name without ``.bmp``, the same in both parts, so a split by reference keeps every
+    image of a reference, from both parts, on one side. ``type`` is the part's folder name, ``level``
+    ``mlive_level(blur, second)``. The folder given may be the one holding ``Part 1/`` and ``Part 2/``,
+    or one holding ``To_Release/`` or ``LIVEmultidistortiondatabase/``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("MLIVE folder not found", root)
+    base = _mlive_root(root)
+    return [row for dtype in MLIVE_TYPES for row in _load_mlive_part(base, dtype)]
+
+
+# ----------------------------------------------------------------------------------------------
 # registry and table files
 
 
@@ -545,6 +674,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "csiq": DatasetInfo("csiq", "CSIQ", load_csiq, CSIQ_TYPES, CSIQ_TYPE_NAMES, LOWER_BETTER, "DMOS"),
     "kadid": DatasetInfo("kadid", "KADID-10k", load_kadid, KADID_TYPES, KADID_TYPE_NAMES,
                          HIGHER_BETTER, "DMOS"),
+    "mlive": DatasetInfo("mlive", "LIVE Multiply Distorted", load_mlive, MLIVE_TYPES, MLIVE_TYPE_NAMES,
+                         LOWER_BETTER, "DMOS"),
 }
 TYPE_CODES: dict[str, tuple[str, ...]] = {name: info.types for name, info in DATASETS.items()}
 

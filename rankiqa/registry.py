@@ -11,6 +11,7 @@ the synthetic stand-in's in ``data_prep.synthetic_iqa``), its fine-tuning style 
   convolutions transfer), LIVE style ``ft_{train,deploy}.prototxt`` (fc6/fc7 transfer, new fc8).
 * Datasets: tid2013 -> TID2013 style; live -> LIVE; csiq -> LIVE (the paper fine-tunes CSIQ's four LIVE
   types from the LIVE ranking model); kadid -> TID2013 (25 TID-like types, MOS higher = better);
+  mlive -> LIVE (LIVE's images and DMOS, multiply distorted: fc6/fc7 transfer, LIVE's solver);
   synthetic -> TID2013.
 
 ``python -m rankiqa.registry deploy DATASET NET`` prints the deploy net of a fine-tuned model (what
@@ -118,6 +119,7 @@ DATASETS: dict[str, Dataset] = {
     "live": _dataset("live", "live"),
     "csiq": _dataset("csiq", "live"),
     "kadid": _dataset("kadid", "tid2013"),
+    "mlive": _dataset("mlive", "live"),
     "synthetic": _dataset("synthetic", "tid2013"),
 }
 

@@ -255,3 +255,75 @@ def make_kadid(root: str | Path, n_refs: int = 3, types: tuple[int, ...] = (1, 2
                 lines.append(f"{name},I{ref_id:02d}.png,{kadid_score(ref_id, type_id, level)},0.25")
     (root / "dmos.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+# ----------------------------------------------------------------------------------------------
+# LIVE Multiply Distorted (MLIVE)
+
+
+MLIVE_REFNAMES = ("babygirl.bmp", "bikes.bmp", "lighthouse.bmp", "parrots.bmp", "sailing.bmp")
+MLIVE_PARTS = (("Part 1", "blurjpeg"), ("Part 2", "blurnoise"))
+
+
+def mlive_score(ref_index: int, part_index: int, blur: int, second: int) -> float:
+    """DMOS, higher = worse: grows with both levels."""
+    return round(9.0 * blur + 7.0 * second + 1.5 * ref_index + 0.25 * part_index, 4)
+
+
+def mlive_cells() -> list[tuple[int, int]]:
+    """The 15 (blur, second) level pairs of each reference in each part: every pair of 0-3 but (0, 0)."""
+    return [(b, s) for b in range(4) for s in range(4) if (b, s) != (0, 0)]
+
+
+def make_mlive(root: str | Path, n_refs: int = 3, size: int = 48, wrapper: str = "To_Release") -> Path:
+    """MLIVE layout under ``root/<wrapper>/`` (``wrapper`` "" for none); returns ``root``.
+
+    ``Part 1/blurjpeg/`` and ``Part 2/blurnoise/`` hold the references (``<name>.bmp``) and the distorted
+    images (``<name>_<b>_<s>.bmp``, some with an upper-case ``.BMP`` on disk, names read from ``distimgs``);
+    each part has ``Imagelists.mat`` (``refimgs``, ``distimgs``, ``ref4dist``, ``distimgdistlevels``, listed
+    in a shuffled order, ``refimgs`` in reverse name order so that ``ref4dist`` must be followed) and
+    ``Scores.mat`` (``DMOSscores``, ``Zscores``).
+    """
+    import scipy.io
+
+    base = Path(root) / wrapper if wrapper else Path(root)
+    refnames = MLIVE_REFNAMES[:n_refs]
+    references = [_reference_image(400 + i, size) for i in range(n_refs)]
+    listed_refs = list(reversed(refnames))
+    for part_index, (part, folder) in enumerate(MLIVE_PARTS):
+        entries = [(r, b, s) for r in range(n_refs) for b, s in mlive_cells()]
+        order = np.random.default_rng(50 + part_index).permutation(len(entries))
+        names, ref4dist, levels, dmos = [], [], [], []
+        for number, k in enumerate(order):
+            ref_index, blur, second = entries[k]
+            image = references[ref_index] if blur == 0 else \
+                cv2.GaussianBlur(references[ref_index], (0, 0), sigmaX=0.8 * blur)
+            if second and folder == "blurjpeg":
+                ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 60 - 18 * second])
+                image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+            elif second:
+                noise = np.random.default_rng(number).normal(0.0, 8.0 * second, image.shape)
+                image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+            stem = Path(refnames[ref_index]).stem
+            name = f"{stem}_{blur}_{second}.bmp"
+            _write_image(base / part / folder / (name.upper() if number % 7 == 0 else name), image)
+            names.append(name)
+            ref4dist.append(listed_refs.index(refnames[ref_index]) + 1)
+            levels.append((blur, second))
+            dmos.append(mlive_score(ref_index, part_index, blur, second))
+        for name, image in zip(refnames, references, strict=True):
+            _write_image(base / part / folder / name, image)
+        cells = np.empty((len(names), 1), dtype=object)
+        for i, name in enumerate(names):
+            cells[i, 0] = name
+        ref_cells = np.empty((len(listed_refs), 1), dtype=object)
+        for i, name in enumerate(listed_refs):
+            ref_cells[i, 0] = name
+        scipy.io.savemat(base / part / "Imagelists.mat", {
+            "distimgs": cells, "refimgs": ref_cells,
+            "ref4dist": np.array(ref4dist, dtype=np.float64)[:, None],
+            "distimgdistlevels": np.array(levels, dtype=np.float64)})
+        row = np.array(dmos, dtype=np.float64)[None, :]
+        scipy.io.savemat(base / part / "Scores.mat",
+                         {"DMOSscores": row, "Zscores": (row - row.mean()) / row.std()})
+    return Path(root)

@@ -1,8 +1,9 @@
-"""Loaders of TID2013, LIVE, CSIQ and KADID-10k on fixtures in their published layouts."""
+"""Loaders of TID2013, LIVE, CSIQ, KADID-10k and MLIVE on fixtures in their published layouts."""
 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -283,17 +284,18 @@ def test_folder_of_another_dataset_is_refused(tid_root, kadid_root, live_root, t
 
 
 def test_registry():
-    assert set(ds.DATASETS) == {"tid2013", "live", "csiq", "kadid"}
-    assert [len(ds.TYPE_CODES[n]) for n in ("tid2013", "live", "csiq", "kadid")] == [24, 5, 6, 25]
+    assert set(ds.DATASETS) == {"tid2013", "live", "csiq", "kadid", "mlive"}
+    assert [len(ds.TYPE_CODES[n]) for n in ("tid2013", "live", "csiq", "kadid", "mlive")] == [24, 5, 6, 25, 2]
     assert ds.LIVE_TYPES == ("jp2k", "jpeg", "wn", "gblur", "fastfading")
     assert ds.DATASETS["tid2013"].direction == ds.HIGHER_BETTER
     assert ds.DATASETS["live"].direction == ds.LOWER_BETTER
     assert ds.DATASETS["csiq"].direction == ds.LOWER_BETTER
     assert ds.DATASETS["kadid"].direction == ds.HIGHER_BETTER
+    assert ds.DATASETS["mlive"].direction == ds.LOWER_BETTER
     for info in ds.DATASETS.values():
         assert set(info.type_names) == set(info.types)
     with pytest.raises(InputError, match="unknown dataset"):
-        ds.load_dataset("mlive", "/tmp")
+        ds.load_dataset("nosuch", "/tmp")
 
 
 def test_table_round_trip(live_root, tmp_path):
@@ -349,3 +351,106 @@ def test_label_files_with_a_byte_order_mark_read_as_without(tid_root, live_root,
     ds.write_table(tmp_path / "table.csv", rows)
     _with_bom(tmp_path / "table.csv")
     assert _rows(ds.read_table(tmp_path / "table.csv")) == _rows(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# MLIVE
+
+
+@pytest.fixture(scope="module")
+def mlive_root(tmp_path_factory) -> Path:
+    return fx.make_mlive(tmp_path_factory.mktemp("mlive") / "mlive", n_refs=3)
+
+
+def _mlive_truth(name: str) -> tuple[int, int, int]:
+    """(reference index, blur, second) of a fixture image from its file name ``<ref>_<b>_<s>.bmp``."""
+    stem, blur, second = Path(name).stem.lower().split("_")
+    return fx.MLIVE_REFNAMES.index(f"{stem}.bmp"), int(blur), int(second)
+
+
+def test_mlive_both_parts_with_levels_scores_and_direction(mlive_root):
+    rows = ds.load_mlive(mlive_root)
+    assert len(rows) == 2 * 3 * 15
+    assert [r.type for r in rows] == ["blurjpeg"] * 45 + ["blurnoise"] * 45
+    for row in rows:
+        ref_index, blur, second = _mlive_truth(Path(row.path).name)
+        part_index = ds.MLIVE_TYPES.index(row.type)
+        assert Path(row.path).is_file() and Path(row.path).parent.name == row.type
+        # ref4dist points into refimgs (listed in reverse order): the reference is the image's own
+        assert row.reference == Path(fx.MLIVE_REFNAMES[ref_index]).stem
+        assert row.level == 10 * blur + second == ds.mlive_level(blur, second)
+        assert row.score == pytest.approx(fx.mlive_score(ref_index, part_index, blur, second))
+        assert row.direction == ds.LOWER_BETTER and row.type_name == ds.MLIVE_TYPE_NAMES[row.type]
+    # both parts share the references, under one name
+    by_part = {t: {r.reference for r in rows if r.type == t} for t in ds.MLIVE_TYPES}
+    assert by_part["blurjpeg"] == by_part["blurnoise"] == {"babygirl", "bikes", "lighthouse"}
+    assert any(Path(r.path).name.endswith(".BMP") for r in rows)  # found whatever the case on disk
+
+
+def test_mlive_accepts_the_release_folders_and_part_names(mlive_root, tmp_path):
+    expected = [(r.reference, r.type, r.level, r.score) for r in ds.load_mlive(mlive_root)]
+    inner = mlive_root / "To_Release"
+    assert [(r.reference, r.type, r.level, r.score) for r in ds.load_mlive(inner)] == expected
+    wrapped = tmp_path / "data" / "LIVEmultidistortiondatabase"
+    shutil.copytree(inner, wrapped / "To_Release")
+    assert [(r.reference, r.type, r.level, r.score) for r in ds.load_mlive(tmp_path / "data")] == expected
+    (wrapped / "To_Release" / "Part 1").rename(wrapped / "To_Release" / "Part1")
+    (wrapped / "To_Release" / "Part 2").rename(wrapped / "To_Release" / "Part2")
+    assert [(r.reference, r.type, r.level, r.score) for r in ds.load_mlive(wrapped)] == expected
+
+
+def _copy_mlive(mlive_root: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(mlive_root / "To_Release", tmp_path / "mlive"))
+
+
+def test_mlive_missing_part_or_file(mlive_root, tmp_path):
+    base = _copy_mlive(mlive_root, tmp_path)
+    shutil.rmtree(base / "Part 2")
+    with pytest.raises(InputError, match="missing Part 2/") as err:
+        ds.load_mlive(base)
+    assert err.value.path == str(base)
+    (base / "Part 1" / "Scores.mat").unlink()
+    with pytest.raises(InputError, match="missing Scores.mat"):
+        ds.load_mlive(base)
+    with pytest.raises(InputError, match="MLIVE folder not found"):
+        ds.load_mlive(tmp_path / "nowhere")
+
+
+def test_mlive_bad_mat_contents_name_the_file_and_entry(mlive_root, tmp_path):
+    base = _copy_mlive(mlive_root, tmp_path)
+    lists_path, scores_path = base / "Part 2" / "Imagelists.mat", base / "Part 2" / "Scores.mat"
+    lists = scipy.io.loadmat(lists_path)
+    scores = scipy.io.loadmat(scores_path)
+
+    scipy.io.savemat(scores_path, {"DMOSscores": scores["DMOSscores"][:, :-1]})
+    with pytest.raises(InputError, match="44 DMOSscores.*45 distimgs") as err:
+        ds.load_mlive(base)
+    assert err.value.path == str(lists_path)
+    scipy.io.savemat(scores_path, {"DMOSscores": scores["DMOSscores"]})
+
+    levels = lists["distimgdistlevels"].copy()
+    levels[4, 1] = 4
+    scipy.io.savemat(lists_path, {**_mat_vars(lists), "distimgdistlevels": levels})
+    with pytest.raises(InputError, match=r"distimgdistlevels\(5,:\).*0-3") as err:
+        ds.load_mlive(base)
+    assert err.value.path == str(lists_path)
+
+    ref4dist = lists["ref4dist"].copy()
+    ref4dist[2, 0] = 9
+    scipy.io.savemat(lists_path, {**_mat_vars(lists), "ref4dist": ref4dist})
+    with pytest.raises(InputError, match=r"ref4dist\(3\) = 9.0 is not an index of refimgs \(1-3\)"):
+        ds.load_mlive(base)
+
+    scipy.io.savemat(lists_path, _mat_vars(lists))
+    name = str(lists["distimgs"][6, 0][0])
+    for found in (base / "Part 2" / "blurnoise").iterdir():
+        if found.name.lower() == name.lower():
+            found.unlink()
+    with pytest.raises(InputError, match=f"image '{name}' listed here is missing from Part 2/blurnoise/") \
+            as err:
+        ds.load_mlive(base)
+    assert (err.value.path, err.value.line) == (str(lists_path), 7)
+
+
+def _mat_vars(mat: dict) -> dict:
+    return {key: value for key, value in mat.items() if not key.startswith("__")}

@@ -340,3 +340,20 @@ def test_scores_are_written_with_the_originals_two_decimals(tid_root, tmp_path):
     mfl.make_lists("csiq", csiq, tmp_path / "csiq_ft")
     scores = {v for p, v in read_list(tmp_path / "csiq_ft" / "split0" / "train.txt")}
     assert any(round(v, 2) != v for v in scores)
+
+
+def test_mlive_lists_split_by_reference_across_both_parts(tmp_path):
+    root = fx.make_mlive(tmp_path / "mlive", n_refs=5)
+    out = tmp_path / "ft"
+    assert mfl.main(["--dataset", "mlive", "--data", str(root), "--out", str(out), "--splits", "3"]) == 0
+    table = read_table(out / "table.csv", check_files=True)
+    assert len(table) == 2 * 5 * 15 and {r.direction for r in table} == {"lower_better"}
+    ref_of = {row.path: row.reference for row in table}
+    for k in range(3):
+        test = [p for p, _ in read_list(out / f"split{k}" / "test.txt")]
+        train = [p for p, _ in read_list(out / f"split{k}" / "train.txt")]
+        test_refs = {ref_of[p] for p in test}
+        assert len(test_refs) == 1 and not test_refs & {ref_of[p] for p in train}  # 20% of 5 references
+        # every image of the test reference, from both parts, is in the test half
+        assert sorted(test) == sorted(r.path for r in table if r.reference in test_refs)
+        assert {r.type for r in read_table(out / f"split{k}" / "test.csv")} == {"blurjpeg", "blurnoise"}

@@ -11,14 +11,16 @@ from rankiqa.paths import PROTOTXT_DIR
 
 
 def test_every_dataset_has_its_styles_and_the_direction_of_its_labels():
-    assert set(registry.DATASETS) == {"tid2013", "live", "csiq", "kadid", "synthetic"}
+    assert set(registry.DATASETS) == {"tid2013", "live", "csiq", "kadid", "mlive", "synthetic"}
     styles = {name: (entry.ft_style.name, entry.rank_style.name) for name, entry in registry.DATASETS.items()}
     assert styles == {"tid2013": ("tid2013", "tid2013"), "live": ("live", "live"), "csiq": ("live", "live"),
-                      "kadid": ("tid2013", "tid2013"), "synthetic": ("tid2013", "tid2013")}
+                      "kadid": ("tid2013", "tid2013"), "mlive": ("live", "live"),
+                      "synthetic": ("tid2013", "tid2013")}
     directions = {name: entry.direction for name, entry in registry.DATASETS.items()}
     assert directions == {"tid2013": "higher_better", "live": "lower_better", "csiq": "lower_better",
-                          "kadid": "higher_better", "synthetic": "higher_better"}
+                          "kadid": "higher_better", "mlive": "lower_better", "synthetic": "higher_better"}
     assert registry.DATASETS["live"].loader is datasets.load_live
+    assert registry.DATASETS["mlive"].loader is datasets.load_mlive
     assert registry.DATASETS["synthetic"].loader is None  # generated, not loaded
 
 
