@@ -58,7 +58,7 @@ RESUME   ?=
 TEST_INTERVAL ?=
 WORKERS  ?=
 # Batch make-up of ranking: groups (distortion types) per batch and images per group; faithful defaults
-# per RANKSET (tid2013: 9 x 1, live: 4 x 2) when empty.
+# per RANKSET (tid2013: 9 x 1, live: 4 x 2, mlive: 12 x 1) when empty.
 TYPES_PER_BATCH  ?=
 IMAGES_PER_GROUP ?=
 # Score direction of ranking: quality (less distorted = higher output) or dmos (the original's LIVE lists).
@@ -130,7 +130,7 @@ help:
 	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU; SEEDS=0,1,2 PRISTINE=dir)"
 	@echo "  make test         the test suite (pytest) + lint"
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
-	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live RANK_TYPES PRISTINE=dir LMDB=1 DASK=addr|local)"
+	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live|mlive RANK_TYPES PRISTINE=dir LMDB=1 DASK=addr|local)"
 	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS=x.caffemodel|none RESUME)"
 	@echo "                    ONLINE=1: batches made from PRISTINE while training, no rank set on disk (PRECOMPUTED=dir for ID)"
 	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"

@@ -1,7 +1,8 @@
 """The distortions of RankIQA's ranking data, with the semantics of the original MATLAB generator.
 
-Two sets (``RANKSETS``): ``tid2013`` (TID2013-style types, 4 levels) and ``live`` (the 4 LIVE types at
-5 levels); ``LISTED_TYPES`` are those the original lists (how many, and why: ``DISTORTIONS.md``). Level 1
+Three sets (``RANKSETS``): ``tid2013`` (TID2013-style types, 4 levels), ``live`` (the 4 LIVE types at
+5 levels) and ``mlive`` (blur then JPEG or noise, 3x3 levels: ``GRID_TYPES``); ``LISTED_TYPES`` are those
+the original lists (how many, and why: ``DISTORTIONS.md``). Level 1
 is the mildest; level 0 (the pristine image) is not a distortion and is not produced here.
 ``data_prep/DISTORTIONS.md`` documents every type, its parameters and each deviation from the original.
 
@@ -69,6 +70,46 @@ LISTED_TYPES: dict[str, tuple[str, ...]] = {
     "tid2013": tuple(t for t in RANKSETS["tid2013"] if t != "HFN"),
     "live": tuple(RANKSETS["live"]),
 }
+
+#: The ``mlive`` set (the supplementary material's set for the multiply distorted LIVE database): blur, then a
+#: second distortion, each at the ``live`` set's levels 1..``GRID_LEVELS`` (GB sigma 1.2, 2.5, 6.5; JPEG
+#: quality 43, 12, 7; GN variance 0.001, 0.006, 0.022 as the supplementary text rounds them), a 3x3 grid per
+#: type: type -> (first, second) type of the ``live`` set.
+GRID_TYPES: dict[str, tuple[str, str]] = {"GBJPEG": ("GB", "JPEG"), "GBGN": ("GB", "GN")}
+GRID_LEVELS = 3
+# A grid type's "levels" 1..9 number its cells (first level, second level) first-major: level 5 = (2, 2).
+# They are storage indices, not a ranking: the cells are only partially ordered, and the rank set's groups
+# are chains through them (data_prep/rank_groups.py, DISTORTIONS.md).
+RANKSETS["mlive"] = {name: [(first, second) for first in range(1, GRID_LEVELS + 1)
+                            for second in range(1, GRID_LEVELS + 1)] for name in GRID_TYPES}
+LISTED_TYPES["mlive"] = tuple(GRID_TYPES)
+
+
+def grid_cell(dtype: str, level: int) -> tuple[int, int]:
+    """The (first, second) distortion levels (each 1..``GRID_LEVELS``) of level ``level`` (1..9) of grid type
+    ``dtype`` (``GRID_TYPES``); ``InputError`` for another type or a level out of range."""
+    if dtype not in GRID_TYPES:
+        raise InputError(f"{dtype!r} is not a two-distortion type (known: {', '.join(GRID_TYPES)})")
+    cells = RANKSETS["mlive"][dtype]
+    if not 1 <= level <= len(cells):
+        raise InputError(f"level {level!r} out of range 1..{len(cells)} for {dtype}")
+    return cells[level - 1]
+
+
+def grid_level(dtype: str, first: int, second: int) -> int:
+    """The level (1..9) of grid type ``dtype`` that holds the cell (``first``, ``second``)."""
+    if dtype not in GRID_TYPES:
+        raise InputError(f"{dtype!r} is not a two-distortion type (known: {', '.join(GRID_TYPES)})")
+    return RANKSETS["mlive"][dtype].index((first, second)) + 1
+
+
+def level_name(dtype: str, level: int) -> str:
+    """The folder name of a type's level: ``GB3``; for a grid type the cell, ``GB2_JPEG3``."""
+    if dtype in GRID_TYPES:
+        first, second = grid_cell(dtype, level)
+        return f"{GRID_TYPES[dtype][0]}{first}_{GRID_TYPES[dtype][1]}{second}"
+    return f"{dtype}{level}"
+
 
 # Smallest side the distortions accept: BW needs a 32x32 block at columns 2..W-32 (1-based), so W >= 34.
 MIN_SIDE = 34
@@ -392,4 +433,24 @@ _OPERATIONS: dict[str, Callable[[np.ndarray, float, int, np.random.Generator], n
     "CQD": _colour_quantisation,
     "CA": _chromatic_aberration,
 }
+
+
+_Operation = Callable[[np.ndarray, tuple[int, int], int, np.random.Generator], np.ndarray]
+
+
+def _two_distortions(first: str, second: str) -> _Operation:
+    """The operation of a grid type: ``first`` of the ``live`` set at the cell's first level, then ``second``
+    at its second level, on the first one's uint8 result (as the multiply distorted LIVE database was made:
+    blur, then JPEG or noise), with one generator for both."""
+
+    def apply(rgb: np.ndarray, cell: tuple[int, int], level: int, rng: np.random.Generator) -> np.ndarray:
+        out = rgb
+        for dtype, step in ((first, cell[0]), (second, cell[1])):
+            out = _OPERATIONS[dtype](out, RANKSETS["live"][dtype][step - 1], step, rng)
+        return out
+
+    return apply
+
+
+_OPERATIONS.update({name: _two_distortions(*parts) for name, parts in GRID_TYPES.items()})
 assert all(name in _OPERATIONS for types in RANKSETS.values() for name in types)

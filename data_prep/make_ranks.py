@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_prep import distortions, pristine
+from data_prep import distortions, pristine, rank_groups
 from rankiqa import manifest as rank_manifest
 from rankiqa import provenance
 from rankiqa.errors import InputError, cli_main
@@ -124,7 +124,7 @@ def relative_path(reference: str, dtype: str, level: int) -> str:
     """Path of an image inside the output folder (level 0 = the pristine image)."""
     if level == 0:
         return f"pristine/{reference}.png"
-    return f"{dtype}/{dtype}{level}/{reference}.png"
+    return f"{dtype}/{distortions.level_name(dtype, level)}/{reference}.png"
 
 
 def parse_types(rankset: str, types: str | Sequence[str] | None) -> list[str]:
@@ -197,8 +197,10 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
                  if not (out / relative_path(name, dtype, level)).is_file()]
         n_written = (run_tasks or _run_tasks)(tasks, jobs, progress, rankset)
 
-        rows = [(name, dtype, level, relative_path(name, dtype, level), split[name])
-                for dtype in type_names for name in references for level in range(0, n_levels + 1)]
+        # One row per group member: the groups of a grid type are chains through its cells (rank_groups).
+        groups = rank_groups.groups(rankset, type_names)
+        rows = [(name, group, rank, relative_path(name, dtype, level), split[name])
+                for group, members in groups for name in references for rank, dtype, level in members]
         missing = [row[3] for row in rows if not (out / row[3]).is_file()]
         if missing:  # cannot happen unless files were deleted meanwhile; never list absent images
             raise InputError(f"{len(missing)} images missing after generation, e.g. {missing[0]}", out)
@@ -215,8 +217,8 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
             record["lmdb_manifest"] = manifest_sha
         for part in ("train", "test"):
             write_list(out / f"{part}.txt",
-                       [(relative_path(name, dtype, level), level)
-                        for dtype in type_names for level in range(0, n_levels + 1)
+                       [(relative_path(name, dtype, level), rank)
+                        for _, members in groups for rank, dtype, level in members
                         for name in references if split[name] == part])
         atomic_write_text(manifest_path, manifest_text)
         atomic_write_text(out / SETTINGS_FILE, json.dumps(record, sort_keys=True) + "\n")
@@ -302,7 +304,8 @@ def _remove_stale_temporaries(out: Path, rankset: str) -> None:
     """Delete what a killed run left behind: ``.<name>.*.tmp*`` files (atomic_path) and LMDB temp folders."""
     folders = [out, out / "pristine"]
     for dtype in distortions.RANKSETS[rankset]:
-        folders += [out / dtype / f"{dtype}{level}" for level in range(1, distortions.levels(rankset) + 1)]
+        folders += [out / Path(relative_path("", dtype, level)).parent
+                    for level in range(1, distortions.levels(rankset) + 1)]
     for folder in folders:
         if not folder.is_dir():
             continue
@@ -530,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep.make_ranks",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--rankset", choices=sorted(distortions.RANKSETS), default="tid2013",
-                        help="distortion set: tid2013 (4 levels) or live (5 levels); types: --types")
+                        help="distortion set: tid2013 (4 levels), live (5 levels) or mlive (blur then JPEG "
+                             "or noise, 3x3 levels); types: --types")
     parser.add_argument("--pristine", default="default",
                         help="folder of pristine images (png/jpg/jpeg/bmp/tif/tiff), or 'default' for the "
                              "colour photographs inside scikit-image")

@@ -6,6 +6,8 @@ the synthetic stand-in's in ``data_prep.synthetic_iqa``), its fine-tuning style 
 * Ranking style (``make ranks`` set, ``prototxts/solvers/rank_<style>.prototxt``, batch make-up): TID2013
   style is 9 distortion types x 1 reference per batch, LIVE style 4 types x 2 references (the original's
   batches); the original fine-tunes from the ranking model at 50k (TID2013) or 20k (LIVE) iterations.
+  The mlive set (no original batch; ``data_prep.rank_groups``) takes its 12 chains x 1 reference per
+  batch (12 chains x 4 levels = 48, LIVE's batch size, every chain in every batch) and LIVE's solver.
 * Fine-tuning style (solver ``ft_<style>.prototxt``, train and deploy nets, transferred layers): TID2013
   style uses ``ft_tid2013_{train,deploy}.prototxt`` where the net has them (new fc6_m/fc7_m/fc8: only the
   convolutions transfer), LIVE style ``ft_{train,deploy}.prototxt`` (fc6/fc7 transfer, new fc8).
@@ -41,12 +43,13 @@ class RankStyle:
     name: str
     types_per_batch: int  # distortion types (groups) per batch
     images_per_group: int  # consecutive references per group
-    preferred_snapshot: int  # the ranking iteration the original fine-tunes from
-    released_direction: str  # score direction of the original authors' released models of this style
+    preferred_snapshot: int | None  # the ranking iteration the original fine-tunes from (None: no original)
+    released_direction: str | None  # score direction of the original authors' released models of this style
+    solver_style: str | None = None  # the style whose solver this one trains with (None: its own)
 
     def solver(self, prototxts: Path = PROTOTXT_DIR) -> Path:
-        """``prototxts/solvers/rank_<style>.prototxt``."""
-        return prototxts / "solvers" / f"rank_{self.name}.prototxt"
+        """``prototxts/solvers/rank_<style>.prototxt`` (``solver_style``'s when set)."""
+        return prototxts / "solvers" / f"rank_{self.solver_style or self.name}.prototxt"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ RANK_STYLES: dict[str, RankStyle] = {
     # The original's LIVE lists are written in reverse (DMOS-like: higher output = worse).
     "live": RankStyle("live", types_per_batch=4, images_per_group=2, preferred_snapshot=20000,
                       released_direction=LOWER_BETTER),
+    # No original model or batch: every chain of the 3x3 grids once per batch, LIVE's solver.
+    "mlive": RankStyle("mlive", types_per_batch=12, images_per_group=1, preferred_snapshot=None,
+                       released_direction=None, solver_style="live"),
 }
 #: The ranking sets ``make ranks`` writes (one per ranking style).
 RANKSETS = tuple(RANK_STYLES)
@@ -134,7 +140,8 @@ def dataset(name: str) -> Dataset:
 def released_directions() -> dict[str, str]:
     """Score direction of the original authors' released models, by lower-case file stem
     (``rank_<style>``, ``ft_<style>``)."""
-    directions = {f"rank_{name}": style.released_direction for name, style in RANK_STYLES.items()}
+    directions = {f"rank_{name}": style.released_direction for name, style in RANK_STYLES.items()
+                  if style.released_direction}
     directions.update({f"ft_{name}": style.released_direction for name, style in FT_STYLES.items()})
     return directions
 
