@@ -122,6 +122,7 @@ given = $(filter command line environment,$(origin $(1)))
 ft_lists_check = [ -n "$(call given,DATA)" ] || [ -d $(call q,$(DATA)) ] || [ ! -f $(call q,$(1)) ]
 
 .PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo rank_accuracy bench gpu-check gpu-bundle docker-replay \
+        cross \
         test lint clean
 .PHONY: export
 
@@ -139,6 +140,7 @@ help:
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
 	@echo "  make export       a model as ONNX              (MODEL DEPLOY [OUT]); predict BACKEND=onnx MODEL=x.onnx: no Caffe"
 	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY])"
+	@echo "  make cross        each model on every image of each dataset, direction-corrected (MODELS DATASETS DEPLOYS)"
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
 	@echo "  make check-cuda-build  compile the CUDA Caffe without switching the venv (CUDA_ARCH)"
@@ -230,6 +232,23 @@ rank_accuracy: env
 	  --deploy $(if $(filter command line environment,$(origin DEPLOY)),$(DEPLOY),prototxts/$(NET)/rank_deploy.prototxt) \
 	  --out 'results/rank_accuracy/$(basename $(notdir $(MODEL)))' --crops $(if $(filter command line environment,$(origin CROPS)),$(CROPS),10) \
 	  --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU)
+
+# Cross-dataset matrix: every model of MODELS on every image of each dataset of DATASETS (its table.csv in
+# data/ft/<ds>/, made by `make ft_lists` from DATA_<ds>, default /data/<ds>, when missing); DEPLOYS: one deploy
+# net per model (default DEPLOY for all), CROSS_DIRECTIONS likewise (default: inferred).
+MODELS   ?=
+DATASETS ?=
+DEPLOYS  ?=
+CROSS_DIRECTIONS ?=
+CROSS_OUT ?= results/cross
+cross: env
+	@[ -n "$(MODELS)" ] && [ -n "$(DATASETS)" ] || { echo "error: set MODELS='a.caffemodel b.caffemodel' and DATASETS='tid2013 live'" >&2; exit 2; }
+	@$(foreach ds,$(DATASETS),[ -f $(call q,data/ft/$(ds)/table.csv) ] || $(MAKE) --no-print-directory ft_lists DATASET=$(ds) \
+	  FT_DIR=$(call q,data/ft/$(ds)) DATA=$(call q,$(or $(DATA_$(ds)),/data/$(ds))) SPLITS=1 SPLIT=0 FT_TYPES= ;)
+	$(PY) -m tools.cross_dataset $(foreach m,$(MODELS),--model $(call q,$(m))) \
+	  $(foreach d,$(or $(DEPLOYS),$(DEPLOY)),--deploy $(call q,$(d))) $(foreach d,$(CROSS_DIRECTIONS),--model-direction $(d)) \
+	  $(foreach ds,$(DATASETS),--dataset $(call q,$(ds)=data/ft/$(ds)/table.csv)) --out $(call q,$(CROSS_OUT)) \
+	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU)
 
 bench: env
 	$(PY) -m tools.bench --out BENCHMARKS.md --gpu $(GPU)

@@ -1,4 +1,5 @@
-"""rankiqa.scoring and tools.evaluate: crop protocol, batching, weight checks, the result files."""
+"""rankiqa.scoring, rankiqa.evaluation and tools.evaluate: crop protocol, batching, weight checks, the
+result files."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from rankiqa import scoring
+from rankiqa import evaluation, scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import StorageError
 from tests.small_fs import remount, small_fs
@@ -56,7 +57,7 @@ def write_table(path: Path, rows: list[tuple[str, str, str, Path, float]], direc
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(evaluate.TABLE_COLUMNS)
+        writer.writerow(evaluation.TABLE_COLUMNS)
         for reference, type_code, level, image, score in rows:
             writer.writerow([reference, type_code, level, str(image), score, direction])
     return path
@@ -148,7 +149,7 @@ def test_read_table_and_its_errors(tmp_path: Path) -> None:
     table = write_table(tmp_path / "t.csv", [("r1", "01", "1", images[0], 5.5),
                                              ("r1", "02", "2", Path("img") / images[1].name, 3.0)],
                         "higher_better")
-    samples, direction = evaluate.read_samples(table)
+    samples, direction = evaluation.read_samples(table)
     assert direction == "higher_better"
     assert [s.type for s in samples] == ["01", "02"]
     assert samples[1].path == str(images[1])  # relative paths resolve against the table's folder
@@ -157,34 +158,34 @@ def test_read_table_and_its_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(table.read_text().replace("3.0", "three"), encoding="utf-8")
     with pytest.raises(InputError, match="not a number") as err:
-        evaluate.read_samples(bad)
+        evaluation.read_samples(bad)
     assert err.value.path == str(bad) and err.value.line == 3
     mixed = write_table(tmp_path / "mixed.csv", [("r", "01", "1", images[0], 1.0)], "higher_better")
     with open(mixed, "a", encoding="utf-8") as handle:
         handle.write(f"r,01,2,{images[1]},2.0,lower_better\n")
     with pytest.raises(InputError, match="mixed score directions"):
-        evaluate.read_samples(mixed)
+        evaluation.read_samples(mixed)
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("reference,path,score\nr,x.png,1\n", encoding="utf-8")
     with pytest.raises(InputError, match="missing column"):
-        evaluate.read_samples(nocol)
+        evaluation.read_samples(nocol)
 
 
 def test_read_plain_list(tmp_path: Path) -> None:
     images = make_images(tmp_path, 2)
     listing = tmp_path / "test.txt"
     listing.write_text(f"{images[0]} 4.5\n{images[1].name} 2\n", encoding="utf-8")
-    samples, direction = evaluate.read_samples(listing)
+    samples, direction = evaluation.read_samples(listing)
     assert direction is None
     assert [(s.path, s.score, s.type) for s in samples] == [(str(images[0]), 4.5, ""),
                                                             (str(images[1]), 2.0, "")]
 
 
 def test_direction_report_states_the_expected_sign() -> None:
-    assert evaluate.direction_report("lower_better", "higher_better", "x", False)["expected_sign"] == -1
-    assert evaluate.direction_report("lower_better", "higher_better", "x", True)["expected_sign"] == 1
-    assert evaluate.direction_report("higher_better", "higher_better", "x", False)["expected_sign"] == 1
-    assert evaluate.direction_report("higher_better", "unknown", "x", False)["expected_sign"] is None
+    assert evaluation.direction_report("lower_better", "higher_better", "x", False)["expected_sign"] == -1
+    assert evaluation.direction_report("lower_better", "higher_better", "x", True)["expected_sign"] == 1
+    assert evaluation.direction_report("higher_better", "higher_better", "x", False)["expected_sign"] == 1
+    assert evaluation.direction_report("higher_better", "unknown", "x", False)["expected_sign"] is None
 
 
 def test_model_direction_inference() -> None:
@@ -220,7 +221,7 @@ def test_every_training_run_against_every_evaluation_dataset(tmp_path: Path, tra
     run = tmp_path / "run"
     (run / "snapshots").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({**record, "net": "vgg16"}))
-    gt_dir = evaluate._dataset_info(evaluated).direction
+    gt_dir = evaluation.dataset_info(evaluated).direction
     assert gt_dir == EVALUATED[evaluated]
     expected_sign = 1 if model_dir == gt_dir else -1
     # The run's record decides, whatever the file is called (a released model's name included).
@@ -228,20 +229,20 @@ def test_every_training_run_against_every_evaluation_dataset(tmp_path: Path, tra
         direction, source = scoring.model_direction(info, run / "snapshots" / f"{name}.caffemodel", None)
         assert direction == model_dir and "run.json" in source, name
         for negate, sign in ((False, expected_sign), (True, -expected_sign)):
-            assert evaluate.direction_report(gt_dir, direction, source, negate)["expected_sign"] == sign
+            assert evaluation.direction_report(gt_dir, direction, source, negate)["expected_sign"] == sign
 
 
 def _synthetic_report(tmp_path: Path, shift: float = 0.0,
                       model: str = "m.caffemodel") -> tuple[dict, list, dict]:
     types = ["01", "08", "10"]
-    samples = [evaluate.Sample(str(tmp_path / f"i{k}.png"), 9.0 - k % 5, f"r{k // 15}", types[k % 3],
+    samples = [evaluation.Sample(str(tmp_path / f"i{k}.png"), 9.0 - k % 5, f"r{k // 15}", types[k % 3],
                                str(k % 5), k + 2) for k in range(30)]
     truth = np.array([s.score for s in samples])
     rng = np.random.default_rng(int(shift * 10))
     preds = {"mean": truth + rng.normal(scale=1.0, size=30) + shift, "median": truth + shift}
     info = scoring.DeployInfo("d.prototxt", "data", 3, 224, 224, "fc8")
-    direction = evaluate.direction_report("higher_better", "higher_better", "test", False)
-    report = evaluate.build_report(info, model, "t.csv", "tid2013", samples, preds, 30, 0, direction,
+    direction = evaluation.direction_report("higher_better", "higher_better", "test", False)
+    report = evaluation.build_report(info, model, "t.csv", "tid2013", samples, preds, 30, 0, direction,
                                    ("01", "08", "10"))
     return report, samples, preds
 
@@ -249,7 +250,7 @@ def _synthetic_report(tmp_path: Path, shift: float = 0.0,
 def test_writers_produce_every_file_without_caffe(tmp_path: Path) -> None:
     report, samples, preds = _synthetic_report(tmp_path)
     out = tmp_path / "res"
-    evaluate.write_outputs(out, report, samples, preds, {"08": "Gaussian blur"})
+    evaluation.write_outputs(out, report, samples, preds, {"08": "Gaussian blur"})
     for name in RESULT_FILES:
         assert (out / name).is_file(), name
     loaded = json.loads((out / "metrics.json").read_text())
@@ -262,12 +263,12 @@ def test_writers_produce_every_file_without_caffe(tmp_path: Path) -> None:
 
 def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
     reports = [_synthetic_report(tmp_path, shift)[0] for shift in (0.0, 0.5, 1.0)]
-    summary = evaluate.summarize_splits(reports)
+    summary = evaluation.summarize_splits(reports)
     values = [r["overall"]["mean"]["plcc"] for r in reports]
     assert summary["overall"]["mean"]["plcc"] == pytest.approx(np.mean(values))
     assert summary["overall_std"]["mean"]["plcc"] == pytest.approx(np.std(values, ddof=1))
     assert summary["per_type"]["mean"]["10"]["n_splits"] == 3
-    text = evaluate.metrics_markdown(summary, {})
+    text = evaluation.metrics_markdown(summary, {})
     assert "±" in text and "n_splits" in text
 
 
@@ -282,15 +283,15 @@ def test_report_says_where_the_weights_started(tmp_path: Path) -> None:
     (run / "run.json").write_text(json.dumps({"kind": "finetune", "initialisation": init}))
     report = _synthetic_report(tmp_path, model=str(run / "snapshots" / "ft_run_iter_10.caffemodel"))[0]
     assert report["initialisation"] == init
-    assert f"- initialisation: {init['description']}\n" in evaluate.metrics_markdown(report, {})
+    assert f"- initialisation: {init['description']}\n" in evaluation.metrics_markdown(report, {})
     released = _synthetic_report(tmp_path, 0.5, model=str(tmp_path / "FT_tid2013.caffemodel"))[0]
     assert released["initialisation"] is None
     unknown = "unknown (no run.json of tools/train.py beside the model)"
-    assert f"- initialisation: {unknown}\n" in evaluate.metrics_markdown(released, {})
-    summary = evaluate.summarize_splits([report, released])
+    assert f"- initialisation: {unknown}\n" in evaluation.metrics_markdown(released, {})
+    summary = evaluation.summarize_splits([report, released])
     assert summary["initialisation"] == [init, None]
     assert (f"- initialisation: split 0: {init['description']}; split 1: {unknown}\n"
-            in evaluate.metrics_markdown(summary, {}))
+            in evaluation.metrics_markdown(summary, {}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -407,7 +408,7 @@ def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
     assert not list(out.glob(".*.tmp*"))  # no temporary files left behind
     for name in ("scatter.png", "srocc_per_type.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
-    samples, _ = evaluate.read_samples(table)
+    samples, _ = evaluation.read_samples(table)
     report = json.loads((out / "metrics.json").read_text())
     assert report["n_images"] == len(samples) and report["crops"] == 5 and report["seed"] == 0
     assert report["output_blob"] == "fc8" and report["dataset"] == "tid2013"
@@ -419,7 +420,7 @@ def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
     assert report["direction"]["model"] == "unknown" and report["direction"]["expected_sign"] is None
     with open(out / "per_image.csv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(evaluate.PER_IMAGE_COLUMNS)
+    assert list(rows[0]) == list(evaluation.PER_IMAGE_COLUMNS)
     assert [r["path"] for r in rows] == [s.path for s in samples]
     assert [float(r["ground_truth"]) for r in rows] == [s.score for s in samples]
     from rankiqa.metrics import metrics
@@ -445,7 +446,7 @@ def test_ranking_model_on_dmos_reports_negative_expected_sign_and_negate(tid_fix
     rank_dir = root / "rank"
     rank_dir.mkdir()
     deploy, model = make_tiny_model(rank_dir, head="fc8_m")
-    samples, _ = evaluate.read_samples(tid_fixture["ft"] / "split0" / "test.csv")
+    samples, _ = evaluation.read_samples(tid_fixture["ft"] / "split0" / "test.csv")
     dmos = write_table(root / "dmos.csv", [(s.reference, s.type, s.level, Path(s.path), 10 - s.score)
                                            for s in samples], "lower_better")
     reports = {}
@@ -519,7 +520,7 @@ def test_evaluate_and_predict_give_a_live_model_the_same_direction_on_tid2013(ti
     (run / "snapshots").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"kind": "finetune", "dataset": "live", "net": "shallow"}))
     table = tid_fixture["ft"] / "split0" / "test.csv"
-    image = evaluate.read_samples(table)[0][0].path
+    image = evaluation.read_samples(table)[0][0].path
     for name in ("ft_live_run_iter_20", "FT_live"):
         model = run / "snapshots" / f"{name}.caffemodel"
         model.write_bytes(tid_fixture["model"].read_bytes())
@@ -539,12 +540,12 @@ def test_tables_and_lists_with_a_byte_order_mark_or_tabs(tmp_path: Path) -> None
     image = tmp_path / "a b.png"
     table = write_table(tmp_path / "t.csv", [("r", "01", "1", image, 3.0)], "higher_better")
     table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
-    samples, direction = evaluate.read_samples(table)
+    samples, direction = evaluation.read_samples(table)
     assert direction == "higher_better"
     assert [(s.path, s.score, s.type) for s in samples] == [(str(image), 3.0, "01")]
     listed = tmp_path / "hand_made.txt"
     listed.write_text(f"\ufeff{image}\t3.5\n", encoding="utf-8")
-    samples, direction = evaluate.read_samples(listed)
+    samples, direction = evaluation.read_samples(listed)
     assert direction is None and [(s.path, s.score) for s in samples] == [(str(image), 3.5)]
 
 
@@ -612,11 +613,11 @@ def test_results_on_a_full_disk_name_the_file_and_leave_no_metrics_json(tmp_path
     with small_fs(tmp_path / "fs", 16 << 10) as fs:
         out = fs / "res"
         with pytest.raises(StorageError) as caught:  # the plots do not fit in 16 KiB
-            evaluate.write_outputs(out, report, samples, preds, {})
+            evaluation.write_outputs(out, report, samples, preds, {})
         assert Path(caught.value.path).parent == out and Path(caught.value.path).name in RESULT_FILES
         assert "No space left on device" in str(caught.value)
         # metrics.json, written last, is what says an evaluation finished: it is not there.
         assert not (out / "metrics.json").exists() and not list(out.glob(".*.tmp*"))
         remount(fs, "size=1M")
-        evaluate.write_outputs(out, report, samples, preds, {})
+        evaluation.write_outputs(out, report, samples, preds, {})
         assert sorted(p.name for p in out.iterdir()) == sorted(RESULT_FILES)
