@@ -136,6 +136,7 @@ def test_export_and_predict_with_onnx_build_no_caffe() -> None:
     ("kadid", "vgg16", "prototxts/vgg16/ft_tid2013_deploy.prototxt"),
     ("live", "vgg16", "prototxts/vgg16/ft_deploy.prototxt"),
     ("csiq", "vgg16", "prototxts/vgg16/ft_deploy.prototxt"),
+    ("mlive", "vgg16", "prototxts/vgg16/ft_deploy.prototxt"),
     ("tid2013", "shallow", "prototxts/shallow/ft_deploy.prototxt"),
 ])
 def test_eval_picks_the_deploy_net_from_dataset_and_net(dataset: str, net: str, deploy: str) -> None:
@@ -161,3 +162,22 @@ def test_train_rank_online_needs_no_rank_set_and_passes_the_pristine_images(tmp_
     plain = _tool(_commands("train_rank", f"RANKS_DIR={ranks}"), "tools.train")
     assert "--online" not in plain and "--offline-types" not in plain
     assert _value(plain, "--data") == str(ranks)
+
+
+def test_cross_passes_every_model_deploy_and_dataset_and_makes_missing_tables() -> None:
+    commands = _commands("cross", "MODELS=a.caffemodel b.caffemodel", "DEPLOYS=x.prototxt y.prototxt",
+                         "CROSS_DIRECTIONS=lower_better", "DATASETS=tid2013 mlive",
+                         "DATA_mlive=/my data/mlive", "CROSS_OUT=results/my cross")
+    argv = _tool(commands, "tools.cross_dataset")
+    pairs = list(zip(argv, argv[1:], strict=False))
+    assert [v for f, v in pairs if f == "--model"] == ["a.caffemodel", "b.caffemodel"]
+    assert [v for f, v in pairs if f == "--deploy"] == ["x.prototxt", "y.prototxt"]
+    assert [v for f, v in pairs if f == "--model-direction"] == ["lower_better"]
+    assert [v for f, v in pairs if f == "--dataset"] == ["tid2013=data/ft/tid2013/table.csv",
+                                                          "mlive=data/ft/mlive/table.csv"]
+    assert _value(argv, "--out") == "results/my cross"
+    lists = {_value(a, "--dataset"): a for a in commands if "data_prep.make_ft_lists" in a}
+    for dataset, data in (("tid2013", "/data/tid2013"), ("mlive", "/my data/mlive")):
+        if not (REPO / "data" / "ft" / dataset / "table.csv").is_file():  # made only when missing
+            assert _value(lists[dataset], "--data") == data
+            assert _value(lists[dataset], "--out") == f"data/ft/{dataset}"
