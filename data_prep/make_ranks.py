@@ -1,11 +1,13 @@
 """``make ranks``: distort pristine images at increasing levels and write the ranking dataset.
 
-    python -m data_prep.make_ranks --rankset tid2013|live --pristine DIR|default --out data/ranks/<rankset>
-        --seed 0 --jobs N --test-fraction 0.2 [--lmdb] [--types GN,GB,...|all] [--split-rule sorted|seeded]
-        [--limit-refs N] [--min-size 227]
+    python -m data_prep.make_ranks --rankset tid2013|live|mlive --pristine DIR|default
+        --out data/ranks/<rankset> --seed 0 --jobs N --test-fraction 0.2 [--lmdb] [--types GN,GB,...|all]
+        [--split-rule sorted|seeded] [--limit-refs N] [--min-size 227]
 
 Output (docs/DESIGN.md, "Ranking data"): ``pristine/<name>.png``, ``<TYPE>/<TYPE><level>/<name>.png``,
-``manifest.csv``, ``train.txt``, ``test.txt`` and, with ``--lmdb``, ``images.lmdb/``.
+``manifest.csv``, ``train.txt``, ``test.txt`` and, with ``--lmdb``, ``images.lmdb/``. The rows of the manifest
+and the lists are the rank set's groups (``data_prep.rank_groups``): for ``mlive``, chains through its 3x3
+cells (``<TYPE>/GB<b>_<JPEG|GN><s>/<name>.png``).
 
 - Deterministic: every image's random draws come from a seed derived from (seed, reference, type, level),
   so the bytes do not depend on the number of jobs or the order the work is done in.
