@@ -114,7 +114,7 @@ def test_cli_option_for_another_dataset_and_bad_numbers(kadid_root, tmp_path, ca
     assert mfl.main(base + ["--test-fraction", "1.0"]) == 2
     assert not out.exists()
     with pytest.raises(SystemExit):
-        mfl.main(["--dataset", "mlive", "--data", str(kadid_root), "--out", str(out)])
+        mfl.main(["--dataset", "nosuch", "--data", str(kadid_root), "--out", str(out)])
 
 
 def test_single_reference_cannot_be_split(tmp_path):
