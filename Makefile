@@ -130,6 +130,8 @@ help:
 	@echo "rankiqa - RankIQA in Caffe. Set-up is automatic: every target builds what it needs."
 	@echo "  make demo         whole pipeline on the embedded default data (Shallow net, CPU; SEEDS=0,1,2 PRISTINE=dir)"
 	@echo "  make test         the test suite (pytest) + lint"
+	@echo "  make test-fast    the quick loop: ruff + the tests not marked slow or infra"
+	@echo "  make experiment   one row of the paper's tables (NAME=tid2013_vgg16 ...; no NAME: the list; DRY_RUN=1)"
 	@echo "  make caffe        build/cache Caffe with pycaffe + Python layer (CUDA=1 for the GPU build)"
 	@echo "  make ranks        distorted ranking data       (RANKSET=tid2013|live|mlive RANK_TYPES PRISTINE=dir LMDB=1 DASK=addr|local)"
 	@echo "  make train_rank   Siamese ranking training     (RANKSET NET=vgg16|shallow GPU ITERS WEIGHTS=x.caffemodel|none RESUME)"
@@ -271,6 +273,14 @@ gpu-bundle:
 docker-replay:
 	bash tools/docker_replay.sh
 
+# One row of the paper's tables from its recipe (experiments/recipes.py): NAME=tid2013_vgg16 ...; no NAME lists
+# them. Its variables (PRISTINE, WEIGHTS, DATA, GPU ...) reach the runner and its make commands.
+.PHONY: experiment test-fast
+NAME    ?=
+DRY_RUN ?=
+experiment: env
+	$(PY) -m experiments.run $(call q,$(NAME)) $(if $(DRY_RUN),--dry-run)
+
 # ---- quality ------------------------------------------------------------------------------------
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -279,6 +289,11 @@ lint: venv
 
 test: env lint
 	$(PY) -m pytest -q
+
+# The quick loop: ruff and the tests not marked slow or infra (pyproject.toml's markers).
+test-fast: env
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow and not infra"
 
 clean:
 	rm -rf runs results data/ranks data/ft
