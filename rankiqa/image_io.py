@@ -48,8 +48,10 @@ def upscale_to_min_side(image: np.ndarray, min_height: int, min_width: int) -> n
     height, width = image.shape[:2]
     if height >= min_height and width >= min_width:
         return image
-    scale = max(min_height / height, min_width / width)
-    # ceil, so that rounding never leaves a side one pixel short of the crop
-    new_height = max(min_height, int(np.ceil(height * scale)))
-    new_width = max(min_width, int(np.ceil(width * scale)))
+    # In integers: the side that sets the scale gets its minimum exactly, the other one is rounded up, so
+    # that it is never a pixel short of the crop (a float scale made 100x150 -> 224 into 225x337).
+    if min_height * width >= min_width * height:
+        new_height, new_width = min_height, max(min_width, -(-width * min_height // height))
+    else:
+        new_height, new_width = max(min_height, -(-height * min_width // width)), min_width
     return cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_CUBIC)
