@@ -1,12 +1,9 @@
-"""The skip mark of the tests that need pycaffe (built by `make caffe`; always there in CI).
+"""The mark of the tests that need pycaffe: the ``caffe`` marker, under the name the test modules import.
 
-``find_spec`` rather than a guarded import: a pycaffe that is present but broken makes those tests fail
-loudly instead of skipping them.
+``tests/conftest.py`` skips the tests it marks where pycaffe is not built (``make caffe``; always there in
+CI), and a pycaffe that is present but broken makes them fail loudly instead of skipping them.
 """
-
-import importlib.util
 
 import pytest
 
-needs_caffe = pytest.mark.skipif(importlib.util.find_spec("caffe") is None,
-                                 reason="pycaffe is not built (make caffe)")
+needs_caffe = pytest.mark.caffe

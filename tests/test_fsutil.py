@@ -15,40 +15,39 @@ import pytest
 from rankiqa import fsutil
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import StorageError
-from tests.small_fs import remount, small_fs
 
 
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
 
 
-def test_a_write_that_does_not_fit_names_the_file_and_keeps_the_old_one(tmp_path):
-    with small_fs(tmp_path / "fs", 64 << 10) as fs:
-        target = fs / "out" / "data.bin"
-        fsutil.atomic_write_bytes(target, b"old")
-        data = b"x" * (200 << 10)
-        with pytest.raises(StorageError) as caught:
-            fsutil.atomic_write_bytes(target, data)
-        err = caught.value
-        assert err.path == str(target) and err.needed == len(data)
-        assert err.free is not None and err.free < len(data)
-        assert str(err).startswith(f"{target}: cannot write: {os.strerror(errno.ENOSPC)} (needs 200.0 KiB, ")
-        assert "run the same command again" in str(err)
-        assert target.read_bytes() == b"old" and _leftovers(target.parent) == []
+def test_a_write_that_does_not_fit_names_the_file_and_keeps_the_old_one(small_fs):
+    fs = small_fs(64 << 10)
+    target = fs / "out" / "data.bin"
+    fsutil.atomic_write_bytes(target, b"old")
+    data = b"x" * (200 << 10)
+    with pytest.raises(StorageError) as caught:
+        fsutil.atomic_write_bytes(target, data)
+    err = caught.value
+    assert err.path == str(target) and err.needed == len(data)
+    assert err.free is not None and err.free < len(data)
+    assert str(err).startswith(f"{target}: cannot write: {os.strerror(errno.ENOSPC)} (needs 200.0 KiB, ")
+    assert "run the same command again" in str(err)
+    assert target.read_bytes() == b"old" and _leftovers(target.parent) == []
 
 
-def test_a_read_only_file_system_is_named_too(tmp_path):
-    with small_fs(tmp_path / "fs", 64 << 10) as fs:
-        (fs / "out").mkdir()
-        remount(fs, "ro")
-        with pytest.raises(StorageError) as caught:
-            fsutil.atomic_write_text(fs / "out" / "table.csv", "a,b\n")
-        assert caught.value.path == str(fs / "out" / "table.csv")
-        assert str(caught.value) == (f"{fs / 'out' / 'table.csv'}: cannot write: {os.strerror(errno.EROFS)}; "
-                                     + fsutil.READ_ONLY_ADVICE)
-        with pytest.raises(StorageError) as caught:  # a folder that cannot be made: the same error
-            fsutil.atomic_write_text(fs / "new" / "table.csv", "a,b\n")
-        assert caught.value.path == str(fs / "new" / "table.csv")
+def test_a_read_only_file_system_is_named_too(small_fs):
+    fs = small_fs(64 << 10)
+    (fs / "out").mkdir()
+    small_fs.remount(fs, "ro")
+    with pytest.raises(StorageError) as caught:
+        fsutil.atomic_write_text(fs / "out" / "table.csv", "a,b\n")
+    assert caught.value.path == str(fs / "out" / "table.csv")
+    assert str(caught.value) == (f"{fs / 'out' / 'table.csv'}: cannot write: {os.strerror(errno.EROFS)}; "
+                                 + fsutil.READ_ONLY_ADVICE)
+    with pytest.raises(StorageError) as caught:  # a folder that cannot be made: the same error
+        fsutil.atomic_write_text(fs / "new" / "table.csv", "a,b\n")
+    assert caught.value.path == str(fs / "new" / "table.csv")
 
 
 def test_an_injected_enospc_becomes_a_storage_error_and_leaves_no_temporary(tmp_path, monkeypatch):
@@ -71,15 +70,15 @@ def test_other_errors_inside_an_atomic_write_keep_their_own_type(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_require_free_space_refuses_with_the_figures(tmp_path):
-    with small_fs(tmp_path / "fs", 256 << 10) as fs:
-        free = fsutil.free_bytes(fs / "not" / "yet" / "made")  # measured on the nearest existing parent
-        assert free == shutil.disk_usage(fs).free and 0 < free <= 256 << 10
-        fsutil.require_free_space(fs, free, "a snapshot")  # exactly enough is enough
-        with pytest.raises(StorageError) as caught:
-            fsutil.require_free_space(fs, free + 1, "a snapshot")
-        assert (caught.value.needed, caught.value.free, caught.value.path) == (free + 1, free, str(fs))
-        assert "not enough free space for a snapshot" in str(caught.value)
+def test_require_free_space_refuses_with_the_figures(small_fs):
+    fs = small_fs(256 << 10)
+    free = fsutil.free_bytes(fs / "not" / "yet" / "made")  # measured on the nearest existing parent
+    assert free == shutil.disk_usage(fs).free and 0 < free <= 256 << 10
+    fsutil.require_free_space(fs, free, "a snapshot")  # exactly enough is enough
+    with pytest.raises(StorageError) as caught:
+        fsutil.require_free_space(fs, free + 1, "a snapshot")
+    assert (caught.value.needed, caught.value.free, caught.value.path) == (free + 1, free, str(fs))
+    assert "not enough free space for a snapshot" in str(caught.value)
 
 
 def test_storage_error_is_an_input_error_and_survives_pickling():

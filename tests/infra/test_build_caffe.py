@@ -13,7 +13,7 @@ import pytest
 
 from tests.small_fs import small_fs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "build_caffe.sh"
 
 

@@ -11,7 +11,7 @@ import pytest
 from rankiqa.errors import InputError
 from tools import docker_replay
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_project_dockerfile_reads_into_replayable_steps():

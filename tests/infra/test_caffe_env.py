@@ -14,7 +14,7 @@ import pytest
 
 caffe = pytest.importorskip("caffe")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_pycaffe_version_and_python_layer():

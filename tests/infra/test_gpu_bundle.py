@@ -19,7 +19,7 @@ from tests.caffe_marks import needs_caffe
 from tools import gpu_bundle
 from tools.gpu_bundle import BundleError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 LDD_SAMPLE = """\
 \tlinux-vdso.so.1 (0x00007ffd2b7f4000)
