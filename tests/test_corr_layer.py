@@ -44,6 +44,7 @@ layer {{ name: 'corr' type: 'Python' bottom: 'pred' bottom: 'score' top: 'srocc'
     return path
 
 
+@pytest.mark.caffe
 def test_layer_in_caffe(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     net = caffe.Net(str(corr_net(tmp_path, 12)), caffe.TEST)
@@ -60,6 +61,7 @@ def test_layer_in_caffe(tmp_path: Path) -> None:
     assert out["srocc"].item() == 0.0 and out["plcc"].item() == 0.0
 
 
+@pytest.mark.caffe
 def test_unexpected_param_str_is_rejected(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     with pytest.raises(InputError, match="CorrelationLayer: param_str: unknown key"):

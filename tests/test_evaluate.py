@@ -303,6 +303,7 @@ def caffe_module():
     return pytest.importorskip("caffe")
 
 
+@pytest.mark.caffe
 def test_output_blob_is_chosen_from_the_deploy_prototxt(caffe_module, tmp_path: Path) -> None:
     expected = {"vgg16/rank_deploy.prototxt": ("fc8_m", 224), "vgg16/ft_deploy.prototxt": ("fc8", 224),
                 "vgg16/ft_tid2013_deploy.prototxt": ("fc8", 224),
@@ -331,6 +332,7 @@ def test_output_blob_is_chosen_from_the_deploy_prototxt(caffe_module, tmp_path: 
         scoring.read_deploy(two)
 
 
+@pytest.mark.caffe
 def test_mismatched_caffemodel_is_an_input_error(caffe_module, tmp_path: Path) -> None:
     deploy, model = make_tiny_model(tmp_path, head="fc8")
     renamed = tmp_path / "renamed"
@@ -356,6 +358,7 @@ def _scores(net, info, images: list[np.ndarray], batch: int, crops: int = 30) ->
     return np.stack([values for _, values in scorer.score((i, i, img) for i, img in enumerate(images))])
 
 
+@pytest.mark.caffe
 def test_batched_and_one_crop_per_forward_give_the_same_scores(caffe_module, tmp_path: Path) -> None:
     deploy, model = make_tiny_model(tmp_path)
     net, info = scoring.load_net(deploy, model)
@@ -367,6 +370,7 @@ def test_batched_and_one_crop_per_forward_give_the_same_scores(caffe_module, tmp
     assert np.ptp(one) > 0  # different crops really give different outputs
 
 
+@pytest.mark.caffe
 def test_batched_equals_one_crop_on_the_shallow_deploy(caffe_module, tmp_path: Path) -> None:
     deploy = REPO / "prototxts" / "shallow" / "ft_deploy.prototxt"
     net = caffe_module.Net(str(deploy), caffe_module.TEST)
@@ -441,6 +445,7 @@ def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
                                [float(r["pred_mean"]) for r in rows], rtol=1e-5)
 
 
+@pytest.mark.caffe
 def test_ranking_model_on_dmos_reports_negative_expected_sign_and_negate(tid_fixture: dict) -> None:
     root = tid_fixture["root"]
     rank_dir = root / "rank"
@@ -549,6 +554,7 @@ def test_tables_and_lists_with_a_byte_order_mark_or_tabs(tmp_path: Path) -> None
     assert direction is None and [(s.path, s.score) for s in samples] == [(str(image), 3.5)]
 
 
+@pytest.mark.caffe
 def test_a_collapsed_model_is_reported_as_constant_not_just_srocc_0(tid_fixture: dict, capsys) -> None:
     import caffe
 
@@ -582,6 +588,7 @@ def test_degenerate_reason_names_what_is_constant() -> None:
     assert metrics.degenerate_reason([1.0], [4.0]).startswith("only 1 image")
 
 
+@pytest.mark.caffe
 def test_results_record_their_inputs_and_say_when_they_replace_others(tid_fixture: dict, capsys) -> None:
     from rankiqa.provenance import sha256_file
 

@@ -100,6 +100,7 @@ def ft_net(tmp_path: Path, param_str: str) -> Path:
     return path
 
 
+@pytest.mark.caffe
 def test_ft_data_layer_in_caffe(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     list_path = make_ft_list(tmp_path)
@@ -120,6 +121,7 @@ def test_ft_data_layer_in_caffe(tmp_path: Path) -> None:
     ("{lst: LIST}", "unknown key"),
     ("{list: LIST, crop: [224, 224]}", "crop must be an integer"),
 ])
+@pytest.mark.caffe
 def test_bad_param_str_in_caffe(tmp_path: Path, param_str: str, fragment: str) -> None:
     caffe = pytest.importorskip("caffe")
     list_path = make_ft_list(tmp_path)
@@ -129,6 +131,7 @@ def test_bad_param_str_in_caffe(tmp_path: Path, param_str: str, fragment: str) -
     assert fragment in str(err.value)
 
 
+@pytest.mark.caffe
 def test_missing_image_in_list_names_the_line(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     list_path = make_ft_list(tmp_path)

@@ -36,6 +36,7 @@ def tiny(tmp_path: Path) -> dict:
     return {"deploy": deploy, "model": model, "root": tmp_path}
 
 
+@pytest.mark.caffe
 def test_predict_scores_good_images_and_skips_bad_ones(tiny: dict, capsys) -> None:
     root = tiny["root"]
     good = make_images(root / "imgs", 3)
@@ -66,6 +67,7 @@ def test_predict_scores_good_images_and_skips_bad_ones(tiny: dict, capsys) -> No
                                rtol=1e-5)
 
 
+@pytest.mark.caffe
 def test_resize_small_upscales_instead_of_skipping_and_says_which(tiny: dict, capsys) -> None:
     small = make_images(tiny["root"] / "small", 1, size=(20, 50))[0]
     large = make_images(tiny["root"] / "large", 1, size=(40, 40))[0]
@@ -79,6 +81,7 @@ def test_resize_small_upscales_instead_of_skipping_and_says_which(tiny: dict, ca
     assert f"1 upscaled to the crop (--resize-small): {small} (50x20)" in capsys.readouterr().err
 
 
+@pytest.mark.caffe
 def test_nothing_scored_is_an_error_and_writes_nothing(tiny: dict, capsys) -> None:
     bad = tiny["root"] / "bad.png"
     bad.write_bytes(b"")
@@ -90,6 +93,7 @@ def test_nothing_scored_is_an_error_and_writes_nothing(tiny: dict, capsys) -> No
     assert not out.exists()
 
 
+@pytest.mark.caffe
 def test_direction_column_follows_the_head_and_the_flag(tiny: dict) -> None:
     root = tiny["root"]
     images = make_images(root / "imgs", 1)
@@ -121,6 +125,7 @@ def test_finetuned_model_direction_comes_from_its_run(tmp_path):
     assert scoring.trained_direction(model)[0] == "higher_better"
 
 
+@pytest.mark.caffe
 def test_a_deploy_input_too_small_for_the_net_is_refused_before_caffe(tiny: dict, capsys) -> None:
     # Caffe itself aborts the whole process on this net (Check failed: shape[i] >= 0, exit 134).
     deploy = tiny["root"] / "deploy200.prototxt"
@@ -135,6 +140,7 @@ def test_a_deploy_input_too_small_for_the_net_is_refused_before_caffe(tiny: dict
     assert not out.exists()
 
 
+@pytest.mark.caffe
 def test_a_negative_seed_is_refused(tiny: dict, capsys) -> None:
     images = make_images(tiny["root"] / "imgs", 1)
     assert predict.main(["--deploy", str(tiny["deploy"]), "--model", str(tiny["model"]), "--images",
@@ -142,6 +148,7 @@ def test_a_negative_seed_is_refused(tiny: dict, capsys) -> None:
     assert "--seed must be >= 0, got -1" in capsys.readouterr().err
 
 
+@pytest.mark.caffe
 def test_constant_scores_are_called_out(tiny: dict, capsys) -> None:
     import caffe
 

@@ -13,6 +13,7 @@ from tests.test_ft_data import make_ft_list
 from tests.test_rank_data import make_rank_set
 
 caffe = pytest.importorskip("caffe")
+pytestmark = pytest.mark.caffe
 from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 

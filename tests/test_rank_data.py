@@ -269,6 +269,7 @@ def data_net(tmp_path: Path, param_str: str, layer: str = "RankDataLayer", modul
     return path
 
 
+@pytest.mark.caffe
 def test_rank_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     param = f"{{manifest: '{manifest}', types_per_batch: 3, crop: 32, seed: 4, workers: 1, prefetch: 2}}"
@@ -285,6 +286,7 @@ def test_rank_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(net.blobs["group"].data, expected["group"])
 
 
+@pytest.mark.caffe
 def test_pair_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     param = f"{{manifest: '{manifest}', batch_size: 5, crop: 32, seed: 6, workers: 0}}"
@@ -309,6 +311,7 @@ def test_pair_data_layer_in_caffe(manifest: Path, tmp_path: Path) -> None:
     ("manifest", "must be a mapping"),
     ("{manifest: MISSING}", "manifest not found"),
 ])
+@pytest.mark.caffe
 def test_bad_param_str_in_caffe(manifest: Path, tmp_path: Path, param_str: str, fragment: str) -> None:
     caffe = pytest.importorskip("caffe")
     param_str = param_str.replace("MANIFEST", f"'{manifest}'").replace("MISSING", f"'{tmp_path}/x.csv'")

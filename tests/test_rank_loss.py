@@ -244,6 +244,7 @@ def _finite_difference_check(net, loss_weight: float = 1.0, eps: float = 1e-2) -
         np.testing.assert_allclose(analytic, numeric, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.caffe
 @pytest.mark.parametrize("direction", ["quality", "dmos"])
 def test_backward_matches_finite_differences_in_caffe(tmp_path: Path, direction: str) -> None:
     caffe = pytest.importorskip("caffe")
@@ -264,6 +265,7 @@ def test_backward_matches_finite_differences_in_caffe(tmp_path: Path, direction:
     _finite_difference_check(net, loss_weight=2.0)
 
 
+@pytest.mark.caffe
 def test_layer_follows_a_change_of_batch_layout(tmp_path: Path) -> None:
     # The layer keeps the pairs of the last layout: a new layout must be noticed (and an old one again).
     caffe = pytest.importorskip("caffe")
@@ -287,6 +289,7 @@ def test_layer_follows_a_change_of_batch_layout(tmp_path: Path) -> None:
     assert len(set(losses)) == len(losses) and min(losses) > 0  # four different, non-trivial batches
 
 
+@pytest.mark.caffe
 def test_group_size_param_replaces_group_bottom(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     levels, groups = tid_layout(types=3, levels=4)
@@ -299,6 +302,7 @@ def test_group_size_param_replaces_group_bottom(tmp_path: Path) -> None:
     _finite_difference_check(net)
 
 
+@pytest.mark.caffe
 def test_pair_hinge_layer_backward_in_caffe(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     p, dim = 6, 3
@@ -335,6 +339,7 @@ layer {{ name: 'loss' type: 'Python' bottom: 'score' bottom: 'score_p' bottom: '
     ("{direction: up}", "direction"),
     ("{margin: 10", "YAML"),
 ])
+@pytest.mark.caffe
 def test_bad_param_str_names_the_layer(tmp_path: Path, param_str: str, fragment: str) -> None:
     caffe = pytest.importorskip("caffe")
     with pytest.raises(InputError, match="AllPairsHingeLossLayer") as err:
@@ -342,6 +347,7 @@ def test_bad_param_str_names_the_layer(tmp_path: Path, param_str: str, fragment:
     assert fragment in str(err.value)
 
 
+@pytest.mark.caffe
 def test_group_size_must_divide_the_batch(tmp_path: Path) -> None:
     caffe = pytest.importorskip("caffe")
     with pytest.raises(InputError, match="does not divide the batch size 10"):

@@ -55,6 +55,7 @@ def test_missing_python_is_reported(tmp_path):
     assert "Python not found" in proc.stderr
 
 
+@pytest.mark.caffe
 def test_second_run_finds_the_cached_build():
     caffe = pytest.importorskip("caffe")
     prefix = Path(caffe.__file__).resolve().parents[2]

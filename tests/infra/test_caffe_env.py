@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 caffe = pytest.importorskip("caffe")
+pytestmark = pytest.mark.caffe
 
 REPO = Path(__file__).resolve().parents[2]
 
