@@ -47,6 +47,7 @@ def test_time_calls_returns_positive_seconds_per_call():
     assert len(calls) >= 2 + 1 + 3  # warm-up, calibration and at least one call per round
 
 
+@pytest.mark.slow
 def test_bench_loss_compares_equal_results_per_layout():
     rows = bench.bench_loss(bench.QUICK, seed=0)
     assert [row["layout"] for row in rows] == ["9x5x1", "4x6x2", "9x5x4", "4x6x8", "9x5x16"]
@@ -67,6 +68,7 @@ def test_loglog_slope_fits_the_upper_half_of_a_power_law():
     assert bench.loglog_slope([10, 20, 40], [5.0, 1.0, 2.0]) == pytest.approx(1.0)  # at least the last two
 
 
+@pytest.mark.slow
 def test_loss_scaling_keeps_n_or_the_group_size_fixed():
     scaling = bench.loss_scaling(bench.QUICK, seed=0)
     assert [row["n"] for row in scaling["by_n"]] == [45, 90, 180]
@@ -83,6 +85,7 @@ def test_loss_scaling_keeps_n_or_the_group_size_fixed():
     assert all(math.isfinite(value) for value in scaling["slopes"].values())
 
 
+@pytest.mark.slow
 def test_files_view_lists_the_same_png_files_without_the_lmdb(work_dir, tmp_path):
     from pylayers.rank_data import RankBatchBuilder, open_source, read_manifest
 
@@ -105,6 +108,7 @@ def test_step_nets_make_the_demo_batch_and_vgg16_at_batch_2():
     assert [(spec.net, spec.batch()) for spec in bench.FULL.gpu_step_nets] == [("shallow", 45), ("vgg16", 45)]
 
 
+@pytest.mark.caffe
 def test_default_workers_are_the_train_prototxts(monkeypatch, tmp_path):
     net_dir = tmp_path / "prototxts" / "shallow"
     net_dir.mkdir(parents=True)
@@ -177,6 +181,7 @@ def work_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_timed_layers_record_one_data_wait_and_one_loss_pass_per_iteration(work_dir, tmp_path):
     data_dir = bench.make_rankset(work_dir, bench.QUICK, seed=0)  # already there: only checked
@@ -196,6 +201,7 @@ def test_timed_layers_record_one_data_wait_and_one_loss_pass_per_iteration(work_
     assert layers[0].prefetcher._closed and not bench._layer_module().DATA_LAYERS
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, tmp_path):
     out = tmp_path / "BENCH.md"

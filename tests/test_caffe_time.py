@@ -76,6 +76,7 @@ def test_run_command_reports_a_missing_program_and_the_exit_status(tmp_path):
     assert done["returncode"] == 3 and "out" in done["output"] and str(tmp_path) in done["output"]
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_caffe_time_runs_a_net_with_our_python_loss_layer(tmp_path):
     from rankiqa.caffe_io import import_caffe

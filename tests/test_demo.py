@@ -116,6 +116,7 @@ def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):
     assert json.loads((tmp_path / "stages.json").read_text())["ranks"] == {"seconds": 12.3, "reused": True}
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "results"

@@ -75,7 +75,8 @@ def test_shape_dtype_determinism(photo, rankset, dtype):
     assert D.distort(odd, rankset, dtype, D.levels(rankset), seed=1).shape == odd.shape
 
 
-@pytest.mark.parametrize("dtype", ["GN", "GNC", "HFN", "IN", "ID", "NEPN", "BW", "MGN", "CQD"])
+@pytest.mark.parametrize("dtype", ["GN", "GNC", "HFN", "IN", pytest.param("ID", marks=pytest.mark.slow),
+                                   "NEPN", "BW", "MGN", "CQD"])
 def test_random_types_follow_the_seed(photo, small, dtype):
     image = small if dtype == "ID" else photo
     a = D.distort(image, "tid2013", dtype, 2, seed=1)
@@ -98,6 +99,7 @@ def test_psnr_falls_with_level(photo, big, rankset, dtype):
     assert strictly_decreasing(values), (dtype, values)
 
 
+@pytest.mark.slow
 def test_id_psnr_falls_with_level(small):
     values = [psnr(small, out) for out in all_levels(small, "tid2013", "ID")]
     assert strictly_decreasing(values), values
@@ -292,6 +294,7 @@ def test_quantisation_levels_and_thresholds(photo):
     assert between(t1, t2) == pytest.approx(best, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_colour_quantisation_colours(photo):
     for level, n in enumerate(D.RANKSETS["tid2013"]["CQD"], start=1):
         out = D.distort(photo, "tid2013", "CQD", level, 0)

@@ -400,6 +400,7 @@ def _run(args: list[str]) -> int:
     return evaluate.main([*args, "--quiet"])
 
 
+@pytest.mark.caffe
 def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
     out = tid_fixture["root"] / "results" / "run"
     table = tid_fixture["ft"] / "split0" / "test.csv"
@@ -467,6 +468,7 @@ def test_ranking_model_on_dmos_reports_negative_expected_sign_and_negate(tid_fix
     assert reports[True]["overall"]["mean"]["srocc"] == pytest.approx(flipped)
 
 
+@pytest.mark.caffe
 def test_splits_mode_averages_over_splits(tid_fixture: dict) -> None:
     out = tid_fixture["root"] / "results" / "splits"
     assert _run(["--deploy", str(tid_fixture["deploy"]), "--model", str(tid_fixture["model"]),
@@ -487,6 +489,7 @@ def test_splits_mode_averages_over_splits(tid_fixture: dict) -> None:
         assert sum(1 for _ in handle) == 1 + sum(r["n_images"] for r in per_split)
 
 
+@pytest.mark.caffe
 def test_too_small_image_and_bad_flags_are_clean_errors(tid_fixture: dict, capsys) -> None:
     root = tid_fixture["root"]
     small = make_images(root / "small", 1, size=(20, 60))[0]
@@ -501,6 +504,7 @@ def test_too_small_image_and_bad_flags_are_clean_errors(tid_fixture: dict, capsy
     assert "{split}" in capsys.readouterr().err
 
 
+@pytest.mark.caffe
 def test_ranking_model_trained_with_dmos_direction_is_lower_better(tmp_path):
     # tools/train.py records the rank loss direction in run.json beside snapshots/.
     model = tmp_path / "run" / "snapshots" / "run_iter_10.caffemodel"
@@ -515,6 +519,7 @@ def test_ranking_model_trained_with_dmos_direction_is_lower_better(tmp_path):
     assert scoring.model_direction(ranking, tmp_path / "elsewhere.caffemodel", None)[0] == "higher_better"
 
 
+@pytest.mark.caffe
 def test_evaluate_and_predict_give_a_live_model_the_same_direction_on_tid2013(tid_fixture: dict) -> None:
     """A model fine-tuned on LIVE (DMOS) evaluated on TID2013 (MOS): lower_better and sign -1 everywhere,
     under its snapshot name and renamed as the released FT_live alike."""
@@ -588,6 +593,7 @@ def test_degenerate_reason_names_what_is_constant() -> None:
     assert metrics.degenerate_reason([1.0], [4.0]).startswith("only 1 image")
 
 
+@pytest.mark.slow
 @pytest.mark.caffe
 def test_results_record_their_inputs_and_say_when_they_replace_others(tid_fixture: dict, capsys) -> None:
     from rankiqa.provenance import sha256_file

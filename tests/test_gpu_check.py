@@ -48,6 +48,7 @@ def smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict, str, Pat
     return done, report, markdown, root
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_smoke_passes_and_records_every_check(smoke):
     done, report, _markdown, _root = smoke
@@ -63,6 +64,7 @@ def test_cpu_smoke_passes_and_records_every_check(smoke):
     assert report["machine"]["Caffe mode"] == "cpu-smoke"
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_smoke_fixed_batch_loss_is_finite_and_falls(smoke):
     _done, report, _markdown, _root = smoke
@@ -80,6 +82,7 @@ def test_cpu_smoke_fixed_batch_loss_is_finite_and_falls(smoke):
     assert train["test_loss_before"] == pytest.approx(losses[0], rel=1e-5)  # Shallow has no dropout
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_smoke_compare_is_exact_on_the_same_device(smoke):
     _done, report, _markdown, _root = smoke
@@ -92,6 +95,7 @@ def test_cpu_smoke_compare_is_exact_on_the_same_device(smoke):
     assert compare["max_abs_score"] > 0  # the net really produced scores (not all zeros)
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_smoke_times_three_ways_and_parses_caffe_time(smoke):
     _done, report, _markdown, _root = smoke
@@ -105,6 +109,7 @@ def test_cpu_smoke_times_three_ways_and_parses_caffe_time(smoke):
     assert timing["caffe_time_s"] == pytest.approx(caffe_time["forward_backward_ms"] / 1000.0)
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_smoke_trains_through_the_driver_without_nccl(smoke):
     _done, report, _markdown, root = smoke
@@ -120,6 +125,7 @@ def test_cpu_smoke_trains_through_the_driver_without_nccl(smoke):
     assert f"{nccl['losses'][-1]:.6g}" in (run / "loss.csv").read_text()
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_nccl_step_reports_a_driver_that_refuses_gpus(smoke):
     """``--gpus`` on a build without NCCL: tools/train.py refuses (exit 2) and the step fails, quoting why."""
@@ -135,6 +141,7 @@ def test_nccl_step_reports_a_driver_that_refuses_gpus(smoke):
     assert "--gpus needs a CUDA Caffe built with NCCL" in result["error"]
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_smoke_markdown_carries_the_figures_and_says_it_is_no_gpu_result(smoke):
     _done, report, markdown, _root = smoke
@@ -147,6 +154,7 @@ def test_cpu_smoke_markdown_carries_the_figures_and_says_it_is_no_gpu_result(smo
     assert "`tools/train.py --gpu -1` (CPU smoke: no NCCL)" in markdown
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_a_failing_check_gives_exit_status_1(smoke):
     _done, _report, _markdown, root = smoke
@@ -162,6 +170,7 @@ def test_a_failing_check_gives_exit_status_1(smoke):
     assert "Overall: **FAIL**" in out.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_wrapper_writes_into_out_and_prints_the_markdown(smoke, tmp_path):
     _done, _report, _markdown, root = smoke
@@ -175,6 +184,7 @@ def test_wrapper_writes_into_out_and_prints_the_markdown(smoke, tmp_path):
     assert "## GPU check (issue 8)" in done.stdout and "exit status 0" in done.stdout
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_caffe_only_net_has_no_python_layers_and_the_same_trunk(smoke):
     _done, _report, _markdown, root = smoke

@@ -37,6 +37,7 @@ def test_label_spread_refuses_constant_labels():
         head_init.label_spread([0.5, 0.5, 0.5])
 
 
+@pytest.mark.caffe
 def test_find_head_follows_the_euclidean_loss():
     from google.protobuf import text_format
 
@@ -105,6 +106,7 @@ def test_finetuning_starts_from_a_linear_probe_on_any_label_scale(tmp_path, scal
         assert "base_lr lowered" not in log and solver.base_lr == pytest.approx(3e-6)
 
 
+@pytest.mark.caffe
 def test_stable_lr_follows_lr_mult_loss_weight_and_feature_energy():
     from google.protobuf import text_format
 

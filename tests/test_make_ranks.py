@@ -121,6 +121,7 @@ def test_layout_manifest_lists_lmdb(source_dir, tmp_path):
     env.close()
 
 
+@pytest.mark.slow
 def test_deterministic_and_independent_of_jobs(source_dir, reference_run, tmp_path):
     out = tmp_path / "tid2013"
     generate("tid2013", source_dir, out, seed=0, jobs=1, types=FAST_TID_TYPES, min_size=64, progress=False)
@@ -132,6 +133,7 @@ def test_deterministic_and_independent_of_jobs(source_dir, reference_run, tmp_pa
     assert (other / "MSH/MSH1/astro.png").read_bytes() == (reference_run / "MSH/MSH1/astro.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_after_kill(source_dir, reference_run, tmp_path):
     out = tmp_path / "tid2013"
     proc = subprocess.Popen(
@@ -298,6 +300,7 @@ def test_bad_input_errors(tmp_path, source_dir):
     assert not (tmp_path / "o5").exists() and not (tmp_path / "o7").exists()  # nothing half made
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -324,6 +327,7 @@ def test_default_pristine_set_is_usable():
         assert image.dtype == np.uint8 and image.ndim == 3 and min(image.shape[:2]) >= 300
 
 
+@pytest.mark.slow
 def test_parallel_cli_run_prints_no_warning_and_matches_one_job(source_dir, tmp_path):
     args = ["--rankset", "live", "--pristine", str(source_dir), "--types", "GB,GN", "--min-size", "64",
             "--quiet"]
@@ -345,6 +349,7 @@ def _pristine(folder: Path, names: dict[str, str]) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_other_pristine_images_under_the_same_names_are_refused(tmp_path):
     """PRISTINE=B after PRISTINE=A, B's files named as A's: refused, not '0 images written'."""
     a = _pristine(tmp_path / "A", {"x.png": "astro", "y.png": "coffee"})
@@ -420,6 +425,7 @@ def test_a_folder_of_an_earlier_version_gets_its_pristine_images_recorded(tmp_pa
 # A full disk
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_message_and_the_same_command_resumes(source_dir, reference_run, tmp_path):
     with small_fs(tmp_path / "fs", 160 << 10) as fs:
         out = fs / "r"

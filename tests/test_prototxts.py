@@ -151,6 +151,7 @@ def overrides_for(fixtures: dict[str, Path]) -> dict[str, dict]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", ["rank_train", "pair_train", "ft_train"])
 def test_shallow_train_nets_run_forward_and_backward(fixtures: dict[str, Path], stem: str) -> None:
     caffe.set_mode_cpu()
@@ -172,6 +173,7 @@ def test_shallow_train_nets_run_forward_and_backward(fixtures: dict[str, Path], 
         assert ("srocc" in outputs) == (stem == "ft_train")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", ["rank_train", "pair_train", "ft_train", "ft_tid2013_train"])
 def test_vgg16_train_nets_build(fixtures: dict[str, Path], stem: str) -> None:
     caffe.set_mode_cpu()
@@ -233,6 +235,7 @@ RELEASED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(RELEASED))
 def test_released_vgg16_weights_load_unchanged(tmp_path: Path, model: str) -> None:
     caffe.set_mode_cpu()

@@ -224,6 +224,7 @@ def rank_run(ranks, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_rank_training_learns_to_order_held_out_images(ranks, rank_run):
     rows = _csv_rows(rank_run / "loss.csv")
@@ -241,6 +242,7 @@ def test_rank_training_learns_to_order_held_out_images(ranks, rank_run):
     assert accuracy > 0.7, accuracy
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_training_gives_openblas_the_cores_the_prefetch_workers_leave(ranks, rank_run, tmp_path, monkeypatch):
     from rankiqa import blas
@@ -275,6 +277,7 @@ def test_loader_workers_counts_the_training_data_layers_only(tmp_path):
     assert netconfig.loader_workers(configured, source) == RANK_DEFAULTS["workers"]
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_resume_continues_the_counter_and_reproduces_the_run(ranks, rank_run, tmp_path):
     out = tmp_path / "rank_tiny"  # same name: same snapshot prefix
@@ -302,6 +305,7 @@ def test_resume_continues_the_counter_and_reproduces_the_run(ranks, rank_run, tm
         assert explicit[iteration] == pytest.approx(uninterrupted[iteration], rel=1e-3), iteration
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_finetune_from_rank_snapshot_lowers_euclidean_loss(ranks, rank_run, tmp_path, capsys):
     # Fine-tuning lists from the ranking images: a MOS-like score that falls with the level.
@@ -397,6 +401,7 @@ def test_vgg16_ranking_starts_from_imagenet_weights_or_an_explicit_none(tmp_path
         runprep.prepare_rank(args("imagenet", "--weights", "none"))
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_initialisation_is_kept_on_resume_and_chained_into_fine_tuning(ranks, rank_run, tmp_path):
     import shutil
@@ -630,6 +635,7 @@ def _snapshot_files(run: Path) -> list[str]:
     return sorted(p.name for p in (run / "snapshots").iterdir() if p.is_file())
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_snapshot_size_estimate_bounds_the_files_caffe_writes(rank_run):
     net = caffe.Net(str(rank_run / "train.prototxt"), caffe.TRAIN)
@@ -639,6 +645,7 @@ def test_snapshot_size_estimate_bounds_the_files_caffe_writes(rank_run):
     assert written <= estimate <= written + (128 << 10), (written, estimate)
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_a_full_disk_before_a_snapshot_stops_the_run_and_the_same_command_resumes(ranks, tmp_path, capsys):
     with small_fs(tmp_path / "fs", 2 << 20) as fs:
@@ -677,6 +684,7 @@ def test_no_room_for_even_one_snapshot_refuses_before_training(ranks, tmp_path, 
         assert not out.exists()  # a run folder that never held a snapshot is not left behind
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_caffe_aborting_in_its_writer_leaves_no_file_a_rerun_would_take(ranks, tmp_path):
     # Space taken by another program between the check and the write: Caffe aborts the process in its own

@@ -231,6 +231,7 @@ def test_env_refuses_a_bundle_for_another_python(tmp_path):
         gpu_bundle.env_lines(dest, [])
 
 
+@pytest.mark.slow
 @needs_caffe
 def test_cpu_build_packed_unpacked_and_imported(tmp_path):
     """The whole round trip on this machine's real CPU build: the unpacked bundle's pycaffe is the one
