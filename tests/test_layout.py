@@ -3,6 +3,8 @@ infrastructure ones in ``tests/infra/``), with the few exceptions named here and
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +36,17 @@ def test_the_exceptions_name_modules_and_files_that_exist() -> None:
     modules = set(_modules())
     assert set(TESTED_IN) | set(UNTESTED) <= modules
     assert all((REPO / path).is_file() for path in TESTED_IN.values())
+
+
+def _collected(*args: str) -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode in (0, 5), result.stdout + result.stderr  # 5: nothing selected
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
+def test_the_infra_marker_selects_the_tests_under_tests_infra() -> None:
+    paths = ["tests/infra/test_docker_replay.py", "tests/test_errors.py"]
+    infra, rest = _collected("-m", "infra", *paths), _collected("-m", "not infra", *paths)
+    assert infra and all(test.startswith("tests/infra/") for test in infra)
+    assert rest and not any(test.startswith("tests/infra/") for test in rest)
