@@ -218,3 +218,12 @@ def test_readme_gives_the_recipe_commands_instead_of_shell_one_liners() -> None:
         assert f"python -m experiments.run {name}" in readme or f"make experiment NAME={name}" in readme, name
     assert "for k in $(seq" not in readme
     assert "make finetune NET=vgg16 RANK_MODEL=VGG_ILSVRC_16_layers.caffemodel" not in readme
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_experiment_runs_the_recipe_runner() -> None:
+    command = ["make", "-n", "--no-print-directory", "experiment", "NAME=csiq_vgg16", "DRY_RUN=1"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    calls = [shlex.split(line) for line in result.stdout.splitlines() if "-m experiments.run" in line]
+    assert len(calls) == 1 and calls[0][-3:] == ["experiments.run", "csiq_vgg16", "--dry-run"]
