@@ -29,13 +29,26 @@ from typing import Any
 PRISTINE = "folder of pristine images for the ranking data (the paper: Waterloo Exploration, 4,744 images)"
 WEIGHTS = "ImageNet VGG-16 weights (VGG_ILSVRC_16_layers.caffemodel), where the paper's VGG-16 starts"
 
-_RANK_TID = "runs/rank_tid2013_vgg16"
-_RANK_TID_MODEL = f"{_RANK_TID}/snapshots/rank_tid2013_vgg16_iter_${{rank_iters}}.caffemodel"
+
+
+def _last_snapshot(run: str, iters: str) -> str:
+    """The snapshot a training run writes last (``<run>/snapshots/<run name>_iter_<N>.caffemodel``)."""
+    return f"{run}/snapshots/{run.rsplit('/', 1)[-1]}_iter_${{{iters}}}.caffemodel"
 
 
 def _ft_model(run: str) -> str:
-    """The snapshot ``make finetune`` writes last into ``run`` (``<run name>_iter_<N>.caffemodel``)."""
-    return f"{run}/snapshots/{run.rsplit('/', 1)[-1]}_iter_${{ft_iters}}.caffemodel"
+    """The model ``make finetune`` writes last into ``run``."""
+    return _last_snapshot(run, "ft_iters")
+
+
+def _ranking(rankset: str, net: str = "vgg16") -> list[tuple[str, dict[str, str], bool]]:
+    """The ranking stage of a row: the rank set from ``PRISTINE``, then the ranking run
+    ``runs/rank_<rankset>_<net>`` (VGG-16 starts from the ImageNet ``WEIGHTS``, the Shallow net always from
+    random weights)."""
+    train = {"RANKSET": rankset, "NET": net, "RANK_RUN": f"runs/rank_{rankset}_{net}"}
+    if net == "vgg16":
+        train["WEIGHTS"] = "${WEIGHTS}"
+    return [("ranks", {"RANKSET": rankset, "PRISTINE": "${PRISTINE}"}, False), ("train_rank", train, False)]
 
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -46,9 +59,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "needs": {"PRISTINE": PRISTINE, "WEIGHTS": WEIGHTS},
         "rank_iters": 50000, "ft_iters": 10000, "splits": 1,
         "steps": [
-            ("ranks", {"RANKSET": "tid2013", "PRISTINE": "${PRISTINE}"}, False),
-            ("train_rank", {"RANKSET": "tid2013", "NET": "vgg16", "WEIGHTS": "${WEIGHTS}",
-                            "RANK_RUN": _RANK_TID}, False),
+            *_ranking("tid2013"),
             ("finetune", {"DATASET": "tid2013", "NET": "vgg16", "SPLIT": "original",
                           "FT_RUN": "runs/ft_tid2013_vgg16_splitoriginal"}, False),
             ("eval", {"DATASET": "tid2013", "NET": "vgg16", "SPLIT": "original",
@@ -63,10 +74,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "needs": {"PRISTINE": PRISTINE, "WEIGHTS": WEIGHTS},
         "rank_iters": 50000, "ft_iters": None, "splits": 1,
         "steps": [
-            ("ranks", {"RANKSET": "tid2013", "PRISTINE": "${PRISTINE}"}, False),
-            ("train_rank", {"RANKSET": "tid2013", "NET": "vgg16", "WEIGHTS": "${WEIGHTS}",
-                            "RANK_RUN": _RANK_TID}, False),
-            ("eval", {"DATASET": "tid2013", "NET": "vgg16", "SPLIT": "original", "MODEL": _RANK_TID_MODEL,
+            *_ranking("tid2013"),
+            ("eval", {"DATASET": "tid2013", "NET": "vgg16", "SPLIT": "original",
+                      "MODEL": _last_snapshot("runs/rank_tid2013_vgg16", "rank_iters"),
                       "DEPLOY": "prototxts/vgg16/rank_deploy.prototxt", "RUN": "tid2013_rankiqa_vgg16"},
              False),
         ],
@@ -95,9 +105,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         # 10 splits as the paper's CSIQ protocol; the notes on the original do not say how many LIVE used.
         "rank_iters": 50000, "ft_iters": 20000, "splits": 10,
         "steps": [
-            ("ranks", {"RANKSET": "live", "PRISTINE": "${PRISTINE}"}, False),
-            ("train_rank", {"RANKSET": "live", "NET": "vgg16", "WEIGHTS": "${WEIGHTS}",
-                            "RANK_RUN": "runs/rank_live_vgg16"}, False),
+            *_ranking("live"),
             ("finetune", {"DATASET": "live", "NET": "vgg16", "SPLITS": "${SPLITS}", "SPLIT": "${SPLIT}",
                           "FT_RUN": "runs/ft_live_vgg16_split${SPLIT}"}, True),
             ("eval", {"DATASET": "live", "NET": "vgg16", "SPLITS": "${SPLITS}",
@@ -111,9 +119,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "needs": {"PRISTINE": PRISTINE, "WEIGHTS": WEIGHTS},
         "rank_iters": 50000, "ft_iters": 20000, "splits": 10,
         "steps": [
-            ("ranks", {"RANKSET": "live", "PRISTINE": "${PRISTINE}"}, False),
-            ("train_rank", {"RANKSET": "live", "NET": "vgg16", "WEIGHTS": "${WEIGHTS}",
-                            "RANK_RUN": "runs/rank_live_vgg16"}, False),
+            *_ranking("live"),
             ("finetune", {"DATASET": "csiq", "NET": "vgg16", "FT_TYPES": "paper", "SPLITS": "${SPLITS}",
                           "SPLIT": "${SPLIT}", "FT_RUN": "runs/ft_csiq_paper_vgg16_split${SPLIT}"}, True),
             ("eval", {"DATASET": "csiq", "NET": "vgg16", "FT_TYPES": "paper", "SPLITS": "${SPLITS}",
@@ -129,10 +135,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "needs": {"PRISTINE": PRISTINE},
         "rank_iters": 50000, "ft_iters": 10000, "splits": 1,
         "steps": [
-            ("ranks", {"RANKSET": "tid2013", "PRISTINE": "${PRISTINE}"}, False),
-            # The Shallow net always starts from random weights.
-            ("train_rank", {"RANKSET": "tid2013", "NET": "shallow", "RANK_RUN": "runs/rank_tid2013_shallow"},
-             False),
+            *_ranking("tid2013", "shallow"),
             ("finetune", {"DATASET": "tid2013", "NET": "shallow", "SPLIT": "original",
                           "FT_RUN": "runs/ft_tid2013_shallow_splitoriginal"}, False),
             ("eval", {"DATASET": "tid2013", "NET": "shallow", "SPLIT": "original",
