@@ -94,6 +94,7 @@ def test_a_rerun_finishes_without_redoing_finished_images(source_dir, local_run,
     assert dask_generate(threads_client, source_dir, out).n_written == 0
 
 
+@pytest.mark.slow
 def test_the_client_killed_midway_then_the_same_command_finishes(source_dir, local_run, tmp_path):
     out = tmp_path / "ranks"
     command = [sys.executable, "-m", "data_prep.dask_ranks", "--dask", "local", "--dask-workers", "1",
@@ -127,6 +128,7 @@ def test_the_client_killed_midway_then_the_same_command_finishes(source_dir, loc
     assert hashes(out) == hashes(local_run)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_midway_does_not_cost_the_run_its_bytes(tmp_path):
     """A worker process killed during the run: Dask gives its task to the other one; nothing is lost."""
     import threading
@@ -253,6 +255,7 @@ def test_an_unreachable_scheduler_is_named(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_cli_exit_code_and_summary(source_dir, local_run, tmp_path):
     out = tmp_path / "ranks"
     env = dict(os.environ, PYTHONPATH=str(REPO))
