@@ -50,3 +50,16 @@ def test_the_infra_marker_selects_the_tests_under_tests_infra() -> None:
     infra, rest = _collected("-m", "infra", *paths), _collected("-m", "not infra", *paths)
     assert infra and all(test.startswith("tests/infra/") for test in infra)
     assert rest and not any(test.startswith("tests/infra/") for test in rest)
+
+
+def test_caffe_tests_are_skipped_where_pycaffe_is_not_built() -> None:
+    """pycaffe taken off ``sys.path`` in a child pytest: the ``caffe`` tests (marked, or using the
+    ``pycaffe`` fixture) skip with the reason, the others run."""
+    hide = ("import sys, pytest; sys.path = [p for p in sys.path if not __import__('os').path.isdir("
+            "__import__('os').path.join(p, 'caffe'))]; sys.exit(pytest.main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", hide, "-q", "-rs", "-p", "no:cacheprovider",
+                             "tests/test_caffe_io.py"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.splitlines()[-1]
+    assert "5 passed, 6 skipped" in summary, result.stdout
+    assert "pycaffe is not built (make caffe)" in result.stdout
