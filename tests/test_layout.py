@@ -1,5 +1,6 @@
-"""The promise of ``docs/DESIGN.md``: one ``tests/test_<module>.py`` per module of the packages (the build and
-infrastructure ones in ``tests/infra/``), with the few exceptions named here and why."""
+"""The test suite's own layout (``docs/DESIGN.md``): one ``tests/test_<module>.py`` per module of the packages
+(the build and infrastructure ones in ``tests/infra/``), with the few exceptions named here and why; and the
+markers of ``tests/conftest.py`` select and skip what they say."""
 
 from __future__ import annotations
 
