@@ -1,5 +1,6 @@
-"""pycaffe and Caffe's binary files (``rankiqa.caffe_io``): the import, the build's prefix and mode, reading
-a ``.caffemodel``, and the weight-shape check that stands in for Caffe's fatal abort."""
+"""pycaffe and Caffe's files (``rankiqa.caffe_io``): the import, the build's prefix and mode, reading a net
+prototxt and a ``.caffemodel`` (with or without pycaffe: ``caffe_pb2`` falls back on ``rankiqa.caffe_proto``),
+and the weight checks that stand in for Caffe's fatal abort and its silent random start."""
 
 from __future__ import annotations
 
@@ -63,7 +64,6 @@ def _model(pb2, layers: dict[str, list[tuple[int, ...]]], legacy: bool = False):
     return net
 
 
-@pytest.mark.caffe
 def test_a_caffemodel_is_read_back_and_bad_files_are_named(tmp_path: Path) -> None:
     pb2 = caffe_io.caffe_pb2()
     path = tmp_path / "m.caffemodel"
@@ -82,7 +82,6 @@ def test_a_caffemodel_is_read_back_and_bad_files_are_named(tmp_path: Path) -> No
         assert fragment in err.value.message and err.value.path == str(tmp_path / name)
 
 
-@pytest.mark.caffe
 def test_the_shape_check_lists_the_layers_caffe_would_copy() -> None:
     pb2 = caffe_io.caffe_pb2()
     source = _model(pb2, {"conv1": [(4, 3, 3, 3), (4,)], "relu1": [], "fc8": [(1000, 16), (1000,)]})
@@ -94,7 +93,6 @@ def test_the_shape_check_lists_the_layers_caffe_would_copy() -> None:
     assert caffe_io.check_weight_shapes(legacy, {"fc6": [(8, 16), (8,)]}, Path("v1.caffemodel")) == ["fc6"]
 
 
-@pytest.mark.caffe
 @pytest.mark.parametrize(("target", "legacy", "fragment"), [
     ({"fc8": [(1, 16), (1,)]}, False,
      "layer 'fc8' param 0: shape mismatch, the weights have 1000x16, the net needs 1x16; use SKIP_LAYERS"),
@@ -109,3 +107,37 @@ def test_a_mismatch_names_the_weights_file_and_the_layer(target: dict, legacy: b
     assert fragment in err.value.message and err.value.path == "/m/vgg.caffemodel"
     with pytest.raises(InputError, match=caffe_io.RENAME_HINT):  # the default advice
         caffe_io.check_weight_shapes(source, target, Path("/m/vgg.caffemodel"))
+
+
+def test_layer_types_are_pycaffes_registry_or_none_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "caffe", None)
+    assert caffe_io.layer_types() is None
+
+
+def test_the_registry_of_the_built_caffe_has_the_python_layer(pycaffe) -> None:
+    assert {"Python", "Convolution", "InnerProduct"} <= caffe_io.layer_types()
+
+
+def test_a_net_prototxt_is_read_and_bad_ones_are_named(tmp_path: Path) -> None:
+    good = tmp_path / "deploy.prototxt"
+    good.write_bytes("\ufeffname: 'tiny' layer { name: 'data' type: 'Input' top: 'data' }\n".encode())
+    net = caffe_io.read_net_prototxt(good)
+    assert net.name == "tiny" and [layer.type for layer in net.layer] == ["Input"]
+    (tmp_path / "bad.prototxt").write_text("layer { name: 'x' typo: 1 }")
+    for name, fragment in (("gone.prototxt", "deploy net not found"),
+                           ("bad.prototxt", "not a valid deploy net")):
+        with pytest.raises(InputError) as err:
+            caffe_io.read_net_prototxt(tmp_path / name, "deploy net")
+        assert err.value.message.startswith(fragment) and err.value.path == str(tmp_path / name)
+
+
+def test_a_deploy_layer_the_model_holds_no_weights_for_is_refused() -> None:
+    source = _model(caffe_io.caffe_pb2(), {"conv1": [(4, 3, 3, 3), (4,)], "fc6": [(8, 16), (8,)]})
+    fits = {"conv1": [(4, 3, 3, 3), (4,)], "relu1": [], "fc6": [(8, 16), (8,)]}
+    caffe_io.check_deploy_weights(source, fits, Path("m.caffemodel"))  # no error
+    with pytest.raises(InputError) as err:
+        caffe_io.check_deploy_weights(source, {"conv1": [(4, 3, 3, 3), (4,)], "fc6_m": [(8, 16), (8,)]},
+                                      Path("/m/FT_tid2013.caffemodel"))
+    assert err.value.path == "/m/FT_tid2013.caffemodel"
+    assert err.value.message == ("no weights for layer(s) ['fc6_m'] of the deploy net (the model holds "
+                                 f"['conv1', 'fc6']): {caffe_io.DEPLOY_HINT}")
