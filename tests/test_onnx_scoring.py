@@ -38,6 +38,7 @@ def exported(tmp_path: Path) -> dict[str, Path]:
     return {"deploy": deploy, "model": model, "onnx": onnx_path, "images": images[0].parent, "root": tmp_path}
 
 
+@pytest.mark.caffe
 def test_onnx_scores_are_the_caffe_scores_of_the_same_crops(exported: dict[str, Path]) -> None:
     root = exported["root"]
     common = ["--images", str(exported["images"]), "--crops", "5", "--batch", "4", "--seed", "3", "--quiet"]
@@ -57,6 +58,7 @@ def test_onnx_scores_are_the_caffe_scores_of_the_same_crops(exported: dict[str, 
     assert {r["scale"] for r in by_onnx.values()} == {"absolute"}
 
 
+@pytest.mark.caffe
 def test_predict_with_onnx_runs_where_caffe_does_not_import(exported: dict[str, Path]) -> None:
     root = exported["root"]
     out = root / "no caffe.csv"
@@ -73,6 +75,7 @@ def test_predict_with_onnx_runs_where_caffe_does_not_import(exported: dict[str, 
     assert {r["direction"] for r in _scores(out).values()} == {"higher_better"}
 
 
+@pytest.mark.caffe
 def test_a_model_without_the_exports_metadata_is_refused(exported: dict[str, Path], capsys) -> None:
     import onnx
 
@@ -91,6 +94,7 @@ def test_a_model_without_the_exports_metadata_is_refused(exported: dict[str, Pat
     assert not (exported["root"] / "p.csv").exists()
 
 
+@pytest.mark.caffe
 def test_a_deploy_prototxt_with_the_onnx_backend_is_refused(exported: dict[str, Path], capsys) -> None:
     code = predict.main(["--backend", "onnx", "--deploy", str(exported["deploy"]), "--model",
                          str(exported["onnx"]), "--images", str(exported["images"]), "--out", "unused.csv"])
