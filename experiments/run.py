@@ -30,8 +30,8 @@ from typing import Any
 
 from experiments.recipes import RECIPES
 from rankiqa.errors import InputError, cli_main
+from rankiqa.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 _ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 #: make's own variables of a calling make: a child make given them would join a jobserver it cannot reach.
 _MAKE_ENV = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")

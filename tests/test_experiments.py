@@ -115,14 +115,14 @@ def _max_iter(solver: str) -> int:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_iterations_are_those_of_the_solvers_the_driver_uses(name: str) -> None:
-    from tools.train import FT_STYLE
+    from rankiqa.registry import dataset
 
     spec = RECIPES[name]
     commands = run.expand(name, _given(name), environ={})
     for step in _steps(commands, "train_rank"):
         assert spec["rank_iters"] == _max_iter(f"rank_{step['RANKSET']}")
     for step in _steps(commands, "finetune"):
-        assert spec["ft_iters"] == _max_iter(f"ft_{FT_STYLE[step['DATASET']]}")
+        assert spec["ft_iters"] == _max_iter(f"ft_{dataset(step['DATASET']).ft_style.name}")
 
 
 def test_paper_figures_are_listed_with_each_recipe(capsys: pytest.CaptureFixture[str]) -> None:

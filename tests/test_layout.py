@@ -16,8 +16,11 @@ TESTED_IN = {
     "experiments/run.py": "tests/test_experiments.py",
     "rankiqa/caffe_proto.py": "tests/test_onnx_export.py",  # with the exporter that needs no Caffe
     "tools/export_onnx.py": "tests/test_onnx_export.py",  # the command of rankiqa.onnx_export
-    "tools/logparse.py": "tests/test_train.py",  # the driver's log
-    "tools/scoring.py": "tests/test_evaluate.py",  # through evaluate and predict
+    # Parts of the training driver and the scoring tools, tested through them:
+    "rankiqa/measure.py": "tests/test_bench.py",
+    "rankiqa/netconfig.py": "tests/test_train.py",
+    "rankiqa/runprep.py": "tests/test_train.py",
+    "rankiqa/scoring.py": "tests/test_evaluate.py",  # and tests/test_predict.py
 }
 #: Modules without tests, and why.
 UNTESTED = {"experiments/ft_head_sweep.py": "a measurement script (fine-tuning runs; README has its figures)"}
