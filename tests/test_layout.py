@@ -17,6 +17,7 @@ TESTED_IN = {
     "rankiqa/caffe_proto.py": "tests/test_onnx_export.py",  # with the exporter that needs no Caffe
     "tools/export_onnx.py": "tests/test_onnx_export.py",  # the command of rankiqa.onnx_export
     # Parts of the training driver and the scoring tools, tested through them:
+    "rankiqa/evaluation.py": "tests/test_evaluate.py",  # the library under tools/evaluate.py
     "rankiqa/measure.py": "tests/test_bench.py",
     "rankiqa/netconfig.py": "tests/test_train.py",
     "rankiqa/runprep.py": "tests/test_train.py",
