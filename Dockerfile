@@ -1,5 +1,5 @@
 # rankiqa on CUDA: BVLC Caffe 1.0 (CUDA, no cuDNN) with pycaffe and the Python layer, built by the same
-# script as `make caffe` (tools/build_caffe.sh with CUDA=1). All logic lives in that script and the Makefile.
+# script as `make caffe` (dev/build_caffe.sh with CUDA=1). All logic lives in that script and the Makefile.
 #   docker build -t rankiqa .
 #   docker run --gpus all -v /path/to/tid2013:/data/tid2013 -v "$PWD/results:/opt/rankiqa/results" rankiqa \
 #       make eval DATASET=tid2013 MODEL=/data/tid2013/FT_tid2013.caffemodel NET=vgg16
@@ -20,7 +20,7 @@ RUN apt-get update \
 
 # Only what the build needs, so that code changes do not rebuild Caffe.
 COPY requirements.txt Makefile ./
-COPY tools/build_caffe.sh tools/build_caffe_cuda.sh tools/cuda_libs.sh tools/
+COPY dev/build_caffe.sh dev/build_caffe_cuda.sh dev/cuda_libs.sh dev/
 RUN make caffe CUDA=1 && rm -rf /var/lib/apt/lists/* /root/.cache/pip
 
 COPY . .

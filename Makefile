@@ -153,7 +153,7 @@ help:
 
 # The venv is rebuilt when requirements.txt changes. System packages first (python3-venv on a bare Debian).
 $(VENV)/.requirements.stamp: requirements.txt
-	@bash tools/build_caffe.sh --deps-only
+	@bash dev/build_caffe.sh --deps-only
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
@@ -164,7 +164,7 @@ venv: $(VENV)/.requirements.stamp
 # Builds (or finds in the cache, in seconds) Caffe for this venv's Python, then points the venv at it:
 # a .pth file puts the repository root and the cached pycaffe on sys.path (no PYTHONPATH needed).
 caffe: venv
-	@prefix=$$(PYTHON=$(PY) JOBS=$(JOBS) bash tools/build_caffe.sh | tail -n 1) && \
+	@prefix=$$(PYTHON=$(PY) JOBS=$(JOBS) bash dev/build_caffe.sh | tail -n 1) && \
 	  printf '%s\n%s\n' "$(CURDIR)" "$$prefix/python" > "$(PTH_FILE)" && \
 	  $(PY) -c "import caffe; assert 'Python' in caffe.layer_type_list(); print('[caffe] ready:', caffe.__file__)"
 
@@ -172,7 +172,7 @@ env: caffe
 
 # Compiles the CUDA build (slow: ~15 min per GPU architecture on 2 cores); no GPU needed to compile.
 check-cuda-build: venv
-	PYTHON=$(PY) CUDA=1 JOBS=$(JOBS) bash tools/build_caffe.sh
+	PYTHON=$(PY) CUDA=1 JOBS=$(JOBS) bash dev/build_caffe.sh
 
 # ---- pipeline -----------------------------------------------------------------------------------
 ranks: env
@@ -259,19 +259,19 @@ bench: env
 # the CUDA build (make caffe CUDA=1); GPU_CHECK_ARGS=--cpu-smoke runs its code paths on a CPU.
 GPU_CHECK_ARGS ?=
 gpu-check: env
-	PYTHON=$(PY) bash tools/gpu_check.sh $(if $(filter-out -1,$(GPU)),--gpu $(GPU)) $(GPU_CHECK_ARGS)
+	PYTHON=$(PY) bash gpu/check.sh $(if $(filter-out -1,$(GPU)),--gpu $(GPU)) $(GPU_CHECK_ARGS)
 
 # The CUDA build packed for the `device` tool's GPU machine (Ubuntu 24.04, Python 3.12, no network), built in
-# an Ubuntu 24.04 root made here, and tested here in CPU mode: tools/gpu_bundle.sh (needs root; about 8
-# minutes the first time on 2 cores, 1 minute when cached). There: bash tools/gpu_bundle_run.sh, with the folder bundle/ carried.
+# an Ubuntu 24.04 root made here, and tested here in CPU mode: gpu/bundle.sh (needs root; about 8
+# minutes the first time on 2 cores, 1 minute when cached). There: bash gpu/bundle_run.sh, with the folder bundle/ carried.
 GPU_BUNDLE_ARCH ?= 90
 gpu-bundle:
-	GPU_BUNDLE_ARCH="$(GPU_BUNDLE_ARCH)" JOBS=$(JOBS) bash tools/gpu_bundle.sh
+	GPU_BUNDLE_ARCH="$(GPU_BUNDLE_ARCH)" JOBS=$(JOBS) bash gpu/bundle.sh
 
-# The Dockerfile's steps replayed without Docker in a fresh Ubuntu 24.04 root (tools/docker_replay.sh: root;
+# The Dockerfile's steps replayed without Docker in a fresh Ubuntu 24.04 root (dev/docker_replay.sh: root;
 # about 8 minutes on 2 cores for one GPU architecture, DOCKER_REPLAY_CUDA_ARCH, default 90).
 docker-replay:
-	bash tools/docker_replay.sh
+	bash dev/docker_replay.sh
 
 # One row of the paper's tables from its recipe (experiments/recipes.py): NAME=tid2013_vgg16 ...; no NAME lists
 # them. Its variables (PRISTINE, WEIGHTS, DATA, GPU ...) reach the runner and its make commands.
@@ -285,7 +285,7 @@ experiment: env
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/shellcheck -S warning tools/*.sh .ci/run
+	$(VENV)/bin/shellcheck -S warning dev/*.sh gpu/*.sh .ci/run
 
 test: env lint
 	$(PY) -m pytest -q

@@ -1,4 +1,4 @@
-"""How many threads Caffe's CPU BLAS (OpenBLAS, which ``tools/build_caffe.sh`` links) runs while training.
+"""How many threads Caffe's CPU BLAS (OpenBLAS, which ``dev/build_caffe.sh`` links) runs while training.
 
 OpenBLAS starts one thread per usable core by default, and every matrix product is split among all of them:
 when another process holds a core (a prefetch worker decoding images, another job), the product waits for

@@ -32,12 +32,12 @@ def import_caffe() -> Any:
 
 def caffe_prefix(caffe: Any) -> Path:
     """The install prefix of the imported pycaffe (``<prefix>/python/caffe/__init__.py``), as laid out by
-    tools/build_caffe.sh and the GPU bundle: ``bin/caffe`` and ``BUILD_INFO`` sit there."""
+    dev/build_caffe.sh and the GPU bundle: ``bin/caffe`` and ``BUILD_INFO`` sit there."""
     return Path(caffe.__file__).resolve().parents[2]
 
 
 def build_mode(caffe: Any) -> str:
-    """``cpu`` or ``cuda``: the "mode cpu" / "mode cuda-lean" line that tools/build_caffe.sh writes into
+    """``cpu`` or ``cuda``: the "mode cpu" / "mode cuda-lean" line that dev/build_caffe.sh writes into
     ``<prefix>/BUILD_INFO`` (its key line repeats it as ``mode=...``); ``unknown`` for other builds."""
     info = caffe_prefix(caffe) / "BUILD_INFO"
     if info.is_file():

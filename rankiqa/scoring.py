@@ -133,7 +133,7 @@ def _check_weights(net: Any, model_path: str) -> None:
 def _require_gpu_build(caffe: Any, gpu: int) -> None:
     """Refuse ``--gpu`` on a CPU-only build: Caffe would abort the process (``NO_GPU``) instead.
 
-    tools/build_caffe.sh records the mode in ``<prefix>/BUILD_INFO``; other builds are trusted.
+    dev/build_caffe.sh records the mode in ``<prefix>/BUILD_INFO``; other builds are trusted.
     """
     if caffe_io.build_mode(caffe) == "cpu":
         raise InputError(f"--gpu {gpu}: this Caffe build is CPU-only; use --gpu -1 or build it with "

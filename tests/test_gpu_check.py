@@ -1,4 +1,4 @@
-"""Tests of the GPU check of issue 8 (tools/gpu_check.py, tools/gpu_check.sh).
+"""Tests of the GPU check of issue 8 (tools/gpu_check.py, gpu/check.sh).
 
 There is no GPU here: ``--cpu-smoke`` runs every code path of the check on the CPU with tiny sizes (the
 Shallow net, CPU against CPU). What is checked: the exit status, the JSON fields and their consistency
@@ -175,7 +175,7 @@ def test_a_failing_check_gives_exit_status_1(smoke):
 def test_wrapper_writes_into_out_and_prints_the_markdown(smoke, tmp_path):
     _done, _report, _markdown, root = smoke
     env = dict(_env(), OUT=str(tmp_path), PYTHON=sys.executable)
-    done = subprocess.run(["bash", str(REPO / "tools" / "gpu_check.sh"), "--cpu-smoke", "--steps", "compare",
+    done = subprocess.run(["bash", str(REPO / "gpu" / "check.sh"), "--cpu-smoke", "--steps", "compare",
                            "--work-dir", str(root / "work")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1332,7 +1332,7 @@ def gpu_check_section() -> list[str]:
     return lines + [_para(
         "**Not measured: no run of the GPU check on a GPU is recorded** (there is no",
         "`docs/bench/gpu_check.md`). It is prepared: `make gpu-bundle` packs the CUDA build for a GPU",
-        "machine without network and `tools/gpu_bundle_run.sh` runs the check there (or",
+        "machine without network and `gpu/bundle_run.sh` runs the check there (or",
         "`make gpu-check CUDA=1` on any GPU machine); its Markdown report, kept by",
         "`python -m tools.bench --record-gpu-check gpu_check.md`, is shown here."), ""]
 

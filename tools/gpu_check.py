@@ -119,7 +119,7 @@ class FixedRankDataLayer(RankDataLayer):
 
 
 def build_info(caffe: Any) -> str | None:
-    """The text of the build's BUILD_INFO file (tools/build_caffe.sh), or None when there is none."""
+    """The text of the build's BUILD_INFO file (dev/build_caffe.sh), or None when there is none."""
     path = caffe_io.caffe_prefix(caffe) / "BUILD_INFO"
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
 

@@ -1,4 +1,4 @@
-"""tools/build_caffe.sh: the cache is found again, and a machine that cannot install packages gets a
+"""dev/build_caffe.sh: the cache is found again, and a machine that cannot install packages gets a
 clear message with the exact packages, a non-zero exit and nothing left in the cache."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from tests.small_fs import small_fs
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "tools" / "build_caffe.sh"
+SCRIPT = REPO / "dev" / "build_caffe.sh"
 
 
 def run_script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -83,11 +83,11 @@ def test_dockerfile_copies_every_file_the_caffe_build_uses_before_building():
         if line.startswith("COPY "):
             *sources, dest = line.split()[1:]
             copied.update(sources)
-    scripts = {"tools/build_caffe.sh"}
+    scripts = {"dev/build_caffe.sh"}
     for script in sorted(scripts):
         text = (REPO / script).read_text()
-        scripts |= set(re.findall(r"\$REPO_ROOT/(tools/[\w.]+\.sh)", text))
-    scripts |= {m for s in list(scripts) for m in re.findall(r"\$REPO_ROOT/(tools/[\w.]+\.sh)",
+        scripts |= set(re.findall(r"\$REPO_ROOT/(dev/[\w.]+\.sh)", text))
+    scripts |= {m for s in list(scripts) for m in re.findall(r"\$REPO_ROOT/(dev/[\w.]+\.sh)",
                                                             (REPO / s).read_text())}
     needed = scripts | {"requirements.txt", "Makefile"}
     assert needed <= copied, f"not copied before `RUN make caffe`: {sorted(needed - copied)}"

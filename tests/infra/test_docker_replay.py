@@ -1,4 +1,4 @@
-"""tools/docker_replay.py: the project's Dockerfile reads into steps the replay can follow, every file it
+"""dev/docker_replay.py: the project's Dockerfile reads into steps the replay can follow, every file it
 COPYs exists, and what the replay cannot follow is refused with the line, not skipped."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dev import docker_replay
 from rankiqa.errors import InputError
-from tools import docker_replay
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def test_build_context_is_the_folder_minus_the_projects_dockerignore(tmp_path):
 
 def test_the_repository_context_holds_what_the_image_needs():
     context = docker_replay.context_files(REPO)
-    assert "Makefile" in context and "tools/build_caffe.sh" in context and "requirements.txt" in context
+    assert "Makefile" in context and "dev/build_caffe.sh" in context and "requirements.txt" in context
     assert not [name for name in context if name.startswith((".venv/", ".git/", "bundle/"))]
 
 

@@ -1,4 +1,4 @@
-"""tools/gpu_bundle.py: what is carried, what is left to the GPU machine, and a bundle that cannot be used
+"""gpu/bundle.py: what is carried, what is left to the GPU machine, and a bundle that cannot be used
 is refused with the file named and nothing half-written."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from gpu import bundle as gpu_bundle
+from gpu.bundle import BundleError
 from tests.caffe_marks import needs_caffe
-from tools import gpu_bundle
-from tools.gpu_bundle import BundleError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +61,7 @@ def test_classify_keeps_glibc_and_cuda_out_of_the_bundle():
 
 
 def fake_prefix(root: Path, python: str = "3.12") -> Path:
-    """A prefix laid out like tools/build_caffe.sh's, made of real ELF files of this machine (so that ldd
+    """A prefix laid out like dev/build_caffe.sh's, made of real ELF files of this machine (so that ldd
     answers): bin/caffe, libcaffe and _caffe.so are copies of Python's ssl module."""
     import _ssl
 
@@ -253,7 +253,7 @@ def test_cpu_build_packed_unpacked_and_imported(tmp_path):
 
 
 def test_run_script_without_a_bundle_exits_2_and_says_how_to_make_one(tmp_path):
-    proc = subprocess.run(["bash", str(REPO / "tools" / "gpu_bundle_run.sh")], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(REPO / "gpu" / "bundle_run.sh")], capture_output=True, text=True,
                           timeout=60, env=dict(os.environ, BUNDLE=str(tmp_path / "none.tar.xz"),
                                                BUNDLE_DEST=str(tmp_path / "dest"), PYTHON=sys.executable))
     assert proc.returncode == 2
@@ -264,22 +264,22 @@ def test_run_script_without_a_bundle_exits_2_and_says_how_to_make_one(tmp_path):
 def test_build_root_key_covers_its_recipe_and_pins():
     """What names the Ubuntu build root: the pins of requirements.txt, the -dev packages and the recipe lines
     themselves (an edit there must give a new root, not silently reuse the old one)."""
-    proc = subprocess.run(["bash", str(REPO / "tools" / "gpu_bundle.sh"), "--print-root-recipe"],
+    proc = subprocess.run(["bash", str(REPO / "gpu" / "bundle.sh"), "--print-root-recipe"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     recipe = proc.stdout
     assert "numpy==" in recipe and "matplotlib==" in recipe  # the device-like venv's pins
     assert "libboost-python-dev" in recipe and "libopencv-dev" not in recipe  # the lean build's packages
-    for step in ("debootstrap --variant=minbase", "tools/build_caffe.sh --deps-only",
+    for step in ("debootstrap --variant=minbase", "dev/build_caffe.sh --deps-only",
                  "-m venv /opt/device-python", "pip install"):
         assert step in recipe, step
 
 
 def test_device_like_cuda_wheels_are_the_versions_the_build_links():
-    """The build root's stand-in for the GPU machine's NVIDIA wheels pins what tools/cuda_libs.sh builds
+    """The build root's stand-in for the GPU machine's NVIDIA wheels pins what dev/cuda_libs.sh builds
     against (cuBLAS, cuRAND, NCCL): a drift would test the bundle against other libraries than it uses."""
-    bundle_script = (REPO / "tools" / "gpu_bundle.sh").read_text()
+    bundle_script = (REPO / "gpu" / "bundle.sh").read_text()
     wheels = set(re.search(r"^CUDA_WHEELS=\((.*)\)$", bundle_script, re.MULTILINE).group(1).split())
-    built = set(re.findall(r'"(nvidia-[a-z0-9-]+==[0-9.]+)"', (REPO / "tools" / "cuda_libs.sh").read_text()))
+    built = set(re.findall(r'"(nvidia-[a-z0-9-]+==[0-9.]+)"', (REPO / "dev" / "cuda_libs.sh").read_text()))
     assert built == {"nvidia-cublas==13.0.2.14", "nvidia-curand==10.4.0.35", "nvidia-nccl-cu13==2.31.2"}
     assert built <= wheels and any(w.startswith("nvidia-cuda-runtime==13.") for w in wheels)

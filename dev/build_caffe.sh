@@ -12,13 +12,13 @@
 # A finished prefix holds `.complete`; a second run finds it and returns in seconds. A failed or interrupted
 # build leaves only a temporary folder (`*.partial.*`), never a prefix that looks complete.
 #
-# Usage: tools/build_caffe.sh [--print-prefix] [--deps-only] [--list-deps]
+# Usage: dev/build_caffe.sh [--print-prefix] [--deps-only] [--list-deps]
 # Environment:
 #   PYTHON        Python that pycaffe is built for (default: .venv/bin/python); it must have numpy.
 #   CUDA          0 (CPU_ONLY, default) or 1 (CUDA, no cuDNN).
 #   CAFFE_LEAN    1 with CUDA=1: without OpenCV, LevelDB and LMDB (Caffe's own image/database data layers,
 #                 which this project never uses: its data layers are Python). Fewer libraries to carry in
-#                 the GPU bundle (tools/gpu_bundle.sh); a separate cache entry (caffe-cuda-lean-<key>).
+#                 the GPU bundle (gpu/bundle.sh); a separate cache entry (caffe-cuda-lean-<key>).
 #   NCCL          with CUDA=1: 1 (default) builds multi-GPU support with NCCL (the system's, else NVIDIA's PyPI
 #                 wheel); 0 without.
 #   CUDA_ARCH     space-separated compute capabilities for CUDA=1 (default "70 75 80 86 89 90": Volta to
@@ -37,7 +37,7 @@ CAFFE_DEBIAN="caffe_${CAFFE_DEB_VERSION}.debian.tar.xz"
 CAFFE_DEBIAN_SHA256="07cf073227494a6b07234e40cb5df91db566616593eef9baafdc4d06ad159f21"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SCRIPT_PATH="${REPO_ROOT}/tools/build_caffe.sh"
+SCRIPT_PATH="${REPO_ROOT}/dev/build_caffe.sh"
 PYTHON="${PYTHON:-${REPO_ROOT}/.venv/bin/python}"
 CUDA="${CUDA:-0}"
 CAFFE_LEAN="${CAFFE_LEAN:-0}"
@@ -172,10 +172,10 @@ case "$PYTHON" in /*) ;; *) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basena
 "$PYTHON" -c "import numpy" 2>/dev/null || die "$PYTHON has no numpy" "Install requirements: make venv"
 
 if [ "$mode" != cpu ]; then
-  # Everything CUDA-specific lives in tools/build_caffe_cuda.sh, hashed into the CUDA key only, so that
+  # Everything CUDA-specific lives in dev/build_caffe_cuda.sh, hashed into the CUDA key only, so that
   # changing it never invalidates the CPU build.
-  # shellcheck source=tools/build_caffe_cuda.sh
-  source "$REPO_ROOT/tools/build_caffe_cuda.sh"
+  # shellcheck source=dev/build_caffe_cuda.sh
+  source "$REPO_ROOT/dev/build_caffe_cuda.sh"
   cuda_prepare
 fi
 

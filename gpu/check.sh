@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of issue 8 as one command for the device machine (see tools/gpu_check.py):
-#   bash tools/gpu_check.sh [extra tools.gpu_check flags, e.g. --gpu 1 or --cpu-smoke]
+#   bash gpu/check.sh [extra tools.gpu_check flags, e.g. --gpu 1 or --cpu-smoke]
 # Writes $OUT/gpu_check.json and $OUT/gpu_check.md when $OUT is set (the device tool brings $OUT back),
 # else ./gpu_check.json and ./gpu_check.md; prints the Markdown; exits with the check's status
 # (0 pass, 1 a check failed, 2 bad command line).

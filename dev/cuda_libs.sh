@@ -2,8 +2,8 @@
 # CUDA libraries for a toolkit that ships without them (the project's build machine has nvcc 13 and cudart
 # only), from NVIDIA's PyPI wheels, unpacked at pinned versions into the cache; prints the folder holding
 # include/ and lib/.
-#   tools/cuda_libs.sh [blas]   cuBLAS + cuRAND (nvidia/cu13/{include,lib})
-#   tools/cuda_libs.sh nccl     NCCL, for multi-GPU training (nvidia/nccl/{include,lib})
+#   dev/cuda_libs.sh [blas]   cuBLAS + cuRAND (nvidia/cu13/{include,lib})
+#   dev/cuda_libs.sh nccl     NCCL, for multi-GPU training (nvidia/nccl/{include,lib})
 # The wheels carry versioned sonames only (libcublas.so.13): the linker needs unversioned links too.
 # Versions: cuBLAS 13.0.x and cuRAND 10.4.0.x come with CUDA 13.0; NCCL 2.31.2 was the newest
 # nvidia-nccl-cu13 on PyPI when pinned (soname libnccl.so.2, the one PyTorch's CUDA 13 install also has, so

@@ -1,7 +1,7 @@
-"""Read the project's Dockerfile into the steps that tools/docker_replay.sh replays without Docker.
+"""Read the project's Dockerfile into the steps that dev/docker_replay.sh replays without Docker.
 
-    python3 -m tools.docker_replay steps [--dockerfile Dockerfile]     one step per line, tab-separated
-    python3 -m tools.docker_replay context [--root .]                  the files `COPY . .` would send
+    python3 -m dev.docker_replay steps [--dockerfile Dockerfile]     one step per line, tab-separated
+    python3 -m dev.docker_replay context [--root .]                  the files `COPY . .` would send
 
 Only what this project's Dockerfile uses is understood: FROM, ENV (``k=v`` pairs, quoted values), WORKDIR,
 COPY (shell form, no flags, file sources), RUN (shell form); CMD, ENTRYPOINT, LABEL, EXPOSE, STOPSIGNAL and
@@ -78,7 +78,7 @@ def parse(text: str, path: str = "Dockerfile") -> list[Step]:
             steps.append(Step(line, "SKIP", (keyword,)))
             continue
         if keyword not in ("FROM", "ENV", "WORKDIR", "COPY", "RUN"):
-            raise InputError(f"instruction {keyword} is not replayed by tools/docker_replay.sh", path, line)
+            raise InputError(f"instruction {keyword} is not replayed by dev/docker_replay.sh", path, line)
         if keyword in ("ENV", "WORKDIR", "COPY") and "$" in rest:
             raise InputError(f"{keyword}: variable substitution ($) is not replayed", path, line)
         if rest.startswith("["):
@@ -158,7 +158,7 @@ def context_files(root: Path) -> list[str]:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m tools.docker_replay",
+    parser = argparse.ArgumentParser(prog="python3 -m dev.docker_replay",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_steps = sub.add_parser("steps", help="the Dockerfile's steps, tab-separated")

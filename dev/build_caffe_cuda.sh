@@ -1,16 +1,16 @@
 # shellcheck shell=bash disable=SC2154  # mode, info, die, PYTHON...: set by build_caffe.sh, which sources this
-# The CUDA part of tools/build_caffe.sh (sourced by it when CUDA=1; not run on its own).
+# The CUDA part of dev/build_caffe.sh (sourced by it when CUDA=1; not run on its own).
 # What CUDA 13 required, as found on the project's build machine (nvcc 13.0, no GPU):
 #   - Offline compilation for compute capabilities below 7.5 is gone (Maxwell, Pascal, Volta): the
 #     architecture list is filtered to >= 75 with nvcc >= 13. The Docker image uses CUDA 12.6 to keep Volta.
 #   - cudaDeviceProp lost clockRate, deviceOverlap and kernelExecTimeoutEnabled: src/caffe/common.cpp is
 #     patched in build_caffe.sh (for both modes: the fix is harmless on CPU).
-#   - The toolkit there has no cuBLAS/cuRAND: they come from PyPI wheels (tools/cuda_libs.sh).
+#   - The toolkit there has no cuBLAS/cuRAND: they come from PyPI wheels (dev/cuda_libs.sh).
 #   - CMake 3.25's FindCUDA clears the cuBLAS/cuRAND cache entries on the first configure: build_caffe.sh
 #     always configures twice.
 # NCCL (multi-GPU training, GPUS=0,1,...) is on unless NCCL=0: the system's when nccl.h is in
 # /usr/include or the toolkit (the NVIDIA CUDA devel images ship it), else NVIDIA's PyPI wheel
-# (tools/cuda_libs.sh nccl; 250 MB, fetched once). Without NCCL, tools/train.py refuses --gpus.
+# (dev/cuda_libs.sh nccl; 250 MB, fetched once). Without NCCL, tools/train.py refuses --gpus.
 
 nvcc_major() { nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p'; }
 
@@ -53,7 +53,7 @@ cuda_prepare() {
 
 cuda_key_material() {
   echo "arch=$CUDA_ARCH nccl=$NCCL_FROM nvcc=$(nvcc --version | tail -n 2 | tr '\n' ' ')"
-  grep -hv '^\s*#' "$REPO_ROOT/tools/build_caffe_cuda.sh" "$REPO_ROOT/tools/cuda_libs.sh" | sha256sum | cut -d' ' -f1
+  grep -hv '^\s*#' "$REPO_ROOT/dev/build_caffe_cuda.sh" "$REPO_ROOT/dev/cuda_libs.sh" | sha256sum | cut -d' ' -f1
 }
 
 cuda_cmake_args() {
@@ -67,7 +67,7 @@ cuda_cmake_args() {
     info "NCCL: the system's (multi-GPU training enabled)"
   elif [ "$NCCL_FROM" = wheel ]; then
     local nccl_root
-    nccl_root="$(PYTHON="$PYTHON" bash "$REPO_ROOT/tools/cuda_libs.sh" nccl)" || die "could not provide NCCL" \
+    nccl_root="$(PYTHON="$PYTHON" bash "$REPO_ROOT/dev/cuda_libs.sh" nccl)" || die "could not provide NCCL" \
       "Build without multi-GPU support: NCCL=0"
     CMAKE_ARGS+=(-DUSE_NCCL=ON -DNCCL_INCLUDE_DIR="$nccl_root/include" -DNCCL_LIBRARIES="$nccl_root/lib/libnccl.so")
     info "NCCL: from PyPI wheel, $nccl_root (multi-GPU training enabled)"
@@ -78,7 +78,7 @@ cuda_cmake_args() {
   if [ -z "${CUBLAS_ROOT:-}" ] && ! ls "$NVCC_ROOT"/lib*/libcublas.so* >/dev/null 2>&1 \
       && ! ls "$NVCC_ROOT"/targets/*/lib/libcublas.so* >/dev/null 2>&1; then
     info "no cuBLAS in $NVCC_ROOT: taking cuBLAS/cuRAND from PyPI wheels"
-    CUBLAS_ROOT="$(PYTHON="$PYTHON" bash "$REPO_ROOT/tools/cuda_libs.sh")" || die "could not provide cuBLAS/cuRAND"
+    CUBLAS_ROOT="$(PYTHON="$PYTHON" bash "$REPO_ROOT/dev/cuda_libs.sh")" || die "could not provide cuBLAS/cuRAND"
   fi
   if [ -n "${CUBLAS_ROOT:-}" ]; then
     CMAKE_ARGS+=(-DCUDA_cublas_LIBRARY="$CUBLAS_ROOT/lib/libcublas.so"

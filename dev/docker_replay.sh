@@ -4,14 +4,14 @@
 #
 # What differs from `docker build`, and why:
 #   - FROM nvidia/cuda:<version>-devel-ubuntu24.04 becomes a fresh `debootstrap --variant=minbase noble` root
-#     (tools/ubuntu_root.sh) with this machine's CUDA toolkit bind-mounted read-only at its own path and
+#     (dev/ubuntu_root.sh) with this machine's CUDA toolkit bind-mounted read-only at its own path and
 #     linked as /usr/local/cuda (Docker Hub is not reachable; the toolkit's version is this machine's, CUDA
 #     13.0 here against the image's 12.6, and NVIDIA's devel image also brings NCCL, which this one lacks).
 #   - CUDA_ARCH: DOCKER_REPLAY_CUDA_ARCH (default 90) replaces the Dockerfile's list, one architecture
 #     instead of six (each costs about 6 minutes of compiling on 2 cores); `DOCKER_REPLAY_CUDA_ARCH=` keeps
 #     the Dockerfile's.
 #   - COPY of the build context: the files of the checkout minus .dockerignore, as Docker sends them
-#     (tools/docker_replay.py context).
+#     (dev/docker_replay.py context).
 #   - RUN steps run with /bin/sh -c in the step's WORKDIR with the ENV so far (plus the image's PATH).
 # Then the check that the image is usable: pycaffe imports from the venv the build made, and
 # `tools.gpu_check --cpu-smoke` passes (DOCKER_REPLAY_CHECK overrides the command, run like a RUN step).
@@ -32,13 +32,13 @@ PYTHON="${PYTHON:-python3}"
 
 info() { printf '[docker-replay] %s\n' "$*" >&2; }
 die() { printf '[docker-replay] FAILED: %s\n' "$*" >&2; exit 1; }
-# shellcheck source=tools/ubuntu_root.sh
-source "$REPO_ROOT/tools/ubuntu_root.sh"
+# shellcheck source=dev/ubuntu_root.sh
+source "$REPO_ROOT/dev/ubuntu_root.sh"
 
 cd "$REPO_ROOT"
 # Read before anything is built: a Dockerfile the replay cannot follow stops here, naming the line.
-steps="$("$PYTHON" -m tools.docker_replay steps --dockerfile Dockerfile)" || die "cannot replay the Dockerfile"
-ur_enter_namespace "$REPO_ROOT/tools/docker_replay.sh" "$@"
+steps="$("$PYTHON" -m dev.docker_replay steps --dockerfile Dockerfile)" || die "cannot replay the Dockerfile"
+ur_enter_namespace "$REPO_ROOT/dev/docker_replay.sh" "$@"
 ur_host_checks
 
 ROOT="$RANKIQA_CACHE/docker-replay"
@@ -100,7 +100,7 @@ while IFS=$'\t' read -r line kind first rest; do
         if [ "$source" = . ]; then
           info "Dockerfile:$line: COPY . $first (the build context)"
           mkdir -p "$ROOT$dest"
-          "$PYTHON" -m tools.docker_replay context --root "$REPO_ROOT" \
+          "$PYTHON" -m dev.docker_replay context --root "$REPO_ROOT" \
             | tar -C "$REPO_ROOT" -cf - --no-recursion -T - | tar -C "$ROOT$dest" -xf -
         else
           [ -f "$REPO_ROOT/$source" ] || die "Dockerfile:$line: COPY $source: no such file in the context" \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check with the carried bundle, on the GPU machine of the `device` tool (issue 8):
-#   device run, carry ["bundle"], command: bash tools/gpu_bundle_run.sh [tools.gpu_check flags]
+#   device run, carry ["bundle"], command: bash gpu/bundle_run.sh [tools.gpu_check flags]
 # Unpacks bundle/gpu-bundle.tar.xz (`make gpu-bundle`) into /tmp, finds the CUDA libraries it needs in the
-# machine's PyTorch install (or RANKIQA_CUDA_LIB_PATH), and runs tools/gpu_check.sh with them; the report
+# machine's PyTorch install (or RANKIQA_CUDA_LIB_PATH), and runs gpu/check.sh with them; the report
 # lands in $OUT (brought back by the device tool). Exit status: gpu_check's, or 2 when the bundle cannot be
 # used (the reason is printed).
 # Environment: PYTHON (default python3: the machine's own, with numpy, OpenCV, SciPy, PyYAML), BUNDLE,
@@ -16,11 +16,11 @@ BUNDLE="${BUNDLE:-bundle/gpu-bundle.tar.xz}"
 BUNDLE_DEST="${BUNDLE_DEST:-/tmp/rankiqa-gpu-bundle}"
 
 echo "== machine: $(uname -srm); $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"); $("$PYTHON" -V 2>&1)"
-"$PYTHON" -m tools.gpu_bundle unpack --bundle "$BUNDLE" --dest "$BUNDLE_DEST" || exit 2
-exports="$("$PYTHON" -m tools.gpu_bundle env --dest "$BUNDLE_DEST")" || exit 2
+"$PYTHON" -m gpu.bundle unpack --bundle "$BUNDLE" --dest "$BUNDLE_DEST" || exit 2
+exports="$("$PYTHON" -m gpu.bundle env --dest "$BUNDLE_DEST")" || exit 2
 eval "$exports"
 # The repository too: Caffe's Python layers and the prefetch workers import pylayers by name.
 export PYTHONPATH="$PYTHONPATH:$REPO_ROOT"
 echo "== environment"
 echo "$exports"
-PYTHON="$PYTHON" bash tools/gpu_check.sh "$@"
+PYTHON="$PYTHON" bash gpu/check.sh "$@"

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # An Ubuntu 24.04 (noble) root made with debootstrap, for the builds that must match an Ubuntu machine this
-# Debian one cannot be: the GPU bundle (tools/gpu_bundle.sh) and the replay of the Dockerfile
-# (tools/docker_replay.sh). Sourced (function definitions and settings only); the caller defines info/die.
+# Debian one cannot be: the GPU bundle (gpu/bundle.sh) and the replay of the Dockerfile
+# (dev/docker_replay.sh). Sourced (function definitions and settings only); the caller defines info/die.
 #
 #   ur_enter_namespace SCRIPT ARGS...  re-run SCRIPT in a mount namespace of its own (once): every bind
 #                                      mount vanishes with the process, even a killed one, and none reaches
@@ -34,8 +34,8 @@ ur_enter_namespace() {
 ur_host_checks() {
   [ "$(id -u)" = 0 ] || die "needs root: debootstrap, chroot and bind mounts (run it with sudo)"
   command -v nvcc >/dev/null 2>&1 || die "nvcc is not on PATH (the CUDA toolkit that compiles the build)"
-  # shellcheck source=tools/build_caffe_cuda.sh
-  source "$REPO_ROOT/tools/build_caffe_cuda.sh"  # function definitions only: nvcc_root
+  # shellcheck source=dev/build_caffe_cuda.sh
+  source "$REPO_ROOT/dev/build_caffe_cuda.sh"  # function definitions only: nvcc_root
   NVCC_ROOT="$(nvcc_root)"
   [ -x "$NVCC_ROOT/bin/nvcc" ] || die "cannot locate the CUDA toolkit of nvcc (got '$NVCC_ROOT')"
   if ! command -v debootstrap >/dev/null 2>&1; then

@@ -1,10 +1,10 @@
 """Pack a CUDA Caffe build for a GPU machine without network, and unpack it there (issue 8).
 
-    python3 -m tools.gpu_bundle pack --prefix <caffe prefix> --out bundle/gpu-bundle.tar.xz [--max-mib 48]
-    python3 -m tools.gpu_bundle unpack --bundle bundle/gpu-bundle.tar.xz --dest /tmp/rankiqa-gpu-bundle
-    python3 -m tools.gpu_bundle env --dest /tmp/rankiqa-gpu-bundle [--cuda-lib-path DIR:DIR]
+    python3 -m gpu.bundle pack --prefix <caffe prefix> --out bundle/gpu-bundle.tar.xz [--max-mib 48]
+    python3 -m gpu.bundle unpack --bundle bundle/gpu-bundle.tar.xz --dest /tmp/rankiqa-gpu-bundle
+    python3 -m gpu.bundle env --dest /tmp/rankiqa-gpu-bundle [--cuda-lib-path DIR:DIR]
 
-``pack`` runs where the build was made (tools/gpu_bundle.sh runs it inside the Ubuntu 24.04 build root). It
+``pack`` runs where the build was made (gpu/bundle.sh runs it inside the Ubuntu 24.04 build root). It
 takes the prefix's ``bin/caffe``, ``lib/libcaffe*``, ``python/caffe`` (without Caffe's own tests) and
 ``BUILD_INFO``, plus every shared library that ``ldd`` resolves for them except
 
@@ -110,7 +110,7 @@ def pack(prefix: Path, out: Path, max_mib: float, preset: int = 9) -> dict:
     pycaffe = prefix / "python" / "caffe"
     for needed in (binary, pycaffe / "_caffe.so", prefix / "BUILD_INFO"):
         if not needed.exists():
-            raise BundleError(f"{needed}: not found; is {prefix} a finished build of tools/build_caffe.sh?")
+            raise BundleError(f"{needed}: not found; is {prefix} a finished build of dev/build_caffe.sh?")
     if not libcaffe:
         raise BundleError(f"{prefix / 'lib'}: no libcaffe.so.*")
     resolved: dict[str, str] = {}
@@ -126,7 +126,7 @@ def pack(prefix: Path, out: Path, max_mib: float, preset: int = 9) -> dict:
                           "bundle is packed")
     carried = [name for name in carried if not name.startswith("libcaffe.so")]
     build_info = (prefix / "BUILD_INFO").read_text(encoding="utf-8")
-    # tools/build_caffe.sh writes "python 3.12 /usr/bin/python3.12": the Python pycaffe was built for.
+    # dev/build_caffe.sh writes "python 3.12 /usr/bin/python3.12": the Python pycaffe was built for.
     python = re.search(r"^python (\d+\.\d+) ", build_info, re.MULTILINE)
     if python is None:
         raise BundleError(f"{prefix / 'BUILD_INFO'}: no 'python X.Y' line")
@@ -203,7 +203,7 @@ def read_manifest(root: Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BundleError(f"{path}: missing; not a bundle of tools/gpu_bundle.py") from None
+        raise BundleError(f"{path}: missing; not a bundle of gpu/bundle.py") from None
     except json.JSONDecodeError as err:
         raise BundleError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     for key in ("cuda_libraries", "carried_libraries", "python"):
@@ -289,7 +289,7 @@ def env_lines(dest: Path, cuda_lib_path: Sequence[str]) -> list[str]:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m tools.gpu_bundle", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m gpu.bundle", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_pack = sub.add_parser("pack", help="pack a Caffe prefix")
     p_pack.add_argument("--prefix", type=Path, required=True)
