@@ -10,17 +10,13 @@ resumed run (``start_batch``) continues it exactly. Blobs: BGR 0-255 float32, on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
-from pylayers.prefetch import (
-    ImageSource,
-    PrefetchDataLayer,
-    batch_rng,
-    param_bool,
-    param_int,
-    random_crop,
-)
+from pylayers.data_layer import PrefetchDataLayer, Top
+from pylayers.images import ImageSource, batch_rng, random_crop
+from pylayers.params import param_bool, param_int
 from rankiqa.lists import read_list
 
 _EPOCH_STREAM = 2  # batch_rng stream of the epoch permutations (0/1 are per-batch streams)
@@ -29,6 +25,8 @@ _EPOCH_STREAM = 2  # batch_rng stream of the epoch permutations (0/1 are per-bat
 @dataclass
 class FTBatchBuilder:
     """Builds the fine-tuning batch with a given global index."""
+
+    TOPS: ClassVar[tuple[Top, ...]] = (Top("data", image=True), Top("score"))
 
     rows: list[tuple[str, float]]
     source: ImageSource
@@ -86,7 +84,7 @@ class FTDataLayer(PrefetchDataLayer):
     ``shard_index``, ``shard_count``, ``start_batch``.
     """
 
-    TOPS = ("data", "score")
+    BUILDER = FTBatchBuilder
     DEFAULTS = FT_DEFAULTS
     REQUIRED = ("list",)
 

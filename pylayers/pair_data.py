@@ -9,21 +9,21 @@ shards as :mod:`pylayers.rank_data`, so ``make bench`` compares the losses on eq
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from pylayers.prefetch import (
-    ImageSource,
-    batch_rng,
-    param_int,
-    random_crop,
-)
+from pylayers.data_layer import Top
+from pylayers.images import ImageSource, batch_rng, random_crop
+from pylayers.params import param_int
 from pylayers.rank_data import RankSet, RankSetLayer, rank_source
 
 
 @dataclass
 class PairBatchBuilder:
     """Builds the pair batch with a given global index (a pure function of seed and index)."""
+
+    TOPS: ClassVar[tuple[Top, ...]] = (Top("data", image=True), Top("data_p", image=True), Top("label"))
 
     rank_set: RankSet
     source: ImageSource | None
@@ -71,7 +71,7 @@ class PairDataLayer(RankSetLayer):
     ``start_batch``.
     """
 
-    TOPS = ("data", "data_p", "label")
+    BUILDER = PairBatchBuilder
     DEFAULTS = PAIR_DEFAULTS
 
     def make_builder(self, params: dict, common: dict[str, int], name: str) -> PairBatchBuilder:

@@ -1,10 +1,13 @@
-"""Shared machinery of the data layers: param_str parsing, image sources, background prefetching.
+"""Background prefetching of the data layers' batches: worker processes, in order, bounded memory.
 
 Determinism: every batch is a pure function of its *global* batch index (the layer's seed and the index
 seed all its random choices), so the bytes of batch k do not depend on how many workers load it or in
 which order they finish. Shards split the global sequence disjointly: shard s of S gets the batches
 s, s + S, s + 2S, ... (one shard per GPU / solver). ``start_batch`` skips batches already consumed, so a
 resumed run continues the same sequence.
+
+The image sources and crops are in ``pylayers.images``, the param_str parser in ``pylayers.params``, the
+data layers' common base in ``pylayers.data_layer``.
 """
 
 from __future__ import annotations
@@ -15,187 +18,14 @@ import queue
 import signal
 import traceback
 import weakref
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import cv2
 import numpy as np
-import yaml
 
-from pylayers import LayerBase
 from rankiqa.errors import InputError
 
 Batch = dict[str, np.ndarray]
-
-
-# ----------------------------------------------------------------------------------------------------
-# param_str
-
-
-def parse_params(param_str: str | None, layer: str, defaults: dict[str, Any],
-                 required: Iterable[str] = ()) -> dict[str, Any]:
-    """Parse a layer's ``param_str`` (YAML or JSON mapping; never ``eval``) over ``defaults``.
-
-    Unknown keys are an error (they are nearly always typos that would silently change nothing).
-    """
-    try:
-        loaded = yaml.safe_load(param_str or "")
-    except yaml.YAMLError as err:
-        raise InputError(f"param_str is not valid YAML: {err}", layer) from None
-    if loaded is None:
-        loaded = {}
-    if not isinstance(loaded, dict):
-        raise InputError(f"param_str must be a mapping (e.g. '{{key: value}}'), got {param_str!r}", layer)
-    allowed = set(defaults) | set(required)
-    unknown = sorted(str(key) for key in loaded if key not in allowed)
-    if unknown:
-        raise InputError(f"param_str: unknown key(s) {unknown}; known: {sorted(allowed)}", layer)
-    missing = [key for key in required if key not in loaded]
-    if missing:
-        raise InputError(f"param_str: missing required key(s) {missing}", layer)
-    params = dict(defaults)
-    params.update(loaded)
-    return params
-
-
-def param_int(params: dict[str, Any], key: str, layer: str, minimum: int | None = None) -> int:
-    """``params[key]`` as an int (bools and floats rejected), at least ``minimum``."""
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"param_str: {key} must be an integer, got {value!r}", layer)
-    if minimum is not None and value < minimum:
-        raise InputError(f"param_str: {key} must be >= {minimum}, got {value}", layer)
-    return value
-
-
-def param_bool(params: dict[str, Any], key: str, layer: str) -> bool:
-    """``params[key]`` as a bool (YAML true/false)."""
-    value = params[key]
-    if not isinstance(value, bool):
-        raise InputError(f"param_str: {key} must be true or false, got {value!r}", layer)
-    return value
-
-
-def check_shard(shard_index: int, shard_count: int, layer: str) -> None:
-    """A shard index must lie in [0, shard_count)."""
-    if not 0 <= shard_index < shard_count:
-        raise InputError(f"param_str: shard_index {shard_index} must be in [0, shard_count={shard_count})",
-                         layer)
-
-
-def loader_params(params: dict[str, Any], layer: str) -> dict[str, int]:
-    """Validate the keys that every data layer shares."""
-    values = {
-        "crop": param_int(params, "crop", layer, 1),
-        "seed": param_int(params, "seed", layer, 0),
-        "workers": param_int(params, "workers", layer, 0),
-        "prefetch": param_int(params, "prefetch", layer, 1),
-        "shard_index": param_int(params, "shard_index", layer, 0),
-        "shard_count": param_int(params, "shard_count", layer, 1),
-        "start_batch": param_int(params, "start_batch", layer, 0),
-    }
-    check_shard(values["shard_index"], values["shard_count"], layer)
-    return values
-
-
-# ----------------------------------------------------------------------------------------------------
-# Image sources
-
-
-# One LMDB environment per file and process: py-lmdb refuses to open the same environment twice in a
-# process, and a handle inherited through fork must not be used (LMDB's rule), so a forked worker closes
-# the inherited handles and opens its own.
-_LMDB_ENVS: dict[str, Any] = {}
-_LMDB_PID = os.getpid()
-
-
-def _lmdb_env(path: Path) -> Any:
-    """The process's read-only environment of the LMDB at ``path``."""
-    global _LMDB_PID
-    import lmdb
-
-    if _LMDB_PID != os.getpid():
-        for env in _LMDB_ENVS.values():
-            try:
-                env.close()
-            except lmdb.Error:
-                pass
-        _LMDB_ENVS.clear()
-        _LMDB_PID = os.getpid()
-    key = str(path.resolve())
-    if key not in _LMDB_ENVS:
-        try:
-            _LMDB_ENVS[key] = lmdb.open(key, readonly=True, lock=False, readahead=False,
-                                        subdir=path.is_dir(), max_readers=512)
-        except lmdb.Error as err:
-            raise InputError(f"cannot open LMDB: {err}", path) from None
-    return _LMDB_ENVS[key]
-
-
-class ImageSource:
-    """Reads BGR uint8 images by path: from files under ``root`` or from an LMDB.
-
-    The LMDB (``make ranks LMDB=1``) maps the relative path (UTF-8 key) to the encoded PNG bytes.
-    """
-
-    def __init__(self, root: str | os.PathLike | None = None, lmdb_path: str | os.PathLike | None = None):
-        self.root = Path(root) if root is not None else None
-        self.lmdb_path = Path(lmdb_path) if lmdb_path is not None else None
-        if self.lmdb_path is not None and not self.lmdb_path.exists():
-            raise InputError("LMDB not found", self.lmdb_path)
-
-    def _lmdb(self) -> Any:
-        assert self.lmdb_path is not None
-        return _lmdb_env(self.lmdb_path)
-
-    def describe(self, path: str) -> str:
-        """Where ``path`` is read from, for messages."""
-        if self.lmdb_path is not None:
-            return f"{self.lmdb_path}[{path}]"
-        return str(self.root / path) if self.root is not None else path
-
-    def missing(self, paths: Iterable[str]) -> list[str]:
-        """The paths (in order) that cannot be found."""
-        if self.lmdb_path is not None:
-            with self._lmdb().begin(buffers=True) as txn:
-                return [path for path in paths if txn.get(path.encode("utf-8")) is None]
-        base = self.root
-        return [path for path in paths if not (Path(path) if base is None else base / path).is_file()]
-
-    def read(self, path: str) -> np.ndarray:
-        """Decode one image as BGR uint8 (H, W, 3); InputError naming it when unreadable."""
-        if self.lmdb_path is not None:
-            with self._lmdb().begin() as txn:
-                data = txn.get(path.encode("utf-8"))
-            if data is None:
-                raise InputError(f"key not in LMDB: {path}", self.lmdb_path)
-            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-        else:
-            full = Path(path) if self.root is None else self.root / path
-            image = cv2.imread(str(full), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError("image missing or not decodable", self.describe(path))
-        return image
-
-
-def random_crop(image: np.ndarray, crop: int, rng: np.random.Generator, where: str = "") -> np.ndarray:
-    """A uniformly placed ``crop`` x ``crop`` window of an HWC image, returned CHW (no copy of pixels)."""
-    height, width = image.shape[:2]
-    if height < crop or width < crop:
-        raise InputError(f"image {width}x{height} is smaller than the {crop}x{crop} crop", where or None)
-    top = int(rng.integers(0, height - crop + 1))
-    left = int(rng.integers(0, width - crop + 1))
-    return image[top:top + crop, left:left + crop].transpose(2, 0, 1)
-
-
-def batch_rng(seed: int, batch_index: int, stream: int = 0) -> np.random.Generator:
-    """The generator of one batch: independent streams per (seed, batch, purpose)."""
-    return np.random.default_rng([int(seed), int(batch_index), int(stream)])
-
-
-# ----------------------------------------------------------------------------------------------------
-# Prefetching
 
 
 def _worker_loop(build: Callable[[int], Batch], tasks, results, stop) -> None:
@@ -327,69 +157,3 @@ class Prefetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# ----------------------------------------------------------------------------------------------------
-# The data layers' common part
-
-
-class PrefetchDataLayer(LayerBase):
-    """Base of the data layers: tops named by ``TOPS``, filled from a batch builder behind a Prefetcher.
-
-    A subclass sets ``TOPS`` (the batch keys, in top order; the first is the image blob) and implements
-    ``make_builder(params, common, name)``, returning a builder with ``batch_size``, ``crop`` and
-    ``__call__(global_batch_index) -> dict``. ``DEFAULTS`` and ``REQUIRED`` describe its param_str.
-    """
-
-    TOPS: tuple[str, ...] = ()
-    DEFAULTS: dict[str, Any] = {}
-    REQUIRED: tuple[str, ...] = ()
-
-    def make_builder(self, params: dict[str, Any], common: dict[str, int], name: str) -> Any:
-        raise NotImplementedError
-
-    @classmethod
-    def _checked_params(cls, param_str: str | None, n_bottoms: int, n_tops: int
-                        ) -> tuple[dict[str, Any], dict[str, int]]:
-        """param_str parsed and checked, and the blob counts: what ``setup`` checks before reading data."""
-        name = cls.__name__
-        params = parse_params(param_str, name, cls.DEFAULTS, required=cls.REQUIRED)
-        common = loader_params(params, name)
-        if n_tops != len(cls.TOPS) or n_bottoms != 0:
-            raise InputError(f"needs no bottoms and {len(cls.TOPS)} tops ({', '.join(cls.TOPS)}); "
-                             f"got {n_bottoms}/{n_tops}", name)
-        return params, common
-
-    @classmethod
-    def _top_shape(cls, index: int, batch: int | None, crop: int) -> tuple[int | None, ...]:
-        """Top ``index``: an image blob (N, 3, crop, crop) or one value per image (N,)."""
-        if index == 0 or cls.TOPS[index] == "data_p":
-            return (batch, 3, crop, crop)
-        return (batch,)
-
-    @classmethod
-    def static_tops(cls, param_str: str | None, bottoms: list, n_tops: int) -> list[tuple[int | None, ...]]:
-        """The top shapes before any data are read (the batch size as None), for ``rankiqa.netcheck``;
-        the same param_str and blob-count errors as ``setup``."""
-        _, common = cls._checked_params(param_str, len(bottoms), n_tops)
-        return [cls._top_shape(index, None, common["crop"]) for index in range(len(cls.TOPS))]
-
-    def setup(self, bottom, top) -> None:
-        name = type(self).__name__
-        params, common = self._checked_params(self.param_str, len(bottom), len(top))
-        self.builder = self.make_builder(params, common, name)
-        self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
-                                     common["shard_index"], common["shard_count"], common["start_batch"])
-
-    def reshape(self, bottom, top) -> None:
-        for index in range(len(self.TOPS)):
-            top[index].reshape(*self._top_shape(index, self.builder.batch_size, self.builder.crop))
-
-    def forward(self, bottom, top) -> None:
-        batch = self.prefetcher.next()
-        for index, key in enumerate(self.TOPS):
-            # Images travel as uint8 (4x less data through the worker pipe) and become float32 here.
-            top[index].data[...] = batch[key]
-
-    def backward(self, top, propagate_down, bottom) -> None:
-        """A data layer has nothing to propagate."""

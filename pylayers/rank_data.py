@@ -23,17 +23,13 @@ prefetch workers (:mod:`pylayers.online_source`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from pylayers.prefetch import (
-    ImageSource,
-    PrefetchDataLayer,
-    batch_rng,
-    param_bool,
-    param_int,
-    random_crop,
-)
+from pylayers.data_layer import PrefetchDataLayer, Top
+from pylayers.images import ImageSource, batch_rng, random_crop
+from pylayers.params import param_bool, param_int
 from rankiqa import manifest
 from rankiqa.errors import InputError
 from rankiqa.manifest import MANIFEST_COLUMNS, RankSet, read_manifest
@@ -55,6 +51,8 @@ def open_source(rank_set: RankSet, lmdb_path: str | None, layer: str) -> ImageSo
 @dataclass
 class RankBatchBuilder:
     """Builds the ranked batch with a given global index (a pure function of seed and index)."""
+
+    TOPS: ClassVar[tuple[Top, ...]] = (Top("data", image=True), Top("label"), Top("group"))
 
     rank_set: RankSet
     source: ImageSource | None
@@ -159,7 +157,7 @@ class RankDataLayer(RankSetLayer):
     ``shard_count``, ``start_batch``, ``aligned_crops``. N = types_per_batch x images_per_group x (L + 1).
     """
 
-    TOPS = ("data", "label", "group")
+    BUILDER = RankBatchBuilder
     DEFAULTS = RANK_DEFAULTS
 
     def make_builder(self, params: dict, common: dict[str, int], name: str) -> RankBatchBuilder:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from pylayers import LayerBase
-from pylayers.prefetch import parse_params
+from pylayers.params import parse_params
 from rankiqa.errors import InputError
 from rankiqa.netcheck import format_shape, values_per_item
 

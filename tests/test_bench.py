@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pylayers import timed
 from rankiqa import blas, measure
 from tests.caffe_marks import needs_caffe
 from tools import bench
@@ -136,6 +137,7 @@ def test_deploy_on_crops_feeds_the_scorers_crops_cycling(tmp_path):
     out = bench.deploy_on_crops(deploy, 2, crops_file, tmp_path / "d.prototxt")
     written, original = netconfig.read_net_param(out), netconfig.read_net_param(deploy)
     assert written.layer[0].type == "Python" and list(written.layer[0].top) == list(original.layer[0].top)
+    assert written.layer[0].python_param.module == "pylayers.crops_data"
     assert [layer.name for layer in written.layer[1:]] == [layer.name for layer in original.layer[1:]]
     caffe.set_mode_cpu()
     net = caffe.Net(str(out), caffe.TEST)
@@ -189,16 +191,18 @@ def test_timed_layers_record_one_data_wait_and_one_loss_pass_per_iteration(work_
     with bench.solver_for(spec, data_dir, tmp_path, bench.QUICK, seed=0, device=-1) as solver:
         assert solver.net.blobs["data"].num == 2 * 5
         steps = bench.timed_steps(solver, warmup=1, steps=2)
-        recorded = bench.timings()
+        recorded = timed.TIMINGS
         assert len(steps) == 2
         assert len(recorded["data"]) == 2 and len(recorded["loss_forward"]) == 2
         assert len(recorded["loss_backward"]) == 2
         # the waits and the loss passes happen inside the timed iterations
         assert sum(recorded["data"]) + sum(recorded["loss_forward"]) < sum(steps)
-        layers = list(bench._layer_module().DATA_LAYERS)
+        layers = list(timed.DATA_LAYERS)
         assert len(layers) == 1
+        written = (tmp_path / "t_train.prototxt").read_text(encoding="utf-8")
+        assert set(re.findall(r'module: "([\w.]+)"', written)) == {"pylayers.timed"}
     # leaving the block stops the loader (no worker keeps loading while the next configuration is timed)
-    assert layers[0].prefetcher._closed and not bench._layer_module().DATA_LAYERS
+    assert layers[0].prefetcher._closed and not timed.DATA_LAYERS
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pylayers.ft_data import FTBatchBuilder
-from pylayers.prefetch import ImageSource, Prefetcher
+from pylayers.images import ImageSource
+from pylayers.prefetch import Prefetcher
 from rankiqa.errors import InputError
 from rankiqa.lists import read_list, write_list
 

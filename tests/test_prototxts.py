@@ -49,6 +49,7 @@ def test_net_parses_and_its_python_layers_exist(path: Path) -> None:
     for layer in net.layer:
         if layer.type != "Python":
             continue
+        assert layer.python_param.module.startswith("pylayers.")  # every Caffe layer lives in pylayers/
         module = importlib.import_module(layer.python_param.module)
         layer_class = getattr(module, layer.python_param.layer)
         assert callable(layer_class.setup)

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
+from pylayers.images import ImageSource
 from pylayers.pair_data import PairBatchBuilder
-from pylayers.prefetch import ImageSource, Prefetcher
+from pylayers.prefetch import Prefetcher
 from pylayers.rank_data import RankBatchBuilder, open_source, read_manifest
 from rankiqa.errors import InputError
 

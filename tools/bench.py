@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib
 import math
 import os
 import re
@@ -54,17 +53,14 @@ import numpy as np
 # every net built here would bury the progress lines. GLOG_minloglevel=0 shows them again.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from pylayers import LayerBase
-from pylayers.pair_data import PairDataLayer
-from pylayers.rank_data import RankDataLayer
 from pylayers.rank_loss import (
-    AllPairsHingeLossLayer,
     all_pairs_hinge,
     all_pairs_hinge_loop,
     hinge_on_pairs,
     pair_count,
     pair_indices,
 )
+from pylayers.timed import TIMINGS, clear_timings, stop_data_workers
 from rankiqa import blas, caffe_io, manifest
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_path, atomic_write_text
@@ -154,104 +150,6 @@ QUICK = Settings(refs=3, loss_repeats=3, scaling_groups=(9, 18, 36), scaling_ima
                  eval_crops=4, eval_batch=8, eval_repeats=1, base_lr=None,
                  step_nets=(StepNet("shallow", 2, None),), gpu_step_nets=(StepNet("shallow", 2, None),),
                  step_rounds=1, step_iters=(("shallow", 1),), step_workers=(2,), choice_rounds=1)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Timed layers: the real data and loss layers, with the duration of every forward/backward recorded.
-# Caffe imports them from this module by name ("tools.bench"); when this file runs as ``__main__`` that is
-# a second module object, so the driver always reads TIMINGS through importlib (see ``timings()``).
-
-TIMINGS: dict[str, list[float]] = {"data": [], "loss_forward": [], "loss_backward": []}
-DATA_LAYERS: list[Any] = []  # every timed data layer created, so that its workers can be stopped
-
-
-class _TimedDataMixin:
-    """Records how long each forward of a data layer (the solver's wait for a batch) takes."""
-
-    def setup(self, bottom, top) -> None:
-        super().setup(bottom, top)
-        DATA_LAYERS.append(self)
-
-    def forward(self, bottom, top) -> None:
-        start = time.perf_counter()
-        super().forward(bottom, top)
-        TIMINGS["data"].append(time.perf_counter() - start)
-
-
-class TimedRankDataLayer(_TimedDataMixin, RankDataLayer):
-    """``RankDataLayer`` with its wait for data timed."""
-
-
-class TimedPairDataLayer(_TimedDataMixin, PairDataLayer):
-    """``PairDataLayer`` with its wait for data timed."""
-
-
-class TimedAllPairsHingeLossLayer(AllPairsHingeLossLayer):
-    """``AllPairsHingeLossLayer`` that records its forward and backward durations."""
-
-    def forward(self, bottom, top) -> None:
-        start = time.perf_counter()
-        super().forward(bottom, top)
-        TIMINGS["loss_forward"].append(time.perf_counter() - start)
-
-    def backward(self, top, propagate_down, bottom) -> None:
-        start = time.perf_counter()
-        super().backward(top, propagate_down, bottom)
-        TIMINGS["loss_backward"].append(time.perf_counter() - start)
-
-
-class CropsDataLayer(LayerBase):
-    """Feeds a deploy net, in ``caffe time``, the crops the scorer scores: param_str ``crops`` (a ``.npy``
-    file of (K, 3, H, W) float32 crops) and ``batch``; each forward copies the next ``batch`` crops
-    (cycling) into its one top, as the scorer copies its crops into the input blob. Without it ``caffe
-    time`` would run the net on an ``Input`` blob of zeros, which it processes faster than images (seen on
-    the Shallow deploy net on the CPU)."""
-
-    def setup(self, bottom, top) -> None:
-        import yaml
-
-        params = yaml.safe_load(self.param_str)
-        self.crops = np.load(params["crops"], mmap_mode="r")
-        self.batch = int(params["batch"])
-        self.next = 0
-
-    def reshape(self, bottom, top) -> None:
-        top[0].reshape(self.batch, *self.crops.shape[1:])
-
-    def forward(self, bottom, top) -> None:
-        index = (self.next + np.arange(self.batch)) % len(self.crops)
-        top[0].data[...] = self.crops[index]
-        self.next = int(index[-1] + 1) % len(self.crops)
-
-    def backward(self, top, propagate_down, bottom) -> None:
-        """A data layer has nothing to propagate."""
-
-
-def _layer_module() -> Any:
-    """The ``tools.bench`` module object that Caffe's Python layers live in."""
-    return importlib.import_module("tools.bench")
-
-
-def timings() -> dict[str, list[float]]:
-    """The durations recorded by the timed layers (shared with Caffe's import of this module)."""
-    return _layer_module().TIMINGS
-
-
-def clear_timings() -> None:
-    """Forget the recorded durations (before a timed stretch)."""
-    for values in timings().values():
-        values.clear()
-
-
-def stop_data_workers() -> None:
-    """Stop the prefetch workers of every timed data layer, so that none keeps loading batches in the
-    background (and steals CPU) while the next configuration is timed."""
-    layers = _layer_module().DATA_LAYERS
-    for layer in layers:
-        prefetcher = getattr(layer, "prefetcher", None)
-        if prefetcher is not None:
-            prefetcher.close()
-    layers.clear()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -404,7 +302,7 @@ class NetSpec:
 
 def build_solver(spec: NetSpec, data_dir: Path, run_dir: Path, settings: Settings, seed: int,
                  device: int) -> Any:
-    """A Caffe SGD solver for ``spec``, with the timed layers of this module swapped in."""
+    """A Caffe SGD solver for ``spec``, with the timed layers of ``pylayers.timed`` swapped in."""
     from rankiqa import netconfig
 
     caffe = caffe_io.import_caffe()
@@ -435,7 +333,7 @@ def build_solver(spec: NetSpec, data_dir: Path, run_dir: Path, settings: Setting
             layer.python_param.layer = "TimedAllPairsHingeLossLayer"
         else:
             continue
-        layer.python_param.module = "tools.bench"
+        layer.python_param.module = "pylayers.timed"
     run_dir.mkdir(parents=True, exist_ok=True)
     net_path = run_dir / f"{spec.name}_train.prototxt"
     netconfig.write_text_proto(net_param, net_path, f"tools/bench.py: {spec.name}")
@@ -523,7 +421,7 @@ def bench_data(data_dir: Path, run_dir: Path, settings: Settings, seed: int,
             spec = NetSpec(name, "efficient", types_per_batch=settings.data_types, workers=workers, lmdb=lmdb)
             with solver_for(spec, data_dir, run_dir, settings, seed, device) as solver:
                 steps = timed_steps(solver, settings.train_warmup, settings.train_steps)
-                recorded = timings()
+                recorded = TIMINGS
                 waits = list(recorded["data"])
                 loss = [f + b for f, b in zip(recorded["loss_forward"], recorded["loss_backward"],
                                               strict=True)]
@@ -547,7 +445,7 @@ class HeldOutRanking:
     ranking deploy net (the same for both Siamese nets: the baseline's first branch has the deploy names)."""
 
     def __init__(self, data_dir: Path, settings: Settings, seed: int):
-        from pylayers.prefetch import ImageSource
+        from pylayers.images import ImageSource
         from pylayers.rank_data import RankBatchBuilder, read_manifest
 
         caffe = caffe_io.import_caffe()
@@ -679,7 +577,7 @@ def deploy_on_crops(deploy: Path, batch: int, crops: Path, out: Path) -> Path:
     layer = inputs[0]
     layer.type = "Python"
     layer.ClearField("input_param")
-    layer.python_param.module = "tools.bench"
+    layer.python_param.module = "pylayers.crops_data"
     layer.python_param.layer = "CropsDataLayer"
     netconfig.set_param_str(layer, {"crops": str(crops.resolve()), "batch": batch})
     netconfig.write_text_proto(net_param, out, f"tools/bench.py: {deploy.name} on crops, batch {batch}")
@@ -1228,8 +1126,8 @@ def render_eval(ev: dict[str, Any], s: Settings, gpu: bool) -> list[str]:
         f"{s.eval_repeats} repeat(s) alternating between the scorers, median. Image decoding is",
         "left out (the same for all). *Limit*: `caffe time` of the same deploy net at each batch size,",
         "right after each repeat of that scorer and with as many passes as the scorer ran forwards; its",
-        "input layer is `tools.bench.CropsDataLayer`, which copies the scorer's own crops (those of the",
-        f"first {min(ev['images'], EVAL_LIMIT_CROPS // ev['crops'])} image(s), cycling) into the",
+        "input layer is `pylayers.crops_data.CropsDataLayer`, which copies the scorer's own crops (those",
+        f"of the first {min(ev['images'], EVAL_LIMIT_CROPS // ev['crops'])} image(s), cycling) into the",
         "input blob (on an `Input` blob `caffe time` would run the net on zeros, which is faster than on",
         "images); its average forward pass scores batch / crops images. *Of the limit*: the median over",
         "the repeats of the scorer's rate over the limit of the same repeat. `caffe time` also runs a",

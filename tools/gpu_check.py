@@ -10,14 +10,14 @@ Steps (each recorded in the JSON; a failed step does not stop the others, but ma
    the ``BUILD_INFO`` file of the imported pycaffe's build.
 1. ``train``: a tiny ranking set (``data_prep.make_ranks.generate``: a few default photographs, a few fast
    distortion types), then a few SGD iterations of the VGG-16 ranking net (random init: no ImageNet weights
-   here) with ``RankDataLayer`` and ``AllPairsHingeLossLayer`` on one FIXED batch (``FixedRankDataLayer``
-   below repeats the data layer's first batch). Passes when every loss is finite and the last is below the
-   first.
+   here) with ``RankDataLayer`` and ``AllPairsHingeLossLayer`` on one FIXED batch
+   (``pylayers.fixed_data.FixedRankDataLayer`` repeats the data layer's first batch). Passes when every
+   loss is finite and the last is below the first.
 2. ``compare``: the Shallow ranking deploy net with identical weights (Caffe's fillers, seeded, saved once)
    run on the CPU and on the GPU on the same input; passes when max |CPU - GPU| of ``fc8_m`` < tolerance.
 3. ``time``: VGG-16 forward+backward per iteration, (a) in pycaffe with our Python data and loss layers
-   (the timed subclasses of ``tools.bench``, prefetch workers as in training), (b) in pycaffe with Caffe's
-   own layers only (``Input`` + ``EuclideanLoss``, same trunk), (c) ``caffe time`` on net (b).
+   (the timed subclasses of ``pylayers.timed``, prefetch workers as in training), (b) in pycaffe with
+   Caffe's own layers only (``Input`` + ``EuclideanLoss``, same trunk), (c) ``caffe time`` on net (b).
 
 4. ``nccl``: a few iterations of ``tools/train.py rank --gpus <device>``: Caffe's multi-GPU path (NCCL, a
    process per GPU) with one rank, as one GPU allows; finite losses and the final snapshot.
@@ -52,16 +52,15 @@ from typing import Any
 
 import numpy as np
 
-# Before pycaffe loads (through tools.bench / pylayers): glog reads the level once.
+# Before pycaffe loads (through pylayers): glog reads the level once.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from pylayers.rank_data import RankDataLayer
+from pylayers import timed as timed_layers
 from rankiqa import caffe_io, logparse, measure
 from rankiqa.caffe_time import caffe_binary, caffe_time, glog_env, run_command
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.paths import PROTOTXT_DIR, REPO_ROOT
-from tools import bench
 
 PROTOTXTS = PROTOTXT_DIR
 RANK_SOLVER = PROTOTXTS / "solvers" / "rank_tid2013.prototxt"
@@ -93,25 +92,6 @@ GPU = Settings(net="vgg16", crop=224, refs=3, types=3, train_iters=8, base_lr=No
 # The smoke run's Shallow net learns visibly faster at 1e-3 than at the solver's 1e-4 in 4 iterations.
 SMOKE = Settings(net="shallow", crop=227, refs=2, types=2, train_iters=4, base_lr=1e-3, compare_batch=2,
                  time_warmup=1, time_iters=2, time_workers=0, nccl_iters=2)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The fixed-batch data layer (Caffe imports it as tools.gpu_check.FixedRankDataLayer)
-
-
-class FixedRankDataLayer(RankDataLayer):
-    """``RankDataLayer`` that loads its first batch once and repeats it at every forward, so that a falling
-    loss shows learning rather than an easier batch."""
-
-    def forward(self, bottom, top) -> None:
-        cached = getattr(self, "_fixed", None)
-        if cached is None:
-            super().forward(bottom, top)
-            # Index, not iterate: pycaffe's top vector has no Python iterator over its Blob pointers.
-            self._fixed = [np.array(top[index].data, copy=True) for index in range(len(top))]
-            return
-        for index, values in enumerate(cached):
-            top[index].data[...] = values
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -266,8 +246,8 @@ def step_train(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, de
     from rankiqa import netconfig
 
     net_param = train_net_param(settings, data_dir, seed, workers=0)
-    swap_python_layer(net_param, "rank_data", "tools.gpu_check", "FixedRankDataLayer")
-    for layer in netconfig.python_layers(net_param, "gpu_check"):
+    swap_python_layer(net_param, "rank_data", "pylayers.fixed_data", "FixedRankDataLayer")
+    for layer in netconfig.python_layers(net_param, "fixed_data"):
         layer.ClearField("include")  # the TRAIN-only data layer also feeds the TEST-phase probe below
     net_path = run_dir / "train_fixed.prototxt"
     netconfig.write_text_proto(net_param, net_path, "tools/gpu_check.py: ranking net on one fixed batch")
@@ -355,12 +335,13 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
     from rankiqa import caffe_io, netconfig
 
     result: dict[str, Any] = {"net": settings.net}
-    # (a) our data and loss layers: tools.bench's timed subclasses also record data waits and loss time.
+    # (a) our data and loss layers: the timed subclasses (pylayers.timed) also record data waits and the
+    # loss's time.
     net_param = train_net_param(settings, data_dir, seed, workers=settings.time_workers)
     plain_param = caffe_io.caffe_pb2().NetParameter()
     plain_param.CopyFrom(net_param)  # before the swap: (b) replaces the pylayers.* layers
-    swap_python_layer(net_param, "rank_data", "tools.bench", "TimedRankDataLayer")
-    swap_python_layer(net_param, "rank_loss", "tools.bench", "TimedAllPairsHingeLossLayer")
+    swap_python_layer(net_param, "rank_data", "pylayers.timed", "TimedRankDataLayer")
+    swap_python_layer(net_param, "rank_loss", "pylayers.timed", "TimedAllPairsHingeLossLayer")
     python_path = run_dir / "time_python_layers.prototxt"
     netconfig.write_text_proto(net_param, python_path,
                                "tools/gpu_check.py: timed, our Python data + loss layers")
@@ -369,15 +350,15 @@ def step_time(caffe: Any, settings: Settings, data_dir: Path, run_dir: Path, dev
     try:
         net = caffe.Net(str(python_path), caffe.TRAIN)
         batch = int(net.blobs["data"].num)
-        bench.clear_timings()
+        timed_layers.clear_timings()
         result["python_layers_s"] = time_net(net, settings)
-        recorded = bench.timings()
+        recorded = timed_layers.TIMINGS
         result["data_wait_s"] = measure.median(recorded["data"])
         result["loss_layer_s"] = measure.median([f + b for f, b in zip(recorded["loss_forward"],
                                                                      recorded["loss_backward"], strict=True)])
         del net
     finally:
-        bench.stop_data_workers()
+        timed_layers.stop_data_workers()
     result.update(batch=batch, workers=settings.time_workers)
     # (b) Caffe's own layers only, in pycaffe.
     caffe_only = caffe_only_net_param(plain_param, batch, settings.crop)
