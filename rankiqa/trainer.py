@@ -137,7 +137,7 @@ def net_loss(net: Any) -> float:
 
 def _correlation_layer(net_param: Any) -> tuple[str, str, list[str]] | None:
     """(prediction blob, score blob, top names) of the test net's correlation layer, if any."""
-    for layer in python_layers(net_param, "corr_layer"):
+    for layer in python_layers(net_param, "correlation"):
         if layer_phase(layer) in ("test", "both") and len(layer.bottom) >= 2:
             return layer.bottom[0], layer.bottom[1], list(layer.top)
     return None

@@ -94,13 +94,13 @@ def test_python_layer_module_and_class_must_import(tmp_path: Path) -> None:
              'python_param {{ module: "{module}" layer: "{cls}" }} }}\n')
     source = tmp_path / "net.prototxt"
     cases = {
-        ("pylayers.corr_layr", "CorrelationLayer"):
-            "python_param module 'pylayers.corr_layr' cannot be imported: ModuleNotFoundError: No module "
-            "named 'pylayers.corr_layr' (did you mean pylayers.corr_layer?)",
-        ("pylayers.corr_layer", "CorrelationLayr"):
-            "module 'pylayers.corr_layer' has no class 'CorrelationLayr' (did you mean CorrelationLayer?)",
-        ("pylayers.corr_layer", "correlations"):
-            "pylayers.corr_layer.correlations is not a caffe.Layer class",
+        ("pylayers.correlaton", "CorrelationLayer"):
+            "python_param module 'pylayers.correlaton' cannot be imported: ModuleNotFoundError: No module "
+            "named 'pylayers.correlaton' (did you mean pylayers.correlation?)",
+        ("pylayers.correlation", "CorrelationLayr"):
+            "module 'pylayers.correlation' has no class 'CorrelationLayr' (did you mean CorrelationLayer?)",
+        ("pylayers.correlation", "correlations"):
+            "pylayers.correlation.correlations is not a caffe.Layer class",
     }
     for (module, cls), expected in cases.items():
         with pytest.raises(InputError) as caught:
@@ -123,7 +123,7 @@ def test_python_layers_check_their_blobs_before_the_net_is_built(tmp_path: Path)
     with pytest.raises(InputError, match=r"unknown key\(s\) \['margn'\]"):
         netcheck.check_net(_net(scores + loss.format(params="{margn: 1, group_size: 3}")), source, "train")
     one_top = ('layer { name: "corr" type: "Python" bottom: "score" bottom: "label" top: "s" '
-               'python_param { module: "pylayers.corr_layer" layer: "CorrelationLayer" } }\n')
+               'python_param { module: "pylayers.correlation" layer: "CorrelationLayer" } }\n')
     with pytest.raises(InputError, match=r"needs 2 bottoms \(prediction, score\) and 2 tops.*got 2/1"):
         netcheck.check_net(_net(scores + one_top), source, "test")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pylayers.corr_layer import correlations
+from pylayers.correlation import correlations
 from rankiqa.errors import InputError
 
 
@@ -39,7 +39,7 @@ def corr_net(tmp_path: Path, n: int, param_str: str = "") -> Path:
 layer {{ name: 'in' type: 'Input' top: 'pred' top: 'score'
   input_param {{ shape {{ dim: {n} dim: 1 }} shape {{ dim: {n} }} }} }}
 layer {{ name: 'corr' type: 'Python' bottom: 'pred' bottom: 'score' top: 'srocc' top: 'plcc'
-  python_param {{ module: 'pylayers.corr_layer' layer: 'CorrelationLayer' param_str: "{param_str}" }} }}
+  python_param {{ module: 'pylayers.correlation' layer: 'CorrelationLayer' param_str: "{param_str}" }} }}
 """)
     return path
 
