@@ -261,9 +261,10 @@ GPU_CHECK_ARGS ?=
 gpu-check: env
 	PYTHON=$(PY) bash gpu/check.sh $(if $(filter-out -1,$(GPU)),--gpu $(GPU)) $(GPU_CHECK_ARGS)
 
-# The CUDA build packed for the `device` tool's GPU machine (Ubuntu 24.04, Python 3.12, no network), built in
-# an Ubuntu 24.04 root made here, and tested here in CPU mode: gpu/bundle.sh (needs root; about 8
-# minutes the first time on 2 cores, 1 minute when cached). There: bash gpu/bundle_run.sh, with the folder bundle/ carried.
+# The CUDA build packed for a GPU machine without network (Ubuntu 24.04, Python 3.12, CUDA libraries from its
+# PyTorch install), built in an Ubuntu 24.04 root made here and tested here in CPU mode: gpu/bundle.sh (needs
+# root; about 8 minutes the first time on 2 cores, 1 minute when cached). There, with the checkout and the
+# folder bundle/ copied along: bash gpu/bundle_run.sh.
 GPU_BUNDLE_ARCH ?= 90
 gpu-bundle:
 	GPU_BUNDLE_ARCH="$(GPU_BUNDLE_ARCH)" JOBS=$(JOBS) bash gpu/bundle.sh

@@ -1,4 +1,4 @@
-"""Pack a CUDA Caffe build for a GPU machine without network, and unpack it there (issue 8).
+"""Pack a CUDA Caffe build for a GPU machine without network, and unpack it there.
 
     python3 -m gpu.bundle pack --prefix <caffe prefix> --out bundle/gpu-bundle.tar.xz [--max-mib 48]
     python3 -m gpu.bundle unpack --bundle bundle/gpu-bundle.tar.xz --dest /tmp/rankiqa-gpu-bundle
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_pack.add_argument("--prefix", type=Path, required=True)
     p_pack.add_argument("--out", type=Path, required=True)
     p_pack.add_argument("--max-mib", type=float, default=48.0,
-                        help="refuse a bundle over this size (the device tool carries 64 MiB with the tree)")
+                        help="refuse a bundle over this size (it travels with the source tree: 64 MiB)")
     p_pack.add_argument("--preset", type=int, default=9, choices=range(10), help="xz compression level")
     p_unpack = sub.add_parser("unpack", help="unpack a bundle")
     p_unpack.add_argument("--bundle", type=Path, required=True)

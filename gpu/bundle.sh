@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make gpu-bundle`: CUDA Caffe packed for the GPU machine of the `device` tool, tested here in CPU mode.
+# `make gpu-bundle`: CUDA Caffe packed for a GPU machine without network (Ubuntu 24.04, Python 3.12, CUDA
+# libraries from its PyTorch install), tested here in CPU mode.
 #
 # Why a build root: the GPU machine runs Ubuntu 24.04's Python 3.12 (in /opt/torch/.venv, with numpy 2,
 # OpenCV, SciPy, PyYAML, scikit-image) and has no network; this machine is Debian 12 with Python 3.11, and
@@ -10,16 +11,16 @@
 #
 # Steps:
 #   1. build root   $RANKIQA_CACHE/ubuntu-noble-<key>: debootstrap + the -dev packages + a Python 3.12 venv
-#                   (/opt/device-python) with the packages pycaffe and the check import, standing in for the
+#                   (/opt/gpu-python) with the packages pycaffe and the check import, standing in for the
 #                   GPU machine's (the build uses it too: its smoke test imports pycaffe). Made once.
-#   2. CUDA Caffe   built inside it for GPU_BUNDLE_ARCH (default 90: the H100 and H200 of the device tool)
+#   2. CUDA Caffe   built inside it for GPU_BUNDLE_ARCH (default 90: the H100 and H200)
 #                   into $RANKIQA_CACHE/caffe-cuda-lean-<key> (362 s compile on 2 cores here; cached).
 #   3. pack         gpu/bundle.py pack -> $GPU_BUNDLE (default bundle/gpu-bundle.tar.xz, ignored by git).
-#   4. test         inside the root, with the device-like venv: gpu/bundle_run.sh --cpu-smoke, which
+#   4. test         inside the root, with that venv: gpu/bundle_run.sh --cpu-smoke, which
 #                   finds the CUDA libraries in the venv's NVIDIA wheels as it does on the GPU machine, and
 #                   a check that NCCL is compiled into the bundle's pycaffe (a 128-byte NCCL id).
 #                   GPU_BUNDLE_TEST=0 skips it.
-# On the GPU machine: device tool run, carry ["bundle"], command `bash gpu/bundle_run.sh`.
+# On the GPU machine, with this checkout and the folder bundle/ copied there: `bash gpu/bundle_run.sh`.
 #
 # Needs: root (debootstrap, chroot, bind mounts), nvcc (CUDA 13 here), network to the Ubuntu archive and PyPI.
 set -euo pipefail
@@ -31,7 +32,7 @@ GPU_BUNDLE_ARCH="${GPU_BUNDLE_ARCH:-90}"
 GPU_BUNDLE_TEST="${GPU_BUNDLE_TEST:-1}"
 JOBS="${JOBS:-$(nproc)}"
 # The packages of requirements.txt that pycaffe and tools/gpu_check.py import (the GPU machine has its own).
-DEVICE_PACKAGES=(numpy opencv-python-headless scipy PyYAML pillow scikit-image tqdm six protobuf matplotlib)
+GPU_MACHINE_PACKAGES=(numpy opencv-python-headless scipy PyYAML pillow scikit-image tqdm six protobuf matplotlib)
 # CUDA 13's libraries as the GPU machine has them: NVIDIA's wheels in the site-packages (nvidia/*/lib), where
 # gpu/bundle_run.sh looks. The versions of dev/cuda_libs.sh, plus the runtime (tested to agree).
 CUDA_WHEELS=(nvidia-cuda-runtime==13.0.96 nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-nccl-cu13==2.31.2)
@@ -42,7 +43,7 @@ die() { printf '[gpu-bundle] FAILED: %s\n' "$*" >&2; exit 1; }
 source "$REPO_ROOT/dev/ubuntu_root.sh"
 
 pins=()
-for name in "${DEVICE_PACKAGES[@]}"; do
+for name in "${GPU_MACHINE_PACKAGES[@]}"; do
   pin="$(grep -i "^${name}==" "$REPO_ROOT/requirements.txt")" || die "requirements.txt pins no ${name}"
   pins+=("$pin")
 done
@@ -82,9 +83,9 @@ if [ ! -f "$ROOT/.complete" ]; then
   in_root "$partial" apt-get update -qq
   in_root "$partial" /bin/bash -c "cd /rankiqa && CUDA=1 CAFFE_LEAN=1 APT=1 PYTHON=/usr/bin/python3.12 \
     bash dev/build_caffe.sh --deps-only"
-  in_root "$partial" /usr/bin/python3.12 -m venv /opt/device-python
-  in_root "$partial" /opt/device-python/bin/pip install -q "${pins[@]}"
-  in_root "$partial" /opt/device-python/bin/pip install -q --no-deps "${CUDA_WHEELS[@]}"
+  in_root "$partial" /usr/bin/python3.12 -m venv /opt/gpu-python
+  in_root "$partial" /opt/gpu-python/bin/pip install -q "${pins[@]}"
+  in_root "$partial" /opt/gpu-python/bin/pip install -q --no-deps "${CUDA_WHEELS[@]}"
   # <<< root recipe
   ur_unmount_all
   touch "$partial/.complete"
@@ -95,7 +96,7 @@ info "build root ready: $ROOT"
 mount_root "$ROOT"
 info "step 2/4: CUDA Caffe for sm_${GPU_BUNDLE_ARCH} inside the root (cached after the first build)"
 prefix="$(in_root "$ROOT" /bin/bash -c "cd /rankiqa && CUDA=1 CAFFE_LEAN=1 CUDA_ARCH='$GPU_BUNDLE_ARCH' NCCL='${NCCL:-1}' \
-  RANKIQA_CACHE=/cache PYTHON=/opt/device-python/bin/python JOBS='$JOBS' bash dev/build_caffe.sh" | tail -n 1)"
+  RANKIQA_CACHE=/cache PYTHON=/opt/gpu-python/bin/python JOBS='$JOBS' bash dev/build_caffe.sh" | tail -n 1)"
 case "$prefix" in /cache/caffe-cuda-lean-*) ;; *) die "the build did not report its prefix (got '$prefix')" ;; esac
 
 info "step 3/4: pack $prefix"
@@ -104,17 +105,17 @@ in_root "$ROOT" /bin/bash -c "cd /rankiqa && /usr/bin/python3.12 -m gpu.bundle p
   --out '$packed'"
 
 if [ "$GPU_BUNDLE_TEST" = 1 ]; then
-  info "step 4/4: test the bundle in CPU mode with the device-like Python of the root"
+  info "step 4/4: test the bundle in CPU mode with the root's Python 3.12 venv (as the GPU machine's)"
   # No RANKIQA_CUDA_LIB_PATH: the CUDA libraries must be found as on the GPU machine (site-packages).
   in_root "$ROOT" /bin/bash -c "mkdir -p /tmp/gpu-bundle-test && cd /rankiqa && BUNDLE='$packed' \
-    PYTHON=/opt/device-python/bin/python OUT=/tmp/gpu-bundle-test bash gpu/bundle_run.sh --cpu-smoke" \
+    PYTHON=/opt/gpu-python/bin/python OUT=/tmp/gpu-bundle-test bash gpu/bundle_run.sh --cpu-smoke" \
     || die "the bundle failed its CPU-mode test (the bundle was not copied to $GPU_BUNDLE)"
   if [ "${NCCL:-1}" != 0 ]; then
     # The step that uses NCCL needs a GPU; here: is it compiled into the bundle's pycaffe at all?
     in_root "$ROOT" /bin/bash -c "set -e; cd /rankiqa
-      exports=\$(/opt/device-python/bin/python -m gpu.bundle env --dest /tmp/rankiqa-gpu-bundle)
+      exports=\$(/opt/gpu-python/bin/python -m gpu.bundle env --dest /tmp/rankiqa-gpu-bundle)
       eval \"\$exports\"
-      /opt/device-python/bin/python -c 'import caffe; from rankiqa import devices; devices.require_nccl(caffe); \
+      /opt/gpu-python/bin/python -c 'import caffe; from rankiqa import devices; devices.require_nccl(caffe); \
         print(len(devices.nccl_uid(caffe)), \"byte NCCL id\")'
       echo 'NCCL: compiled into the bundle'" || die "the bundle's pycaffe has no usable NCCL (see above)"
   fi

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check with the carried bundle, on the GPU machine of the `device` tool (issue 8):
-#   device run, carry ["bundle"], command: bash gpu/bundle_run.sh [tools.gpu_check flags]
+# The GPU check with the bundle, on a GPU machine without network (Ubuntu 24.04, Python 3.12, CUDA libraries
+# from its PyTorch install), with this checkout and the folder bundle/ copied there:
+#   bash gpu/bundle_run.sh [tools.gpu_check flags]
 # Unpacks bundle/gpu-bundle.tar.xz (`make gpu-bundle`) into /tmp, finds the CUDA libraries it needs in the
 # machine's PyTorch install (or RANKIQA_CUDA_LIB_PATH), and runs gpu/check.sh with them; the report
-# lands in $OUT (brought back by the device tool). Exit status: gpu_check's, or 2 when the bundle cannot be
+# lands in $OUT when set (see gpu/check.sh). Exit status: gpu_check's, or 2 when the bundle cannot be
 # used (the reason is printed).
 # Environment: PYTHON (default python3: the machine's own, with numpy, OpenCV, SciPy, PyYAML), BUNDLE,
 # BUNDLE_DEST (default /tmp/rankiqa-gpu-bundle), RANKIQA_CUDA_LIB_PATH (extra ':'-separated folders).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of issue 8 as one command for the device machine (see tools/gpu_check.py):
+# The GPU check as one command for a GPU machine (see tools/gpu_check.py):
 #   bash gpu/check.sh [extra tools.gpu_check flags, e.g. --gpu 1 or --cpu-smoke]
-# Writes $OUT/gpu_check.json and $OUT/gpu_check.md when $OUT is set (the device tool brings $OUT back),
+# Writes $OUT/gpu_check.json and $OUT/gpu_check.md when $OUT is set (a folder the caller collects),
 # else ./gpu_check.json and ./gpu_check.md; prints the Markdown; exits with the check's status
 # (0 pass, 1 a check failed, 2 bad command line).
 # PYTHON picks the interpreter (default: the repository's .venv/bin/python if there, else python3); it must

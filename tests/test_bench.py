@@ -384,19 +384,19 @@ def test_record_gpu_check_keeps_a_gpu_report_and_refuses_a_smoke_run(tmp_path, m
     before = "# Benchmarks\n\n## 5. GPU\n\nno GPU\n\n" + "\n".join(bench.gpu_check_section())
     benchmarks.write_text(before, encoding="utf-8")
     smoke = tmp_path / "smoke.md"
-    smoke.write_text("## GPU check (issue 8): CPU smoke run, NOT a GPU result\n", encoding="utf-8")
+    smoke.write_text("## GPU check: CPU smoke run, NOT a GPU result\n", encoding="utf-8")
     with pytest.raises(bench.InputError, match="not the report of a GPU run"):
         bench.record_gpu_check(smoke, benchmarks)
     with pytest.raises(bench.InputError, match="no such report"):
         bench.record_gpu_check(tmp_path / "missing.md", benchmarks)
     assert benchmarks.read_text(encoding="utf-8") == before and not record.exists()
     cpu_full = tmp_path / "cpu_full.md"  # `--gpu -1` at full sizes: a CPU reference, not a GPU result
-    cpu_full.write_text("## GPU check (issue 8)\n\nMeasured ... on **CPU: Xeon**; Caffe build: cpu (/x)\n",
+    cpu_full.write_text("## GPU check\n\nMeasured ... on **CPU: Xeon**; Caffe build: cpu (/x)\n",
                         encoding="utf-8")
     with pytest.raises(bench.InputError, match="not the report of a GPU run"):
         bench.record_gpu_check(cpu_full, benchmarks)
     gpu = tmp_path / "gpu_check.md"
-    gpu.write_text("## GPU check (issue 8)\n\nMeasured ... on **NVIDIA H200** (device 0); Caffe build: cuda "
+    gpu.write_text("## GPU check\n\nMeasured ... on **NVIDIA H200** (device 0); Caffe build: cuda "
                    "(/tmp/b)\n\n| device | NVIDIA H200 |\n", encoding="utf-8")
     assert bench.main(["--out", str(benchmarks), "--record-gpu-check", str(gpu)]) == 0
     after = benchmarks.read_text(encoding="utf-8")

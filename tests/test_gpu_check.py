@@ -1,4 +1,4 @@
-"""Tests of the GPU check of issue 8 (tools/gpu_check.py, gpu/check.sh).
+"""Tests of the GPU check (tools/gpu_check.py, gpu/check.sh).
 
 There is no GPU here: ``--cpu-smoke`` runs every code path of the check on the CPU with tiny sizes (the
 Shallow net, CPU against CPU). What is checked: the exit status, the JSON fields and their consistency
@@ -145,7 +145,7 @@ def test_nccl_step_reports_a_driver_that_refuses_gpus(smoke):
 @needs_caffe
 def test_cpu_smoke_markdown_carries_the_figures_and_says_it_is_no_gpu_result(smoke):
     _done, report, markdown, _root = smoke
-    assert markdown.startswith("## GPU check (issue 8): CPU smoke run, NOT a GPU result")
+    assert markdown.startswith("## GPU check: CPU smoke run, NOT a GPU result")
     assert "Overall: **PASS**" in markdown
     assert "`caffe time` (Caffe layers only)" in markdown
     assert f"max abs diff {report['checks']['compare']['max_abs_diff']:.3g}" in markdown
@@ -181,7 +181,7 @@ def test_wrapper_writes_into_out_and_prints_the_markdown(smoke, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["ok"] and report["steps"] == ["compare"]
-    assert "## GPU check (issue 8)" in done.stdout and "exit status 0" in done.stdout
+    assert "## GPU check" in done.stdout and "exit status 0" in done.stdout
 
 
 @pytest.mark.slow

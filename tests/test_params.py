@@ -23,8 +23,8 @@ def test_bad_text_names_where_it_came_from_with_the_prefix(tmp_path):
     source = tmp_path / "net.prototxt"
     with pytest.raises(InputError) as caught:
         load_param_str("{a: [1", source, prefix="layer 'data': ")
-    assert caught.value.path == str(source) and caught.value.message.startswith("layer 'data': param_str is not "
-                                                                            "valid YAML")
+    assert caught.value.path == str(source)
+    assert caught.value.message.startswith("layer 'data': param_str is not valid YAML")
     with pytest.raises(InputError, match="layer 'data': param_str must be a mapping"):
         load_param_str("[1, 2]", source, prefix="layer 'data': ")
 

@@ -42,6 +42,11 @@ def test_expected_files_exist() -> None:
     assert {f"solvers/{s}.prototxt" for s in ("rank_tid2013", "rank_live", "ft_tid2013", "ft_live")} <= names
 
 
+def test_solvers_say_first_that_they_are_templates() -> None:
+    for path in SOLVERS:
+        assert path.read_text(encoding="utf-8").startswith("# TEMPLATE, not run as it is"), path
+
+
 @pytest.mark.parametrize("path", NETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_net_parses_and_its_python_layers_exist(path: Path) -> None:
     net = load_net(path)

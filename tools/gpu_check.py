@@ -1,4 +1,4 @@
-"""The GPU check of issue 8: prove that CUDA Caffe trains with our Python layers, in one prepared command.
+"""The GPU check: prove that CUDA Caffe trains with our Python layers, in one prepared command.
 
     python -m tools.gpu_check --out gpu_check.json [--gpu 0] [--cpu-smoke] [--work-dir /tmp/gpu_check]
         [--steps train,compare,time,nccl] [--tolerance 1e-4] [--seed 0]
@@ -399,7 +399,7 @@ def step_nccl(settings: Settings, data_dir: Path, run_dir: Path, device: int, se
                "--snapshot", str(settings.nccl_iters), "--test-interval", "0", "--display", "1",
                "--seed", str(seed), "--types-per-batch", str(settings.types), "--workers", "0",
                "--weights", "none"]  # a check of the training path: random initialisation on purpose
-    # Well inside the device tool's 10-minute call (the GPU run takes seconds).
+    # The GPU run takes seconds; the limit only stops a hung driver.
     done = run_command(command, timeout=240, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])))
     log = out / "log.txt"
@@ -431,7 +431,7 @@ def render(report: dict[str, Any]) -> str:
     """The Markdown snippet for BENCHMARKS.md."""
     device, checks = report.get("device", {}), report["checks"]
     smoke = report["mode"] == "cpu-smoke"
-    title = "GPU check (issue 8)" + (": CPU smoke run, NOT a GPU result" if smoke else "")
+    title = "GPU check" + (": CPU smoke run, NOT a GPU result" if smoke else "")
     where = "" if report["device_id"] < 0 else f" (device {report['device_id']})"
     lines = [f"## {title}", "",
              f"Measured {report['date']} with `{report['command']}` on **{device.get('name', 'unknown')}**"

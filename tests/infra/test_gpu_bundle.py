@@ -268,10 +268,10 @@ def test_build_root_key_covers_its_recipe_and_pins():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     recipe = proc.stdout
-    assert "numpy==" in recipe and "matplotlib==" in recipe  # the device-like venv's pins
+    assert "numpy==" in recipe and "matplotlib==" in recipe  # the pins of the GPU machine's stand-in venv
     assert "libboost-python-dev" in recipe and "libopencv-dev" not in recipe  # the lean build's packages
     for step in ("debootstrap --variant=minbase", "dev/build_caffe.sh --deps-only",
-                 "-m venv /opt/device-python", "pip install"):
+                 "-m venv /opt/gpu-python", "pip install"):
         assert step in recipe, step
 
 
