@@ -1,4 +1,5 @@
-"""Caffe Python layers of rankiqa: lists to blobs (data layers with prefetch) and the ranking losses.
+"""Every Caffe Python layer of rankiqa: lists to blobs (data layers with prefetch), the ranking losses, the
+SROCC/PLCC layer, and the layers the measurements swap in (timed, fixed-batch, saved crops).
 
 ``LayerBase`` is ``caffe.Layer`` when pycaffe is importable, else ``object``: the numpy parts of every module
 (batch builders, loss functions) work and are tested without Caffe.
