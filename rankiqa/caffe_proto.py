@@ -2,7 +2,7 @@
 
 ``caffe_pb2`` ships inside pycaffe, which only a Caffe build provides; reading a prototxt or a caffemodel
 needs nothing but the message types. This module holds the compiled descriptor of Caffe's
-``src/caffe/proto/caffe.proto`` as built by tools/build_caffe.sh (Debian's caffe source
+``src/caffe/proto/caffe.proto`` as built by dev/build_caffe.sh (Debian's caffe source
 1.0.0+git20180821.99bd997, BVLC Caffe 1.0), zlib-compressed and base64-encoded, and builds the message
 classes from it in a private descriptor pool (so that they never clash with pycaffe's own, registered in
 the default pool). ``rankiqa.caffe_io.caffe_pb2`` uses pycaffe's module when Caffe imports and this one
