@@ -65,19 +65,11 @@ def python_layers(net_param: Any, module_suffix: str) -> Iterator[Any]:
 
 
 def get_param_str(layer: Any, source: Path) -> dict[str, Any]:
-    """A Python layer's ``param_str`` as a dict (YAML/JSON, never eval)."""
-    text = layer.python_param.param_str.strip()
-    if not text:
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise InputError(f"layer {layer.name!r}: param_str is not YAML/JSON: {err}", source) from None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InputError(f"layer {layer.name!r}: param_str must be a mapping, got {value!r}", source)
-    return value
+    """A Python layer's ``param_str`` as a dict, read as the layers read it (``pylayers.params``: YAML/JSON,
+    never eval); InputError naming ``source`` and the layer when it is not a mapping."""
+    from pylayers.params import load_param_str  # here: importing pylayers imports pycaffe
+
+    return load_param_str(layer.python_param.param_str, source, prefix=f"layer {layer.name!r}: ")
 
 
 def set_param_str(layer: Any, values: dict[str, Any]) -> None:
