@@ -15,6 +15,9 @@ TESTED_IN = {
     "experiments/recipes.py": "tests/test_experiments.py",  # the recipes and their runner, together
     "experiments/run.py": "tests/test_experiments.py",
     "rankiqa/caffe_proto.py": "tests/test_onnx_export.py",  # with the exporter that needs no Caffe
+    "pylayers/images.py": "tests/test_prefetch.py",  # the data layers' shared machinery, together
+    "pylayers/timed.py": "tests/test_bench.py",  # the timed layers, in the benchmark's solver
+    "pylayers/fixed_data.py": "tests/test_gpu_check.py",  # the GPU check's fixed-batch training step
     "tools/export_onnx.py": "tests/test_onnx_export.py",  # the command of rankiqa.onnx_export
     # Parts of the training driver and the scoring tools, tested through them:
     "rankiqa/evaluation.py": "tests/test_evaluate.py",  # the library under tools/evaluate.py

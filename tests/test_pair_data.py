@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pylayers.images import ImageSource
 from pylayers.pair_data import PairBatchBuilder, PairDataLayer
-from pylayers.prefetch import ImageSource, Prefetcher
+from pylayers.prefetch import Prefetcher
 from pylayers.rank_data import read_manifest
 from rankiqa.errors import InputError
 from tests.test_rank_data import data_net, make_rank_set

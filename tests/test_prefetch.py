@@ -1,5 +1,6 @@
-"""The data layers' shared machinery (``pylayers.prefetch``): param_str parsing and checks, image sources,
-crops, per-batch generators and the prefetcher, through its public names."""
+"""The data layers' shared machinery (``pylayers.params``, ``pylayers.images``, ``pylayers.prefetch``):
+param_str parsing and checks, image sources, crops, per-batch generators and the prefetcher, through their
+public names."""
 
 from __future__ import annotations
 
@@ -10,17 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pylayers.prefetch import (
-    ImageSource,
-    Prefetcher,
-    batch_rng,
-    check_shard,
-    loader_params,
-    param_bool,
-    param_int,
-    parse_params,
-    random_crop,
-)
+from pylayers.images import ImageSource, batch_rng, random_crop
+from pylayers.params import check_shard, loader_params, param_bool, param_int, parse_params
+from pylayers.prefetch import Prefetcher
 from rankiqa.errors import InputError
 
 LOADER = {"crop": 32, "seed": 0, "workers": 0, "prefetch": 2, "shard_index": 0, "shard_count": 1,
