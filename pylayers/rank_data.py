@@ -33,6 +33,7 @@ from pylayers.params import param_bool, param_int
 from rankiqa import manifest
 from rankiqa.errors import InputError
 from rankiqa.manifest import MANIFEST_COLUMNS, RankSet, read_manifest
+from rankiqa.registry import RANK_STYLES
 
 __all__ = ["MANIFEST_COLUMNS", "RankBatchBuilder", "RankDataLayer", "RankSet", "open_source", "read_manifest"]
 
@@ -143,8 +144,11 @@ class RankSetLayer(PrefetchDataLayer):
         return params, common
 
 
+#: Batch make-up when the prototxt gives none: the TID2013 ranking style of the registry (the original's).
+_DEFAULT_STYLE = RANK_STYLES["tid2013"]
 RANK_DEFAULTS = {"manifest": None, "online": None,
-                 "split": "train", "lmdb": None, "types_per_batch": 9, "images_per_group": 1, "crop": 224,
+                 "split": "train", "lmdb": None, "types_per_batch": _DEFAULT_STYLE.types_per_batch,
+                 "images_per_group": _DEFAULT_STYLE.images_per_group, "crop": 224,
                  "seed": 0, "workers": 2, "prefetch": 4, "shard_index": 0, "shard_count": 1,
                  "start_batch": 0, "aligned_crops": False}
 
