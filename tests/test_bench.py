@@ -420,3 +420,12 @@ def test_render_online_counts_the_workers_each_measured_pass_needs():
     assert "| vgg16, 45 (GPU) | 100 ms | 450 | 45 / 82 |" in online
     assert "but ID (too slow online" in online
     assert ONLINE_SECTION not in bench.render(_fake_report(), "plots")  # a report without the section
+
+
+@pytest.mark.caffe
+def test_every_step_net_of_the_full_run_gets_its_run_folder_without_imagenet_weights(work_dir, tmp_path):
+    data_dir = bench.make_rankset(work_dir, bench.QUICK, seed=0)
+    for spec in {*bench.FULL.step_nets, *bench.FULL.gpu_step_nets}:
+        run_dir = tmp_path / f"{spec.net}_{spec.types_per_batch}"
+        run = bench.prepare_step_run(data_dir, run_dir, spec, device=-1)
+        assert run.train_net.is_file() and run.solver_path.is_file() and run.weights is None

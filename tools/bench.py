@@ -693,8 +693,11 @@ def prepare_step_run(data_dir: Path, run_dir: Path, spec: StepNet, device: int,
     ``train.prototxt`` and ``solver.prototxt``, the driver's defaults for everything not named here)."""
     from rankiqa import runconfig, runprep
 
+    # Random initial weights on purpose (``WEIGHTS=none``): a step takes the same time whatever the weights,
+    # and VGG-16's ImageNet weights, which the driver asks for, may be absent.
     config = runconfig.RunConfig(command="rank", rankset="tid2013", net=spec.net, data=data_dir, out=run_dir,
-                                 gpu=str(device), types_per_batch=spec.types_per_batch, workers=workers)
+                                 gpu=str(device), types_per_batch=spec.types_per_batch, workers=workers,
+                                 weights=Path("none"))
     run, _shares = runprep.prepare_rank(config)
     return run
 
