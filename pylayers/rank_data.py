@@ -12,8 +12,10 @@ As in the original:
 When ``types_per_batch`` equals the number of types the types come in sorted order, else a random
 subset per batch. Each image gets its own uniformly placed random crop (as the original), or, with
 ``aligned_crops: true``, all levels of one reference in one group share one crop window, so that the
-images of a group differ only by their distortion (the CPU demo's choice: a small net learns local and
-global distortions from few references; see README). Blobs are BGR 0-255 float32 with no mean
+images of a group differ only by their distortion. With ``mixed_references: true`` group g of a batch
+takes the reference window g places after the batch's own, so that one batch spans several references
+and every step averages over their content (the CPU demo's choice: with three ranking photographs, one
+photograph per batch let each step fit that photograph's look; measured in README). Blobs are BGR 0-255 float32 with no mean
 subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
 (``reference,type,level,path,split``; paths relative to the manifest's folder), or the LMDB beside it;
 or, with ``online`` in place of ``manifest``, the same images made from the pristine images inside the
@@ -62,6 +64,7 @@ class RankBatchBuilder:
     crop: int
     seed: int
     aligned_crops: bool = False
+    mixed_references: bool = False
 
     def __post_init__(self) -> None:
         where = str(self.rank_set.manifest)
@@ -86,12 +89,14 @@ class RankBatchBuilder:
             chosen = list(range(n_types))
         else:
             chosen = [int(t) for t in rng.permutation(n_types)[:self.types_per_batch]]
-        # The reference window advances by images_per_group per batch and wraps when fewer are left.
+        # The reference window advances by images_per_group per batch and wraps when fewer are left; with
+        # mixed_references group g takes the window g places further, so one batch spans several references.
         positions = len(rank_set.references) // self.images_per_group
-        start = (index % positions) * self.images_per_group
-        references = rank_set.references[start:start + self.images_per_group]
         items = []
         for group, type_index in enumerate(chosen):
+            shift = group if self.mixed_references else 0
+            start = ((index + shift) % positions) * self.images_per_group
+            references = rank_set.references[start:start + self.images_per_group]
             for level in rank_set.levels:
                 for reference in references:
                     items.append((reference, rank_set.types[type_index], level, group))
@@ -150,7 +155,8 @@ RANK_DEFAULTS = {"manifest": None, "online": None,
                  "split": "train", "lmdb": None, "types_per_batch": _DEFAULT_STYLE.types_per_batch,
                  "images_per_group": _DEFAULT_STYLE.images_per_group, "crop": 224,
                  "seed": 0, "workers": 2, "prefetch": 4, "shard_index": 0, "shard_count": 1,
-                 "start_batch": 0, "aligned_crops": False}
+                 "start_batch": 0, "aligned_crops": False,
+                 "mixed_references": False}
 
 
 class RankDataLayer(RankSetLayer):
@@ -158,7 +164,7 @@ class RankDataLayer(RankSetLayer):
 
     param_str keys: ``manifest`` or ``online`` (one of them), ``split``, ``lmdb``, ``types_per_batch``,
     ``images_per_group``, ``crop``, ``seed``, ``workers``, ``prefetch``, ``shard_index``,
-    ``shard_count``, ``start_batch``, ``aligned_crops``. N = types_per_batch x images_per_group x (L + 1).
+    ``shard_count``, ``start_batch``, ``aligned_crops``, ``mixed_references``. N = types_per_batch x images_per_group x (L + 1).
     """
 
     BUILDER = RankBatchBuilder
@@ -168,4 +174,5 @@ class RankDataLayer(RankSetLayer):
         rank_set, source = rank_source(params, name)
         return RankBatchBuilder(rank_set, source, param_int(params, "types_per_batch", name, 1),
                                 param_int(params, "images_per_group", name, 1), common["crop"],
-                                common["seed"], param_bool(params, "aligned_crops", name))
+                                common["seed"], param_bool(params, "aligned_crops", name),
+                                param_bool(params, "mixed_references", name))

@@ -10,11 +10,13 @@ The graph computes what Caffe computes in the TEST phase, layer by layer:
   (``pooling_layer.cpp``; sizes from ``rankiqa.netcheck``). The graph keeps ONNX's rounding down and adds
   the rows and columns Caffe's rounding covers as explicit end padding, which max pooling ignores and
   average pooling without padding leaves out of the divisor, as Caffe: the same windows in every runtime,
-  with no reliance on a runtime's ``ceil_mode``. Average pooling with padding (Caffe counts the padding
-  but not the rounded-up part) has no ONNX equivalent and is refused;
+  with no reliance on a runtime's ``ceil_mode``. Average pooling with padding counts the padding in
+  Caffe's divisor but not a rounded-up part beyond it: ``count_include_pad`` 1 when no window reaches past
+  the padding (the Shallow net's 7x7 stride-1 local means), refused otherwise;
 * Power ``(shift + scale * x) ^ power`` -> ``Mul``, ``Add``, ``Pow`` in that order (factors of 1 and
   shifts of 0 left out); Scale (one bottom, ``axis`` 1, one axis) -> ``Mul`` (+ ``Add``);
   ReLU -> ``Relu`` (``LeakyRelu`` with a negative slope); Dropout -> nothing (identity in TEST);
+  Eltwise -> ``Sum`` (bottoms multiplied by their ``coeff`` first), ``Mul`` (PROD) or ``Max``;
   Sigmoid, TanH, Flatten, Concat as their ONNX namesakes.
 
 Other layer types are refused naming the layer. The weights are read from the caffemodel with the
@@ -72,7 +74,8 @@ _IDENTITY_TYPES = frozenset({"Dropout"})
 _ELEMENTWISE = {"Sigmoid": "Sigmoid", "TanH": "Tanh"}
 #: Every Caffe layer type the converter handles.
 SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted({"Input", "Convolution", "Pooling", "InnerProduct", "ReLU",
-                                                 "Power", "Scale", "Flatten", "Concat", *_IDENTITY_TYPES,
+                                                 "Power", "Scale", "Flatten", "Concat", "Eltwise",
+                                                 *_IDENTITY_TYPES,
                                                  *_ELEMENTWISE}))
 
 
@@ -199,9 +202,6 @@ def _pool_node(graph: _GraphBuilder, layer: Any, x: str, out: str, bottom: netch
         graph.node(f"Global{kind}Pool", [x], out, layer.name)
         return
     (kh, kw), (sh, sw), (ph, pw) = geometry
-    if kind == "Average" and (ph or pw):
-        raise InputError(f"{_where(layer)}: average pooling with padding counts the padding in Caffe's "
-                         "divisor, which no ONNX operator does; only max pooling may be padded", source)
     ends = []
     for size, out_size, k, s, pad in ((bottom[2], top[2], kh, sh, ph), (bottom[3], top[3], kw, sw, pw)):
         end = (int(out_size) - 1) * s + k - int(size) - pad  # type: ignore[arg-type]
@@ -211,8 +211,40 @@ def _pool_node(graph: _GraphBuilder, layer: Any, x: str, out: str, bottom: netch
         ends.append(end)
     attrs: dict[str, Any] = {"kernel_shape": [kh, kw], "strides": [sh, sw], "pads": [ph, pw, *ends]}
     if kind == "Average":
-        attrs["count_include_pad"] = 0
+        # Caffe divides by the window clipped to the padded image (padding counted, the part beyond it
+        # not): ONNX's count_include_pad=1 when no window reaches past the padding at the end, 0 when
+        # there is no padding; anything else has no ONNX form.
+        if (ph or pw) and (ends[0] > ph or ends[1] > pw):
+            raise InputError(f"{_where(layer)}: a padded average pooling whose last window reaches past the "
+                             "padding divides by a clipped window in Caffe; no ONNX operator does", source)
+        attrs["count_include_pad"] = 1 if (ph or pw) else 0
     graph.node(f"{kind}Pool", [x], out, layer.name, **attrs)
+
+
+def _eltwise_nodes(graph: _GraphBuilder, layer: Any, inputs: list[str], out: str, source: str) -> None:
+    """Caffe's Eltwise: PROD -> Mul, MAX -> Max, SUM -> Sum of the bottoms, each first multiplied by its
+    ``coeff`` where one is given and not 1."""
+    p, name = layer.eltwise_param, layer.name
+    coeffs = list(p.coeff)
+    if coeffs and (p.operation != p.SUM or len(coeffs) != len(inputs)):
+        raise InputError(f"{_where(layer)}: coeff is only for SUM, one per bottom", source)
+    if p.operation == p.PROD:
+        x = inputs[0]
+        for index, other in enumerate(inputs[1:], start=1):
+            last = index == len(inputs) - 1
+            x = graph.node("Mul", [x, other], out if last else graph.fresh(f"{name}/mul{index}", f"{name}/mul"),
+                           name if len(inputs) == 2 else f"{name}/mul{index}")
+        return
+    if p.operation == p.MAX:
+        graph.node("Max", inputs, out, name)
+        return
+    terms = []
+    for index, (x, c) in enumerate(zip(inputs, coeffs or [1.0] * len(inputs), strict=True)):
+        if c != 1.0:
+            x = graph.node("Mul", [x, graph.constant(f"{name}.coeff{index}", np.float32(c))],
+                           graph.fresh(f"{name}/coeff{index}", f"{name}/coeff"), f"{name}/coeff{index}")
+        terms.append(x)
+    graph.node("Sum", terms, out, name)
 
 
 def _convert_layer(graph: _GraphBuilder, layer: Any, inputs: list[str], out: str,
@@ -261,6 +293,8 @@ def _convert_layer(graph: _GraphBuilder, layer: Any, inputs: list[str], out: str
             target = out if index == len(steps) - 1 else graph.fresh(f"{name}/{what}", f"{name}/{what}")
             x = graph.node(op, [x, graph.constant(f"{name}.{what}", np.float32(value))], target,
                            name if len(steps) == 1 else f"{name}/{what}")
+    elif kind == "Eltwise":
+        _eltwise_nodes(graph, layer, inputs, out, source)
     elif kind == "Scale":
         p = layer.scale_param
         if len(layer.bottom) != 1 or p.axis not in (1, -3) or p.num_axes != 1 or bottom is None:

@@ -65,6 +65,7 @@ class RunConfig:
     images_per_group: int | None = None
     weights: Path | None = None  # ranking: initial weights, or Path("none")
     aligned_crops: bool = False
+    mixed_references: bool = False
     direction: str = "quality"
     # ranking on online batches (``pylayers.online_source``): made from pristine images, no rank set on disk
     online: bool = False

@@ -364,6 +364,7 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
         for layer in python_layers(net_param, "rank_data"):
             params = get_param_str(layer, net_src)
             params["aligned_crops"] = bool(config.aligned_crops)
+            params["mixed_references"] = bool(config.mixed_references)
             set_param_str(layer, params)
         return net_param
 
@@ -383,6 +384,8 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
                 "data": {"online": online} if data_dir is None else str(data_dir.resolve()),
                 "direction": config.direction, "types_per_batch": types_per_batch,
                 "images_per_group": images_per_group, "aligned_crops": bool(config.aligned_crops)}
+    if config.mixed_references:  # recorded only when set, so that earlier run folders still resume
+        identity["mixed_references"] = True
     check_run_identity(config.out, identity)  # another run's folder is the first thing to say
     weights, initialisation = rank_initialisation(config)
     if config.weights is not None:  # a rerun that resumes may leave it out; one that names another differs

@@ -155,7 +155,7 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
         assert (out / name).stat().st_size > 0
     assert all(not stage["reused"] for stages in summary["stages"].values() for stage in stages.values())
     # both fine-tuning runs started from a calibrated head: the ranking head, or the filler from scratch
-    logs = {run: next((tmp_path / "runs").glob(f"quick-default-seed0/{run}/log.txt")).read_text()
+    logs = {run: next((tmp_path / "runs").glob(f"quick-default-net*-seed0/{run}/log.txt")).read_text()
             for run in ("ft_rankiqa", "ft_scratch")}
     assert "head fc8: the ranking head fc8_m, scale" in logs["ft_rankiqa"]
     assert "head fc8: the prototxt's filler, scale" in logs["ft_scratch"]
@@ -171,7 +171,7 @@ def test_other_settings_in_the_same_folders_are_refused(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
     photos = demo.resolve_photos("default")
     profile = demo.quick_profile(list(photos.sources))
-    folder = f"{profile.name}-{photos.tag}-seed0"
+    folder = demo.seed_folder(profile, photos, 0)
     demo.check_settings(data / folder, {"profile": {"changed": True}, "seed": 0})
     with pytest.raises(InputError, match="other settings"):
         demo.run_demo(profile, photos, tmp_path / "out", data, runs, seeds=[0])

@@ -135,6 +135,7 @@ layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool"
     (7, 2, 2, 0, "AVE", 4, 3),  # the same for averages, divided by the window's part inside the image
     (5, 2, 2, 1, "MAX", 3, 3),  # padded: rounding up would start a window in the padding; Caffe drops it
     (8, 3, 3, 1, "MAX", 3, 3),
+    (9, 7, 1, 3, "AVE", 9, 9),  # padded averages that never reach past the padding: padding counted
 ])
 def test_pooling_keeps_caffes_ceil_mode_windows(tmp_path: Path, side: int, kernel: int, stride: int, pad: int,
                                                 pool: str, caffe_side: int, floor_side: int) -> None:
@@ -170,9 +171,13 @@ layer { name: "conv3" type: "Convolution" bottom: "conv1" top: "conv3"
         convolution_param { num_output: 4 kernel_size: 5 } }
 layer { name: "sig" type: "Sigmoid" bottom: "conv3" top: "conv3" }
 layer { name: "cat" type: "Concat" bottom: "conv2" bottom: "conv3" top: "cat" }
-layer { name: "avg" type: "Pooling" bottom: "cat" top: "avg"
+layer { name: "esum" type: "Eltwise" bottom: "cat" bottom: "cat" top: "esum"
+        eltwise_param { operation: SUM coeff: 3 coeff: -0.5 } }
+layer { name: "eprod" type: "Eltwise" bottom: "esum" bottom: "cat" top: "eprod" eltwise_param { operation: PROD } }
+layer { name: "emax" type: "Eltwise" bottom: "eprod" bottom: "cat" top: "emax" eltwise_param { operation: MAX } }
+layer { name: "avg" type: "Pooling" bottom: "emax" top: "avg"
         pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
-layer { name: "gmax" type: "Pooling" bottom: "cat" top: "gmax"
+layer { name: "gmax" type: "Pooling" bottom: "emax" top: "gmax"
         pooling_param { pool: MAX global_pooling: true } }
 layer { name: "flat" type: "Flatten" bottom: "avg" top: "flat" }
 layer { name: "fc_a" type: "InnerProduct" bottom: "flat" top: "fc_a" inner_product_param { num_output: 5 } }
@@ -238,7 +243,7 @@ def test_a_layer_without_an_exact_onnx_form_is_refused_and_nothing_is_written(tm
     assert err.value.path == str(deploy)
     padded_average = POOL_NET.format(side=6, kernel=3, stride=2, pad=1, pool="AVE")
     deploy, model = random_model(tmp_path / "ave", padded_average)
-    with pytest.raises(InputError, match="layer 'pool' .*average pooling with padding"):
+    with pytest.raises(InputError, match="layer 'pool' .*padded average pooling whose last window reaches past the padding"):
         onnx_export.export(deploy, model, out)
     assert list(tmp_path.glob("*.onnx*")) == []
 

@@ -154,6 +154,27 @@ def test_aligned_crops_share_one_window_per_reference_and_group(tmp_path: Path) 
     assert len(set(zip(tops, lefts, strict=True))) > 1
 
 
+def test_mixed_references_spread_one_batch_over_the_references(tmp_path: Path) -> None:
+    rank_set = read_manifest(make_rank_set(tmp_path, n_refs=5, levels=3), "train")  # 4 train references
+    source = ImageSource(tmp_path)
+    builder = RankBatchBuilder(rank_set, source, 3, 1, 32, seed=2, mixed_references=True)
+    for index in range(5):
+        items = builder.plan(index)
+        per_group = {group: {item[0] for item in items if item[3] == group} for group in range(3)}
+        # one reference per group, group g is g references further than group 0, all advance per batch
+        assert all(len(refs) == 1 for refs in per_group.values())
+        assert [next(iter(per_group[g])) for g in range(3)] == [
+            rank_set.references[(index + g) % 4] for g in range(3)]
+        codes, _, _ = decode(builder(index)["data"])
+        assert list(codes) == [expected_code(rank_set, *item[:3]) for item in items]
+    # LIVE style: windows of two references, group g starts g windows further (2 windows of 4 refs)
+    live = RankBatchBuilder(rank_set, None, 3, 2, 32, seed=2, mixed_references=True)
+    groups = [{item[0] for item in live.plan(0) if item[3] == g} for g in range(3)]
+    assert groups == [{"ref00", "ref01"}, {"ref02", "ref03"}, {"ref00", "ref01"}]
+    # the default stays the original's: one reference for the whole batch
+    assert {item[0] for item in RankBatchBuilder(rank_set, None, 3, 1, 32, seed=2).plan(1)} == {"ref01"}
+
+
 def test_prefetch_workers_give_the_same_bytes_and_shards_are_disjoint(manifest: Path) -> None:
     rank_set = read_manifest(manifest, "train")
     builder = RankBatchBuilder(rank_set, ImageSource(manifest.parent), 2, 1, 32, seed=1)

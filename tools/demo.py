@@ -837,10 +837,24 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
 # Driver
 
 
+def net_digest() -> str:
+    """The first 8 hex digits of the SHA-256 of the demo's nets (train and deploy prototxts as parsed, so
+    comments do not count): a demo folder made with other nets is not resumed but left alone."""
+    from rankiqa import caffe_io, provenance, runprep
+
+    nets = sorted((PROTOTXT_DIR / NET).glob("*.prototxt"))
+    return provenance.sha256_json([runprep.definition_digest(caffe_io.read_net_prototxt(path)) for path in nets])[:8]
+
+
+def seed_folder(profile: Profile, photos: Photos, seed: int) -> str:
+    """The name of one seed's stage and run folders: profile, photographs, nets, seed."""
+    return f"{profile.name}-{photos.tag}-net{net_digest()}-seed{seed}"
+
+
 def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_root: Path, seed: int,
              jobs: int) -> SeedResult:
     """Run (or resume) every stage of one seed; returns its rows, rank accuracy and stage times."""
-    folder = f"{profile.name}-{photos.tag}-seed{seed}"
+    folder = seed_folder(profile, photos, seed)
     paths = Paths(data=(data_root / folder).resolve(), runs=(runs_root / folder).resolve(),
                   out=(out / f"seed{seed}").resolve())
     settings = {"profile": dataclasses.asdict(profile), "seed": seed, "photos": photos.tag,

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--aligned-crops", action="store_true",
                       help="one crop window for all levels of a reference in a group (default: one per "
                            "image, as the original)")
+    rank.add_argument("--mixed-references", action="store_true",
+                      help="each group of a batch from another reference (default: one reference per batch, "
+                           "as the original)")
     rank.add_argument("--direction", choices=("quality", "dmos"), default="quality",
                       help="quality: less distorted = higher output (default); dmos: the original LIVE one")
     ft = sub.add_parser("finetune", help="regression fine-tuning on IQA lists")
