@@ -15,8 +15,8 @@ subset per batch. Each image gets its own uniformly placed random crop (as the o
 images of a group differ only by their distortion. With ``mixed_references: true`` group g of a batch
 takes the reference window g places after the batch's own, so that one batch spans several references
 and every step averages over their content (the CPU demo's choice: with three ranking photographs, one
-photograph per batch let each step fit that photograph's look; measured in README). Blobs are BGR 0-255 float32 with no mean
-subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
+photograph per batch let each step fit that photograph's look; measured in README). Blobs are BGR
+0-255 float32 with no mean subtraction (as the original). Input: ``manifest.csv`` of ``make ranks``
 (``reference,type,level,path,split``; paths relative to the manifest's folder), or the LMDB beside it;
 or, with ``online`` in place of ``manifest``, the same images made from the pristine images inside the
 prefetch workers (:mod:`pylayers.online_source`).
@@ -164,7 +164,8 @@ class RankDataLayer(RankSetLayer):
 
     param_str keys: ``manifest`` or ``online`` (one of them), ``split``, ``lmdb``, ``types_per_batch``,
     ``images_per_group``, ``crop``, ``seed``, ``workers``, ``prefetch``, ``shard_index``,
-    ``shard_count``, ``start_batch``, ``aligned_crops``, ``mixed_references``. N = types_per_batch x images_per_group x (L + 1).
+    ``shard_count``, ``start_batch``, ``aligned_crops``, ``mixed_references``.
+    N = types_per_batch x images_per_group x (L + 1).
     """
 
     BUILDER = RankBatchBuilder

@@ -232,8 +232,8 @@ def _eltwise_nodes(graph: _GraphBuilder, layer: Any, inputs: list[str], out: str
         x = inputs[0]
         for index, other in enumerate(inputs[1:], start=1):
             last = index == len(inputs) - 1
-            x = graph.node("Mul", [x, other], out if last else graph.fresh(f"{name}/mul{index}", f"{name}/mul"),
-                           name if len(inputs) == 2 else f"{name}/mul{index}")
+            target = out if last else graph.fresh(f"{name}/mul{index}", f"{name}/mul")
+            x = graph.node("Mul", [x, other], target, name if len(inputs) == 2 else f"{name}/mul{index}")
         return
     if p.operation == p.MAX:
         graph.node("Max", inputs, out, name)

@@ -843,7 +843,8 @@ def net_digest() -> str:
     from rankiqa import caffe_io, provenance, runprep
 
     nets = sorted((PROTOTXT_DIR / NET).glob("*.prototxt"))
-    return provenance.sha256_json([runprep.definition_digest(caffe_io.read_net_prototxt(path)) for path in nets])[:8]
+    digests = [runprep.definition_digest(caffe_io.read_net_prototxt(path)) for path in nets]
+    return provenance.sha256_json(digests)[:8]
 
 
 def seed_folder(profile: Profile, photos: Photos, seed: int) -> str:
