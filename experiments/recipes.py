@@ -128,7 +128,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         ],
     },
     "tid2013_shallow": {
-        "row": "RankIQA+FT, the Shallow net (supplementary Table 5), TID2013",
+        "row": "RankIQA+FT, the Shallow net (supplementary Table 5, with the CPU extras), TID2013",
         "paper": None,
         "source": "supplementary Table 5 gives the Shallow net's layers; no figure of it is in the notes "
                   "on the original this project keeps",

@@ -248,8 +248,9 @@ class OnlineSource:
     """The image source of an online rank set: ``read(path)`` makes the image ``make ranks`` would have
     written at ``path`` (relative, as in its manifest); same interface as ``pylayers.prefetch.ImageSource``.
 
-    Pristine images stay decoded in a small per-process cache (batches take every level and type of one
-    or two references); worker processes get their own copy when they fork.
+    Pristine images stay decoded in a small per-process cache (the original's batches take every level
+    and type of one or two references; with ``mixed_references`` a batch spans more references and the
+    cache helps less); worker processes get their own copy when they fork.
     """
 
     def __init__(self, plan: OnlinePlan, rank_set: RankSet):

@@ -216,7 +216,8 @@ def _pool_node(graph: _GraphBuilder, layer: Any, x: str, out: str, bottom: netch
         # there is no padding; anything else has no ONNX form.
         if (ph or pw) and (ends[0] > ph or ends[1] > pw):
             raise InputError(f"{_where(layer)}: a padded average pooling whose last window reaches past the "
-                             "padding divides by a clipped window in Caffe; no ONNX operator does", source)
+                             "padding divides by a clipped window in Caffe; no single ONNX pooling operator "
+                             "does", source)
         attrs["count_include_pad"] = 1 if (ph or pw) else 0
     graph.node(f"{kind}Pool", [x], out, layer.name, **attrs)
 
@@ -227,7 +228,7 @@ def _eltwise_nodes(graph: _GraphBuilder, layer: Any, inputs: list[str], out: str
     p, name = layer.eltwise_param, layer.name
     coeffs = list(p.coeff)
     if coeffs and (p.operation != p.SUM or len(coeffs) != len(inputs)):
-        raise InputError(f"{_where(layer)}: coeff is only for SUM, one per bottom", source)
+        raise InputError(f"{_where(layer)}: coeff is supported for SUM only, one per bottom", source)
     if p.operation == p.PROD:
         x = inputs[0]
         for index, other in enumerate(inputs[1:], start=1):

@@ -16,10 +16,12 @@ from rankiqa.paths import PROTOTXT_DIR
 
 #: Used only when a solver file does not say (the faithful solvers in prototxts/solvers/ do).
 DEFAULT_SNAPSHOT = {"rank": 5000, "finetune": 1000}
-#: Base learning rates of the Shallow net (CPU-only extra; its input is scaled to [0, 1]) when --lr is not
-#: given. Measured on a small generated set (tests/test_train.py's): ranking at 1e-2 oscillates and at 1e-4
-#: barely moves in 60 iterations, 1e-3 learns; fine-tuning from a ranking model at 1e-4 spikes and collapses
-#: to a constant, at 1e-5 loses the ranking's order, at 3e-6 falls steadily and keeps it.
+#: Base learning rates of the Shallow net (CPU-only extra) when --lr is not given. Measured on a small
+#: generated set (tests/test_train.py's) when its input was only scaled to [0, 1], before the local
+#: normalisation: ranking at 1e-2 oscillates and at 1e-4 barely moves in 60 iterations, 1e-3 learns;
+#: fine-tuning from a ranking model at 1e-4 spikes and collapses to a constant, at 1e-5 loses the ranking's
+#: order, at 3e-6 falls steadily and keeps it. With the normalisation the demo's ranking at 1e-3 still
+#: learns (README, "The demo"), with one loss spike it recovers from.
 SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
 #: Start of the fine-tuning head and scale of its Euclidean loss when not given (``rankiqa.head_init``):
 #: the original's (prototxt filler, raw labels) for VGG-16; for the Shallow net (a CPU-only extra) a linear

@@ -58,6 +58,8 @@ from rankiqa.trainer import PreparedRun
 
 _DIGEST_KEYS = {"net_definition": "the train net (its layers and parameters)",
                 "solver_definition": "the solver"}
+#: Identity keys added after run folders existed: a run.json without one holds a run with this value.
+_IDENTITY_DEFAULTS: dict[str, Any] = {"mixed_references": False}
 
 
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -69,6 +71,7 @@ def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         old = json.loads(run_json.read_text(encoding="utf-8"))
     except ValueError:
         raise InputError("run.json is not JSON", run_json) from None
+    old = {**{k: v for k, v in _IDENTITY_DEFAULTS.items() if k in identity}, **old}
     for key, value in identity.items():
         if key in old and old[key] != value:
             what = (f"{_DIGEST_KEYS[key]} changed since this run started" if key in _DIGEST_KEYS else
@@ -383,9 +386,8 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
     identity = {"kind": "rank", "rankset": config.rankset, "net": config.net,
                 "data": {"online": online} if data_dir is None else str(data_dir.resolve()),
                 "direction": config.direction, "types_per_batch": types_per_batch,
-                "images_per_group": images_per_group, "aligned_crops": bool(config.aligned_crops)}
-    if config.mixed_references:  # recorded only when set, so that earlier run folders still resume
-        identity["mixed_references"] = True
+                "images_per_group": images_per_group, "aligned_crops": bool(config.aligned_crops),
+                "mixed_references": bool(config.mixed_references)}
     check_run_identity(config.out, identity)  # another run's folder is the first thing to say
     weights, initialisation = rank_initialisation(config)
     if config.weights is not None:  # a rerun that resumes may leave it out; one that names another differs

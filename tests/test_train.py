@@ -372,6 +372,25 @@ def test_a_rerun_with_another_direction_is_refused(tmp_path):
         runprep.prepare_rank(train.run_config([*base, "--direction", "dmos"]))
 
 
+def test_a_rerun_with_or_without_mixed_references_is_refused_and_old_runs_read_as_without(tmp_path):
+    data = _tiny_manifest(tmp_path / "ranks")
+    base = ["rank", "--rankset", "tid2013", "--net", "shallow", "--data", str(data), "--out",
+            str(tmp_path / "run"), "--gpu", "-1", "--workers", "0", "--types-per-batch", "2"]
+    runprep.prepare_rank(train.run_config([*base, "--mixed-references"]))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["mixed_references"] is True
+    with pytest.raises(InputError, match="mixed_references=True, not False"):
+        runprep.prepare_rank(train.run_config(base))
+    # a run.json written before the option existed holds a run without it
+    run_json = tmp_path / "run" / "run.json"
+    recorded = json.loads(run_json.read_text())
+    del recorded["mixed_references"]
+    run_json.write_text(json.dumps(recorded))
+    runprep.prepare_rank(train.run_config(base))
+    run_json.write_text(json.dumps(recorded))
+    with pytest.raises(InputError, match="mixed_references=False, not True"):
+        runprep.prepare_rank(train.run_config([*base, "--mixed-references"]))
+
+
 @needs_caffe
 def test_vgg16_ranking_starts_from_imagenet_weights_or_an_explicit_none(tmp_path):
     # The paper (the original's train_vgg.sh) starts VGG-16 ranking from VGG_ILSVRC_16_layers.caffemodel.

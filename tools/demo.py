@@ -30,10 +30,10 @@ Stages, per seed (each one is skipped when its outputs are complete, so a rerun 
 Outputs: ``<out>/summary.md``, ``summary.json`` (``runs``: one ``{seed, model, srocc, plcc}`` per seed and
 model; ``rank_accuracy``: per seed, ``{type: accuracy, ..., overall}``), ``srocc_per_seed.png``,
 ``rank_accuracy.png``, and per seed ``<out>/seed<S>/`` (evaluations, rank accuracy, loss curves, stage
-times). Stage outputs go to ``<data-dir>/<profile>-<photos>-seed<S>/`` and ``<runs-dir>/...`` (``photos``:
-``default``, or the folder's name and a hash of its file list), so the demo never touches a user's
-``data/ranks`` or ``runs/``. A ``demo_settings.json`` there pins the settings; a rerun with other settings is
-refused.
+times). Stage outputs go to ``<data-dir>/<profile>-<photos>-net<digest>-seed<S>/`` and ``<runs-dir>/...``
+(``photos``: ``default``, or the folder's name and a hash of its file list; ``digest``: of the nets), so
+the demo never touches a user's ``data/ranks`` or ``runs/``. A ``demo_settings.json`` there pins the
+settings; a rerun with other settings is refused.
 """
 
 from __future__ import annotations
@@ -837,12 +837,16 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
 # Driver
 
 
+#: The nets the demo trains and scores with (``net_digest``).
+DEMO_NETS = ("rank_train", "rank_deploy", "ft_train", "ft_deploy")
+
+
 def net_digest() -> str:
     """The first 8 hex digits of the SHA-256 of the demo's nets (train and deploy prototxts as parsed, so
     comments do not count): a demo folder made with other nets is not resumed but left alone."""
     from rankiqa import caffe_io, provenance, runprep
 
-    nets = sorted((PROTOTXT_DIR / NET).glob("*.prototxt"))
+    nets = [PROTOTXT_DIR / NET / f"{name}.prototxt" for name in DEMO_NETS]
     digests = [runprep.definition_digest(caffe_io.read_net_prototxt(path)) for path in nets]
     return provenance.sha256_json(digests)[:8]
 
