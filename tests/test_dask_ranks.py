@@ -35,6 +35,17 @@ def source_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def larger_sources(folder: Path) -> Path:
+    """Three 300x300 crops of an embedded photograph: larger images than the other tests', so that a run
+    lasts past an interruption or a kill sent after its first images."""
+    folder.mkdir()
+    photo = cv2.imread(str(pristine.skimage_data_dir() / "astronaut.png"), cv2.IMREAD_COLOR)
+    for k in range(3):
+        crop = np.ascontiguousarray(photo[k * 100:k * 100 + 300, :300])
+        assert cv2.imwrite(str(folder / f"p{k}.png"), crop)
+    return folder
+
+
 def hashes(folder: Path) -> dict[str, str]:
     """SHA-256 of every image, manifest and list under ``folder`` (relative path -> hex)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -95,7 +106,10 @@ def test_a_rerun_finishes_without_redoing_finished_images(source_dir, local_run,
 
 
 @pytest.mark.slow
-def test_the_client_killed_midway_then_the_same_command_finishes(source_dir, local_run, tmp_path):
+def test_the_client_killed_midway_then_the_same_command_finishes(tmp_path):
+    source_dir = larger_sources(tmp_path / "pristine")  # small images: the run could end before Ctrl-C lands
+    local_run = tmp_path / "local"
+    generate("tid2013", source_dir, local_run, seed=SEED, jobs=1, types=TYPES, min_size=64, progress=False)
     out = tmp_path / "ranks"
     command = [sys.executable, "-m", "data_prep.dask_ranks", "--dask", "local", "--dask-workers", "1",
                "--rankset", "tid2013", "--pristine", str(source_dir), "--out", str(out), "--seed", str(SEED),
@@ -133,12 +147,7 @@ def test_a_worker_killed_midway_does_not_cost_the_run_its_bytes(tmp_path):
     """A worker process killed during the run: Dask gives its task to the other one; nothing is lost."""
     import threading
 
-    sources = tmp_path / "pristine"
-    sources.mkdir()
-    photo = cv2.imread(str(pristine.skimage_data_dir() / "astronaut.png"), cv2.IMREAD_COLOR)
-    for k in range(3):  # larger images than the other tests', so that the run lasts past the kill
-        crop = np.ascontiguousarray(photo[k * 100:k * 100 + 300, :300])
-        assert cv2.imwrite(str(sources / f"p{k}.png"), crop)
+    sources = larger_sources(tmp_path / "pristine")
     local = tmp_path / "local"
     generate("tid2013", sources, local, seed=SEED, jobs=1, types=TYPES, min_size=64, progress=False)
     out = tmp_path / "ranks"
@@ -239,6 +248,11 @@ def test_a_failed_task_names_the_image_and_the_distortion(source_dir, threads_cl
         dask_generate(threads_client, source_dir, out)
     assert isinstance(err.value.__cause__, ZeroDivisionError)
     assert not (out / "manifest.csv").exists()
+    # The task that was running on the other worker thread when the error came finishes its image (its
+    # atomic write renames or removes its temporary file): none is left once it has.
+    deadline = time.monotonic() + 30
+    while [p for p in out.rglob(".*") if ".tmp" in p.name] and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not [p for p in out.rglob(".*") if ".tmp" in p.name]
     # Bad input on a worker (a pristine image that cannot be read) stays an InputError: exit 2.
     monkeypatch.setattr(distortions, "distort", real)
