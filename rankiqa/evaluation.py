@@ -176,12 +176,19 @@ def direction_report(gt_direction: str | None, model_dir: str, model_source: str
 
 def compute_metrics(samples: Sequence[Sample], preds: dict[str, np.ndarray],
                     type_order: Sequence[str] = ()) -> dict:
-    """Overall and per-type metrics for each scoring (``mean``, ``median``)."""
+    """Overall, per-type and within-reference metrics for each scoring (``mean``, ``median``).
+
+    ``within_reference`` (``rankiqa.metrics.within_reference``) is there when the samples name their
+    references: the correlations inside each reference's images and their mean over references.
+    """
     truth = np.array([s.score for s in samples])
     types = [s.type for s in samples]
-    result: dict = {"overall": {}, "per_type": {}}
+    references = [s.reference for s in samples]
+    result: dict = {"overall": {}, "per_type": {}, "within_reference": {}}
     for name in SCORINGS:
         result["overall"][name] = iqa_metrics.metrics(preds[name], truth)
+        if all(references):
+            result["within_reference"][name] = iqa_metrics.within_reference(preds[name], truth, references)
         if any(types):
             per_type = iqa_metrics.metrics_by_type(preds[name], truth, types)
             # the dataset's own type order when known (e.g. TID2013 01..24), the rest after it
@@ -235,6 +242,18 @@ def metrics_markdown(report: dict, type_names: dict[str, str]) -> str:
         cells = [cell_text(report["overall"][name][key], report.get("overall_std", {}).get(name, {}).get(key))
                  for name in SCORINGS]
         lines.append(f"| {iqa_metrics.LABELS[key]} | {cells[0]} | {cells[1]} |")
+    within = report.get("within_reference", {}).get("mean", {})
+    if within.get("mean"):
+        std = report.get("within_reference_std", {}).get("mean", {})
+        cells = " | ".join(cell_text(within["mean"][k], std.get(k)) for k in ("srocc", "plcc", "krocc"))
+        lines += ["", "## Within each reference (mean of crops)", "",
+                  "Correlations inside each reference's distorted images, then their mean over references "
+                  "(the overall figures also pool the offsets a model puts between image contents).", "",
+                  "| reference | n | SROCC | PLCC | KROCC |", "|---|---|---|---|---|",
+                  f"| mean over {within['mean']['n_references']} references | | {cells} |"]
+        for ref, values in within.get("per_reference", {}).items():
+            row = " | ".join(_fmt(values[k]) for k in ("srocc", "plcc", "krocc"))
+            lines.append(f"| {ref} | {values['n']} | {row} |")
     per_type = report["per_type"]["mean"]
     if per_type:
         lines += ["", "## Per distortion type (mean of crops)", "",
@@ -460,6 +479,14 @@ def summarize_splits(reports: list[dict]) -> dict:
             for key in iqa_metrics.FLOAT_KEYS:
                 entry[key], std_entry[key] = _mean_std([p[key] for p in present])
             summary["per_type"][name][code], summary["per_type_std"][name][code] = entry, std_entry
+        # The references differ from split to split: only the mean over each split's references averages.
+        means = [r.get("within_reference", {}).get(name, {}).get("mean") for r in reports]
+        if means and all(means):
+            entry, std_entry = {"n_references": int(sum(m["n_references"] for m in means))}, {}
+            for key in iqa_metrics.WITHIN_KEYS:
+                entry[key], std_entry[key] = _mean_std([m[key] for m in means])
+            summary.setdefault("within_reference", {})[name] = {"mean": entry, "per_reference": {}}
+            summary.setdefault("within_reference_std", {})[name] = std_entry
     return summary
 
 

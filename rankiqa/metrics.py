@@ -216,3 +216,38 @@ def metrics_by_type(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | n
         raise ValueError(f"types ({codes.size}) and predictions ({x.size}) differ in length")
     return {code: metrics(x[codes == code], y[codes == code])
             for code in sorted(set(codes.tolist()), key=_type_sort_key)}
+
+
+#: Correlations averaged by :func:`within_reference` (the others depend on the label scale or on a fit).
+WITHIN_KEYS: tuple[str, ...] = ("srocc", "krocc", "plcc")
+
+
+def within_reference(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.ndarray,
+                     references: Sequence[str]) -> dict:
+    """SROCC/KROCC/PLCC inside each reference image's distorted versions, and their mean over references.
+
+    The overall correlation of a test set pools several references, so it mixes two things: the order of
+    the distortions *inside* one image content and the offsets a model puts *between* contents (a
+    no-reference model scores some photographs higher than others at equal distortion; a MOS from a
+    full-reference stand-in is not content-free either). Within-reference correlations measure the first
+    alone; their mean is the usual per-content summary.
+
+    Returns ``{"per_reference": {ref: {"n", "srocc", "krocc", "plcc"}}, "mean": {"srocc", "krocc", "plcc",
+    "n_references"}}``; references with fewer than 3 images are listed but left out of the mean (no order
+    to measure). ``mean`` is empty when no reference has 3 images. Raises ``ValueError`` on a length mismatch.
+    """
+    x, y = _as_vectors(pred, mos)
+    names = np.asarray([str(r) for r in references], dtype=object)
+    if names.size != x.size:
+        raise ValueError(f"references ({names.size}) and predictions ({x.size}) differ in length")
+    per: dict[str, dict] = {}
+    for name in sorted(set(names.tolist())):
+        mask = names == name
+        per[name] = {"n": int(mask.sum()), "srocc": srocc(x[mask], y[mask]), "krocc": krocc(x[mask], y[mask]),
+                     "plcc": plcc(x[mask], y[mask])}
+    counted = [values for values in per.values() if values["n"] >= 3]
+    mean: dict = {}
+    if counted:
+        mean = {key: float(np.mean([values[key] for values in counted])) for key in WITHIN_KEYS}
+        mean["n_references"] = len(counted)
+    return {"per_reference": per, "mean": mean}

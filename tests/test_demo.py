@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +83,8 @@ def test_settings_pin_refuses_other_settings(tmp_path):
 
 
 def _rows(seed, rank, ft, scratch):
-    return [{"seed": seed, "model": m, "srocc": v[0], "plcc": v[1], "krocc": 0.0, "n_images": 136}
+    return [{"seed": seed, "model": m, "srocc": v[0], "plcc": v[1], "krocc": 0.0, "n_images": 136,
+             "within_reference_srocc": v[0] + 0.1, "within_reference_plcc": v[1] - 0.1}
             for m, v in zip(demo.MODEL_LABELS, (rank, ft, scratch), strict=True)]
 
 
@@ -103,9 +105,21 @@ def test_claim_checks_and_tables_follow_the_numbers():
     assert "- RankIQA+FT > FT from scratch (PLCC): holds for every seed" in text
     table = demo.table_markdown(rows0 + rows1)
     assert "| RankIQA+FT | 0.575 ± 0.177 | 0.900 ± 0.000 | 0.700 / 0.900 | 0.450 / 0.900 |" in table
+    within = demo.table_markdown(rows0 + rows1, "within_reference_")
+    assert "| RankIQA+FT | 0.675 ± 0.177 | 0.800 ± 0.000 | 0.800 / 0.800 | 0.550 / 0.800 |" in within
     acc = demo.accuracy_markdown({"0": good, "1": {"GN": 0.8, "JPEG": 0.6, "overall": 0.7}})
     assert "| JPEG | 0.500 | 0.600 | 0.550 |" in acc
     assert acc.strip().endswith("| **overall** | 0.900 | 0.700 | 0.800 |")
+
+
+def test_an_evaluation_without_the_within_reference_figures_is_redone(tmp_path):
+    report = tmp_path / "metrics.json"
+    report.write_text(json.dumps({"model": "/m.caffemodel", "crops": 10, "overall": {}}))
+    assert demo._report_of(report, Path("/m.caffemodel"), 10)
+    assert not demo._report_of(report, Path("/m.caffemodel"), 10, needs=("within_reference",))
+    assert not demo._report_of(report, Path("/other.caffemodel"), 10)
+    report.write_text(json.dumps({"model": "/m.caffemodel", "crops": 10, "within_reference": {}}))
+    assert demo._report_of(report, Path("/m.caffemodel"), 10, needs=("within_reference",))
 
 
 def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):
@@ -131,12 +145,14 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
     assert [(r["seed"], r["model"]) for r in summary["runs"]] == [
         (seed, model) for seed in (0, 1) for model in ("RankIQA", "RankIQA+FT", "FT from scratch")]
     for row in summary["runs"]:
-        assert set(row) >= {"seed", "model", "srocc", "plcc"}
-        assert math.isfinite(row["srocc"]) and math.isfinite(row["plcc"]), row
-        assert -1.0 <= row["srocc"] <= 1.0 and -1.0 <= row["plcc"] <= 1.0
+        keys = ("srocc", "plcc", "within_reference_srocc", "within_reference_plcc")
+        assert set(row) >= {"seed", "model", *keys}
+        for key in keys:
+            assert math.isfinite(row[key]) and -1.0 <= row[key] <= 1.0, row
         assert row["n_images"] == summary["runs"][0]["n_images"] >= 2 * 4 * 4  # 2 held-out refs, 4 types x 4
     for model in ("RankIQA", "RankIQA+FT", "FT from scratch"):
         assert f"| {model} |" in summary_md and f"| {model} |" in printed
+        assert summary_md.count(f"| {model} |") == 2  # pooled, and inside each held-out photograph
     assert summary["details"][0]["output_blob"] == "fc8_m"
     # pairwise ranking accuracy per seed: every type of the profile, overall, values in [0, 1]
     assert sorted(summary["rank_accuracy"]) == ["0", "1"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy import stats
 
 from rankiqa import evaluation, scoring
 from rankiqa.errors import InputError
@@ -259,6 +260,15 @@ def test_writers_produce_every_file_without_caffe(tmp_path: Path) -> None:
     assert loaded["per_type"]["mean"]["08"]["n"] == 10
     assert "| 08 | Gaussian blur | 10 |" in (out / "metrics.md").read_text()
     assert (out / "scatter.png").read_bytes()[:8] == PNG_MAGIC
+    # two references of 15 images; the median scoring is the truth itself: 1.0 inside each
+    within = loaded["within_reference"]
+    assert set(within["mean"]["per_reference"]) == {"r0", "r1"}
+    assert within["median"]["mean"] == {"srocc": pytest.approx(1.0), "krocc": pytest.approx(1.0),
+                                        "plcc": pytest.approx(1.0), "n_references": 2}
+    r0 = [k for k, s in enumerate(samples) if s.reference == "r0"]
+    assert within["mean"]["per_reference"]["r0"]["srocc"] == pytest.approx(
+        stats.spearmanr(preds["mean"][r0], [samples[k].score for k in r0])[0])
+    assert "| mean over 2 references |" in (out / "metrics.md").read_text()
 
 
 def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
@@ -268,7 +278,11 @@ def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
     assert summary["overall"]["mean"]["plcc"] == pytest.approx(np.mean(values))
     assert summary["overall_std"]["mean"]["plcc"] == pytest.approx(np.std(values, ddof=1))
     assert summary["per_type"]["mean"]["10"]["n_splits"] == 3
+    within = [r["within_reference"]["mean"]["mean"]["srocc"] for r in reports]
+    assert summary["within_reference"]["mean"]["mean"]["srocc"] == pytest.approx(np.mean(within))
+    assert summary["within_reference_std"]["mean"]["srocc"] == pytest.approx(np.std(within, ddof=1))
     text = evaluation.metrics_markdown(summary, {})
+    assert "| mean over 6 references |" in text
     assert "±" in text and "n_splits" in text
 
 
@@ -421,6 +435,7 @@ def test_end_to_end_eval_writes_every_file(tid_fixture: dict, capsys) -> None:
     # per-type metrics are keyed by the dataset's type codes, exactly those of the table
     assert set(report["per_type"]["mean"]) == {s.type for s in samples} == {"01", "08", "10"}
     assert set(report["overall"]) == {"mean", "median"}
+    assert set(report["within_reference"]["mean"]["per_reference"]) == {s.reference for s in samples}
     # a fine-tuned head with no record of its training: its direction, hence the sign, is unknown
     assert report["direction"]["model"] == "unknown" and report["direction"]["expected_sign"] is None
     with open(out / "per_image.csv", encoding="utf-8", newline="") as handle:

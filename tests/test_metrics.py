@@ -146,5 +146,34 @@ def test_metrics_by_type_with_names_and_length_check() -> None:
         m.metrics_by_type([1, 2], [1, 2], ["a"])
 
 
+def test_within_reference_separates_content_offsets_from_the_order_inside_each_reference() -> None:
+    # Two contents, each ordered perfectly inside, but the model scores content "b" 100 higher: the pooled
+    # SROCC suffers, the within-reference one does not.
+    mos = np.tile(np.arange(10.0), 2)
+    refs = ["a"] * 10 + ["b"] * 10
+    pred = mos + np.array([0.0] * 10 + [100.0] * 10)
+    mos_shifted = mos + np.array([9.0] * 10 + [0.0] * 10)  # and the labels put content "a" higher
+    assert m.srocc(pred, mos_shifted) < 0.5
+    within = m.within_reference(pred, mos_shifted, refs)
+    assert within["mean"] == {"srocc": pytest.approx(1.0), "krocc": pytest.approx(1.0),
+                              "plcc": pytest.approx(1.0), "n_references": 2}
+    assert within["per_reference"]["a"]["n"] == 10
+    # one reference reversed: the mean is the average of the two
+    pred[10:] = -pred[10:]
+    within = m.within_reference(pred, mos_shifted, refs)
+    assert within["per_reference"]["b"]["srocc"] == pytest.approx(-1.0)
+    assert within["mean"]["srocc"] == pytest.approx(0.0)
+
+
+def test_within_reference_leaves_tiny_references_out_of_the_mean() -> None:
+    within = m.within_reference([1, 2, 3, 4, 5], [1, 2, 3, 5, 4], ["a", "a", "a", "b", "b"])
+    assert within["per_reference"]["b"]["n"] == 2
+    assert within["mean"]["n_references"] == 1
+    assert within["mean"]["srocc"] == pytest.approx(1.0)
+    assert m.within_reference([1, 2], [2, 1], ["a", "b"])["mean"] == {}
+    with pytest.raises(ValueError, match="references"):
+        m.within_reference([1, 2], [1, 2], ["a"])
+
+
 def test_every_key_is_labelled() -> None:
     assert set(m.metrics(PRED, MOS)) == set(m.LABELS)
