@@ -27,13 +27,14 @@ Stages, per seed (each one is skipped when its outputs are complete, so a rerun 
    from scratch; ``rank_accuracy``: the ranking model's pairwise ranking accuracy per distortion type on
    ``heldout_ranks.csv`` (``tools.rank_accuracy``).
 
-Outputs: ``<out>/summary.md``, ``summary.json`` (``runs``: one ``{seed, model, srocc, plcc}`` per seed and
-model; ``rank_accuracy``: per seed, ``{type: accuracy, ..., overall}``), ``srocc_per_seed.png``,
-``rank_accuracy.png``, and per seed ``<out>/seed<S>/`` (evaluations, rank accuracy, loss curves, stage
-times). Stage outputs go to ``<data-dir>/<profile>-<photos>-net<digest>-seed<S>/`` and ``<runs-dir>/...``
-(``photos``: ``default``, or the folder's name and a hash of its file list; ``digest``: of the nets), so
-the demo never touches a user's ``data/ranks`` or ``runs/``. A ``demo_settings.json`` there pins the
-settings; a rerun with other settings is refused.
+Outputs: ``<out>/summary.md``, ``summary.json`` (``runs``: one ``{seed, model, srocc, plcc,
+within_reference_srocc, within_reference_plcc}`` per seed and model, pooled over the held-out references and
+averaged inside each; ``rank_accuracy``: per seed, ``{type: accuracy, ..., overall}``),
+``srocc_per_seed.png``, ``rank_accuracy.png``, and per seed ``<out>/seed<S>/`` (evaluations, rank accuracy,
+loss curves, stage times). Stage outputs go to ``<data-dir>/<profile>-<photos>-net<digest>-seed<S>/`` and
+``<runs-dir>/...`` (``photos``: ``default``, or the folder's name and a hash of its file list; ``digest``: of
+the nets), so the demo never touches a user's ``data/ranks`` or ``runs/``. A ``demo_settings.json`` there pins
+the settings; a rerun with other settings is refused.
 """
 
 from __future__ import annotations
