@@ -127,7 +127,8 @@ def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):
     times.record("ranks", 12.34, reused=False)
     again = demo.StageTimes(tmp_path / "stages.json")
     again.record("ranks", 0.01, reused=True)
-    assert json.loads((tmp_path / "stages.json").read_text())["ranks"] == {"seconds": 12.3, "reused": True}
+    assert json.loads((tmp_path / "stages.json").read_text())["ranks"] == {
+        "seconds": 12.3, "reused": True, "blas_threads": demo.stage_blas_threads()}
 
 
 @pytest.mark.slow
@@ -254,8 +255,24 @@ def test_every_stage_runs_with_the_demos_blas_thread_count_unless_the_user_set_o
     monkeypatch.setattr(demo.subprocess, "Popen", popen)
     demo._run("train_rank", ["python", "-m", "tools.train"])
     assert popen.env["OPENBLAS_NUM_THREADS"] == str(demo.BLAS_THREADS) == "1"
-    assert demo.blas_threads_note().startswith("1 (fixed")
+    assert demo.stage_blas_threads() == "1"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     demo._run("train_rank", ["python", "-m", "tools.train"])
-    assert popen.env["OPENBLAS_NUM_THREADS"] == "4"
-    assert demo.blas_threads_note().startswith("4 (OPENBLAS_NUM_THREADS set by the user")
+    assert popen.env["OPENBLAS_NUM_THREADS"] == "4" == demo.stage_blas_threads()
+
+
+def test_the_summary_names_the_thread_counts_the_stages_ran_with(tmp_path, monkeypatch):
+    # Stages of one demo run with 1 thread, a resumed one with 4: the summary must not report the count of
+    # the invocation that writes it, but those each stage recorded.
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    times = demo.StageTimes(tmp_path / "stages.json")
+    times.record("train_rank", 10.0, reused=False)
+    assert demo.blas_threads_note(times.stages.values()).startswith("1 (fixed")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    times.record("ft_rankiqa", 5.0, reused=False)
+    times.record("train_rank", 0.0, reused=True)  # reused: keeps the count of the run that did the work
+    stages = json.loads((tmp_path / "stages.json").read_text())
+    assert stages["train_rank"]["blas_threads"] == "1" and stages["ft_rankiqa"]["blas_threads"] == "4"
+    assert demo.blas_threads_note(stages.values()).startswith("1, 4 (OPENBLAS_NUM_THREADS set by the user")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    assert demo.blas_threads_note([{"seconds": 3.0, "reused": True}]).startswith("not recorded")

@@ -265,24 +265,36 @@ class StageTimes:
                 self.stages = {}  # only timings: start them afresh rather than refuse to run
 
     def record(self, stage: str, seconds: float, reused: bool) -> None:
-        """Store a stage's time; a reused stage keeps the seconds of the run that did the work."""
+        """Store a stage's time and the OpenBLAS thread count it ran with (``stage_blas_threads``); a
+        reused stage keeps both of the run that did the work (a count missing: made before they were kept)."""
         previous = self.stages.get(stage, {})
         if reused:
-            self.stages[stage] = {"seconds": previous.get("seconds"), "reused": True}
+            self.stages[stage] = {"seconds": previous.get("seconds"), "reused": True,
+                                  "blas_threads": previous.get("blas_threads")}
         else:
-            self.stages[stage] = {"seconds": round(seconds, 1), "reused": False}
+            self.stages[stage] = {"seconds": round(seconds, 1), "reused": False,
+                                  "blas_threads": stage_blas_threads()}
         atomic_write_text(self.path, json.dumps(self.stages, indent=2) + "\n")
         done = "reused (outputs complete)" if reused else f"{seconds:.1f} s"
         print(f"[demo] stage {stage}: {done}", file=sys.stderr, flush=True)
 
 
-def blas_threads_note() -> str:
-    """The OpenBLAS thread count every stage runs with, and why (see ``BLAS_THREADS``)."""
-    requested = os.environ.get("OPENBLAS_NUM_THREADS")
-    if requested is not None and requested != str(BLAS_THREADS):
-        return (f"{requested} (OPENBLAS_NUM_THREADS set by the user; the demo's own {BLAS_THREADS} makes a "
-                "seed give the same numbers on every machine, another count gives other numbers)")
-    return f"{BLAS_THREADS} (fixed, so that a seed gives the same numbers on every machine)"
+def stage_blas_threads() -> str:
+    """The OpenBLAS thread count a stage started now runs with: the user's ``OPENBLAS_NUM_THREADS``, else
+    ``BLAS_THREADS`` (what ``_run`` gives every child)."""
+    return os.environ.get("OPENBLAS_NUM_THREADS") or str(BLAS_THREADS)
+
+
+def blas_threads_note(stages: Sequence[dict[str, Any]]) -> str:
+    """The OpenBLAS thread counts the stages ran with (as ``StageTimes`` recorded them), and why it matters
+    (see ``BLAS_THREADS``). A resumed demo may hold stages of several counts: each is named."""
+    counts = sorted({str(s.get("blas_threads") or "not recorded") for s in stages})
+    fixed = f"{BLAS_THREADS} (fixed, so that a seed gives the same numbers on every machine)"
+    if counts in ([], [str(BLAS_THREADS)]):
+        return fixed
+    return (f"{', '.join(counts)} (OPENBLAS_NUM_THREADS set by the user for some stages, or stages of a "
+            f"demo that did not record it; the demo's own {BLAS_THREADS} makes a seed give the same numbers "
+            "on every machine, another count gives other numbers; per stage in `seed<S>/stages.json`)")
 
 
 class StageFailed(RuntimeError):
@@ -825,7 +837,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         f"- left out: {excluded}" + (f"; left out of the ranking only: {not_ranked}" if not_ranked else ""),
         f"- evaluation: {profile.eval_crops} random 227x227 crops per image, image score = mean of crops, "
         "SROCC/PLCC/KROCC on raw outputs (`tools.evaluate`; per seed and model in `seed<S>/eval/<model>/`)",
-        f"- OpenBLAS threads: {blas_threads_note()}",
+        f"- OpenBLAS threads: {blas_threads_note([s for r in results for s in r.stages.values()])}",
         "", "## Seconds per stage", "", "| seed | stage | seconds | |", "|---|---|---|---|"]
     for r in results:
         for stage, info in r.stages.items():
