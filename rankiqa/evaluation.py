@@ -5,7 +5,8 @@ For every test image: ``crops`` random crops (the deploy net's input size: 224 f
 Shallow; seeded), the net's output on each (``rankiqa.scoring.CropScorer``), the image's score = the mean
 of the outputs (as the paper; the median is reported beside it). Metrics (``rankiqa.metrics``): SROCC,
 KROCC, PLCC on raw outputs (the paper's numbers), RMSE, and PLCC/RMSE after 4- and 5-parameter logistic
-fits; overall and per distortion type, for mean and median scoring.
+fits; overall, per distortion type and inside each reference image (averaged over the references), for
+mean and median scoring.
 
 Score direction: metrics are computed on the raw outputs and never flipped silently (``direction_report``
 states the expected sign; ``negate`` flips the predictions before all metrics, and says so).
@@ -178,8 +179,9 @@ def compute_metrics(samples: Sequence[Sample], preds: dict[str, np.ndarray],
                     type_order: Sequence[str] = ()) -> dict:
     """Overall, per-type and within-reference metrics for each scoring (``mean``, ``median``).
 
-    ``within_reference`` (``rankiqa.metrics.within_reference``) is there when the samples name their
-    references: the correlations inside each reference's images and their mean over references.
+    ``within_reference`` (``rankiqa.metrics.within_reference``): per scoring, the correlations inside each
+    reference's images (``per_reference``) and their ``mean`` over the references with enough images; ``{}``
+    when some sample names no reference (a ``<path> <score>`` list; ``build_report`` warns when only some do).
     """
     truth = np.array([s.score for s in samples])
     types = [s.type for s in samples]
@@ -245,15 +247,21 @@ def metrics_markdown(report: dict, type_names: dict[str, str]) -> str:
     within = report.get("within_reference", {}).get("mean", {})
     if within.get("mean"):
         std = report.get("within_reference_std", {}).get("mean", {})
+        median = report["within_reference"]["median"]
         cells = " | ".join(cell_text(within["mean"][k], std.get(k)) for k in ("srocc", "plcc", "krocc"))
+        label = (f"mean over {within['mean']['n_references']} references" if not averaged else
+                 f"mean over the splits of each split's mean ({within['mean']['n_references']} distinct "
+                 "references)")
         lines += ["", "## Within each reference (mean of crops)", "",
                   "Correlations inside each reference's distorted images, then their mean over references "
                   "(the overall figures also pool the offsets a model puts between image contents).", "",
-                  "| reference | n | SROCC | PLCC | KROCC |", "|---|---|---|---|---|",
-                  f"| mean over {within['mean']['n_references']} references | | {cells} |"]
+                  "| reference | n | SROCC | PLCC | KROCC | SROCC (median scoring) |",
+                  "|---|---|---|---|---|---|",
+                  f"| {label} | | {cells} | {_fmt(median['mean']['srocc'])} |"]
         for ref, values in within.get("per_reference", {}).items():
             row = " | ".join(_fmt(values[k]) for k in ("srocc", "plcc", "krocc"))
-            lines.append(f"| {ref} | {values['n']} | {row} |")
+            lines.append(f"| {ref} | {values['n']} | {row} | "
+                         f"{_fmt(median['per_reference'][ref]['srocc'])} |")
     per_type = report["per_type"]["mean"]
     if per_type:
         lines += ["", "## Per distortion type (mean of crops)", "",
@@ -432,6 +440,10 @@ def build_report(info: scoring.DeployInfo, model: str, table: str, dataset: str 
     report.update(compute_metrics(samples, preds, type_order))
     reason = iqa_metrics.degenerate_reason(preds["mean"], [s.score for s in samples])
     report["warnings"] = [reason] if reason else []
+    unnamed = sum(1 for s in samples if not s.reference)
+    if 0 < unnamed < len(samples):
+        report["warnings"].append(f"{unnamed} of {len(samples)} images name no reference: no "
+                                  "within-reference figures")
     return report
 
 
@@ -462,6 +474,7 @@ def summarize_splits(reports: list[dict]) -> dict:
                     "table": [r["table"] for r in reports], "n_images": [r["n_images"] for r in reports],
                     "std": "sample standard deviation over the splits (ddof=1; 0 for one split)",
                     "overall": {}, "overall_std": {}, "per_type": {}, "per_type_std": {},
+                    "within_reference": {}, "within_reference_std": {},
                     "splits": [{"table": r["table"], "model": r["model"], "overall": r["overall"]}
                                for r in reports]})
     for name in SCORINGS:
@@ -479,14 +492,17 @@ def summarize_splits(reports: list[dict]) -> dict:
             for key in iqa_metrics.FLOAT_KEYS:
                 entry[key], std_entry[key] = _mean_std([p[key] for p in present])
             summary["per_type"][name][code], summary["per_type_std"][name][code] = entry, std_entry
-        # The references differ from split to split: only the mean over each split's references averages.
-        means = [r.get("within_reference", {}).get(name, {}).get("mean") for r in reports]
-        if means and all(means):
-            entry, std_entry = {"n_references": int(sum(m["n_references"] for m in means))}, {}
+        # The references differ from split to split (and one can be tested in several): what averages is
+        # each split's mean over its own references; n_references counts the distinct ones.
+        within = [r.get("within_reference", {}).get(name, {}) for r in reports]
+        if within and all(w.get("mean") for w in within):
+            distinct = {ref for w in within for ref, values in w["per_reference"].items()
+                        if values["n"] >= iqa_metrics.MIN_REFERENCE_IMAGES}
+            entry, std_entry = {"n_references": len(distinct), "n_splits": len(within)}, {}
             for key in iqa_metrics.WITHIN_KEYS:
-                entry[key], std_entry[key] = _mean_std([m[key] for m in means])
-            summary.setdefault("within_reference", {})[name] = {"mean": entry, "per_reference": {}}
-            summary.setdefault("within_reference_std", {})[name] = std_entry
+                entry[key], std_entry[key] = _mean_std([w["mean"][key] for w in within])
+            summary["within_reference"][name] = {"mean": entry, "per_reference": {}}
+            summary["within_reference_std"][name] = std_entry
     return summary
 
 

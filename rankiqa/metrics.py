@@ -220,6 +220,8 @@ def metrics_by_type(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | n
 
 #: Correlations averaged by :func:`within_reference` (the others depend on the label scale or on a fit).
 WITHIN_KEYS: tuple[str, ...] = ("srocc", "krocc", "plcc")
+#: Fewest images of one reference that :func:`within_reference` averages: two images always correlate +-1.
+MIN_REFERENCE_IMAGES = 3
 
 
 def within_reference(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | np.ndarray,
@@ -232,9 +234,13 @@ def within_reference(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | 
     full-reference stand-in is not content-free either). Within-reference correlations measure the first
     alone; their mean is the usual per-content summary.
 
-    Returns ``{"per_reference": {ref: {"n", "srocc", "krocc", "plcc"}}, "mean": {"srocc", "krocc", "plcc",
-    "n_references"}}``; references with fewer than 3 images are listed but left out of the mean (no order
-    to measure). ``mean`` is empty when no reference has 3 images. Raises ``ValueError`` on a length mismatch.
+    ``pred``, ``mos``: 1-D, finite, of equal length N (any scale; correlations only); ``references``: N
+    reference names. Returns ``{"per_reference": {ref: {"n", "srocc", "krocc", "plcc"}}, "mean": {"srocc",
+    "krocc", "plcc", "n_references"}}`` (correlations in [-1, 1]); references with fewer than
+    ``MIN_REFERENCE_IMAGES`` images are listed but left out of the mean (two images always correlate +-1).
+    ``mean`` is empty when no reference has that many. A reference whose predictions or labels are constant
+    counts 0.0, as :func:`metrics` reports any degenerate correlation. Raises ``ValueError`` on a length
+    mismatch, empty or non-finite input.
     """
     x, y = _as_vectors(pred, mos)
     names = np.asarray([str(r) for r in references], dtype=object)
@@ -245,7 +251,7 @@ def within_reference(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | 
         mask = names == name
         per[name] = {"n": int(mask.sum()), "srocc": srocc(x[mask], y[mask]), "krocc": krocc(x[mask], y[mask]),
                      "plcc": plcc(x[mask], y[mask])}
-    counted = [values for values in per.values() if values["n"] >= 3]
+    counted = [values for values in per.values() if values["n"] >= MIN_REFERENCE_IMAGES]
     mean: dict = {}
     if counted:
         mean = {key: float(np.mean([values[key] for values in counted])) for key in WITHIN_KEYS}

@@ -271,6 +271,17 @@ def test_writers_produce_every_file_without_caffe(tmp_path: Path) -> None:
     assert "| mean over 2 references |" in (out / "metrics.md").read_text()
 
 
+def test_a_table_where_some_images_name_no_reference_gets_no_within_reference_figures() -> None:
+    samples = [evaluation.Sample(f"i{k}.png", float(k), "" if k == 0 else f"r{k % 2}", "01")
+               for k in range(8)]
+    preds = {"mean": np.arange(8.0), "median": np.arange(8.0)}
+    info = scoring.DeployInfo("d.prototxt", "data", 3, 224, 224, "fc8")
+    direction = evaluation.direction_report("higher_better", "higher_better", "test", False)
+    report = evaluation.build_report(info, "m", "t.csv", None, samples, preds, 1, 0, direction)
+    assert report["within_reference"] == {}
+    assert report["warnings"] == ["1 of 8 images name no reference: no within-reference figures"]
+
+
 def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
     reports = [_synthetic_report(tmp_path, shift)[0] for shift in (0.0, 0.5, 1.0)]
     summary = evaluation.summarize_splits(reports)
@@ -282,7 +293,15 @@ def test_summarize_splits_mean_and_sample_std(tmp_path: Path) -> None:
     assert summary["within_reference"]["mean"]["mean"]["srocc"] == pytest.approx(np.mean(within))
     assert summary["within_reference_std"]["mean"]["srocc"] == pytest.approx(np.std(within, ddof=1))
     text = evaluation.metrics_markdown(summary, {})
-    assert "| mean over 6 references |" in text
+    # the same two references in every split: two distinct references, a mean over the three splits
+    assert summary["within_reference"]["mean"]["mean"]["n_references"] == 2
+    assert "| mean over the splits of each split's mean (2 distinct references) |" in text
+    # a split evaluated before the within-reference figures existed: the summary has none, and says nothing
+    old = dict(reports[0])
+    del old["within_reference"]
+    summary = evaluation.summarize_splits([old, *reports[1:]])
+    assert summary["within_reference"] == {} and "Within each reference" not in \
+        evaluation.metrics_markdown(summary, {})
     assert "±" in text and "n_splits" in text
 
 

@@ -1,6 +1,7 @@
 """Evaluate a model on an IQA test set with the paper's protocol (``make eval``): a thin command over
-``rankiqa.evaluation`` (crops, mean of the crop outputs, SROCC/KROCC/PLCC on raw outputs, overall and per
-distortion type; the expected sign of the correlations stated, never flipped unless ``--negate``).
+``rankiqa.evaluation`` (crops, mean of the crop outputs, SROCC/KROCC/PLCC on raw outputs, overall, per
+distortion type and inside each reference; the expected sign of the correlations stated, never flipped
+unless ``--negate``).
 
 Outputs under ``--out``: ``metrics.json``, ``per_image.csv``, ``metrics.md``, ``scatter.png``,
 ``srocc_per_type.png``. With ``--splits N``, ``--table`` (and optionally ``--model``) hold ``{split}``,
