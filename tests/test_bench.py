@@ -7,6 +7,7 @@ positive figures, the plot it links to, and a GPU section that does not invent G
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -210,6 +211,10 @@ def test_timed_layers_record_one_data_wait_and_one_loss_pass_per_iteration(work_
 def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, tmp_path):
     out = tmp_path / "BENCH.md"
     plots = tmp_path / "plots"
+    # A step run left by a benchmark of other nets (its identity names another train net) is made afresh.
+    stale = work_dir / "nets_quick" / f"step_cpu_shallow_{bench.QUICK.step_nets[0].batch()}"
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "run.json").write_text(json.dumps({"kind": "rank", "net_definition": "another net"}))
     result = subprocess.run(
         [sys.executable, "-m", "tools.bench", "--quick", "--out", str(out), "--plots-dir", str(plots),
          "--work-dir", str(work_dir), "--gpu", "0"],

@@ -39,6 +39,7 @@ import datetime
 import math
 import os
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -808,7 +809,11 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
     nets = []
     for spec in settings.step_nets if device < 0 else settings.gpu_step_nets:
         view = files_view(data_dir, work_dir / f"files_levels{spec.max_level or 'all'}", spec.max_level)
-        run = prepare_step_run(view, work_dir / f"step_{where}_{spec.net}_{spec.batch()}", spec, device)
+        step_dir = work_dir / f"step_{where}_{spec.net}_{spec.batch()}"
+        # The benchmark's own scratch run (random weights, timing only): made afresh, because a folder left
+        # by a benchmark of other nets is refused by the driver's identity check, as a user's run would be.
+        shutil.rmtree(step_dir, ignore_errors=True)
+        run = prepare_step_run(view, step_dir, spec, device)
         workers = default_workers(spec.net)
         threads = blas.training_threads(workers) if device < 0 else None
         timer = StepTimer(caffe, run, device, settings.train_warmup)
