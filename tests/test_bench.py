@@ -211,10 +211,12 @@ def test_timed_layers_record_one_data_wait_and_one_loss_pass_per_iteration(work_
 def test_quick_run_writes_every_section_with_finite_positive_figures(work_dir, tmp_path):
     out = tmp_path / "BENCH.md"
     plots = tmp_path / "plots"
-    # A step run left by a benchmark of other nets (its identity names another train net) is made afresh.
-    stale = work_dir / "nets_quick" / f"step_cpu_shallow_{bench.QUICK.step_nets[0].batch()}"
-    stale.mkdir(parents=True, exist_ok=True)
-    (stale / "run.json").write_text(json.dumps({"kind": "rank", "net_definition": "another net"}))
+    # Step runs left by a benchmark of other nets (their identity names another train net) are made afresh.
+    batch = bench.QUICK.step_nets[0].batch()
+    for name in (f"step_cpu_shallow_{batch}", f"step_cpu_shallow_{batch}_w{bench.QUICK.step_workers[0]}"):
+        stale = work_dir / "nets_quick" / name
+        stale.mkdir(parents=True, exist_ok=True)
+        (stale / "run.json").write_text(json.dumps({"kind": "rank", "net_definition": "another net"}))
     result = subprocess.run(
         [sys.executable, "-m", "tools.bench", "--quick", "--out", str(out), "--plots-dir", str(plots),
          "--work-dir", str(work_dir), "--gpu", "0"],

@@ -691,8 +691,12 @@ def files_view(data_dir: Path, out_dir: Path, max_level: int | None = None) -> P
 def prepare_step_run(data_dir: Path, run_dir: Path, spec: StepNet, device: int,
                      workers: int | None = None) -> Any:
     """The run folder that ``make train_rank`` would write for ``spec`` (``rankiqa.runprep.prepare_rank``: its
-    ``train.prototxt`` and ``solver.prototxt``, the driver's defaults for everything not named here)."""
+    ``train.prototxt`` and ``solver.prototxt``, the driver's defaults for everything not named here).
+    ``run_dir`` is the benchmark's own scratch (random weights, timing only) and is made afresh: a folder left
+    by a benchmark of other nets would be refused by the driver's identity check, as a user's run is."""
     from rankiqa import runconfig, runprep
+
+    shutil.rmtree(run_dir, ignore_errors=True)
 
     # Random initial weights on purpose (``WEIGHTS=none``): a step takes the same time whatever the weights,
     # and VGG-16's ImageNet weights, which the driver asks for, may be absent.
@@ -809,11 +813,7 @@ def bench_steps(data_dir: Path, work_dir: Path, settings: Settings, device: int)
     nets = []
     for spec in settings.step_nets if device < 0 else settings.gpu_step_nets:
         view = files_view(data_dir, work_dir / f"files_levels{spec.max_level or 'all'}", spec.max_level)
-        step_dir = work_dir / f"step_{where}_{spec.net}_{spec.batch()}"
-        # The benchmark's own scratch run (random weights, timing only): made afresh, because a folder left
-        # by a benchmark of other nets is refused by the driver's identity check, as a user's run would be.
-        shutil.rmtree(step_dir, ignore_errors=True)
-        run = prepare_step_run(view, step_dir, spec, device)
+        run = prepare_step_run(view, work_dir / f"step_{where}_{spec.net}_{spec.batch()}", spec, device)
         workers = default_workers(spec.net)
         threads = blas.training_threads(workers) if device < 0 else None
         timer = StepTimer(caffe, run, device, settings.train_warmup)
