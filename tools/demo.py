@@ -80,9 +80,9 @@ SHORT_SIDE = 256
 #: and over hundreds of training iterations those last-bit differences grow into other models (measured:
 #: the same seed's ranking loss equal at iteration 20, 7.56 against 5.81 at iteration 100, with 2 threads
 #: against 1), so the demo fixes the count instead of taking it from the machine's cores: a seed then gives
-#: the same numbers on any machine with the same Caffe build and CPU kernels. One thread beside the two
-#: prefetch workers is also the fastest step on 2 cores (BENCHMARKS.md). ``OPENBLAS_NUM_THREADS`` set by the
-#: user wins, and the summary says so.
+#: the same numbers on any machine with the same Caffe build and CPU kernels. On 2 cores one thread beside
+#: the two prefetch workers steps as fast as two, within the spread of the rounds (BENCHMARKS.md, section 5).
+#: ``OPENBLAS_NUM_THREADS`` set by the user wins, and the summary says so.
 BLAS_THREADS = 1
 #: What the claim asks of the ranking model on references it never saw (pairwise accuracy).
 RANK_ACCURACY_GOAL = {"overall": 0.85, "every_type": 0.5}
