@@ -102,6 +102,13 @@ def test_claim_checks_and_tables_follow_the_numbers():
     assert checks1["ranking accuracy overall >= 0.85"]
     text = demo.verdict(rows0 + rows1, {0: checks0, 1: checks1})
     assert "- RankIQA+FT > FT from scratch (SROCC): does NOT hold for seed(s) 1" in text
+    values = {0: demo.claim_values(rows0, good),
+              1: demo.claim_values(rows1, {"GN": 1.0, "JPEG": 0.4, "overall": 0.9})}
+    text = demo.verdict(rows0 + rows1, {0: checks0, 1: checks1}, values)
+    assert ("- RankIQA+FT > FT from scratch (SROCC): does NOT hold for seed(s) 1 (seed 1: 0.4500 against "
+            "0.6000)") in text
+    assert ("- ranking accuracy of every type >= 0.5: does NOT hold for seed(s) 1 (seed 1: lowest JPEG "
+            "0.400)") in text
     assert "- RankIQA+FT > FT from scratch (PLCC): holds for every seed" in text
     table = demo.table_markdown(rows0 + rows1)
     assert "| RankIQA+FT | 0.575 ± 0.177 | 0.900 ± 0.000 | 0.700 / 0.900 | 0.450 / 0.900 |" in table
@@ -176,6 +183,11 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
             for run in ("ft_rankiqa", "ft_scratch")}
     assert "head fc8: the ranking head fc8_m, scale" in logs["ft_rankiqa"]
     assert "head fc8: the prototxt's filler, scale" in logs["ft_scratch"]
+    # the rate each fine-tuning run trained at is the one its solver.prototxt holds, and the summary says it
+    used = summary["settings"]["ft_base_lr_used"]["0"]
+    assert set(used) == {"RankIQA+FT", "FT from scratch"}
+    assert all(0 < lr <= settings["ft_lr"] * (1 + 1e-6) for lr in used.values()), used  # float32 in the file
+    assert f"RankIQA+FT {used['RankIQA+FT']:.3g}" in summary_md
 
     # a rerun reuses every finished stage and reports the same numbers
     assert demo.main(argv) == 0

@@ -583,26 +583,49 @@ def read_rows(paths: Paths, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
+def ft_base_lr(paths: Paths) -> dict[str, float]:
+    """The base rate each fine-tuning run trained at: its ``solver.prototxt``, where the driver writes the
+    rate after the head-step bound (``rankiqa.trainer``)."""
+    from rankiqa.netconfig import read_solver_param
+
+    return {label: float(read_solver_param(paths.run(run) / "solver.prototxt").base_lr)
+            for run, label in (("ft_rankiqa", "RankIQA+FT"), ("ft_scratch", "FT from scratch"))}
+
+
 def read_rank_accuracy(paths: Paths) -> dict[str, float]:
     """``{type: accuracy, ..., "overall": accuracy}`` of the ranking model on the held-out references."""
     return json.loads((paths.rank_accuracy / "rank_accuracy.json").read_text(encoding="utf-8"))["accuracy"]
 
 
+#: The model comparisons of the claim: (model, relation, other model, metric).
+CLAIM_COMPARISONS = (("RankIQA+FT", ">", "FT from scratch", "srocc"),
+                     ("RankIQA+FT", ">", "FT from scratch", "plcc"),
+                     ("RankIQA+FT", ">=", "RankIQA", "srocc"),
+                     ("RankIQA+FT", ">=", "RankIQA", "plcc"))
+
+
+def claim_values(rows: list[dict[str, Any]], accuracy: dict[str, float]) -> dict[str, tuple[bool, str]]:
+    """Each check of the claim on one seed's numbers: whether it holds, and the compared values as text
+    (four decimals, so that a near tie printed alike in the tables shows which side it fell on)."""
+    by = {row["model"]: row for row in rows}
+    result: dict[str, tuple[bool, str]] = {}
+    for model, relation, other, metric in CLAIM_COMPARISONS:
+        a, b = by[model][metric], by[other][metric]
+        holds = a > b if relation == ">" else a >= b
+        result[f"{model} {relation} {other} ({metric.upper()})"] = (holds, f"{a:.4f} against {b:.4f}")
+    per_type = {t: v for t, v in accuracy.items() if t != "overall"}
+    lowest = min(per_type, key=per_type.__getitem__) if per_type else None
+    result[f"ranking accuracy overall >= {RANK_ACCURACY_GOAL['overall']}"] = (
+        accuracy["overall"] >= RANK_ACCURACY_GOAL["overall"], f"{accuracy['overall']:.3f}")
+    result[f"ranking accuracy of every type >= {RANK_ACCURACY_GOAL['every_type']}"] = (
+        lowest is not None and per_type[lowest] >= RANK_ACCURACY_GOAL["every_type"],
+        f"lowest {lowest} {per_type[lowest]:.3f}" if lowest is not None else "no type")
+    return result
+
+
 def claim_checks(rows: list[dict[str, Any]], accuracy: dict[str, float]) -> dict[str, bool]:
     """The paper's claim in miniature, checked on one seed's numbers (nothing is written in advance)."""
-    by = {row["model"]: row for row in rows}
-    ft, scratch, rank = by["RankIQA+FT"], by["FT from scratch"], by["RankIQA"]
-    per_type = [v for t, v in accuracy.items() if t != "overall"]
-    return {
-        "RankIQA+FT > FT from scratch (SROCC)": ft["srocc"] > scratch["srocc"],
-        "RankIQA+FT > FT from scratch (PLCC)": ft["plcc"] > scratch["plcc"],
-        "RankIQA+FT >= RankIQA (SROCC)": ft["srocc"] >= rank["srocc"],
-        "RankIQA+FT >= RankIQA (PLCC)": ft["plcc"] >= rank["plcc"],
-        f"ranking accuracy overall >= {RANK_ACCURACY_GOAL['overall']}":
-            accuracy["overall"] >= RANK_ACCURACY_GOAL["overall"],
-        f"ranking accuracy of every type >= {RANK_ACCURACY_GOAL['every_type']}":
-            bool(per_type) and min(per_type) >= RANK_ACCURACY_GOAL["every_type"],
-    }
+    return {name: holds for name, (holds, _) in claim_values(rows, accuracy).items()}
 
 
 def _f(value: Any) -> str:
@@ -646,14 +669,20 @@ def accuracy_markdown(accuracy: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdict(runs: list[dict[str, Any]], checks: dict[int, dict[str, bool]]) -> str:
-    """Which checks hold for every seed, computed from the numbers."""
+def verdict(runs: list[dict[str, Any]], checks: dict[int, dict[str, bool]],
+            values: dict[int, dict[str, tuple[bool, str]]] | None = None) -> str:
+    """Which checks hold for every seed, computed from the numbers; with ``values`` (``claim_values`` per
+    seed) a failed check also shows each failing seed's compared values."""
     names = list(next(iter(checks.values())))
     lines = []
     for name in names:
-        failed = [str(seed) for seed, result in checks.items() if not result[name]]
-        lines.append(f"- {name}: " + ("holds for every seed" if not failed else
-                                       f"does NOT hold for seed(s) {', '.join(failed)}"))
+        failed = [seed for seed, result in checks.items() if not result[name]]
+        text = "holds for every seed"
+        if failed:
+            text = f"does NOT hold for seed(s) {', '.join(map(str, failed))}"
+            if values:
+                text += " (" + "; ".join(f"seed {seed}: {values[seed][name][1]}" for seed in failed) + ")"
+        lines.append(f"- {name}: {text}")
     return "\n".join(lines)
 
 
@@ -762,6 +791,7 @@ class SeedResult:
     accuracy: dict[str, float]
     references: dict[str, Any]
     stages: dict[str, dict[str, Any]]
+    ft_base_lr: dict[str, float] = dataclasses.field(default_factory=dict)  # model -> rate it trained at
 
 
 def write_summary(profile: Profile, photos: Photos, out: Path, results: list[SeedResult],
@@ -770,13 +800,14 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
     runs = [{k: row[k] for k in ("seed", "model", "srocc", "plcc", "krocc", "within_reference_srocc",
                                  "within_reference_plcc", "n_images")} for r in results for row in r.rows]
     accuracy = {str(r.seed): r.accuracy for r in results}
-    checks = {r.seed: claim_checks(r.rows, r.accuracy) for r in results}
+    values = {r.seed: claim_values(r.rows, r.accuracy) for r in results}
+    checks = {seed: {name: holds for name, (holds, _) in v.items()} for seed, v in values.items()}
     plot_seeds(runs, out / "srocc_per_seed.png")
     plot_accuracy(accuracy, out / "rank_accuracy.png")
     table = table_markdown(runs)
     within_table = table_markdown(runs, "within_reference_")
     acc_table = accuracy_markdown(accuracy)
-    claim = verdict(runs, checks)
+    claim = verdict(runs, checks, values)
     seeds = [r.seed for r in results]
     excluded = "; ".join(f"{t}: {why}" for t, why in EXCLUDED_TYPES.items())
     not_ranked = "; ".join(f"{t}: {why}" for t, why in NOT_RANKED.items() if t in profile.ft_types)
@@ -796,6 +827,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         "rank_batch": f"{profile.rank_types_per_batch} types x 5 levels",
         "ft_iters": profile.ft_iters, "ft_lr": profile.ft_lr, "ft_batch": profile.ft_batch,
         "head_init": profile.head_init, "loss_scale": profile.loss_scale,
+        "ft_base_lr_used": {str(r.seed): r.ft_base_lr for r in results},
         "eval_crops": profile.eval_crops,
     }
     n_images = sorted({r["n_images"] for r in runs})
@@ -833,7 +865,11 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         f"{profile.ft_test_refs} held out (seed {seeds[0]}: "
         f"{', '.join(results[0].references['ft']['test'])}); batch {profile.ft_batch}; "
         f"{profile.ft_iters} iterations, base_lr {profile.ft_lr:g}; head start `{profile.head_init}`, loss "
-        f"scale `{profile.loss_scale}` (`rankiqa.head_init`); the same for both initialisations",
+        f"scale `{profile.loss_scale}` (`rankiqa.head_init`); the same for both initialisations, then the "
+        "rate lowered per run where the head needs it to stay stable (`rankiqa.head_init.HEAD_STEP`; the "
+        "transferred features are large, random ones are not): "
+        + "; ".join(f"seed {r.seed} " + ", ".join(f"{m} {lr:.3g}" for m, lr in r.ft_base_lr.items())
+                    for r in results),
         f"- distortion types of the ranking ({len(profile.types)}): {', '.join(profile.types)}; of the "
         f"stand-in set ({len(profile.ft_types)}): {', '.join(profile.ft_types)}",
         f"- left out: {excluded}" + (f"; left out of the ranking only: {not_ranked}" if not_ranked else ""),
@@ -841,7 +877,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         "SROCC/PLCC/KROCC on raw outputs, pooled over the held-out references and inside each "
         "(`tools.evaluate`; per seed and model in `seed<S>/eval/<model>/`)",
         f"- OpenBLAS threads: {blas_threads_note([s for r in results for s in r.stages.values()])}",
-        "", "## Seconds per stage", "", "| seed | stage | seconds | |", "|---|---|---|---|"]
+        "", "## Seconds per stage", "", "| seed | stage | seconds | note |", "|---|---|---|---|"]
     for r in results:
         for stage, info in r.stages.items():
             note = "reused from an earlier run of the demo" if info.get("reused") else ""
@@ -929,7 +965,8 @@ def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_
     timed("rank_accuracy", complete, lambda: stage_rank_accuracy(rank_model, profile, paths, seed))
     plot_curves(paths, paths.out / "loss_curves.png")
     refs = {"rank": rank_references(paths), "ft": ft_references(paths)}
-    return SeedResult(seed, read_rows(paths, seed), read_rank_accuracy(paths), refs, dict(stages.stages))
+    return SeedResult(seed, read_rows(paths, seed), read_rank_accuracy(paths), refs, dict(stages.stages),
+                      ft_base_lr(paths))
 
 
 def run_demo(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_root: Path,
