@@ -1,13 +1,15 @@
 """How many threads Caffe's CPU BLAS (OpenBLAS, which ``dev/build_caffe.sh`` links) runs while training.
 
 OpenBLAS starts one thread per usable core by default, and every matrix product is split among all of them:
-when another process holds a core (a prefetch worker decoding images, another job), the product waits for
-the thread that is not running. ``make bench`` measures the Shallow training step for several worker and
-thread counts (``BENCHMARKS.md``, section 5, with the figures behind this choice): on 2 cores one thread
-was faster than two with 0, 1 and 2 prefetch workers. Training therefore leaves a core to each prefetch
-worker, and one to the data loading of the solver's own thread when there is none: ``training_threads`` =
-usable cores - max(workers, 1), at least 1, unless ``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) says
-otherwise. Other core counts are not measured: ``make bench`` shows how the rule does on any machine.
+when another process holds a core (a prefetch worker decoding images, another job), the product waits for the
+thread that is not running. ``make bench`` measures the Shallow training step for several worker and thread
+counts (``BENCHMARKS.md``, section 5): on 2 cores the run this rule was chosen on found one thread faster than
+two beside 1 and 2 prefetch workers (by 3 and 10 % of a step; two threads 3 % faster with none); a later run,
+with the Shallow net's local normalisation and a load average up to 2, found two threads faster in all three
+rows, by 2-6 %. Training leaves a core to each prefetch worker, and one to the data loading of the solver's
+own thread when there is none: ``training_threads`` = usable cores - max(workers, 1), at least 1, unless
+``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) says otherwise. Other core counts are not measured: ``make
+bench`` shows how the rule does on any machine.
 
 The count is set in the running process through OpenBLAS's ``openblas_set_num_threads`` (ctypes), as
 pycaffe has loaded the library before a net says how many workers it has; a child process (``caffe time``)

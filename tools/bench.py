@@ -696,7 +696,10 @@ def prepare_step_run(data_dir: Path, run_dir: Path, spec: StepNet, device: int,
     by a benchmark of other nets would be refused by the driver's identity check, as a user's run is."""
     from rankiqa import runconfig, runprep
 
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if run_dir.is_symlink():
+        run_dir.unlink()
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
 
     # Random initial weights on purpose (``WEIGHTS=none``): a step takes the same time whatever the weights,
     # and VGG-16's ImageNet weights, which the driver asks for, may be absent.
@@ -1277,7 +1280,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plots-dir", type=Path, default=None,
                         help="where the PNG plots go (default: docs/bench beside --out)")
     parser.add_argument("--work-dir", type=Path, default=Path("data/bench"),
-                        help="generated ranking set and resolved nets (default data/bench; reused)")
+                        help="generated ranking set and resolved nets (default data/bench; the ranking set "
+                             "is reused)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record-gpu-check", type=Path, metavar="GPU_CHECK_MD",
                         help="only keep this gpu_check.md of a GPU run as docs/bench/gpu_check.md and show "
