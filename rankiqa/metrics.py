@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -211,11 +212,16 @@ def metrics_by_type(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | n
                     types: Sequence[str]) -> dict[str, dict]:
     """:func:`metrics` per distortion type code (the dataset's own codes, in natural order)."""
     x, y = _as_vectors(pred, mos)
-    codes = np.asarray([str(t) for t in types], dtype=object)
-    if codes.size != x.size:
-        raise ValueError(f"types ({codes.size}) and predictions ({x.size}) differ in length")
-    return {code: metrics(x[codes == code], y[codes == code])
-            for code in sorted(set(codes.tolist()), key=_type_sort_key)}
+    return {code: metrics(x[mask], y[mask]) for code, mask in _groups(types, x.size, "types", _type_sort_key)}
+
+
+def _groups(labels: Sequence[str], size: int, what: str, key: Any = None) -> list[tuple[str, np.ndarray]]:
+    """``(label, boolean mask)`` per distinct label of ``labels`` (as text, sorted by ``key``); raises
+    ``ValueError`` naming ``what`` when there are not ``size`` labels."""
+    names = np.asarray([str(label) for label in labels], dtype=object)
+    if names.size != size:
+        raise ValueError(f"{what} ({names.size}) and predictions ({size}) differ in length")
+    return [(name, names == name) for name in sorted(set(names.tolist()), key=key)]
 
 
 #: Correlations averaged by :func:`within_reference` (the others depend on the label scale or on a fit).
@@ -243,12 +249,8 @@ def within_reference(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | 
     mismatch, empty or non-finite input.
     """
     x, y = _as_vectors(pred, mos)
-    names = np.asarray([str(r) for r in references], dtype=object)
-    if names.size != x.size:
-        raise ValueError(f"references ({names.size}) and predictions ({x.size}) differ in length")
     per: dict[str, dict] = {}
-    for name in sorted(set(names.tolist())):
-        mask = names == name
+    for name, mask in _groups(references, x.size, "references"):
         per[name] = {"n": int(mask.sum()), "srocc": srocc(x[mask], y[mask]), "krocc": krocc(x[mask], y[mask]),
                      "plcc": plcc(x[mask], y[mask])}
     counted = [values for values in per.values() if values["n"] >= MIN_REFERENCE_IMAGES]

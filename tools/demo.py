@@ -281,9 +281,9 @@ class StageTimes:
 
 
 def stage_blas_threads() -> str:
-    """The OpenBLAS thread count a stage started now runs with: the user's ``OPENBLAS_NUM_THREADS``, else
-    ``BLAS_THREADS`` (what ``_run`` gives every child)."""
-    return os.environ.get("OPENBLAS_NUM_THREADS") or str(BLAS_THREADS)
+    """The OpenBLAS thread count a stage started now runs with (``_run`` gives it to every child): the
+    user's ``OPENBLAS_NUM_THREADS``, else ``BLAS_THREADS``."""
+    return os.environ.get("OPENBLAS_NUM_THREADS", str(BLAS_THREADS))
 
 
 def blas_threads_note(stages: Sequence[dict[str, Any]]) -> str:
@@ -306,7 +306,7 @@ def _run(stage: str, argv: list[str]) -> None:
     """Run ``python -m ...`` as a child (its own Caffe, glog and data workers); Ctrl-C reaches it too."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("OPENBLAS_NUM_THREADS", str(BLAS_THREADS))
+    env["OPENBLAS_NUM_THREADS"] = stage_blas_threads()
     print(f"[demo] {stage}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env)
     try:
@@ -563,6 +563,8 @@ MODELS = (
      "ft_deploy.prototxt"),
 )
 MODEL_LABELS = tuple(label for _, label, _, _ in MODELS)
+#: The two fine-tuning runs: evaluation key (``MODELS``), run folder, label.
+FT_RUNS = (("rankiqa_ft", "ft_rankiqa", "RankIQA+FT"), ("ft_scratch", "ft_scratch", "FT from scratch"))
 
 
 def read_rows(paths: Paths, seed: int) -> list[dict[str, Any]]:
@@ -590,7 +592,7 @@ def ft_base_lr(paths: Paths) -> dict[str, float | None]:
     from rankiqa.netconfig import read_solver_param
 
     rates: dict[str, float | None] = {}
-    for run, label in (("ft_rankiqa", "RankIQA+FT"), ("ft_scratch", "FT from scratch")):
+    for _, run, label in FT_RUNS:
         solver = paths.run(run) / "solver.prototxt"
         # float32 in the file: six digits say what was written (3e-06, not 3.000000106e-06)
         rates[label] = float(f"{read_solver_param(solver).base_lr:.6g}") if solver.is_file() else None
@@ -759,8 +761,7 @@ def plot_curves(paths: Paths, path: Path) -> None:
     if its:
         axes[0].plot(its, values, "-", label="train loss")
     axes[0].set_title("ranking (all-pairs hinge loss)")
-    for name, label, colour in (("ft_rankiqa", "RankIQA+FT", "tab:green"), ("ft_scratch", "FT from scratch",
-                                                                             "tab:red")):
+    for (_, name, label), colour in zip(FT_RUNS, ("tab:green", "tab:red"), strict=True):
         table = parse_log(paths.run(name) / "log.txt")
         its, values = table.series("train_loss")
         axes[1].plot(its, values, color=colour, label=f"{label} train")
@@ -958,7 +959,7 @@ def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_
     rank_model = timed("train_rank", rank_model is not None,
                        lambda: stage_train_rank(profile, paths, seed)) or rank_model
     models: dict[str, Path] = {"rankiqa": rank_model}
-    for key, run_name, init in (("rankiqa_ft", "ft_rankiqa", rank_model), ("ft_scratch", "ft_scratch", None)):
+    for (key, run_name, _), init in zip(FT_RUNS, (rank_model, None), strict=True):
         done = final_model(paths.run(run_name), profile.ft_iters)
         models[key] = timed(run_name, done is not None,
                             lambda r=run_name, i=init: stage_finetune(r, profile, paths, seed, i)) or done
