@@ -24,9 +24,9 @@ DEFAULT_SNAPSHOT = {"rank": 5000, "finetune": 1000}
 #: learns (README, "The demo"), with one loss spike it recovers from.
 SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
 #: Start of the fine-tuning head and scale of its Euclidean loss when not given (``rankiqa.head_init``):
-#: the original's (prototxt filler, raw labels) for VGG-16; for the Shallow net (a CPU-only extra) a linear
-#: probe and the loss in units of the label spread (measured: README, "Fine-tuning: head start and label
-#: scale").
+#: the original's (prototxt filler, raw labels) for VGG-16; for the Shallow net (a CPU-only extra) the
+#: calibrated head (the ranking head's direction, scale and offset fitted) and the loss in units of the label
+#: spread (measured: README, "Fine-tuning: head start and label scale").
 FT_HEAD_DEFAULTS = {"vgg16": ("filler", "none"), "shallow": ("calibrate", "std")}
 #: Test interval when neither the flag nor the solver gives one.
 DEFAULT_TEST_INTERVAL = {"rank": 1000, "finetune": 500}
