@@ -20,6 +20,8 @@ export RANKIQA_CACHE CUDA CUDA_ARCH
 GPU ?= $(shell [ "$(CUDA)" = 1 ] && nvidia-smi -L >/dev/null 2>&1 && echo 0 || echo -1)
 # Several GPUs of one machine through NCCL, e.g. GPUS=0,1 (needs a CUDA build with NCCL).
 GPUS ?=
+# The device flags of tools/train.py, which takes --gpu or --gpus, not both: GPUS, when given, replaces GPU.
+gpu_args = $(if $(GPUS),--gpus $(GPUS),--gpu $(GPU))
 # The paper's VGG-16 on a GPU, the paper's small Shallow net on a CPU.
 NET ?= $(if $(filter -1,$(GPU)),shallow,vgg16)
 SEED ?= 0
@@ -184,7 +186,7 @@ train_rank: env
 	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks)
 	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --out $(call q,$(RANK_RUN)) \
 	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--types,$(RANK_TYPES)) $(call opt,--precomputed,$(PRECOMPUTED)) $(call opt,--offline-types,$(OFFLINE_TYPES)),--data $(call q,$(RANKS_DIR))) \
-	  --gpu $(GPU) --seed $(SEED) $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
+	  $(gpu_args) --seed $(SEED) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS)) \
 	  $(call opt,--types-per-batch,$(TYPES_PER_BATCH)) $(call opt,--images-per-group,$(IMAGES_PER_GROUP)) \
@@ -197,9 +199,9 @@ ft_lists: env
 finetune: env
 	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists; fi
 	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(call q,$(FT_DIR)/split$(SPLIT)) \
-	  --out $(call q,$(FT_RUN)) --gpu $(GPU) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
+	  --out $(call q,$(FT_RUN)) $(gpu_args) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
 	  $(if $(call given,RANKSET),--rankset $(RANKSET)) \
-	  $(call opt,--gpus,$(GPUS)) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
+	  $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) $(call opt,--batch,$(BATCH)) \
 	  $(call opt,--skip-layers,$(SKIP_LAYERS)) $(call opt,--head-init,$(HEAD_INIT)) $(call opt,--loss-scale,$(LOSS_SCALE)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS))

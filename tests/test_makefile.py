@@ -102,6 +102,22 @@ def test_train_rank_passes_weights_none_and_names_the_run_after_the_types(tmp_pa
     assert _value(argv, "--weights") == "none" and _value(argv, "--out") == "runs/rank_tid2013_all_vgg16"
 
 
+def test_gpus_replaces_gpu_so_that_training_takes_it(tmp_path: Path) -> None:
+    # tools/train.py refuses --gpu with --gpus: several GPUs must reach it as --gpus alone.
+    from tools import train
+
+    ranks = tmp_path / "ranks"
+    ranks.mkdir()
+    (ranks / "manifest.csv").write_text("reference,type,level,path,split\n")
+    for target, variables in (("train_rank", [f"RANKS_DIR={ranks}", "WEIGHTS=none"]),
+                              ("finetune", [f"FT_DIR={tmp_path / 'ft'}"])):
+        argv = _tool(_commands(target, "GPUS=0,1", *variables), "tools.train")
+        assert _value(argv, "--gpus") == "0,1" and "--gpu" not in argv, argv
+        assert train.run_config(argv[argv.index("tools.train") + 1:]).gpus
+        argv = _tool(_commands(target, "GPU=-1", *variables), "tools.train")
+        assert _value(argv, "--gpu") == "-1" and "--gpus" not in argv, argv
+
+
 def test_split_original_writes_and_uses_the_originals_split(tmp_path: Path) -> None:
     assert "--original-split" in _tool(_commands("ft_lists", "SPLIT=original"), "data_prep.make_ft_lists")
     assert "--original-split" not in _tool(_commands("ft_lists"), "data_prep.make_ft_lists")
