@@ -90,12 +90,14 @@ def label_spread(labels: Sequence[float]) -> tuple[float, float]:
 
 
 def linear_probe(features: np.ndarray, labels: np.ndarray, ridge: float = LINEAR_PROBE_RIDGE,
-                 ) -> tuple[np.ndarray, float]:
+                 prior: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Ridge regression ``labels ~ features @ w + b``; returns ``(w, b)``, ``w`` of shape ``(d,)``.
 
     ``features``: ``(n, d)``; ``labels``: ``(n,)``. The ridge penalty is ``ridge`` times the mean variance
     of the centred features (scale-free), and the bias is not penalised. Constant feature columns (dead
-    ReLUs) get weight 0.
+    ReLUs) get weight 0 (with ``prior``: their prior weight). ``prior``: ``(d,)`` weights to shrink towards
+    instead of 0 (the "L2-SP" penalty ||w - prior||^2 of Li, Grandvalet and Davoine, *Explicit Inductive
+    Bias for Transfer Learning with Convolutional Networks*, ICML 2018): a large ``ridge`` returns ``prior``.
     """
     x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
@@ -105,7 +107,13 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, ridge: float = LINEAR
     xc, yc = x - x_mean, y - y_mean
     gram = xc.T @ xc / len(x)
     penalty = ridge * max(float(np.trace(gram)) / gram.shape[0], 1e-12)
-    w = np.linalg.solve(gram + penalty * np.eye(gram.shape[0]), xc.T @ yc / len(x))
+    target = xc.T @ yc / len(x)
+    if prior is not None:
+        prior = np.asarray(prior, dtype=np.float64).reshape(-1)
+        if prior.shape != (x.shape[1],):
+            raise ValueError(f"prior has {prior.size} weights for {x.shape[1]} features")
+        target = target + penalty * prior
+    w = np.linalg.solve(gram + penalty * np.eye(gram.shape[0]), target)
     return w, float(y_mean - x_mean @ w)
 
 
@@ -193,7 +201,7 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
     energy = float(np.mean(np.sum(features.astype(np.float64) ** 2, axis=1)))
     if mode == "calibrate":
         source = "the prototxt's filler"
-        ranking = _ranking_head(init_weights, weights.shape, bias.shape)
+        ranking = ranking_head(init_weights, weights.shape, bias.shape)
         if ranking is not None:
             weights[...], bias[...] = ranking
             source = f"the ranking head {RANKING_HEAD}"
@@ -219,9 +227,11 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
             f"{std:.4g}; E||f||^2 {energy:.4g}"), energy
 
 
-def _ranking_head(init_weights: str | os.PathLike | None, weight_shape: tuple[int, ...],
+def ranking_head(init_weights: str | os.PathLike | None, weight_shape: tuple[int, ...],
                   bias_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Weights and bias of ``RANKING_HEAD`` in ``init_weights`` when they fit the shapes, else None."""
+    """Weights and bias (float32, reshaped to ``weight_shape`` and ``bias_shape``) of ``RANKING_HEAD`` in
+    ``init_weights`` (a ``.caffemodel``) when they fit the shapes, else None (also when ``init_weights`` is
+    None)."""
     if init_weights is None:
         return None
     from rankiqa.caffe_io import read_caffemodel

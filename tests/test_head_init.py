@@ -160,3 +160,19 @@ def train_net_param(path):
     from rankiqa.caffe_io import caffe_pb2
 
     return text_format.Parse(path.read_text(), caffe_pb2().NetParameter())
+
+
+def test_linear_probe_shrinks_towards_a_prior_head_instead_of_zero():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 4))
+    y = x @ np.array([1.0, 0.0, -1.0, 0.5]) + 0.1 * rng.normal(size=60)
+    prior = np.array([0.2, 0.3, 0.0, -0.4])
+    free, _ = head_init.linear_probe(x, y, ridge=1e-9, prior=prior)
+    plain, _ = head_init.linear_probe(x, y, ridge=1e-9)
+    assert np.allclose(free, plain, atol=1e-6)  # a vanishing penalty: the least-squares fit either way
+    held, _ = head_init.linear_probe(x, y, ridge=1e9, prior=prior)
+    assert np.allclose(held, prior, atol=1e-6)
+    middle, _ = head_init.linear_probe(x, y, ridge=1.0, prior=prior)
+    assert np.linalg.norm(middle - prior) < np.linalg.norm(plain - prior)
+    with pytest.raises(ValueError, match="3 weights for 4 features"):
+        head_init.linear_probe(x, y, prior=prior[:3])
