@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rankiqa.errors import InputError
@@ -119,6 +120,37 @@ def test_claim_checks_and_tables_follow_the_numbers():
     assert acc.strip().endswith("| **overall** | 0.900 | 0.700 | 0.800 |")
 
 
+def _per_image(folder: Path, rows: list[tuple[str, float, float]]) -> None:
+    folder.mkdir(parents=True)
+    lines = ["path,reference,type,level,ground_truth,pred_mean,pred_median"]
+    lines += [f"{path},r,GN,1,{float(truth)!r},{float(pred)!r},{float(pred)!r}" for path, truth, pred in rows]
+    (folder / "per_image.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path):
+    paths = demo.Paths(data=tmp_path / "data", runs=tmp_path / "runs", out=tmp_path / "out")
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(size=30)
+    images = [f"/i/{k}.png" for k in range(30)]
+    noise = {"rankiqa": 0.3, "rankiqa_ft": 0.05, "ft_scratch": 2.0}
+    for key, scale in noise.items():  # written in another order for each model: matched by path
+        rows = [(img, t, t + scale * rng.normal()) for img, t in zip(images, truth, strict=True)]
+        _per_image(paths.evaluation(key), rows[::-1] if key == "rankiqa" else rows)
+    intervals = demo.comparison_intervals(paths, seed=0)
+    assert list(intervals) == [demo.comparison_name(*c) for c in demo.CLAIM_COMPARISONS]
+    versus_scratch = intervals["RankIQA+FT > FT from scratch (SROCC)"]
+    assert 0.0 < versus_scratch["low"] <= versus_scratch["difference"] <= versus_scratch["high"]
+    table = demo.intervals_markdown({0: intervals})
+    assert "| seed | difference | SROCC (95% interval) | PLCC (95% interval) |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| 0 | RankIQA+FT − FT from scratch |"))
+    assert f"{versus_scratch['difference']:+.3f} ({versus_scratch['low']:+.3f} to " in row
+    _per_image(paths.evaluation("rankiqa") / "elsewhere", [("/other.png", 0.5, 0.5)] * 3)
+    (paths.evaluation("rankiqa") / "per_image.csv").write_text(
+        (paths.evaluation("rankiqa") / "elsewhere" / "per_image.csv").read_text())
+    with pytest.raises(InputError, match="scored different images"):
+        demo.comparison_intervals(paths, seed=0)
+
+
 def test_an_evaluation_without_the_within_reference_figures_is_redone(tmp_path):
     report = tmp_path / "metrics.json"
     report.write_text(json.dumps({"model": "/m.caffemodel", "crops": 10, "overall": {}}))
@@ -168,6 +200,11 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
         assert list(accuracy) == ["GN", "GB", "JPEG", "overall"]
         assert all(0.0 <= v <= 1.0 for v in accuracy.values())
     assert set(summary["claim"]) == {"0", "1"}
+    assert set(summary["claim_intervals"]) == {"0", "1"}
+    for seed, checks in summary["claim"].items():
+        for name, interval in summary["claim_intervals"][seed].items():
+            assert name in checks and interval["low"] <= interval["difference"] <= interval["high"]
+    assert "| 1 | RankIQA+FT − RankIQA |" in summary_md and "| 1 | RankIQA+FT − RankIQA |" in printed
     # the held-out references were seen neither by the ranking stage nor by fine-tuning
     settings = summary["settings"]
     for refs in summary["references"].values():

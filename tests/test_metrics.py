@@ -177,3 +177,34 @@ def test_within_reference_leaves_tiny_references_out_of_the_mean() -> None:
 
 def test_every_key_is_labelled() -> None:
     assert set(m.metrics(PRED, MOS)) == set(m.LABELS)
+
+
+def test_paired_difference_is_the_difference_of_correlations_with_an_interval_around_it() -> None:
+    rng = np.random.default_rng(3)
+    mos = rng.uniform(0, 9, 120)
+    good = mos + rng.normal(0, 1.0, 120)  # a model close to the ground truth
+    poor = mos + rng.normal(0, 6.0, 120)  # a noisy one
+    result = m.paired_difference(good, poor, mos, "srocc", resamples=500, seed=1)
+    assert result["difference"] == pytest.approx(m.srocc(good, mos) - m.srocc(poor, mos))
+    assert 0.0 < result["low"] < result["difference"] < result["high"]
+    assert (result["level"], result["resamples"]) == (m.BOOTSTRAP_LEVEL, 500)
+    again = m.paired_difference(good, poor, mos, "srocc", resamples=500, seed=1)
+    assert again == result  # seeded
+    flipped = m.paired_difference(poor, good, mos, "plcc", resamples=500)
+    assert flipped["high"] < 0.0
+
+
+def test_paired_difference_of_a_model_with_itself_is_exactly_zero() -> None:
+    rng = np.random.default_rng(4)
+    mos, pred = rng.normal(size=40), rng.normal(size=40)
+    result = m.paired_difference(pred, pred, mos, "plcc", resamples=200)
+    assert result["difference"] == result["low"] == result["high"] == 0.0  # the pairing cancels every draw
+
+
+def test_paired_difference_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown metric"):
+        m.paired_difference([1, 2, 3], [1, 2, 3], [1, 2, 3], "rmse")
+    with pytest.raises(ValueError, match="at least 3"):
+        m.paired_difference([1, 2], [2, 1], [1, 2])
+    with pytest.raises(ValueError, match="differ in length"):
+        m.paired_difference([1, 2, 3], [1, 2], [1, 2, 3])

@@ -29,7 +29,9 @@ Stages, per seed (each one is skipped when its outputs are complete, so a rerun 
 
 Outputs: ``<out>/summary.md``, ``summary.json`` (``runs``: one ``{seed, model, srocc, plcc,
 within_reference_srocc, within_reference_plcc}`` per seed and model, pooled over the held-out references and
-averaged inside each; ``rank_accuracy``: per seed, ``{type: accuracy, ..., overall}``),
+averaged inside each; ``rank_accuracy``: per seed, ``{type: accuracy, ..., overall}``; ``claim``: each check
+per seed; ``claim_intervals``: per seed and model comparison, the difference of the two correlations with its
+paired bootstrap interval over the held-out images),
 ``srocc_per_seed.png``, ``rank_accuracy.png``, and per seed ``<out>/seed<S>/`` (evaluations, rank accuracy,
 loss curves, stage times). Stage outputs go to ``<data-dir>/<profile>-<photos>-net<digest>-seed<S>/`` and
 ``<runs-dir>/...`` (``photos``: ``default``, or the folder's name and a hash of its file list; ``digest``: of
@@ -611,6 +613,63 @@ CLAIM_COMPARISONS = (("RankIQA+FT", ">", "FT from scratch", "srocc"),
                      ("RankIQA+FT", ">=", "RankIQA", "plcc"))
 
 
+def comparison_name(model: str, relation: str, other: str, metric: str) -> str:
+    """The name of one model comparison of the claim, as the summary and ``claim`` in summary.json use it."""
+    return f"{model} {relation} {other} ({metric.upper()})"
+
+
+def read_predictions(path: Path) -> dict[str, tuple[float, float]]:
+    """``{image path: (ground truth, mean-of-crops prediction)}`` of an evaluation's ``per_image.csv``."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {row["path"]: (float(row["ground_truth"]), float(row["pred_mean"]))
+                for row in csv.DictReader(handle)}
+
+
+def comparison_intervals(paths: Paths, seed: int) -> dict[str, dict[str, float]]:
+    """Per comparison of the claim: the difference of the two models' correlations and its paired bootstrap
+    interval over the held-out images (``rankiqa.metrics.paired_difference``, seeded with ``seed``)."""
+    from rankiqa import metrics
+
+    by_label = {label: key for key, label, _, _ in MODELS}
+    result = {}
+    for model, relation, other, metric in CLAIM_COMPARISONS:
+        mine, theirs = (read_predictions(paths.evaluation(by_label[m]) / "per_image.csv")
+                        for m in (model, other))
+        if mine.keys() != theirs.keys():
+            raise InputError(f"the evaluations of {model} and {other} scored different images",
+                             paths.evaluation(by_label[other]) / "per_image.csv")
+        images = sorted(mine)
+        result[comparison_name(model, relation, other, metric)] = metrics.paired_difference(
+            [mine[i][1] for i in images], [theirs[i][1] for i in images], [mine[i][0] for i in images],
+            metric, seed=seed)
+    return result
+
+
+def intervals_markdown(intervals: dict[int, dict[str, dict[str, float]]]) -> str:
+    """Per seed and pair of models: the SROCC and PLCC differences with their bootstrap intervals."""
+    pairs = list(dict.fromkeys((model, other) for model, _, other, _ in CLAIM_COMPARISONS))
+    relations = {(model, other, metric): relation for model, relation, other, metric in CLAIM_COMPARISONS}
+    first = next(iter(next(iter(intervals.values())).values()))
+    level = f"{first['level']:.0%}"
+    lines = [f"How far each difference is from chance, for these images: a {level} paired bootstrap "
+             f"interval ({first['resamples']} resamples of the held-out images, the same draw for both "
+             "models; percentile interval; `rankiqa.metrics.paired_difference`). The images of one "
+             "photograph are not independent, so an interval leaves out how the difference changes from one "
+             "photograph to another; the spread over seeds shows part of that.", "",
+             f"| seed | difference | SROCC ({level} interval) | PLCC ({level} interval) |",
+             "|---|---|---|---|"]
+    for seed, result in intervals.items():
+        for model, other in pairs:
+            cells = []
+            for metric in ("srocc", "plcc"):
+                found = result.get(comparison_name(model, relations.get((model, other, metric), ""), other,
+                                                   metric))
+                cells.append("-" if found is None else
+                             f"{found['difference']:+.3f} ({found['low']:+.3f} to {found['high']:+.3f})")
+            lines.append(f"| {seed} | {model} − {other} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def claim_values(rows: list[dict[str, Any]], accuracy: dict[str, float]) -> dict[str, tuple[bool, str]]:
     """Each check of the claim on one seed's numbers: whether it holds, and the compared values as text
     (four decimals, so that a near tie printed alike in the tables shows which side it fell on)."""
@@ -619,7 +678,7 @@ def claim_values(rows: list[dict[str, Any]], accuracy: dict[str, float]) -> dict
     for model, relation, other, metric in CLAIM_COMPARISONS:
         a, b = by[model][metric], by[other][metric]
         holds = a > b if relation == ">" else a >= b
-        result[f"{model} {relation} {other} ({metric.upper()})"] = (holds, f"{a:.4f} against {b:.4f}")
+        result[comparison_name(model, relation, other, metric)] = (holds, f"{a:.4f} against {b:.4f}")
     per_type = {t: v for t, v in accuracy.items() if t != "overall"}
     lowest = min(per_type, key=per_type.__getitem__) if per_type else None
     result[f"ranking accuracy overall >= {RANK_ACCURACY_GOAL['overall']}"] = (
@@ -798,6 +857,8 @@ class SeedResult:
     references: dict[str, Any]
     stages: dict[str, dict[str, Any]]
     ft_base_lr: dict[str, float | None] = dataclasses.field(default_factory=dict)  # model -> its rate
+    #: ``comparison_intervals``: comparison name -> difference and bootstrap interval
+    intervals: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 def write_summary(profile: Profile, photos: Photos, out: Path, results: list[SeedResult],
@@ -814,6 +875,8 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
     within_table = table_markdown(runs, "within_reference_")
     acc_table = accuracy_markdown(accuracy)
     claim = verdict(runs, checks, values)
+    intervals = {r.seed: r.intervals for r in results if r.intervals}
+    interval_table = intervals_markdown(intervals) if intervals else ""
     seeds = [r.seed for r in results]
     excluded = "; ".join(f"{t}: {why}" for t, why in EXCLUDED_TYPES.items())
     not_ranked = "; ".join(f"{t}: {why}" for t, why in NOT_RANKED.items() if t in profile.ft_types)
@@ -846,6 +909,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         f"Photographs: {photos.origin}. Seeds: {', '.join(map(str, seeds))}. Test images per seed: "
         f"{', '.join(map(str, n_images))} ({profile.ft_test_refs} held-out references).", "",
         table, "## The claim, seed by seed", "", claim, "",
+        *([interval_table] if interval_table else []),
         "- RankIQA is the ranking model alone (output `fc8_m`): a *relative* quality score on no particular "
         "scale, so its SROCC is what matters most; its PLCC compares raw, uncalibrated outputs.", "",
         "![SROCC/PLCC per seed](srocc_per_seed.png)", "",
@@ -898,12 +962,14 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
                        "not human MOS",
                "scoring": "mean of crops", "runs": runs, "rank_accuracy": accuracy,
                "claim": {str(seed): result for seed, result in checks.items()},
+               "claim_intervals": {str(seed): result for seed, result in intervals.items()},
                "details": [row for r in results for row in r.rows],
                "references": {str(r.seed): r.references for r in results}, "settings": settings,
                "stages": stage_seconds, "total_stage_seconds": round(measured, 1),
                "wall_seconds_this_invocation": round(total_seconds, 1)}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    return (f"{table}\n{claim}\n\nInside each held-out photograph (mean over the references):\n\n"
+    return (f"{table}\n{claim}\n\n{interval_table}\n"
+            "Inside each held-out photograph (mean over the references):\n\n"
             f"{within_table}\nPairwise ranking accuracy on references the ranking never saw:\n\n{acc_table}")
 
 
@@ -973,7 +1039,7 @@ def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_
     plot_curves(paths, paths.out / "loss_curves.png")
     refs = {"rank": rank_references(paths), "ft": ft_references(paths)}
     return SeedResult(seed, read_rows(paths, seed), read_rank_accuracy(paths), refs, dict(stages.stages),
-                      ft_base_lr(paths))
+                      ft_base_lr(paths), comparison_intervals(paths, seed))
 
 
 def run_demo(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_root: Path,
