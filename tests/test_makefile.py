@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -197,3 +198,12 @@ def test_cross_passes_every_model_deploy_and_dataset_and_makes_missing_tables() 
         if not (REPO / "data" / "ft" / dataset / "table.csv").is_file():  # made only when missing
             assert _value(lists[dataset], "--data") == data
             assert _value(lists[dataset], "--out") == f"data/ft/{dataset}"
+
+
+def test_every_variable_the_makefile_lets_a_user_set_is_in_the_readmes_table() -> None:
+    settable = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*\?=", (REPO / "Makefile").read_text(), re.MULTILINE))
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Make variables"):]
+    table = table[:table.index("\n## ", 1)]
+    assert settable, "no ?= variables found: the pattern no longer matches the Makefile"
+    assert sorted(v for v in settable if f"`{v}`" not in table) == []
