@@ -1,4 +1,5 @@
-"""``make demo`` (tools/demo.py): the quick profile end to end, resuming, and the book-keeping helpers."""
+"""``make demo`` (tools/demo.py over rankiqa/demo_setup.py and rankiqa/demo_report.py): the quick profile end
+to end, resuming, and the book-keeping helpers."""
 
 from __future__ import annotations
 
@@ -9,19 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rankiqa import demo_report, demo_setup
 from rankiqa.errors import InputError
 from tests.caffe_marks import needs_caffe
 from tools import demo
 
 
 def test_profiles_keep_ranking_and_finetuning_references_apart():
-    names = demo.default_names()
-    for profile in (demo.full_profile(names), demo.quick_profile(names)):
+    names = demo_setup.default_names()
+    for profile in (demo_setup.full_profile(names), demo_setup.quick_profile(names)):
         assert profile.rank_refs and len(profile.ft_refs) >= 3
         assert not set(profile.rank_refs) & set(profile.ft_refs)
-        assert not set(profile.types) & set(demo.EXCLUDED_TYPES)
-        assert demo.MIN_TEST_REFS <= profile.ft_test_refs < len(profile.ft_refs)
-    full = demo.full_profile(names)
+        assert not set(profile.types) & set(demo_setup.EXCLUDED_TYPES)
+        assert demo_setup.MIN_TEST_REFS <= profile.ft_test_refs < len(profile.ft_refs)
+    full = demo_setup.full_profile(names)
     # every default image is used, alternately: no hand-picked assignment
     assert sorted(full.rank_refs + full.ft_refs) == names
     assert full.rank_refs == tuple(names[0::2])
@@ -30,7 +32,7 @@ def test_profiles_keep_ranking_and_finetuning_references_apart():
 
 
 def test_test_reference_count_keeps_two_held_out_and_one_to_train():
-    assert [demo.test_reference_count(n) for n in (3, 4, 5, 6, 9)] == [2, 2, 2, 3, 4]
+    assert [demo_setup.test_reference_count(n) for n in (3, 4, 5, 6, 9)] == [2, 2, 2, 3, 4]
 
 
 def test_a_folder_needs_six_usable_photographs(tmp_path):
@@ -43,16 +45,16 @@ def test_a_folder_needs_six_usable_photographs(tmp_path):
     cv2.imwrite(str(tmp_path / "small.png"), rng.integers(0, 256, (100, 300, 3), dtype=np.uint8))
     warnings: list[str] = []
     with pytest.raises(InputError, match="at least 6 usable") as info:
-        demo.resolve_photos(str(tmp_path), warn=warnings.append)
+        demo_setup.resolve_photos(str(tmp_path), warn=warnings.append)
     assert str(tmp_path) in str(info.value)
     assert any("small.png" in w for w in warnings)
     cv2.imwrite(str(tmp_path / "p5.png"), rng.integers(0, 256, (240, 250, 3), dtype=np.uint8))
-    photos = demo.resolve_photos(str(tmp_path), warn=warnings.append)
+    photos = demo_setup.resolve_photos(str(tmp_path), warn=warnings.append)
     assert sorted(photos.sources) == [f"p{k}" for k in range(6)]
     assert photos.tag.startswith(tmp_path.name + "-")
     # a changed folder is another photo set (other stage folders), never a silent reuse
     cv2.imwrite(str(tmp_path / "p6.png"), rng.integers(0, 256, (240, 250, 3), dtype=np.uint8))
-    assert demo.resolve_photos(str(tmp_path), warn=warnings.append).tag != photos.tag
+    assert demo_setup.resolve_photos(str(tmp_path), warn=warnings.append).tag != photos.tag
 
 
 def test_demo_images_are_png_with_a_shorter_side_of_at_most_256(tmp_path):
@@ -63,7 +65,7 @@ def test_demo_images_are_png_with_a_shorter_side_of_at_most_256(tmp_path):
     for name, shape in (("big.jpg", (600, 900, 3)), ("small.png", (240, 300, 3))):
         cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, shape, dtype=np.uint8))
     big = cv2.imdecode(np.frombuffer(demo.demo_image(tmp_path / "big.jpg"), np.uint8), cv2.IMREAD_UNCHANGED)
-    assert big.shape == (demo.SHORT_SIDE, 384, 3)
+    assert big.shape == (demo_setup.SHORT_SIDE, 384, 3)
     small_bytes = demo.demo_image(tmp_path / "small.png")
     small = cv2.imdecode(np.frombuffer(small_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
     assert np.array_equal(small, cv2.imread(str(tmp_path / "small.png")))  # not resized, pixels kept
@@ -77,45 +79,45 @@ def test_seeds_are_parsed_strictly():
 
 
 def test_settings_pin_refuses_other_settings(tmp_path):
-    demo.check_settings(tmp_path, {"seed": 0, "iters": 3})
-    demo.check_settings(tmp_path, {"seed": 0, "iters": 3})  # same settings: accepted
+    demo_setup.check_settings(tmp_path, {"seed": 0, "iters": 3})
+    demo_setup.check_settings(tmp_path, {"seed": 0, "iters": 3})  # same settings: accepted
     with pytest.raises(InputError, match="iters"):
-        demo.check_settings(tmp_path, {"seed": 0, "iters": 4})
+        demo_setup.check_settings(tmp_path, {"seed": 0, "iters": 4})
 
 
 def _rows(seed, rank, ft, scratch):
     return [{"seed": seed, "model": m, "srocc": v[0], "plcc": v[1], "krocc": 0.0, "n_images": 136,
              "within_reference_srocc": v[0] + 0.1, "within_reference_plcc": v[1] - 0.1}
-            for m, v in zip(demo.MODEL_LABELS, (rank, ft, scratch), strict=True)]
+            for m, v in zip(demo_report.MODEL_LABELS, (rank, ft, scratch), strict=True)]
 
 
 def test_claim_checks_and_tables_follow_the_numbers():
     good = {"GN": 1.0, "JPEG": 0.5, "overall": 0.9}
     rows0 = _rows(0, (0.5, 0.8), (0.7, 0.9), (0.4, 0.6))
     rows1 = _rows(1, (0.5, 0.8), (0.45, 0.9), (0.6, 0.6))
-    checks0 = demo.claim_checks(rows0, good)
+    checks0 = demo_report.claim_checks(rows0, good)
     assert all(checks0.values())
-    checks1 = demo.claim_checks(rows1, {"GN": 1.0, "JPEG": 0.4, "overall": 0.9})
+    checks1 = demo_report.claim_checks(rows1, {"GN": 1.0, "JPEG": 0.4, "overall": 0.9})
     assert not checks1["RankIQA+FT > FT from scratch (SROCC)"]
     assert checks1["RankIQA+FT > FT from scratch (PLCC)"]
     assert not checks1["RankIQA+FT >= RankIQA (SROCC)"]
     assert not checks1["ranking accuracy of every type >= 0.5"]
     assert checks1["ranking accuracy overall >= 0.85"]
-    text = demo.verdict(rows0 + rows1, {0: checks0, 1: checks1})
+    text = demo_report.verdict(rows0 + rows1, {0: checks0, 1: checks1})
     assert "- RankIQA+FT > FT from scratch (SROCC): does NOT hold for seed(s) 1" in text
-    values = {0: demo.claim_values(rows0, good),
-              1: demo.claim_values(rows1, {"GN": 1.0, "JPEG": 0.4, "overall": 0.9})}
-    text = demo.verdict(rows0 + rows1, {0: checks0, 1: checks1}, values)
+    values = {0: demo_report.claim_values(rows0, good),
+              1: demo_report.claim_values(rows1, {"GN": 1.0, "JPEG": 0.4, "overall": 0.9})}
+    text = demo_report.verdict(rows0 + rows1, {0: checks0, 1: checks1}, values)
     assert ("- RankIQA+FT > FT from scratch (SROCC): does NOT hold for seed(s) 1 (seed 1: 0.4500 against "
             "0.6000)") in text
     assert ("- ranking accuracy of every type >= 0.5: does NOT hold for seed(s) 1 (seed 1: lowest JPEG "
             "0.4000)") in text
     assert "- RankIQA+FT > FT from scratch (PLCC): holds for every seed" in text
-    table = demo.table_markdown(rows0 + rows1)
+    table = demo_report.table_markdown(rows0 + rows1)
     assert "| RankIQA+FT | 0.575 ± 0.177 | 0.900 ± 0.000 | 0.700 / 0.900 | 0.450 / 0.900 |" in table
-    within = demo.table_markdown(rows0 + rows1, "within_reference_")
+    within = demo_report.table_markdown(rows0 + rows1, "within_reference_")
     assert "| RankIQA+FT | 0.675 ± 0.177 | 0.800 ± 0.000 | 0.800 / 0.800 | 0.550 / 0.800 |" in within
-    acc = demo.accuracy_markdown({"0": good, "1": {"GN": 0.8, "JPEG": 0.6, "overall": 0.7}})
+    acc = demo_report.accuracy_markdown({"0": good, "1": {"GN": 0.8, "JPEG": 0.6, "overall": 0.7}})
     assert "| JPEG | 0.500 | 0.600 | 0.550 |" in acc
     assert acc.strip().endswith("| **overall** | 0.900 | 0.700 | 0.800 |")
 
@@ -128,7 +130,7 @@ def _per_image(folder: Path, rows: list[tuple[str, float, float]]) -> None:
 
 
 def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path):
-    paths = demo.Paths(data=tmp_path / "data", runs=tmp_path / "runs", out=tmp_path / "out")
+    paths = demo_setup.Paths(data=tmp_path / "data", runs=tmp_path / "runs", out=tmp_path / "out")
     rng = np.random.default_rng(0)
     truth = rng.uniform(size=30)
     images = [f"/i/{k}.png" for k in range(30)]
@@ -136,11 +138,11 @@ def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path)
     for key, scale in noise.items():  # written in another order for each model: matched by path
         rows = [(img, t, t + scale * rng.normal()) for img, t in zip(images, truth, strict=True)]
         _per_image(paths.evaluation(key), rows[::-1] if key == "rankiqa" else rows)
-    intervals = demo.comparison_intervals(paths, seed=0)
-    assert list(intervals) == [demo.comparison_name(*c) for c in demo.CLAIM_COMPARISONS]
+    intervals = demo_report.comparison_intervals(paths, seed=0)
+    assert list(intervals) == [demo_report.comparison_name(*c) for c in demo_report.CLAIM_COMPARISONS]
     versus_scratch = intervals["RankIQA+FT > FT from scratch (SROCC)"]
     assert 0.0 < versus_scratch["low"] <= versus_scratch["difference"] <= versus_scratch["high"]
-    table = demo.intervals_markdown({0: intervals})
+    table = demo_report.intervals_markdown({0: intervals})
     assert "| seed | difference | SROCC (95% interval) | PLCC (95% interval) |" in table
     row = next(line for line in table.splitlines() if line.startswith("| 0 | RankIQA+FT − FT from scratch |"))
     assert f"{versus_scratch['difference']:+.3f} ({versus_scratch['low']:+.3f} to " in row
@@ -148,7 +150,7 @@ def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path)
     (paths.evaluation("rankiqa") / "per_image.csv").write_text(
         (paths.evaluation("rankiqa") / "elsewhere" / "per_image.csv").read_text())
     with pytest.raises(InputError, match="scored different images"):
-        demo.comparison_intervals(paths, seed=0)
+        demo_report.comparison_intervals(paths, seed=0)
 
 
 def test_an_evaluation_without_the_within_reference_figures_is_redone(tmp_path):
@@ -162,12 +164,12 @@ def test_an_evaluation_without_the_within_reference_figures_is_redone(tmp_path):
 
 
 def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):
-    times = demo.StageTimes(tmp_path / "stages.json")
+    times = demo_setup.StageTimes(tmp_path / "stages.json")
     times.record("ranks", 12.34, reused=False)
-    again = demo.StageTimes(tmp_path / "stages.json")
+    again = demo_setup.StageTimes(tmp_path / "stages.json")
     again.record("ranks", 0.01, reused=True)
     assert json.loads((tmp_path / "stages.json").read_text())["ranks"] == {
-        "seconds": 12.3, "reused": True, "blas_threads": demo.stage_blas_threads()}
+        "seconds": 12.3, "reused": True, "blas_threads": demo_setup.stage_blas_threads()}
 
 
 @pytest.mark.slow
@@ -181,7 +183,7 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
     summary_md = (out / "summary.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
 
-    assert demo.STANDIN_LABEL in summary_md and summary["label"] == demo.STANDIN_LABEL
+    assert demo_setup.STANDIN_LABEL in summary_md and summary["label"] == demo_setup.STANDIN_LABEL
     assert [(r["seed"], r["model"]) for r in summary["runs"]] == [
         (seed, model) for seed in (0, 1) for model in ("RankIQA", "RankIQA+FT", "FT from scratch")]
     for row in summary["runs"]:
@@ -235,10 +237,10 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
 
 def test_other_settings_in_the_same_folders_are_refused(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
-    photos = demo.resolve_photos("default")
-    profile = demo.quick_profile(list(photos.sources))
+    photos = demo_setup.resolve_photos("default")
+    profile = demo_setup.quick_profile(list(photos.sources))
     folder = demo.seed_folder(profile, photos, 0)
-    demo.check_settings(data / folder, {"profile": {"changed": True}, "seed": 0})
+    demo_setup.check_settings(data / folder, {"profile": {"changed": True}, "seed": 0})
     with pytest.raises(InputError, match="other settings"):
         demo.run_demo(profile, photos, tmp_path / "out", data, runs, seeds=[0])
     assert not (tmp_path / "out" / "summary.json").exists()
@@ -303,25 +305,26 @@ def test_every_stage_runs_with_the_demos_blas_thread_count_unless_the_user_set_o
     popen = _RecordingPopen()
     monkeypatch.setattr(demo.subprocess, "Popen", popen)
     demo._run("train_rank", ["python", "-m", "tools.train"])
-    assert popen.env["OPENBLAS_NUM_THREADS"] == str(demo.BLAS_THREADS) == "1"
-    assert demo.stage_blas_threads() == "1"
+    assert popen.env["OPENBLAS_NUM_THREADS"] == str(demo_setup.BLAS_THREADS) == "1"
+    assert demo_setup.stage_blas_threads() == "1"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     demo._run("train_rank", ["python", "-m", "tools.train"])
-    assert popen.env["OPENBLAS_NUM_THREADS"] == "4" == demo.stage_blas_threads()
+    assert popen.env["OPENBLAS_NUM_THREADS"] == "4" == demo_setup.stage_blas_threads()
 
 
 def test_the_summary_names_the_thread_counts_the_stages_ran_with(tmp_path, monkeypatch):
     # Stages of one demo run with 1 thread, a resumed one with 4: the summary must not report the count of
     # the invocation that writes it, but those each stage recorded.
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    times = demo.StageTimes(tmp_path / "stages.json")
+    times = demo_setup.StageTimes(tmp_path / "stages.json")
     times.record("train_rank", 10.0, reused=False)
-    assert demo.blas_threads_note(times.stages.values()).startswith("1 (fixed")
+    assert demo_setup.blas_threads_note(times.stages.values()).startswith("1 (fixed")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     times.record("ft_rankiqa", 5.0, reused=False)
     times.record("train_rank", 0.0, reused=True)  # reused: keeps the count of the run that did the work
     stages = json.loads((tmp_path / "stages.json").read_text())
     assert stages["train_rank"]["blas_threads"] == "1" and stages["ft_rankiqa"]["blas_threads"] == "4"
-    assert demo.blas_threads_note(stages.values()).startswith("1, 4 (OPENBLAS_NUM_THREADS set by the user")
+    note = demo_setup.blas_threads_note(stages.values())
+    assert note.startswith("1, 4 (OPENBLAS_NUM_THREADS set by the user")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
-    assert demo.blas_threads_note([{"seconds": 3.0, "reused": True}]).startswith("not recorded")
+    assert demo_setup.blas_threads_note([{"seconds": 3.0, "reused": True}]).startswith("not recorded")

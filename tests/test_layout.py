@@ -21,6 +21,8 @@ TESTED_IN = {
     "tools/export_onnx.py": "tests/test_onnx_export.py",  # the command of rankiqa.onnx_export
     # Parts of the training driver and the scoring tools, tested through them:
     "rankiqa/evaluation.py": "tests/test_evaluate.py",  # the library under tools/evaluate.py
+    "rankiqa/demo_setup.py": "tests/test_demo.py",  # the library under tools/demo.py, tested through it
+    "rankiqa/demo_report.py": "tests/test_demo.py",
     "rankiqa/measure.py": "tests/test_bench.py",
     "rankiqa/netconfig.py": "tests/test_train.py",
     "rankiqa/runprep.py": "tests/test_train.py",
