@@ -4,6 +4,7 @@ markers of ``tests/conftest.py`` select and skip what they say."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,18 @@ def test_caffe_tests_are_skipped_where_pycaffe_is_not_built() -> None:
     summary = result.stdout.splitlines()[-1]
     assert "13 passed, 2 skipped" in summary, result.stdout
     assert "pycaffe is not built (make caffe)" in result.stdout
+
+
+def test_every_command_module_runs_its_main_under_python_m() -> None:
+    """A module with a ``main`` in tools/ or experiments/ is started by ``python -m``: without the
+    ``__main__`` guard the Make targets would run nothing and exit 0."""
+    missing = []
+    for package in ("tools", "experiments"):
+        for path in sorted((REPO / package).glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            has_main = any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+            guarded = any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+                          for node in tree.body)
+            if has_main and not guarded:
+                missing.append(path.relative_to(REPO).as_posix())
+    assert missing == []
