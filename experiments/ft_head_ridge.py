@@ -2,21 +2,24 @@
 
     python -m experiments.ft_head_ridge --rank-model runs/demo/<...>/rank/snapshots/rank_iter_N.caffemodel \\
         --table data/demo/<...>/ft/synthetic/table.csv \\
-        --train-list data/demo/<...>/ft/synthetic/split0/train.txt --out data/ft_ridge \\
+        --train-list data/demo/<...>/ft/synthetic/split0/train.txt \\
+        --test-table data/demo/<...>/ft/synthetic/split0/test.csv --out data/ft_ridge \\
         [--crops 10] [--seed S] [--extra-table <more training images: a table.csv of data_prep.synthetic_iqa>]
 
 In the demo's fine-tuning the transferred layers hardly move (the head-step bound keeps the base rate near
 1e-8; README, "The demo"), so RankIQA+FT amounts to a new linear head on the ranking model's features. This
 script computes that head in closed form for every strength of one regulariser instead of training it: ridge
-regression of the training labels on the head's input features (mean over ``--crops`` random crops per image,
-the evaluation's crops), shrunk towards the calibrated ranking head (``rankiqa.head_init.linear_probe`` with
-``prior``; the L2-SP penalty). A large strength gives back the ranking model (the demo's ``calibrate`` start),
-a small one a least-squares fit on the training images. Each head is scored on the held-out images (every
-row of the table whose image is not in the training list): SROCC and PLCC pooled, as the demo's claim. One
-strength is also chosen without the held-out images, by cross-validation on the training images (squared
-error; leave one reference out when they come from two or more, else leave one distortion type out), to show
-what a choice made on the training photographs alone gives. ``--extra-table`` adds training images (with
-their references) that are not in the table, e.g. stand-in sets of the ranking photographs.
+regression of the training labels on the head's input features (mean over ``--crops`` random crops per image),
+shrunk towards the ranking head mapped onto the labels (``rankiqa.head_init.linear_probe`` with ``prior``; the
+L2-SP penalty). A large strength gives back the ranking model (the demo's ``calibrate`` start), a small one a
+least-squares fit on the training images. Each head is scored on the held-out images of ``--test-table``, on
+the crops ``tools.evaluate`` takes from them (same positions: seed and row number), so the ranking model's row
+is the demo's RankIQA evaluation: SROCC and PLCC pooled, as the demo's claim. One strength is also chosen
+without the held-out images, by cross-validation on the training images (squared error; leave one reference
+out when they come from two or more, else leave one distortion type out), to show what a choice made on the
+training photographs alone gives. The training images are the rows of ``--table`` named in ``--train-list``
+(their labels and types from the table); ``--extra-table`` adds training images of other references, e.g.
+the stand-in sets of the ranking photographs.
 
 Writes ``<out>/ridge.md`` and ``ridge.json`` (the strengths with their held-out figures, the ranking model's,
 the cross-validated choice).
@@ -32,15 +35,16 @@ from pathlib import Path
 import numpy as np
 
 from rankiqa import head_init, metrics
+from rankiqa.demo_setup import EVAL_CROPS, NET
 from rankiqa.errors import InputError, cli_main
-from rankiqa.evaluation import read_table
+from rankiqa.evaluation import Sample, read_table
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.lists import read_list
-from rankiqa.paths import REPO_ROOT
+from rankiqa.paths import PROTOTXT_DIR
 
 #: Ridge strengths (relative to the mean variance of the centred features, as ``linear_probe``).
 STRENGTHS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
-DEPLOY = REPO_ROOT / "prototxts" / "shallow" / "rank_deploy.prototxt"
+DEPLOY = PROTOTXT_DIR / NET / "rank_deploy.prototxt"  # the demo's ranking net
 
 
 def ridge_heads(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, prior_bias: float,
@@ -52,16 +56,21 @@ def ridge_heads(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, pri
     """
     x = np.asarray(features, dtype=np.float64)
     output = x @ prior + prior_bias
+    if not np.ptp(output) > 0:
+        raise InputError("the ranking head gives every training image the same score: nothing to refit from")
     (slope,), _ = head_init.linear_probe(output.reshape(-1, 1), labels, ridge=0.0)
     return [head_init.linear_probe(x, labels, ridge=strength, prior=slope * prior) for strength in strengths]
 
 
 def cross_validated_strength(features: np.ndarray, labels: np.ndarray, groups: Sequence[str],
-                             prior: np.ndarray, prior_bias: float, strengths: Sequence[float]) -> float:
+                             prior: np.ndarray, prior_bias: float, strengths: Sequence[float],
+                             ) -> float | None:
     """The strength with the least squared error when each group's images (``groups``: one name per image,
     a reference or a distortion type) are predicted by heads fitted on the other groups (ties: the larger
-    strength, nearer the ranking model)."""
+    strength, nearer the ranking model); None with fewer than two groups (nothing to hold out)."""
     groups = np.asarray(groups)
+    if len(set(groups.tolist())) < 2:
+        return None
     errors = np.zeros(len(strengths))
     for held in sorted(set(groups.tolist())):
         fold = groups == held
@@ -75,7 +84,8 @@ def cross_validated_strength(features: np.ndarray, labels: np.ndarray, groups: S
 def mean_features(rank_model: Path, paths: Sequence[str], crops: int, seed: int) -> np.ndarray:
     """The ranking head's input features, mean over ``crops`` random crops of each image: ``(n, d)``.
 
-    Crop positions as the evaluation's (``rankiqa.scoring.crop_positions`` with ``(seed, row index)``).
+    Crop positions as ``tools.evaluate`` takes them from a table with these rows in this order
+    (``rankiqa.scoring.crop_positions`` with ``(seed, row number)``).
     """
     from rankiqa.image_io import read_bgr
     from rankiqa.scoring import load_net
@@ -91,6 +101,35 @@ def mean_features(rank_model: Path, paths: Sequence[str], crops: int, seed: int)
     return features.reshape(len(paths), crops, -1).mean(axis=1)
 
 
+def _resolved(path: str) -> str:
+    return str(Path(path).resolve())
+
+
+def training_and_test(table: Path, train_list: Path, test_table: Path, extra_table: Path | None,
+                      ) -> tuple[list[Sample], list[Sample]]:
+    """The training samples (rows of ``table`` named in ``train_list``, then every row of ``extra_table``) and
+    the held-out ones (``test_table``'s rows, in order). ``InputError`` when the training list names none of
+    the table, when a held-out image is also a training one, or when the tables' score directions differ."""
+    samples, direction = read_table(table)
+    named = {_resolved(path) for path, _ in read_list(train_list)}
+    train = [s for s in samples if _resolved(s.path) in named]
+    if not train:
+        raise InputError(f"names none of the images of {table}", train_list)
+    test, test_direction = read_table(test_table)
+    directions = {direction, test_direction}
+    if extra_table is not None:
+        extra, extra_direction = read_table(extra_table)
+        train += extra
+        directions.add(extra_direction)
+    if len(directions) > 1:
+        raise InputError(f"the tables' score directions differ ({', '.join(sorted(directions))})", test_table)
+    leaked = sorted({_resolved(s.path) for s in train} & {_resolved(s.path) for s in test})
+    if leaked:
+        raise InputError(f"{len(leaked)} held-out image(s) are also training images, e.g. {leaked[0]}",
+                         test_table)
+    return train, test
+
+
 def _prior_head(rank_model: Path, size: int) -> tuple[np.ndarray, float]:
     weights = head_init.ranking_head(rank_model, (1, size), (1,))
     if weights is None:
@@ -102,51 +141,41 @@ def _prior_head(rank_model: Path, size: int) -> tuple[np.ndarray, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rank-model", type=Path, required=True)
-    parser.add_argument("--table", type=Path, required=True, help="every image with its reference and type")
+    parser.add_argument("--table", type=Path, required=True,
+                        help="the fine-tuning images with references, types and labels (table.csv)")
     parser.add_argument("--train-list", type=Path, required=True, help="the fine-tuning training list")
+    parser.add_argument("--test-table", type=Path, required=True, help="the held-out images (split test.csv)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--crops", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crops", type=int, default=EVAL_CROPS, help="crops per image (default: the demo's)")
+    parser.add_argument("--seed", type=int, default=0, help="crop seed (the demo's evaluation: its seed)")
     parser.add_argument("--extra-table", type=Path, help="more training images (a table CSV)")
     args = parser.parse_args(argv)
-    samples, _ = read_table(args.table)
-    training = {str(Path(path).resolve()) for path, _ in read_list(args.train_list)}
-    train = np.array([str(Path(s.path).resolve()) in training for s in samples])
-    if not train.any() or train.all():
-        raise InputError("the training list must name some, not all, of the table's images", args.train_list)
-    labels = np.array([s.score for s in samples])
-    features = mean_features(args.rank_model, [s.path for s in samples], args.crops, args.seed)
-    prior, prior_bias = _prior_head(args.rank_model, features.shape[1])
-    test = ~train
+    train, test = training_and_test(args.table, args.train_list, args.test_table, args.extra_table)
+    train_y = np.array([s.score for s in train])
+    test_y = np.array([s.score for s in test])
+    train_x = mean_features(args.rank_model, [s.path for s in train], args.crops, args.seed)
+    test_x = mean_features(args.rank_model, [s.path for s in test], args.crops, args.seed)
+    prior, prior_bias = _prior_head(args.rank_model, train_x.shape[1])
 
     def scored(pred: np.ndarray) -> dict[str, float]:
-        return {"srocc": metrics.srocc(pred[test], labels[test]),
-                "plcc": metrics.plcc(pred[test], labels[test])}
+        return {"srocc": metrics.srocc(pred, test_y), "plcc": metrics.plcc(pred, test_y)}
 
-    rows = [{"head": "the ranking model (fc8_m)", "strength": None, **scored(features @ prior + prior_bias)}]
-    train_x, train_y = features[train], labels[train]
-    train_samples = [sample for sample, used in zip(samples, train, strict=True) if used]
-    if args.extra_table is not None:
-        extra, _ = read_table(args.extra_table)
-        train_x = np.concatenate([train_x, mean_features(args.rank_model, [s.path for s in extra], args.crops,
-                                                         args.seed)])
-        train_y = np.concatenate([train_y, [s.score for s in extra]])
-        train_samples += extra
-    references = [s.reference for s in train_samples]
-    folds = references if len(set(references)) > 1 else [s.type for s in train_samples]
+    rows = [{"head": "the ranking model (fc8_m)", "strength": None, **scored(test_x @ prior + prior_bias)}]
     heads = ridge_heads(train_x, train_y, prior, prior_bias, STRENGTHS)
-    rows += [{"head": f"refit, strength {strength:g}", "strength": strength, **scored(features @ w + b)}
+    rows += [{"head": f"refit, strength {strength:g}", "strength": strength, **scored(test_x @ w + b)}
              for strength, (w, b) in zip(STRENGTHS, heads, strict=True)]
+    references = [s.reference for s in train]
+    folds = references if len(set(references)) > 1 else [s.type for s in train]
     chosen = cross_validated_strength(train_x, train_y, folds, prior, prior_bias, STRENGTHS)
     report = {"rank_model": str(args.rank_model), "table": str(args.table),
-              "train_list": str(args.train_list), "crops": args.crops, "seed": args.seed,
-              "extra_table": str(args.extra_table) if args.extra_table else None,
-              "train_images": len(train_y), "test_images": int(test.sum()),
+              "train_list": str(args.train_list), "test_table": str(args.test_table),
+              "extra_table": str(args.extra_table) if args.extra_table else None, "crops": args.crops,
+              "seed": args.seed, "train_images": len(train), "test_images": len(test),
               "training_references": sorted(set(references)), "rows": rows,
               "cross_validated_strength": chosen,
               "cross_validated_over": "references" if folds is references else "distortion types"}
-    lines = [f"# Head refits on {len(train_y)} training images of {len(set(references))} reference(s), "
-             f"{int(test.sum())} held-out images", "",
+    lines = [f"# Head refits on {len(train)} training images of {len(set(references))} reference(s), "
+             f"{len(test)} held-out images", "",
              "| head | held-out SROCC | held-out PLCC |", "|---|---|---|"]
     lines += [f"| {row['head']}{' (cross-validated choice)' if row['strength'] == chosen else ''} | "
               f"{row['srocc']:.3f} | {row['plcc']:.3f} |" for row in rows]

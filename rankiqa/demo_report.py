@@ -40,11 +40,7 @@ MODELS = (
     ("ft_scratch", "FT from scratch", "fine-tuned from random weights, same iterations, head start and seed",
      "ft_deploy.prototxt"),
 )
-
-
 MODEL_LABELS = tuple(label for _, label, _, _ in MODELS)
-
-
 #: The two fine-tuning runs: evaluation key (``MODELS``), run folder, label.
 FT_RUNS = (("rankiqa_ft", "ft_rankiqa", "RankIQA+FT"), ("ft_scratch", "ft_scratch", "FT from scratch"))
 
@@ -100,9 +96,13 @@ def comparison_name(model: str, relation: str, other: str, metric: str) -> str:
 
 def read_predictions(path: Path) -> dict[str, tuple[float, float]]:
     """``{image path: (ground truth, mean-of-crops prediction)}`` of an evaluation's ``per_image.csv``."""
+    predictions: dict[str, tuple[float, float]] = {}
     with path.open(newline="", encoding="utf-8") as handle:
-        return {row["path"]: (float(row["ground_truth"]), float(row["pred_mean"]))
-                for row in csv.DictReader(handle)}
+        for row in csv.DictReader(handle):
+            if row["path"] in predictions:
+                raise InputError(f"image listed twice: {row['path']}", path)
+            predictions[row["path"]] = (float(row["ground_truth"]), float(row["pred_mean"]))
+    return predictions
 
 
 def comparison_intervals(paths: Paths, seed: int) -> dict[str, dict[str, float]]:
@@ -115,8 +115,8 @@ def comparison_intervals(paths: Paths, seed: int) -> dict[str, dict[str, float]]
     for model, relation, other, metric in CLAIM_COMPARISONS:
         mine, theirs = (read_predictions(paths.evaluation(by_label[m]) / "per_image.csv")
                         for m in (model, other))
-        if mine.keys() != theirs.keys():
-            raise InputError(f"the evaluations of {model} and {other} scored different images",
+        if mine.keys() != theirs.keys() or any(mine[i][0] != theirs[i][0] for i in mine):
+            raise InputError(f"the evaluations of {model} and {other} scored different images or labels",
                              paths.evaluation(by_label[other]) / "per_image.csv")
         images = sorted(mine)
         result[comparison_name(model, relation, other, metric)] = metrics.paired_difference(

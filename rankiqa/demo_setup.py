@@ -23,36 +23,20 @@ from rankiqa.fsutil import atomic_write_text
 from rankiqa.runconfig import SHALLOW_DEFAULT_LR
 
 RANKSET = "tid2013"
-
-
 NET = "shallow"
-
-
 STANDIN_LABEL = "synthetic stand-in (MS-SSIM), not human MOS"
-
-
 SETTINGS_FILE = "demo_settings.json"
-
-
 STAGES_FILE = "stages.json"
-
-
 #: At least this many usable photographs: 3 for ranking, 3 for fine-tuning (1 train, 2 held out).
 MIN_PHOTOS = 6
-
-
 #: Held-out test references of the stand-in set, at least (the claim is measured on them).
 MIN_TEST_REFS = 2
-
-
 #: Photographs larger than this on their shorter side are resized to it (INTER_AREA) before anything else.
 #: Why: the embedded photographs carry their own noise and JPEG traces at full size (rocket.jpg is a JPEG),
 #: so a mildly smoothed or compressed copy can look cleaner than the "pristine" one; area downscaling averages
 #: those traces away, makes every stage several times faster, and lets a user's multi-megapixel photographs
 #: run in minutes. The demo only: ``make ranks`` never resizes.
 SHORT_SIDE = 256
-
-
 #: OpenBLAS threads of every stage. Caffe's CPU products sum in an order that depends on the thread count,
 #: and over hundreds of training iterations those last-bit differences grow into other models (measured:
 #: the same seed's ranking loss equal at iteration 20, 7.56 against 5.81 at iteration 100, with 2 threads
@@ -62,12 +46,8 @@ SHORT_SIDE = 256
 #: faster in one of two runs of BENCHMARKS.md section 5. ``OPENBLAS_NUM_THREADS`` set by the user wins,
 #: and the summary says so.
 BLAS_THREADS = 1
-
-
 #: What the claim asks of the ranking model on references it never saw (pairwise accuracy).
 RANK_ACCURACY_GOAL = {"overall": 0.85, "every_type": 0.5}
-
-
 #: Types of the TID2013-style set left out of the demo, and why (reported in the summary).
 EXCLUDED_TYPES = {
     "ID": "image denoising runs CBM3D: about 40 s per image on this CPU, longer than all other types "
@@ -75,8 +55,6 @@ EXCLUDED_TYPES = {
     "CS": "a chroma-only change: MS-SSIM on luminance scores every level 1.000, so its stand-in score "
           "would carry no information",
 }
-
-
 #: Types left out of the ranking stage only: the stand-in fine-tuning set keeps them (as TID2013 rates them).
 NOT_RANKED = {"HFN": "left out of the original's ranking lists (generated there, never trained on)"}
 
@@ -192,7 +170,7 @@ def full_profile(names: Sequence[str]) -> Profile:
                    rank_iters=FULL_RANK_ITERS, rank_lr=SHALLOW_DEFAULT_LR["rank"],
                    rank_types_per_batch=len(types), ft_iters=FULL_FT_ITERS,
                    ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, head_init="calibrate", loss_scale="std",
-                   snapshot=100, ft_test_interval=0, eval_crops=10, eval_batch=1)
+                   snapshot=100, ft_test_interval=0, eval_crops=EVAL_CROPS, eval_batch=1)
 
 
 def quick_profile(names: Sequence[str]) -> Profile:
@@ -210,9 +188,10 @@ def quick_profile(names: Sequence[str]) -> Profile:
 #: batch holds every type (the original draws 9 of its 18 per batch): measured on the held-out references,
 #: this ranked the global types (MSH, CCL, CCH, BW) better than 9 types per batch at equal time.
 FULL_RANK_ITERS = 200
-
-
 FULL_FT_ITERS = 100
+#: Random crops per image in the full profile's evaluations (the paper takes 30; with 10 a seed's three
+#: evaluations took 69 s on 2 cores, README "The demo").
+EVAL_CROPS = 10
 
 
 def check_settings(folder: Path, settings: dict[str, Any]) -> None:

@@ -228,7 +228,7 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
 
 
 def ranking_head(init_weights: str | os.PathLike | None, weight_shape: tuple[int, ...],
-                  bias_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+                 bias_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
     """Weights and bias (float32, reshaped to ``weight_shape`` and ``bias_shape``) of ``RANKING_HEAD`` in
     ``init_weights`` (a ``.caffemodel``) when they fit the shapes, else None (also when ``init_weights`` is
     None)."""

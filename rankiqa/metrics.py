@@ -218,8 +218,8 @@ def paired_difference(pred_a: Sequence[float] | np.ndarray, pred_b: Sequence[flo
     images are drawn with replacement, the same draw for both models (a paired bootstrap,
     ``scipy.stats.bootstrap(paired=True, method="percentile")``, seeded). It treats the images as
     independent: images of one reference are not, so with few references the interval leaves out how much
-    the difference varies from one content to another. ``ValueError`` for unequal lengths, fewer than 3
-    images or an unknown metric.
+    the difference varies from one content to another. ``ValueError`` for unequal lengths, non-finite
+    values, fewer than 3 images or an unknown metric.
     """
     if metric not in CORRELATIONS:
         raise ValueError(f"unknown metric {metric!r} (known: {', '.join(CORRELATIONS)})")
@@ -232,10 +232,8 @@ def paired_difference(pred_a: Sequence[float] | np.ndarray, pred_b: Sequence[flo
     def statistic(x1: np.ndarray, x2: np.ndarray, truth: np.ndarray) -> float:
         return func(x1, truth) - func(x2, truth)
 
-    with warnings.catch_warnings():  # a resample may repeat one image only: its degenerate statistic is 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.bootstrap((a, b, y), statistic, n_resamples=resamples, vectorized=False, paired=True,
-                                 confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
+    result = stats.bootstrap((a, b, y), statistic, n_resamples=resamples, vectorized=False, paired=True,
+                             confidence_level=level, method="percentile", rng=np.random.default_rng(seed))
     interval = result.confidence_interval
     return {"difference": statistic(a, b, y), "low": float(interval.low), "high": float(interval.high),
             "level": level, "resamples": resamples}

@@ -146,10 +146,15 @@ def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path)
     assert "| seed | difference | SROCC (95% interval) | PLCC (95% interval) |" in table
     row = next(line for line in table.splitlines() if line.startswith("| 0 | RankIQA+FT − FT from scratch |"))
     assert f"{versus_scratch['difference']:+.3f} ({versus_scratch['low']:+.3f} to " in row
-    _per_image(paths.evaluation("rankiqa") / "elsewhere", [("/other.png", 0.5, 0.5)] * 3)
-    (paths.evaluation("rankiqa") / "per_image.csv").write_text(
-        (paths.evaluation("rankiqa") / "elsewhere" / "per_image.csv").read_text())
+    elsewhere = paths.evaluation("rankiqa") / "elsewhere"
+    _per_image(elsewhere, [(f"/other{k}.png", 0.5, k) for k in range(3)])
+    (paths.evaluation("rankiqa") / "per_image.csv").write_text((elsewhere / "per_image.csv").read_text())
     with pytest.raises(InputError, match="scored different images"):
+        demo_report.comparison_intervals(paths, seed=0)
+    _per_image(elsewhere / "twice", [("/other.png", 0.5, 0.5)] * 3)
+    twice = (elsewhere / "twice" / "per_image.csv").read_text()
+    (paths.evaluation("rankiqa") / "per_image.csv").write_text(twice)
+    with pytest.raises(InputError, match="image listed twice: /other.png"):
         demo_report.comparison_intervals(paths, seed=0)
 
 

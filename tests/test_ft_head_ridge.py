@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from experiments import ft_head_ridge
+from rankiqa.errors import InputError
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -39,16 +43,48 @@ def test_cross_validation_keeps_the_prior_when_the_labels_follow_it_and_frees_th
                                                   strengths) == 1e-6
 
 
+def _table(path: Path, rows: list[tuple[str, str]], direction: str = "higher_better") -> Path:
+    """A table CSV of (reference, image file) rows; the images need not exist."""
+    lines = ["reference,type,level,path,score,direction"]
+    lines += [f"{ref},GN,1,{image},0.5,{direction}" for ref, image in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_a_training_list_that_names_none_of_the_table_stops_with_exit_2_naming_it(tmp_path, capsys):
-    table = tmp_path / "table.csv"
-    table.write_text("reference,type,level,path,score,direction\n"
-                     "a,GN,1,a/GN_1.png,0.9,higher_better\nb,GN,1,b/GN_1.png,0.8,higher_better\n")
+    table = _table(tmp_path / "table.csv", [("a", "a/GN_1.png"), ("b", "b/GN_1.png")])
+    test = _table(tmp_path / "test.csv", [("b", "b/GN_1.png")])
     (tmp_path / "elsewhere.png").write_bytes(b"")  # exists, but is not one of the table's images
     train = tmp_path / "train.txt"
     train.write_text(f"{tmp_path / 'elsewhere.png'} 0.5\n")
     code = ft_head_ridge.main(["--rank-model", str(tmp_path / "m.caffemodel"), "--table", str(table),
-                               "--train-list", str(train), "--out", str(tmp_path / "out")])
+                               "--train-list", str(train), "--test-table", str(test),
+                               "--out", str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
-    assert "must name some, not all, of the table's images" in err and str(train) in err
+    assert f"names none of the images of {table}" in err and str(train) in err
     assert not (tmp_path / "out").exists()
+
+
+def test_held_out_images_never_train_and_the_tables_must_agree_on_the_direction(tmp_path):
+    table = _table(tmp_path / "table.csv", [("a", "a/GN_1.png"), ("b", "b/GN_1.png")])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "GN_1.png").write_bytes(b"")
+    train = tmp_path / "train.txt"
+    train.write_text(f"{tmp_path / 'a' / 'GN_1.png'} 0.5\n")
+    test = _table(tmp_path / "test.csv", [("b", "b/GN_1.png")])
+    got_train, got_test = ft_head_ridge.training_and_test(table, train, test, None)
+    assert [s.reference for s in got_train] == ["a"] and [s.reference for s in got_test] == ["b"]
+    extra = _table(tmp_path / "extra.csv", [("b", "b/GN_1.png")])  # a held-out image again
+    with pytest.raises(InputError, match="also training images"):
+        ft_head_ridge.training_and_test(table, train, test, extra)
+    other = _table(tmp_path / "other.csv", [("c", "c/GN_1.png")], direction="lower_better")
+    with pytest.raises(InputError, match="directions differ"):
+        ft_head_ridge.training_and_test(table, train, test, other)
+
+
+def test_nothing_to_hold_out_and_a_constant_ranking_head_are_said_plainly():
+    x, y, _ = _data()
+    assert ft_head_ridge.cross_validated_strength(x, y, ["T0"] * len(y), np.ones(5), 0.0, [1.0]) is None
+    with pytest.raises(InputError, match="same score"):
+        ft_head_ridge.ridge_heads(x, y, np.zeros(5), 1.0, [1.0])
