@@ -108,21 +108,32 @@ def _resolved(path: str) -> str:
 def training_and_test(table: Path, train_list: Path, test_table: Path, extra_table: Path | None,
                       ) -> tuple[list[Sample], list[Sample]]:
     """The training samples (rows of ``table`` named in ``train_list``, then every row of ``extra_table``) and
-    the held-out ones (``test_table``'s rows, in order). ``InputError`` when the training list names none of
-    the table, when a held-out image is also a training one, or when the tables' score directions differ."""
+    the held-out ones (``test_table``'s rows, in order). ``InputError`` when the training list names an image
+    the table lacks, when there are fewer than 2 training images, when the held-out table lists an image twice
+    or a held-out image is also a training one, or when the tables' score directions differ."""
     samples, direction = read_table(table)
     named = {_resolved(path) for path, _ in read_list(train_list)}
     train = [s for s in samples if _resolved(s.path) in named]
-    if not train:
-        raise InputError(f"names none of the images of {table}", train_list)
+    missing = len(named) - len({_resolved(s.path) for s in train})
+    if missing:
+        raise InputError(f"{missing} training image(s) are not in {table} (no reference, type or label for "
+                         "them)", train_list)
     test, test_direction = read_table(test_table)
-    directions = {direction, test_direction}
+    tables = [(test_table, test_direction)]
     if extra_table is not None:
         extra, extra_direction = read_table(extra_table)
         train += extra
-        directions.add(extra_direction)
-    if len(directions) > 1:
-        raise InputError(f"the tables' score directions differ ({', '.join(sorted(directions))})", test_table)
+        tables.append((extra_table, extra_direction))
+    for other, other_direction in tables:
+        if other_direction != direction:
+            raise InputError(f"score direction {other_direction}, but {table} has {direction}", other)
+    if len(train) < 2:
+        raise InputError("a head refit needs at least 2 training images", train_list)
+    seen: set[str] = set()
+    for sample in test:
+        if _resolved(sample.path) in seen:
+            raise InputError(f"image listed twice: {sample.path}", test_table, sample.line)
+        seen.add(_resolved(sample.path))
     leaked = sorted({_resolved(s.path) for s in train} & {_resolved(s.path) for s in test})
     if leaked:
         raise InputError(f"{len(leaked)} held-out image(s) are also training images, e.g. {leaked[0]}",
@@ -173,12 +184,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "seed": args.seed, "train_images": len(train), "test_images": len(test),
               "training_references": sorted(set(references)), "rows": rows,
               "cross_validated_strength": chosen,
-              "cross_validated_over": "references" if folds is references else "distortion types"}
+              "cross_validated_over": None if chosen is None else
+              "references" if folds is references else "distortion types"}
     lines = [f"# Head refits on {len(train)} training images of {len(set(references))} reference(s), "
              f"{len(test)} held-out images", "",
              "| head | held-out SROCC | held-out PLCC |", "|---|---|---|"]
-    lines += [f"| {row['head']}{' (cross-validated choice)' if row['strength'] == chosen else ''} | "
-              f"{row['srocc']:.3f} | {row['plcc']:.3f} |" for row in rows]
+    for row in rows:
+        mark = " (cross-validated choice)" if chosen is not None and row["strength"] == chosen else ""
+        lines.append(f"| {row['head']}{mark} | {row['srocc']:.3f} | {row['plcc']:.3f} |")
+    if chosen is None:
+        lines += ["", "No cross-validated choice: the training images form one reference and one type."]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "ridge.json", json.dumps(report, indent=1) + "\n")
     atomic_write_text(args.out / "ridge.md", "\n".join(lines) + "\n")

@@ -151,6 +151,12 @@ def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path)
     (paths.evaluation("rankiqa") / "per_image.csv").write_text((elsewhere / "per_image.csv").read_text())
     with pytest.raises(InputError, match="scored different images"):
         demo_report.comparison_intervals(paths, seed=0)
+    relabelled = [(img, t + 1.0, t) for img, t in zip(images, truth, strict=True)]  # other labels
+    _per_image(elsewhere / "relabelled", relabelled)
+    (paths.evaluation("rankiqa") / "per_image.csv").write_text(
+        (elsewhere / "relabelled" / "per_image.csv").read_text())
+    with pytest.raises(InputError, match="or labels"):
+        demo_report.comparison_intervals(paths, seed=0)
     _per_image(elsewhere / "twice", [("/other.png", 0.5, 0.5)] * 3)
     twice = (elsewhere / "twice" / "per_image.csv").read_text()
     (paths.evaluation("rankiqa") / "per_image.csv").write_text(twice)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def _table(path: Path, rows: list[tuple[str, str]], direction: str = "higher_bet
     return path
 
 
-def test_a_training_list_that_names_none_of_the_table_stops_with_exit_2_naming_it(tmp_path, capsys):
+def test_a_training_image_missing_from_the_table_stops_with_exit_2_naming_the_list(tmp_path, capsys):
     table = _table(tmp_path / "table.csv", [("a", "a/GN_1.png"), ("b", "b/GN_1.png")])
     test = _table(tmp_path / "test.csv", [("b", "b/GN_1.png")])
     (tmp_path / "elsewhere.png").write_bytes(b"")  # exists, but is not one of the table's images
@@ -62,25 +63,27 @@ def test_a_training_list_that_names_none_of_the_table_stops_with_exit_2_naming_i
                                "--out", str(tmp_path / "out")])
     assert code == 2
     err = capsys.readouterr().err
-    assert f"names none of the images of {table}" in err and str(train) in err
+    assert f"1 training image(s) are not in {table}" in err and str(train) in err
     assert not (tmp_path / "out").exists()
 
 
 def test_held_out_images_never_train_and_the_tables_must_agree_on_the_direction(tmp_path):
-    table = _table(tmp_path / "table.csv", [("a", "a/GN_1.png"), ("b", "b/GN_1.png")])
+    table = _table(tmp_path / "table.csv", [("a", "a/GN_1.png"), ("a", "a/GN_2.png"), ("b", "b/GN_1.png")])
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "GN_1.png").write_bytes(b"")
+    for name in ("GN_1.png", "GN_2.png"):
+        (tmp_path / "a" / name).write_bytes(b"")
     train = tmp_path / "train.txt"
-    train.write_text(f"{tmp_path / 'a' / 'GN_1.png'} 0.5\n")
+    train.write_text(f"{tmp_path / 'a' / 'GN_1.png'} 0.5\n{tmp_path / 'a' / 'GN_2.png'} 0.5\n")
     test = _table(tmp_path / "test.csv", [("b", "b/GN_1.png")])
     got_train, got_test = ft_head_ridge.training_and_test(table, train, test, None)
-    assert [s.reference for s in got_train] == ["a"] and [s.reference for s in got_test] == ["b"]
+    assert [s.reference for s in got_train] == ["a", "a"] and [s.reference for s in got_test] == ["b"]
     extra = _table(tmp_path / "extra.csv", [("b", "b/GN_1.png")])  # a held-out image again
     with pytest.raises(InputError, match="also training images"):
         ft_head_ridge.training_and_test(table, train, test, extra)
     other = _table(tmp_path / "other.csv", [("c", "c/GN_1.png")], direction="lower_better")
-    with pytest.raises(InputError, match="directions differ"):
+    with pytest.raises(InputError, match="score direction lower_better, but .* has higher_better") as err:
         ft_head_ridge.training_and_test(table, train, test, other)
+    assert str(other) in str(err.value)  # the table that differs is the one named
 
 
 def test_nothing_to_hold_out_and_a_constant_ranking_head_are_said_plainly():
@@ -88,3 +91,31 @@ def test_nothing_to_hold_out_and_a_constant_ranking_head_are_said_plainly():
     assert ft_head_ridge.cross_validated_strength(x, y, ["T0"] * len(y), np.ones(5), 0.0, [1.0]) is None
     with pytest.raises(InputError, match="same score"):
         ft_head_ridge.ridge_heads(x, y, np.zeros(5), 1.0, [1.0])
+
+
+def test_one_group_of_training_images_is_reported_without_a_cross_validated_row(tmp_path, monkeypatch):
+    x, y, _ = _data()
+    images = []
+    for k in range(len(y)):
+        (tmp_path / f"i{k}.png").write_bytes(b"")
+        images.append(tmp_path / f"i{k}.png")
+    lines = ["reference,type,level,path,score,direction"]
+    lines += [f"{'a' if k < 60 else 'b'},GN,1,{image},{float(y[k])!r},higher_better"
+              for k, image in enumerate(images)]
+    (tmp_path / "table.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(lines[:1] + lines[61:]) + "\n")
+    (tmp_path / "train.txt").write_text("".join(f"{images[k]} {float(y[k])!r}\n" for k in range(60)))
+    features = {str(image): row for image, row in zip(images, x, strict=True)}
+    monkeypatch.setattr(ft_head_ridge, "mean_features",
+                        lambda model, paths, crops, seed: np.array([features[p] for p in paths]))
+    monkeypatch.setattr(ft_head_ridge, "_prior_head", lambda model, size: (np.ones(size), 0.0))
+    out = tmp_path / "out"
+    assert ft_head_ridge.main(["--rank-model", "m", "--table", str(tmp_path / "table.csv"), "--train-list",
+                               str(tmp_path / "train.txt"), "--test-table", str(tmp_path / "test.csv"),
+                               "--out", str(out)]) == 0
+    report = json.loads((out / "ridge.json").read_text())
+    assert report["cross_validated_strength"] is None and report["cross_validated_over"] is None
+    assert (report["train_images"], report["test_images"]) == (60, 20)
+    text = (out / "ridge.md").read_text()
+    assert "cross-validated choice)" not in text and "No cross-validated choice" in text
+    assert len(report["rows"]) == 1 + len(ft_head_ridge.STRENGTHS)
