@@ -81,11 +81,14 @@ def cross_validated_strength(features: np.ndarray, labels: np.ndarray, groups: S
     return float(strengths[best])
 
 
-def mean_features(rank_model: Path, paths: Sequence[str], crops: int, seed: int) -> np.ndarray:
-    """The ranking head's input features, mean over ``crops`` random crops of each image: ``(n, d)``.
+def ranking_features(rank_model: Path, tables: Sequence[Sequence[str]], crops: int, seed: int,
+                     ) -> tuple[list[np.ndarray], np.ndarray, float]:
+    """The ranking head's input features for the images of each of ``tables`` (lists of image paths), mean
+    over ``crops`` random crops of each image (one ``(n, d)`` array per table), and the ranking head itself
+    (weights ``(d,)``, bias), from one load of the ranking model.
 
     Crop positions as ``tools.evaluate`` takes them from a table with these rows in this order
-    (``rankiqa.scoring.crop_positions`` with ``(seed, row number)``).
+    (``rankiqa.scoring.crop_positions`` with ``(seed, row number)``), each table numbered from 0.
     """
     from rankiqa.image_io import read_bgr
     from rankiqa.scoring import load_net
@@ -96,9 +99,13 @@ def mean_features(rank_model: Path, paths: Sequence[str], crops: int, seed: int)
         raise InputError(f"no InnerProduct layer produces {info.output_blob!r}", DEPLOY)
     layer = producers[0]
     head = head_init.Head(layer=layer, bottom=net.bottom_names[layer][0], top=info.output_blob, loss_layer="")
-    features = head_init.head_features(net, head, [read_bgr(path) for path in paths], info.crop_height, seed,
-                                       crops)
-    return features.reshape(len(paths), crops, -1).mean(axis=1)
+    features = []
+    for paths in tables:
+        images = [read_bgr(path) for path in paths]
+        crop_features = head_init.head_features(net, head, images, info.crop_height, seed, crops)
+        features.append(crop_features.reshape(len(paths), crops, -1).mean(axis=1))
+    weights, bias = net.params[layer][0].data, net.params[layer][1].data
+    return features, weights.reshape(-1).astype(np.float64), float(bias.reshape(-1)[0])
 
 
 def _resolved(path: str) -> str:
@@ -141,13 +148,6 @@ def training_and_test(table: Path, train_list: Path, test_table: Path, extra_tab
     return train, test
 
 
-def _prior_head(rank_model: Path, size: int) -> tuple[np.ndarray, float]:
-    weights = head_init.ranking_head(rank_model, (1, size), (1,))
-    if weights is None:
-        raise InputError(f"no ranking head {head_init.RANKING_HEAD} with {size} inputs", rank_model)
-    return weights[0].reshape(-1).astype(np.float64), float(weights[1][0])
-
-
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -164,9 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     train, test = training_and_test(args.table, args.train_list, args.test_table, args.extra_table)
     train_y = np.array([s.score for s in train])
     test_y = np.array([s.score for s in test])
-    train_x = mean_features(args.rank_model, [s.path for s in train], args.crops, args.seed)
-    test_x = mean_features(args.rank_model, [s.path for s in test], args.crops, args.seed)
-    prior, prior_bias = _prior_head(args.rank_model, train_x.shape[1])
+    (train_x, test_x), prior, prior_bias = ranking_features(
+        args.rank_model, [[s.path for s in train], [s.path for s in test]], args.crops, args.seed)
 
     def scored(pred: np.ndarray) -> dict[str, float]:
         return {"srocc": metrics.srocc(pred, test_y), "plcc": metrics.plcc(pred, test_y)}

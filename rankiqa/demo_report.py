@@ -110,14 +110,16 @@ def comparison_intervals(paths: Paths, seed: int) -> dict[str, dict[str, float]]
     interval over the held-out images (``rankiqa.metrics.paired_difference``, seeded with ``seed``)."""
     from rankiqa import metrics
 
-    by_label = {label: key for key, label, _, _ in MODELS}
+    compared = {label for model, _, other, _ in CLAIM_COMPARISONS for label in (model, other)}
+    files = {label: paths.evaluation(key) / "per_image.csv"
+             for key, label, _, _ in MODELS if label in compared}
+    predictions = {label: read_predictions(path) for label, path in files.items()}  # each file read once
     result = {}
     for model, relation, other, metric in CLAIM_COMPARISONS:
-        mine, theirs = (read_predictions(paths.evaluation(by_label[m]) / "per_image.csv")
-                        for m in (model, other))
+        mine, theirs = predictions[model], predictions[other]
         if mine.keys() != theirs.keys() or any(mine[i][0] != theirs[i][0] for i in mine):
             raise InputError(f"the evaluations of {model} and {other} scored different images or labels",
-                             paths.evaluation(by_label[other]) / "per_image.csv")
+                             files[other])
         images = sorted(mine)
         result[comparison_name(model, relation, other, metric)] = metrics.paired_difference(
             [mine[i][1] for i in images], [theirs[i][1] for i in images], [mine[i][0] for i in images],
@@ -125,10 +127,15 @@ def comparison_intervals(paths: Paths, seed: int) -> dict[str, dict[str, float]]
     return result
 
 
+def _interval_text(interval: dict[str, float] | None) -> str:
+    if interval is None:
+        return "-"
+    return f"{interval['difference']:+.3f} ({interval['low']:+.3f} to {interval['high']:+.3f})"
+
+
 def intervals_markdown(intervals: dict[int, dict[str, dict[str, float]]]) -> str:
     """Per seed and pair of models: the SROCC and PLCC differences with their bootstrap intervals."""
     pairs = list(dict.fromkeys((model, other) for model, _, other, _ in CLAIM_COMPARISONS))
-    relations = {(model, other, metric): relation for model, relation, other, metric in CLAIM_COMPARISONS}
     first = next(iter(next(iter(intervals.values())).values()))
     level = f"{first['level']:.0%}"
     lines = [f"How far each difference is from chance, for these images: a {level} paired bootstrap "
@@ -139,13 +146,10 @@ def intervals_markdown(intervals: dict[int, dict[str, dict[str, float]]]) -> str
              f"| seed | difference | SROCC ({level} interval) | PLCC ({level} interval) |",
              "|---|---|---|---|"]
     for seed, result in intervals.items():
+        found = {(model, other, metric): result.get(comparison_name(model, relation, other, metric))
+                 for model, relation, other, metric in CLAIM_COMPARISONS}
         for model, other in pairs:
-            cells = []
-            for metric in ("srocc", "plcc"):
-                found = result.get(comparison_name(model, relations.get((model, other, metric), ""), other,
-                                                   metric))
-                cells.append("-" if found is None else
-                             f"{found['difference']:+.3f} ({found['low']:+.3f} to {found['high']:+.3f})")
+            cells = [_interval_text(found.get((model, other, metric))) for metric in ("srocc", "plcc")]
             lines.append(f"| {seed} | {model} − {other} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 

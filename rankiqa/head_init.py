@@ -201,7 +201,7 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
     energy = float(np.mean(np.sum(features.astype(np.float64) ** 2, axis=1)))
     if mode == "calibrate":
         source = "the prototxt's filler"
-        ranking = ranking_head(init_weights, weights.shape, bias.shape)
+        ranking = _ranking_head(init_weights, weights.shape, bias.shape)
         if ranking is not None:
             weights[...], bias[...] = ranking
             source = f"the ranking head {RANKING_HEAD}"
@@ -227,8 +227,8 @@ def init_head(net: Any, head: Head, mode: str, list_path: str | os.PathLike, cro
             f"{std:.4g}; E||f||^2 {energy:.4g}"), energy
 
 
-def ranking_head(init_weights: str | os.PathLike | None, weight_shape: tuple[int, ...],
-                 bias_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+def _ranking_head(init_weights: str | os.PathLike | None, weight_shape: tuple[int, ...],
+                  bias_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
     """Weights and bias (float32, reshaped to ``weight_shape`` and ``bias_shape``) of ``RANKING_HEAD`` in
     ``init_weights`` (a ``.caffemodel``) when they fit the shapes, else None (also when ``init_weights`` is
     None)."""

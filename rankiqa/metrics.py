@@ -291,8 +291,8 @@ def within_reference(pred: Sequence[float] | np.ndarray, mos: Sequence[float] | 
     x, y = _as_vectors(pred, mos)
     per: dict[str, dict] = {}
     for name, mask in _groups(references, x.size, "references"):
-        per[name] = {"n": int(mask.sum()), "srocc": srocc(x[mask], y[mask]), "krocc": krocc(x[mask], y[mask]),
-                     "plcc": plcc(x[mask], y[mask])}
+        correlations = {key: CORRELATIONS[key](x[mask], y[mask]) for key in WITHIN_KEYS}
+        per[name] = {"n": int(mask.sum()), **correlations}
     counted = [values for values in per.values() if values["n"] >= MIN_REFERENCE_IMAGES]
     mean: dict = {}
     if counted:

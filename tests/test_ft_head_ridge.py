@@ -106,9 +106,8 @@ def test_one_group_of_training_images_is_reported_without_a_cross_validated_row(
     (tmp_path / "test.csv").write_text("\n".join(lines[:1] + lines[61:]) + "\n")
     (tmp_path / "train.txt").write_text("".join(f"{images[k]} {float(y[k])!r}\n" for k in range(60)))
     features = {str(image): row for image, row in zip(images, x, strict=True)}
-    monkeypatch.setattr(ft_head_ridge, "mean_features",
-                        lambda model, paths, crops, seed: np.array([features[p] for p in paths]))
-    monkeypatch.setattr(ft_head_ridge, "_prior_head", lambda model, size: (np.ones(size), 0.0))
+    monkeypatch.setattr(ft_head_ridge, "ranking_features", lambda model, tables, crops, seed: (
+        [np.array([features[p] for p in paths]) for paths in tables], np.ones(x.shape[1]), 0.0))
     out = tmp_path / "out"
     assert ft_head_ridge.main(["--rank-model", "m", "--table", str(tmp_path / "table.csv"), "--train-list",
                                str(tmp_path / "train.txt"), "--test-table", str(tmp_path / "test.csv"),
