@@ -144,7 +144,7 @@ help:
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
 	@echo "  make export       a model as ONNX              (MODEL DEPLOY [OUT]); predict BACKEND=onnx MODEL=x.onnx: no Caffe"
-	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY])"
+	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY] [RA_OUT])"
 	@echo "  make cross        each model on every image of each dataset, direction-corrected (MODELS DATASETS DEPLOYS)"
 	@echo "  make bench        measured speed ratios -> BENCHMARKS.md"
 	@echo "  make gpu-check    the GPU proof (CUDA=1 on a GPU machine; GPU_CHECK_ARGS=--cpu-smoke on a CPU)"
@@ -231,11 +231,12 @@ demo: env
 
 # The ranking stage's own metric; a ranking model by default (DEPLOY given: any model of that deploy net).
 RANK_SPLIT ?=
+RA_OUT ?=
 rank_accuracy: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and RANKS_DIR=, default $(RANKS_DIR))" >&2; exit 2; }
 	$(PY) -m tools.rank_accuracy --model '$(MODEL)' --ranks '$(RANKS_DIR)' $(call opt,--split,$(RANK_SPLIT)) \
 	  --deploy $(if $(filter command line environment,$(origin DEPLOY)),$(DEPLOY),prototxts/$(NET)/rank_deploy.prototxt) \
-	  --out 'results/rank_accuracy/$(basename $(notdir $(MODEL)))' --crops $(if $(filter command line environment,$(origin CROPS)),$(CROPS),10) \
+	  $(call opt,--out,$(RA_OUT)) --crops $(if $(filter command line environment,$(origin CROPS)),$(CROPS),10) \
 	  --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU)
 
 # Cross-dataset matrix: every model of MODELS on every image of each dataset of DATASETS (its table.csv in

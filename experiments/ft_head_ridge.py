@@ -7,7 +7,7 @@
         [--crops 10] [--seed S] [--extra-table <more training images: a table.csv of data_prep.synthetic_iqa>]
 
 In the demo's fine-tuning the transferred layers hardly move (the head-step bound keeps the base rate near
-1e-8; README, "The demo"), so RankIQA+FT amounts to a new linear head on the ranking model's features. This
+1e-8; docs/DEMO.md), so RankIQA+FT amounts to a new linear head on the ranking model's features. This
 script computes that head in closed form for every strength of one regulariser instead of training it: ridge
 regression of the training labels on the head's input features (mean over ``--crops`` random crops per image),
 shrunk towards the ranking head mapped onto the labels (``rankiqa.head_init.linear_probe`` with ``prior``; the
@@ -21,8 +21,12 @@ training photographs alone gives. The training images are the rows of ``--table`
 (their labels and types from the table); ``--extra-table`` adds training images of other references, e.g.
 the stand-in sets of the ranking photographs.
 
+Beside the heads, and not a model, ``label_lookup``: each held-out image given the training images' mean label
+of its distortion type and level, i.e. how far the training photographs' labels carry to other photographs
+at all (measured on the demo's photograph sets: docs/DEMO.md).
+
 Writes ``<out>/ridge.md`` and ``ridge.json`` (the strengths with their held-out figures, the ranking model's,
-the cross-validated choice).
+the cross-validated choice, the label lookup).
 """
 
 from __future__ import annotations
@@ -108,6 +112,29 @@ def ranking_features(rank_model: Path, tables: Sequence[Sequence[str]], crops: i
     return features, weights.reshape(-1).astype(np.float64), float(bias.reshape(-1)[0])
 
 
+def label_lookup(train: Sequence[Sample], test: Sequence[Sample], test_table: Path | None = None,
+                 ) -> np.ndarray:
+    """Each held-out image's label guessed from the training images' labels alone: the mean label of the
+    training images of the same distortion type and level, ``(len(test),)``.
+
+    Not a model (it needs the type and level, which a no-reference model is not given): it measures how far
+    the labels of the training photographs carry to other photographs at all: what a model that recognised
+    type and level, and nothing else, would take from them. ``InputError`` naming the first held-out image
+    whose type and level no training image has (with ``test_table``, the file it comes from).
+    """
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for sample in train:
+        by_key.setdefault((sample.type, sample.level), []).append(sample.score)
+    guesses = []
+    for sample in test:
+        labels = by_key.get((sample.type, sample.level))
+        if not labels:
+            raise InputError(f"no training image of type {sample.type!r} level {sample.level!r} for the "
+                             f"label lookup: {sample.path}", test_table, sample.line)
+        guesses.append(float(np.mean(labels)))
+    return np.array(guesses)
+
+
 def _resolved(path: str) -> str:
     return str(Path(path).resolve())
 
@@ -174,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     heads = ridge_heads(train_x, train_y, prior, prior_bias, STRENGTHS)
     rows += [{"head": f"refit, strength {strength:g}", "strength": strength, **scored(test_x @ w + b)}
              for strength, (w, b) in zip(STRENGTHS, heads, strict=True)]
+    lookup = scored(label_lookup(train, test, args.test_table))
     references = [s.reference for s in train]
     folds = references if len(set(references)) > 1 else [s.type for s in train]
     chosen = cross_validated_strength(train_x, train_y, folds, prior, prior_bias, STRENGTHS)
@@ -182,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "extra_table": str(args.extra_table) if args.extra_table else None, "crops": args.crops,
               "seed": args.seed, "train_images": len(train), "test_images": len(test),
               "training_references": sorted(set(references)), "rows": rows,
-              "cross_validated_strength": chosen,
+              "cross_validated_strength": chosen, "label_lookup": lookup,
               "cross_validated_over": None if chosen is None else
               "references" if folds is references else "distortion types"}
     lines = [f"# Head refits on {len(train)} training images of {len(set(references))} reference(s), "
@@ -193,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"| {row['head']}{mark} | {row['srocc']:.3f} | {row['plcc']:.3f} |")
     if chosen is None:
         lines += ["", "No cross-validated choice: the training images form one reference and one type."]
+    lines += ["", "Not a model: each held-out image given the training images' mean label of its type and "
+              f"level (label_lookup): SROCC {lookup['srocc']:.3f}, PLCC {lookup['plcc']:.3f}; how far the "
+              "training labels carry to the held-out photographs at all."]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "ridge.json", json.dumps(report, indent=1) + "\n")
     atomic_write_text(args.out / "ridge.md", "\n".join(lines) + "\n")

@@ -3,11 +3,12 @@
     python -m experiments.ft_head_sweep --rank-model runs/demo/<...>/rank/snapshots/rank_iter_N.caffemodel \\
         --lists data/demo/<...>/ft/synthetic/split0 --out data/ft_sweep [--iters 100] [--lr 3e-6]
 
-The demo's stand-in lists (MS-SSIM in [0, 1]) are rescaled to the real datasets' label ranges (x1: CSIQ's
-DMOS 0-1; x9: TID2013's MOS 0-9; x100: LIVE's DMOS 0-100), and the Shallow net is fine-tuned from the
-ranking model (RankIQA+FT) and from scratch with each head start and loss scale of ``rankiqa.head_init``;
-the driver's test pass (one crop per image, pooled over the test list) gives SROCC/PLCC at iteration 0 and
-at the end. A rescaled label is an affine map of the original one, so SROCC and PLCC are comparable across
+The demo's stand-in lists (MS-SSIM in [0, 1]) are mapped onto the real datasets' label ranges (x1: CSIQ's DMOS
+0-1; x9: TID2013's MOS 0-9; x100: LIVE's DMOS 0-100; x4 + 1: KADID-10k's MOS 1-5), and the Shallow net is
+fine-tuned from the ranking model (RankIQA+FT) and from scratch with each head start and loss scale of
+``rankiqa.head_init``; the driver's test pass (one crop per image, pooled over the test list) gives SROCC/PLCC
+at iteration 0 and at the end.
+A rescaled label is an affine map of the original one, so SROCC and PLCC are comparable across
 rows: what changes is only how the training reacts to the scale. Writes ``<out>/sweep.md`` and
 ``sweep.json``; finished runs are reused.
 """
@@ -27,19 +28,22 @@ from rankiqa.lists import read_list, write_list
 from rankiqa.logparse import parse_log
 from rankiqa.paths import REPO_ROOT
 
-SCALES = {1.0: "x1 (CSIQ-like DMOS 0-1)", 9.0: "x9 (TID2013-like MOS 0-9)",
-          100.0: "x100 (LIVE-like DMOS 0-100)"}
+#: ``--scales`` name -> (scale, offset, row label): a stand-in label y becomes scale * y + offset.
+SCALES = {"1": (1.0, 0.0, "x1 (CSIQ-like DMOS 0-1)"), "9": (9.0, 0.0, "x9 (TID2013-like MOS 0-9)"),
+          "100": (100.0, 0.0, "x100 (LIVE-like DMOS 0-100)"),
+          "4+1": (4.0, 1.0, "x4 + 1 (KADID-10k-like MOS 1-5)")}
 CONFIGS = (("filler", "none"), ("mean", "none"), ("linear", "std"), ("calibrate", "none"),
            ("calibrate", "std"))
 #: The from-scratch baseline is run for the original's start and for the default of the Shallow net only.
 SCRATCH_CONFIGS = (("filler", "none"), ("calibrate", "std"))
 
 
-def scaled_lists(lists: Path, out: Path, scale: float) -> Path:
-    """``train.txt``/``test.txt`` of ``lists`` with every score multiplied by ``scale``."""
-    folder = out / f"lists_x{scale:g}"
+def scaled_lists(lists: Path, out: Path, key: str) -> Path:
+    """``train.txt``/``test.txt`` of ``lists`` with every score mapped by ``SCALES[key]``."""
+    scale, offset, _ = SCALES[key]
+    folder = out / f"lists_x{key}"
     for name in ("train.txt", "test.txt"):
-        write_list(folder / name, [(path, score * scale) for path, score in read_list(lists / name)])
+        write_list(folder / name, [(path, score * scale + offset) for path, score in read_list(lists / name)])
     return folder
 
 
@@ -69,23 +73,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--lr", type=float, default=3e-6)
-    parser.add_argument("--scales", default=",".join(f"{s:g}" for s in SCALES),
-                        help="label scales to run (default all: 1,9,100)")
+    parser.add_argument("--scales", default=",".join(SCALES),
+                        help=f"label maps to run (default all: {','.join(SCALES)})")
     parser.add_argument("--configs", default=",".join(f"{h}:{loss}" for h, loss in CONFIGS),
                         help="head_init:loss_scale pairs to run (default all)")
     args = parser.parse_args(argv)
-    scales = [float(v) for v in args.scales.split(",")]
+    scales = args.scales.split(",")
+    unknown = [key for key in scales if key not in SCALES]
+    if unknown:
+        parser.error(f"unknown label map(s) {', '.join(unknown)}: choose from {', '.join(SCALES)}")
     configs = [tuple(pair.split(":")) for pair in args.configs.split(",")]
     rows = []
-    for scale in scales:
-        label = SCALES[scale]
-        lists = scaled_lists(args.lists, args.out, scale)
+    for key in scales:
+        label = SCALES[key][2]
+        lists = scaled_lists(args.lists, args.out, key)
         for head, loss in configs:
             inits = [("RankIQA+FT", ["--rank-model", str(args.rank_model)])]
             if (head, loss) in SCRATCH_CONFIGS:
                 inits.append(("FT from scratch", ["--from-scratch"]))
             for init_name, init in inits:
-                name = f"x{scale:g}_{head}_{loss}_{'rank' if init_name == 'RankIQA+FT' else 'scratch'}"
+                name = f"x{key}_{head}_{loss}_{'rank' if init_name == 'RankIQA+FT' else 'scratch'}"
                 result = run(name, lists, args.out, init, head, loss, args.iters, args.lr)
                 rows.append({"labels": label, "head_init": head, "loss_scale": loss, "model": init_name,
                              **result})

@@ -189,12 +189,19 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def table_markdown(runs: list[dict[str, Any]], prefix: str = "") -> str:
     """Per model: SROCC and PLCC as mean +- std over the seeds, and each seed's values (``prefix``
-    ``within_reference_``: the within-reference means instead of the pooled figures)."""
+    ``within_reference_``: the within-reference means instead of the pooled figures). One seed: its SROCC
+    and PLCC alone (a standard deviation over one value says nothing)."""
     seeds = sorted({r["seed"] for r in runs})
+    srocc_key, plcc_key = f"{prefix}srocc", f"{prefix}plcc"
+    if len(seeds) == 1:
+        lines = [f"| model (seed {seeds[0]}) | SROCC | PLCC |", "|---|---|---|"]
+        for label in MODEL_LABELS:
+            row = next(r for r in runs if r["model"] == label)
+            lines.append(f"| {label} | {row[srocc_key]:.3f} | {row[plcc_key]:.3f} |")
+        return "\n".join(lines) + "\n"
     lines = ["| model | SROCC (mean ± std) | PLCC (mean ± std) | " +
              " | ".join(f"seed {s} SROCC / PLCC" for s in seeds) + " |",
              "|---|---|---|" + "---|" * len(seeds)]
-    srocc_key, plcc_key = f"{prefix}srocc", f"{prefix}plcc"
     for label in MODEL_LABELS:
         mine = {r["seed"]: r for r in runs if r["model"] == label}
         srocc = mean_std([mine[s][srocc_key] for s in seeds])
@@ -296,18 +303,20 @@ def plot_accuracy(accuracy: dict[str, dict[str, float]], path: Path) -> None:
 
 
 def plot_curves(paths: Paths, path: Path) -> None:
-    """Ranking loss, fine-tuning loss and (when tested) test SROCC during fine-tuning, from the run logs."""
+    """Ranking loss, fine-tuning loss and, when the runs tested while training, test SROCC during
+    fine-tuning (a third panel; the demo's own runs do not test while training), from the run logs."""
     plt = _pyplot()
     from rankiqa.logparse import parse_log
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     rank = parse_log(paths.run("rank") / "log.txt")
+    ft = [(parse_log(paths.run(name) / "log.txt"), label) for _, name, label in FT_RUNS]
+    tested = any(table.series("test_srocc")[0] for table, _ in ft)
+    fig, axes = plt.subplots(1, 3 if tested else 2, figsize=(14, 4) if tested else (10, 4))
     its, values = rank.series("train_loss")
     if its:
         axes[0].plot(its, values, "-", label="train loss")
     axes[0].set_title("ranking (all-pairs hinge loss)")
-    for (_, name, label), colour in zip(FT_RUNS, ("tab:green", "tab:red"), strict=True):
-        table = parse_log(paths.run(name) / "log.txt")
+    for (table, label), colour in zip(ft, ("tab:green", "tab:red"), strict=True):
         its, values = table.series("train_loss")
         axes[1].plot(its, values, color=colour, label=f"{label} train")
         its, values = table.series("test_loss")
@@ -318,10 +327,8 @@ def plot_curves(paths: Paths, path: Path) -> None:
             axes[2].plot(its, values, "o-", color=colour, label=label)
     axes[1].set_title("fine-tuning (Euclidean loss / label variance)")
     axes[1].set_yscale("log")
-    axes[2].set_title("test SROCC during fine-tuning (1 crop/image)")
-    if not axes[2].lines:
-        axes[2].text(0.5, 0.5, "no test passes during training\n(see the table for the evaluation)",
-                     ha="center", va="center", transform=axes[2].transAxes)
+    if tested:
+        axes[2].set_title("test SROCC during fine-tuning (1 crop/image)")
     for ax in axes:
         ax.set_xlabel("iteration")
         if ax.lines:

@@ -155,13 +155,13 @@ def resolve_photos(pristine_arg: str, warn: Any = None) -> Photos:
     return Photos(usable, f"{safe}-{digest.hexdigest()[:8]}", str(where.resolve()))
 
 
-#: The schedule of the full profile (see README, "The demo", for the measurements behind it). Every ranking
+#: The schedule of the full profile (see docs/DEMO.md for the measurements behind it). Every ranking
 #: batch holds every type (the original draws 9 of its 18 per batch): measured on the held-out references,
 #: this ranked the global types (MSH, CCL, CCH, BW) better than 9 types per batch at equal time.
 FULL_RANK_ITERS = 200
 FULL_FT_ITERS = 100
 #: Random crops per image in the full profile's evaluations (the paper takes 30; with 10 a seed's three
-#: evaluations took 69 s on 2 cores, README "The demo").
+#: evaluations took 69 s on 2 cores, docs/DEMO.md).
 EVAL_CROPS = 10
 
 

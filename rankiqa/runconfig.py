@@ -21,7 +21,7 @@ DEFAULT_SNAPSHOT = {"rank": 5000, "finetune": 1000}
 #: normalisation: ranking at 1e-2 oscillates and at 1e-4 barely moves in 60 iterations, 1e-3 learns;
 #: fine-tuning from a ranking model at 1e-4 spikes and collapses to a constant, at 1e-5 loses the ranking's
 #: order, at 3e-6 falls steadily and keeps it. With the normalisation the demo's ranking at 1e-3 still
-#: learns (README, "The demo"), with one loss spike it recovers from.
+#: learns (docs/DEMO.md), with one loss spike it recovers from.
 SHALLOW_DEFAULT_LR = {"rank": 1e-3, "finetune": 3e-6}
 #: Start of the fine-tuning head and scale of its Euclidean loss when not given (``rankiqa.head_init``):
 #: the original's (prototxt filler, raw labels) for VGG-16; for the Shallow net (a CPU-only extra) the

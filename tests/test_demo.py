@@ -117,6 +117,9 @@ def test_claim_checks_and_tables_follow_the_numbers():
     assert "| RankIQA+FT | 0.575 ± 0.177 | 0.900 ± 0.000 | 0.700 / 0.900 | 0.450 / 0.900 |" in table
     within = demo_report.table_markdown(rows0 + rows1, "within_reference_")
     assert "| RankIQA+FT | 0.675 ± 0.177 | 0.800 ± 0.000 | 0.800 / 0.800 | 0.550 / 0.800 |" in within
+    one_seed = demo_report.table_markdown(rows1)
+    assert "| model (seed 1) | SROCC | PLCC |" in one_seed and "±" not in one_seed
+    assert "| RankIQA+FT | 0.450 | 0.900 |" in one_seed
     acc = demo_report.accuracy_markdown({"0": good, "1": {"GN": 0.8, "JPEG": 0.6, "overall": 0.7}})
     assert "| JPEG | 0.500 | 0.600 | 0.550 |" in acc
     assert acc.strip().endswith("| **overall** | 0.900 | 0.700 | 0.800 |")

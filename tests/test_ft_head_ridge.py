@@ -10,6 +10,7 @@ import pytest
 
 from experiments import ft_head_ridge
 from rankiqa.errors import InputError
+from rankiqa.evaluation import Sample
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -118,3 +119,22 @@ def test_one_group_of_training_images_is_reported_without_a_cross_validated_row(
     text = (out / "ridge.md").read_text()
     assert "cross-validated choice)" not in text and "No cross-validated choice" in text
     assert len(report["rows"]) == 1 + len(ft_head_ridge.STRENGTHS)
+
+
+def _sample(ref: str, kind: str, level: str, score: float, line: int = 2) -> Sample:
+    return Sample(path=f"{ref}/{kind}_{level}.png", score=score, reference=ref, type=kind, level=level,
+                  line=line)
+
+
+def test_the_label_lookup_guesses_each_held_out_image_from_the_training_labels_of_its_type_and_level():
+    train = [_sample("a", "GN", "1", 0.9), _sample("b", "GN", "1", 0.7), _sample("a", "GB", "2", 0.4)]
+    test = [_sample("c", "GB", "2", 0.1), _sample("c", "GN", "1", 0.2)]
+    assert ft_head_ridge.label_lookup(train, test).tolist() == pytest.approx([0.4, 0.8])
+
+
+def test_the_label_lookup_names_the_held_out_image_whose_type_and_level_no_training_image_has(tmp_path):
+    train = [_sample("a", "GN", "1", 0.9)]
+    test = [_sample("c", "GN", "1", 0.2, line=2), _sample("c", "JPEG", "3", 0.2, line=3)]
+    with pytest.raises(InputError, match="'JPEG' level '3'") as caught:
+        ft_head_ridge.label_lookup(train, test, tmp_path / "test.csv")
+    assert caught.value.path == str(tmp_path / "test.csv") and caught.value.line == 3

@@ -104,3 +104,26 @@ def test_command_on_a_rank_set_folder(tmp_path):
     assert record["accuracy"]["overall"] == expected["overall"].accuracy
     assert (tmp_path / "out" / "rank_accuracy.png").stat().st_size > 0
     assert "GN,6," in (tmp_path / "out" / "rank_accuracy.csv").read_text()
+
+
+def test_the_default_results_folder_differs_by_rank_set_and_run_but_not_by_rerun(tmp_path):
+    """Scoring another rank set, or another run's model of the same file name, must not replace an earlier
+    result; the same scoring again finds its own folder."""
+    from tools.rank_accuracy import RESULTS_DIR, default_out
+
+    def record(model: str, ranks: str, split: str | None = None) -> dict:
+        return {"model": str(tmp_path / model), "deploy": "prototxts/shallow/rank_deploy.prototxt",
+                "ranks": str(tmp_path / ranks), "split": split, "crops": 10, "seed": 0, "direction": None}
+
+    seed0 = record("seed0/rank_iter_200.caffemodel", "ranks/manifest.csv")
+    folder = default_out(seed0)
+    assert folder.parent == RESULTS_DIR and folder.name.startswith("rank_iter_200-ranks-")
+    assert default_out(dict(seed0)) == folder
+    others = [record("seed1/rank_iter_200.caffemodel", "ranks/manifest.csv"),
+              record("seed0/rank_iter_200.caffemodel", "heldout_ranks.csv"),
+              record("seed0/rank_iter_200.caffemodel", "ranks/manifest.csv", "test"),
+              {**seed0, "crops": 30}]
+    names = {default_out(other).name for other in others} | {folder.name}
+    assert len(names) == 5
+    assert default_out(others[1]).name.startswith("rank_iter_200-heldout_ranks-")
+    assert default_out(others[2]).name.startswith("rank_iter_200-ranks-test-")

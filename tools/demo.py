@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one demo each (default 0)")
     parser.add_argument("--seed", dest="seeds", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None,
-                        help="summary folder (default results/demo, or results/demo-<folder> for --pristine)")
+                        help="summary folder (default results/demo, or results/demo-<folder>-<hash> for --pristine)")
     parser.add_argument("--jobs", type=int, default=0, help="processes for the ranking data (0: all cores)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny configuration (a minute or two), for the tests")
@@ -425,8 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = parse_seeds(str(args.seeds))
     photos = resolve_photos(args.pristine)
     profile = (quick_profile if args.quick else full_profile)(list(photos.sources))
-    out = args.out or (Path("results/demo") if photos.tag == "default" else
-                       Path(f"results/demo-{photos.tag.rsplit('-', 1)[0]}"))
+    # The folder's tag carries a hash of its files: two folders of one name keep their own summaries.
+    out = args.out or Path("results/demo" if photos.tag == "default" else f"results/demo-{photos.tag}")
     try:
         run_demo(profile, photos, out, args.data_dir, args.runs_dir, seeds=seeds, jobs=args.jobs)
     except StageFailed as err:

@@ -2,7 +2,7 @@
 
     python -m tools.rank_accuracy --deploy prototxts/shallow/rank_deploy.prototxt \\
         --model runs/rank_tid2013_shallow/snapshots/x.caffemodel --ranks data/ranks/tid2013 \\
-        [--split test] --out results/rank_accuracy [--crops 10] [--seed 0]
+        [--split test] [--out results/rank_accuracy/<...>] [--crops 10] [--seed 0]
 
 Every image of the rank set's ``manifest.csv`` (optionally one split) is scored with the evaluation
 protocol (random crops, mean of the crop outputs); inside each (reference, distortion type) every pair of
@@ -14,6 +14,9 @@ overrides).
 
 Outputs under ``--out``: ``rank_accuracy.csv`` (type, pairs, correct, references, accuracy; ``overall``
 last), ``rank_accuracy.json``, ``rank_accuracy.png`` (a bar per type), ``scores.csv`` (every image's score).
+Without ``--out``: ``results/rank_accuracy/<model>-<rank set>[-<split>]-<digest>`` (``default_out``), one
+folder per model, rank set and scoring settings, so that scoring another rank set or another model of the
+same file name (every run's ``rank_iter_N.caffemodel``) does not replace an earlier result.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.manifest import MANIFEST_NAME
+from rankiqa.provenance import sha256_json
+
+#: Where ``default_out`` puts its folders (relative to the working directory, the repository root for make).
+RESULTS_DIR = Path("results/rank_accuracy")
 
 
 def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage], source: str,
@@ -70,6 +77,18 @@ def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage],
     return result, scores, model_dir
 
 
+def default_out(record: dict) -> Path:
+    """The results folder of one scoring when ``--out`` is not given: ``RESULTS_DIR /
+    <model file stem>-<rank set name>[-<split>]-<8 hex digits>``, the digest over ``record`` (the resolved
+    model, deploy net and rank table paths, the split and the scoring settings). The rank set's name is its
+    folder for a ``manifest.csv``, else the CSV's stem."""
+    table = Path(record["ranks"])
+    name = table.parent.name if table.name == MANIFEST_NAME else table.stem
+    resolved = {**record, **{key: str(Path(record[key]).resolve()) for key in ("model", "deploy", "ranks")}}
+    parts = [Path(record["model"]).stem, name] + ([record["split"]] if record.get("split") else [])
+    return RESULTS_DIR / "-".join([*parts, sha256_json(resolved)[:8]])
+
+
 def write_outputs(out: Path, result: dict[str, ra.TypeAccuracy], scores: dict[str, float],
                   record: dict, title: str) -> None:
     """The CSV, JSON, plot and per-image scores (each written atomically)."""
@@ -91,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="rank set folder (with manifest.csv) or a manifest-like CSV "
                              "(reference,type,level,path)")
     parser.add_argument("--split", default=None, help="only this split of the manifest (train or test)")
-    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: one per model, rank set and settings, see above)")
     parser.add_argument("--direction", choices=scoring.DIRECTIONS, default=None,
                         help="direction of the model's output (default: inferred)")
     scoring.add_crop_arguments(parser)
@@ -105,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scoring.check_crop_arguments(args)
     ranks = Path(args.ranks)
     table = ranks / MANIFEST_NAME if ranks.is_dir() else ranks
+    inputs = {"model": args.model, "deploy": args.deploy, "ranks": str(table), "split": args.split,
+              "crops": args.crops, "seed": args.seed, "direction": args.direction}
+    out = Path(args.out) if args.out else default_out(inputs)
     rows = ra.read_rank_table(table, args.split)
     result, scores, model_dir = model_rank_accuracy(args.deploy, args.model, rows, str(table), args.crops,
                                                     args.batch, args.seed, args.gpu, args.direction,
@@ -113,10 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "crops": args.crops, "crop_windows": "per reference (paired)", "seed": args.seed,
               "model_direction": model_dir}
     title = f"{Path(args.model).name} on {table.parent.name}" + (f" ({args.split})" if args.split else "")
-    write_outputs(Path(args.out), result, scores, record, title)
+    write_outputs(out, result, scores, record, title)
     for item in result.values():
         print(f"{item.type:>8}  {item.accuracy:.3f}  ({item.correct}/{item.pairs})")
-    print(f"-> {Path(args.out) / 'rank_accuracy.csv'}")
+    print(f"-> {out / 'rank_accuracy.csv'}")
     return 0
 
 
