@@ -120,8 +120,13 @@ def label_lookup(train: Sequence[Sample], test: Sequence[Sample], test_table: Pa
     Not a model (it needs the type and level, which a no-reference model is not given): it measures how far
     the labels of the training photographs carry to other photographs at all: what a model that recognised
     type and level, and nothing else, would take from them. ``InputError`` naming the first held-out image
-    whose type and level no training image has (with ``test_table``, the file it comes from).
+    whose type and level no training image has (with ``test_table``, the file it comes from), or an image
+    without a type or level.
     """
+    unnamed = next((s for s in [*train, *test] if not (s.type and s.level)), None)
+    if unnamed is not None:
+        raise InputError(f"no distortion type and level for {unnamed.path}: the label lookup needs both",
+                         test_table if unnamed in test else None, unnamed.line)
     by_key: dict[tuple[str, str], list[float]] = {}
     for sample in train:
         by_key.setdefault((sample.type, sample.level), []).append(sample.score)
@@ -191,17 +196,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     train, test = training_and_test(args.table, args.train_list, args.test_table, args.extra_table)
     train_y = np.array([s.score for s in train])
     test_y = np.array([s.score for s in test])
-    (train_x, test_x), prior, prior_bias = ranking_features(
-        args.rank_model, [[s.path for s in train], [s.path for s in test]], args.crops, args.seed)
 
     def scored(pred: np.ndarray) -> dict[str, float]:
         return {"srocc": metrics.srocc(pred, test_y), "plcc": metrics.plcc(pred, test_y)}
+
+    # Before the slow feature pass, and never in the way of the heads' report.
+    try:
+        lookup: dict[str, float] | None = scored(label_lookup(train, test, args.test_table))
+        lookup_note = ""
+    except InputError as err:
+        lookup, lookup_note = None, str(err)
+    (train_x, test_x), prior, prior_bias = ranking_features(
+        args.rank_model, [[s.path for s in train], [s.path for s in test]], args.crops, args.seed)
 
     rows = [{"head": "the ranking model (fc8_m)", "strength": None, **scored(test_x @ prior + prior_bias)}]
     heads = ridge_heads(train_x, train_y, prior, prior_bias, STRENGTHS)
     rows += [{"head": f"refit, strength {strength:g}", "strength": strength, **scored(test_x @ w + b)}
              for strength, (w, b) in zip(STRENGTHS, heads, strict=True)]
-    lookup = scored(label_lookup(train, test, args.test_table))
     references = [s.reference for s in train]
     folds = references if len(set(references)) > 1 else [s.type for s in train]
     chosen = cross_validated_strength(train_x, train_y, folds, prior, prior_bias, STRENGTHS)
@@ -211,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "seed": args.seed, "train_images": len(train), "test_images": len(test),
               "training_references": sorted(set(references)), "rows": rows,
               "cross_validated_strength": chosen, "label_lookup": lookup,
+              **({"label_lookup_skipped": lookup_note} if lookup is None else {}),
               "cross_validated_over": None if chosen is None else
               "references" if folds is references else "distortion types"}
     lines = [f"# Head refits on {len(train)} training images of {len(set(references))} reference(s), "
@@ -221,9 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"| {row['head']}{mark} | {row['srocc']:.3f} | {row['plcc']:.3f} |")
     if chosen is None:
         lines += ["", "No cross-validated choice: the training images form one reference and one type."]
-    lines += ["", "Not a model: each held-out image given the training images' mean label of its type and "
-              f"level (label_lookup): SROCC {lookup['srocc']:.3f}, PLCC {lookup['plcc']:.3f}; how far the "
-              "training labels carry to the held-out photographs at all."]
+    if lookup is None:
+        lines += ["", f"No label lookup: {lookup_note}"]
+    else:
+        lines += ["", "Not a model: each held-out image given the training images' mean label of its type "
+                  f"and level (label_lookup): SROCC {lookup['srocc']:.3f}, PLCC {lookup['plcc']:.3f}; how "
+                  "far the training labels carry to the held-out photographs at all."]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "ridge.json", json.dumps(report, indent=1) + "\n")
     atomic_write_text(args.out / "ridge.md", "\n".join(lines) + "\n")

@@ -15,7 +15,7 @@ subset per batch. Each image gets its own uniformly placed random crop (as the o
 images of a group differ only by their distortion. With ``mixed_references: true`` group g of a batch
 takes the reference window g places after the batch's own, so that one batch spans several references
 and every step averages over their content (an option, not the original's; measured on the CPU demo in
-README, where it did not help). Blobs are BGR 0-255 float32 with no mean subtraction (as the original).
+docs/DEMO.md, where it did not help). Blobs are BGR 0-255 float32 with no mean subtraction (as the original).
 Input: ``manifest.csv`` of ``make ranks`` (``reference,type,level,path,split``; paths relative to the
 manifest's folder), or the LMDB beside it; or, with ``online`` in place of ``manifest``, the same images
 made from the pristine images inside the prefetch workers (:mod:`pylayers.online_source`).

@@ -196,7 +196,9 @@ def table_markdown(runs: list[dict[str, Any]], prefix: str = "") -> str:
     if len(seeds) == 1:
         lines = [f"| model (seed {seeds[0]}) | SROCC | PLCC |", "|---|---|---|"]
         for label in MODEL_LABELS:
-            row = next(r for r in runs if r["model"] == label)
+            row = next((r for r in runs if r["model"] == label), None)
+            if row is None:
+                raise KeyError(f"no run of model {label!r} for seed {seeds[0]}")
             lines.append(f"| {label} | {row[srocc_key]:.3f} | {row[plcc_key]:.3f} |")
         return "\n".join(lines) + "\n"
     lines = ["| model | SROCC (mean ± std) | PLCC (mean ± std) | " +

@@ -138,3 +138,9 @@ def test_the_label_lookup_names_the_held_out_image_whose_type_and_level_no_train
     with pytest.raises(InputError, match="'JPEG' level '3'") as caught:
         ft_head_ridge.label_lookup(train, test, tmp_path / "test.csv")
     assert caught.value.path == str(tmp_path / "test.csv") and caught.value.line == 3
+
+
+def test_the_label_lookup_refuses_images_without_a_type_or_level():
+    train = [_sample("a", "GN", "1", 0.9), _sample("b", "", "", 0.7)]
+    with pytest.raises(InputError, match="no distortion type and level for b/_.png"):
+        ft_head_ridge.label_lookup(train, [_sample("c", "GN", "1", 0.2)])

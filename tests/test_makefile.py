@@ -200,6 +200,14 @@ def test_cross_passes_every_model_deploy_and_dataset_and_makes_missing_tables() 
             assert _value(lists[dataset], "--out") == f"data/ft/{dataset}"
 
 
+def test_rank_accuracy_leaves_the_results_folder_to_the_command_unless_ra_out_names_one() -> None:
+    plain = _tool(_commands("rank_accuracy", "MODEL=runs/x/rank_iter_200.caffemodel"), "tools.rank_accuracy")
+    assert "--out" not in plain  # the command's own default: one folder per model, rank set and settings
+    named = _tool(_commands("rank_accuracy", "MODEL=m.caffemodel", "RA_OUT=results/it's mine"),
+                  "tools.rank_accuracy")
+    assert _value(named, "--out") == "results/it's mine"
+
+
 def test_every_variable_the_makefile_lets_a_user_set_is_in_the_readmes_table() -> None:
     settable = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*\?=", (REPO / "Makefile").read_text(), re.MULTILINE))
     readme = (REPO / "README.md").read_text()

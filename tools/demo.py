@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one demo each (default 0)")
     parser.add_argument("--seed", dest="seeds", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None,
-                        help="summary folder (default results/demo, or results/demo-<folder>-<hash> for --pristine)")
+                        help="summary folder (default results/demo, or results/demo-<folder>-<hash> for "
+                             "--pristine)")
     parser.add_argument("--jobs", type=int, default=0, help="processes for the ranking data (0: all cores)")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny configuration (a minute or two), for the tests")
