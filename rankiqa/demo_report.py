@@ -193,19 +193,21 @@ def table_markdown(runs: list[dict[str, Any]], prefix: str = "") -> str:
     and PLCC alone (a standard deviation over one value says nothing)."""
     seeds = sorted({r["seed"] for r in runs})
     srocc_key, plcc_key = f"{prefix}srocc", f"{prefix}plcc"
+    by_model = {label: {r["seed"]: r for r in runs if r["model"] == label} for label in MODEL_LABELS}
+    for label, mine in by_model.items():
+        missing = [seed for seed in seeds if seed not in mine]
+        if missing:
+            raise KeyError(f"no run of model {label!r} for seed {missing[0]}")
     if len(seeds) == 1:
         lines = [f"| model (seed {seeds[0]}) | SROCC | PLCC |", "|---|---|---|"]
-        for label in MODEL_LABELS:
-            row = next((r for r in runs if r["model"] == label), None)
-            if row is None:
-                raise KeyError(f"no run of model {label!r} for seed {seeds[0]}")
+        for label, mine in by_model.items():
+            row = mine[seeds[0]]
             lines.append(f"| {label} | {row[srocc_key]:.3f} | {row[plcc_key]:.3f} |")
         return "\n".join(lines) + "\n"
     lines = ["| model | SROCC (mean ± std) | PLCC (mean ± std) | " +
              " | ".join(f"seed {s} SROCC / PLCC" for s in seeds) + " |",
              "|---|---|---|" + "---|" * len(seeds)]
-    for label in MODEL_LABELS:
-        mine = {r["seed"]: r for r in runs if r["model"] == label}
+    for label, mine in by_model.items():
         srocc = mean_std([mine[s][srocc_key] for s in seeds])
         plcc = mean_std([mine[s][plcc_key] for s in seeds])
         cells = " | ".join(f"{mine[s][srocc_key]:.3f} / {mine[s][plcc_key]:.3f}" for s in seeds)

@@ -82,9 +82,9 @@ def default_out(record: dict) -> Path:
     <model file stem>-<rank set name>[-<split>]-<8 hex digits>``, the digest over ``record`` (the resolved
     model, deploy net and rank table paths, the split and the scoring settings). The rank set's name is its
     folder for a ``manifest.csv``, else the CSV's stem."""
-    table = Path(record["ranks"]).resolve()  # resolved: "--ranks ." still names its folder
-    name = table.parent.name if table.name == MANIFEST_NAME else table.stem
     resolved = {**record, **{key: str(Path(record[key]).resolve()) for key in ("model", "deploy", "ranks")}}
+    table = Path(resolved["ranks"])  # resolved: "--ranks ." still names its folder
+    name = table.parent.name if table.name == MANIFEST_NAME else table.stem
     parts = [Path(record["model"]).stem, name] + ([record["split"]] if record.get("split") else [])
     return RESULTS_DIR / "-".join([*parts, sha256_json(resolved)[:8]])
 
