@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rankiqa import blas
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.runconfig import SHALLOW_DEFAULT_LR
@@ -43,8 +43,8 @@ SHORT_SIDE = 256
 #: against 1), so the demo fixes the count instead of taking it from the machine's cores: a seed then gives
 #: the same numbers on any machine with the same Caffe build and CPU kernels. Speed decides nothing here:
 #: beside two prefetch workers 1 and 2 threads stepped within 10 % of each other on 2 cores, each the
-#: faster in one of two runs of BENCHMARKS.md section 5. ``OPENBLAS_NUM_THREADS`` set by the user wins,
-#: and the summary says so.
+#: faster in one of two runs of BENCHMARKS.md section 5. A count the user sets (``OPENBLAS_NUM_THREADS``, or
+#: ``OMP_NUM_THREADS``, which OpenBLAS also reads: ``rankiqa.blas.VARIABLES``) wins, and the summary says so.
 BLAS_THREADS = 1
 #: What the claim asks of the ranking model on references it never saw (pairwise accuracy).
 RANK_ACCURACY_GOAL = {"overall": 0.85, "every_type": 0.5}
@@ -240,9 +240,10 @@ class StageTimes:
 
 
 def stage_blas_threads() -> str:
-    """The OpenBLAS thread count a stage started now runs with (``_run`` gives it to every child): the
-    user's ``OPENBLAS_NUM_THREADS``, else ``BLAS_THREADS``."""
-    return os.environ.get("OPENBLAS_NUM_THREADS", str(BLAS_THREADS))
+    """The OpenBLAS thread count a stage started now runs with (``_run`` gives it to every child as
+    ``OPENBLAS_NUM_THREADS``): the count the user's environment asks for (``blas.requested_threads``), else
+    ``BLAS_THREADS``."""
+    return str(blas.requested_threads() or BLAS_THREADS)
 
 
 def blas_threads_note(stages: Sequence[dict[str, Any]]) -> str:
@@ -252,9 +253,10 @@ def blas_threads_note(stages: Sequence[dict[str, Any]]) -> str:
     fixed = f"{BLAS_THREADS} (fixed, so that a seed gives the same numbers on every machine)"
     if counts in ([], [str(BLAS_THREADS)]):
         return fixed
-    return (f"{', '.join(counts)} (OPENBLAS_NUM_THREADS set by the user for some stages, or stages of a "
-            f"demo that did not record it; the demo's own {BLAS_THREADS} makes a seed give the same numbers "
-            "on every machine, another count gives other numbers; per stage in `seed<S>/stages.json`)")
+    return (f"{', '.join(counts)} (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user for some stages, "
+            f"or stages of a demo that did not record it; the demo's own {BLAS_THREADS} makes a seed give "
+            "the same numbers on every machine, another count gives other numbers; per stage in "
+            "`seed<S>/stages.json`)")
 
 
 @dataclasses.dataclass

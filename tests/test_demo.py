@@ -316,6 +316,7 @@ class _RecordingPopen:
 
 def test_every_stage_runs_with_the_demos_blas_thread_count_unless_the_user_set_one(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     popen = _RecordingPopen()
     monkeypatch.setattr(demo.subprocess, "Popen", popen)
     demo._run("train_rank", ["python", "-m", "tools.train"])
@@ -324,12 +325,19 @@ def test_every_stage_runs_with_the_demos_blas_thread_count_unless_the_user_set_o
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     demo._run("train_rank", ["python", "-m", "tools.train"])
     assert popen.env["OPENBLAS_NUM_THREADS"] == "4" == demo_setup.stage_blas_threads()
+    # OpenBLAS also reads OMP_NUM_THREADS: a user's count there must reach the child, not be overridden by
+    # the demo's OPENBLAS_NUM_THREADS (which OpenBLAS prefers).
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    demo._run("train_rank", ["python", "-m", "tools.train"])
+    assert popen.env["OPENBLAS_NUM_THREADS"] == "3" == demo_setup.stage_blas_threads()
 
 
 def test_the_summary_names_the_thread_counts_the_stages_ran_with(tmp_path, monkeypatch):
     # Stages of one demo run with 1 thread, a resumed one with 4: the summary must not report the count of
     # the invocation that writes it, but those each stage recorded.
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     times = demo_setup.StageTimes(tmp_path / "stages.json")
     times.record("train_rank", 10.0, reused=False)
     assert demo_setup.blas_threads_note(times.stages.values()).startswith("1 (fixed")
@@ -339,6 +347,6 @@ def test_the_summary_names_the_thread_counts_the_stages_ran_with(tmp_path, monke
     stages = json.loads((tmp_path / "stages.json").read_text())
     assert stages["train_rank"]["blas_threads"] == "1" and stages["ft_rankiqa"]["blas_threads"] == "4"
     note = demo_setup.blas_threads_note(stages.values())
-    assert note.startswith("1, 4 (OPENBLAS_NUM_THREADS set by the user")
+    assert note.startswith("1, 4 (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     assert demo_setup.blas_threads_note([{"seconds": 3.0, "reused": True}]).startswith("not recorded")
