@@ -39,6 +39,8 @@ import numpy as np
 from rankiqa.errors import InputError
 
 HEAD_INITS: tuple[str, ...] = ("filler", "mean", "linear", "calibrate")
+#: The starts after which the base rate is bounded (``stable_lr``): they return a feature energy.
+BOUNDED_STARTS: tuple[str, ...] = ("linear", "calibrate")
 #: The ranking head whose direction ``calibrate`` keeps when the initial weights have it.
 RANKING_HEAD = "fc8_m"
 LOSS_SCALES: tuple[str, ...] = ("none", "std")

@@ -36,6 +36,7 @@ from rankiqa.netconfig import (
     configure_solver,
     get_param_str,
     has_test_phase,
+    layer_phase,
     python_layers,
     read_net_param,
     read_solver_param,
@@ -54,7 +55,7 @@ from rankiqa.runconfig import (
 )
 from rankiqa.scoring import run_record
 from rankiqa.snapshots import SNAPSHOT_STAGING, check_solverstate, default_rank_model, find_resume_state
-from rankiqa.trainer import PreparedRun
+from rankiqa.trainer import HEAD_STEP_BOUND, PreparedRun
 
 _DIGEST_KEYS = {"net_definition": "the train net (its layers and parameters)",
                 "solver_definition": "the solver"}
@@ -185,6 +186,14 @@ def _prepare(config: RunConfig, kind: str, identity: dict[str, Any], net_src: Pa
     tests_done = (1 + start_iter // test_interval) if (test_iters and test_interval and start_iter) else 0
     test_start_batch = tests_done * test_iters
 
+    bound = _recorded_head_step_bound(run_dir) if resume is not None else None
+    if bound is not None:
+        asked = lr if lr is not None else solver_param.base_lr
+        if asked > bound["base_lr"]:
+            notes.append(f"base_lr {bound['base_lr']:g} kept from this run's start (the head-step bound, "
+                         f"rankiqa/head_init.py), not {asked:g}")
+            lr = bound["base_lr"]
+
     train_net = configure(net_param, None, start_batch, test_start_batch)
     netcheck.check_net(train_net, net_src, "train")
     if test_iters:
@@ -215,6 +224,8 @@ def _prepare(config: RunConfig, kind: str, identity: dict[str, Any], net_src: Pa
               "train_net_source": _rel(net_src),
               "solver_source": _rel(solver_src), "device": device,
               "gpus": [s.device for s in shares] if shares else None}
+    if bound is not None:
+        record[HEAD_STEP_BOUND] = bound
     atomic_write_text(run_dir / "inputs.json", json.dumps(inputs, indent=1) + "\n")
     atomic_write_text(run_dir / "run.json", json.dumps(record, indent=2) + "\n")
     run = PreparedRun(kind=kind, run_dir=run_dir, solver_path=solver_path, train_net=train_path,
@@ -243,6 +254,17 @@ VGG16_NEEDS_WEIGHTS = (
     "VGG-16 ranking starts from ImageNet VGG-16 weights in the paper (the original trains with --weights "
     "VGG_ILSVRC_16_layers.caffemodel); give them with WEIGHTS=/path/VGG_ILSVRC_16_layers.caffemodel "
     "(make) or --weights, or WEIGHTS=none / --weights none to train from random initialisation on purpose")
+
+
+def _recorded_head_step_bound(run_dir: Path) -> dict[str, float] | None:
+    """The base rate the head-step bound set when this run started (``run.json``, written by the trainer),
+    or None: a resumed run keeps it, as the bound is measured on the start's head, before iteration 1."""
+    try:
+        recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get(HEAD_STEP_BOUND)
+        return {"base_lr": float(recorded["base_lr"]),
+                "requested_base_lr": float(recorded.get("requested_base_lr", recorded["base_lr"]))}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def _resuming(config: RunConfig) -> bool:
@@ -387,7 +409,7 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
                 "data": {"online": online} if data_dir is None else str(data_dir.resolve()),
                 "direction": config.direction, "types_per_batch": types_per_batch,
                 "images_per_group": images_per_group, "aligned_crops": bool(config.aligned_crops),
-                "mixed_references": bool(config.mixed_references)}
+                "mixed_references": bool(config.mixed_references), "seed": config.seed}
     check_run_identity(config.out, identity)  # another run's folder is the first thing to say
     weights, initialisation = rank_initialisation(config)
     if config.weights is not None:  # a rerun that resumes may leave it out; one that names another differs
@@ -450,9 +472,18 @@ def prepare_finetune(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | N
                 layer.loss_weight[:] = [loss_weight]
         return net_param
 
+    if config.gpus and head_start in head_init.BOUNDED_STARTS:
+        # The start's rate bound (head_init.stable_lr) is measured and applied by one process before the
+        # first iteration; each GPU process reads its own solver, written before that: unbounded there.
+        unbounded = " or ".join(s for s in head_init.HEAD_INITS if s not in head_init.BOUNDED_STARTS)
+        raise InputError(f"--head-init {head_start} lowers the base rate before the first iteration, which "
+                         "multi-GPU training (--gpus) does not do: fine-tune on one GPU (--gpu N), or give "
+                         f"--head-init {unbounded}")
+    train_batch = config.batch or _train_batch_size(net_param, net_src)
     identity: dict[str, Any] = {"kind": "finetune", "dataset": config.dataset, "net": config.net,
                                 "lists": str(lists_dir.resolve()), "from_scratch": bool(config.from_scratch),
-                                "head_init": head_start, "loss_scale": loss_scale}
+                                "head_init": head_start, "loss_scale": loss_scale, "batch": train_batch,
+                                "seed": config.seed}
     if config.rank_model is not None:  # a rerun that resumes may leave it out; one that names another differs
         identity["rank_model"] = str(Path(config.rank_model).resolve())
     header = (f"fine-tuning: dataset {config.dataset} ({style.name} style), net {config.net}, "
@@ -465,6 +496,17 @@ def prepare_finetune(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | N
                            initialisation)
     crop = int(get_param_str(next(python_layers(net_param, "ft_data")), net_src).get("crop", 224))
     run = dataclasses.replace(run, head_init=head_start, train_list=lists_dir / "train.txt", crop=crop,
-                              seed=config.seed)
+                              seed=config.seed, loss_weight=loss_weight)
     return run, shares
+
+
+def _train_batch_size(net_param: Any, source: Path) -> int:
+    """The batch size of the fine-tuning net's training data layer as the prototxt gives it (the layer's
+    default when its param_str leaves it out)."""
+    from pylayers.ft_data import FT_DEFAULTS
+
+    for layer in python_layers(net_param, "ft_data"):
+        if layer_phase(layer) != "test":
+            return int(get_param_str(layer, source).get("batch_size", FT_DEFAULTS["batch_size"]))
+    return int(FT_DEFAULTS["batch_size"])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import shutil
 import signal
@@ -24,7 +25,7 @@ from rankiqa import blas, devices, head_init
 from rankiqa.caffe_io import import_caffe
 from rankiqa.devices import GpuShare, set_device
 from rankiqa.errors import InputError, TrainingError, exit_status
-from rankiqa.fsutil import StorageError, require_free_space
+from rankiqa.fsutil import StorageError, atomic_write_text, require_free_space
 from rankiqa.netconfig import (
     layer_phase,
     loader_workers,
@@ -44,6 +45,10 @@ from rankiqa.snapshots import (
     snapshot_bytes,
     snapshot_iteration,
 )
+
+#: The key of ``run.json`` that holds the base rate the head-step bound set at the run's start
+#: (``{"base_lr": bounded, "requested_base_lr": asked}``), which a resumed run keeps.
+HEAD_STEP_BOUND = "head_step_bound"
 
 
 @dataclasses.dataclass
@@ -71,6 +76,9 @@ class PreparedRun:
     crop: int = 0  # fine-tuning: crop size of the data layer
     seed: int = 0
     notes: list[str] = dataclasses.field(default_factory=list)  # for log.txt, found while preparing
+    # fine-tuning: the Euclidean loss's loss_weight in the train net (1/std^2 with LOSS_SCALE=std), so that
+    # the test pass reports its loss on the training loss's scale
+    loss_weight: float = 1.0
 
 
 
@@ -181,8 +189,9 @@ def run_test(solver: Any, run: PreparedRun, corr: tuple[str, str, list[str]] | N
         names = corr[2] if len(corr[2]) >= 2 else ["srocc", "plcc"]
         results[names[0]] = srocc
         results[names[1]] = plcc
-        # The fine-tuning nets keep EuclideanLoss in the TRAIN phase: report the same loss on the test pass.
-        results.setdefault("loss", float(np.sum((pred - score) ** 2) / (2 * len(pred))))
+        # The fine-tuning nets keep EuclideanLoss in the TRAIN phase: report the same loss on the test pass,
+        # with the train net's loss_weight, so that loss.csv holds one scale for both.
+        results.setdefault("loss", run.loss_weight * float(np.sum((pred - score) ** 2) / (2 * len(pred))))
     return results
 
 
@@ -281,8 +290,10 @@ def _bound_head_step(caffe: Any, solver: Any, solver_path: Path, net_param: Any,
                      log: RunLog | None) -> Any:
     """Lower ``base_lr`` to ``head_init.stable_lr`` when it is above it, before the first iteration.
 
-    The lowered rate is written into the run's ``solver.prototxt`` (a resumed run reads it from there) and
-    the solver is built again from it, with the weights as they are now (transferred layers, fitted head).
+    The lowered rate is written into the run's ``solver.prototxt`` and recorded in its ``run.json``
+    (``HEAD_STEP_BOUND``: a resumed run writes its solver anew and keeps the rate from there, as the
+    bound is measured on the start's head only), and the solver is built again from it, with the weights
+    as they are now (transferred layers, fitted head).
     """
     param = read_solver_param(solver_path)
     bound = head_init.stable_lr(net_param, head, energy)
@@ -297,6 +308,10 @@ def _bound_head_step(caffe: Any, solver: Any, solver_path: Path, net_param: Any,
     for name, blobs in solver.net.params.items():
         for index, blob in enumerate(blobs):
             fresh.net.params[name][index].data[...] = blob.data
+    run_json = solver_path.parent / "run.json"
+    record = json.loads(run_json.read_text(encoding="utf-8"))
+    record[HEAD_STEP_BOUND] = {"base_lr": param.base_lr, "requested_base_lr": old_lr}
+    atomic_write_text(run_json, json.dumps(record, indent=2) + "\n")
     if log:
         log.note(f"base_lr lowered from {old_lr:g} to {param.base_lr:g}: lr x {head.layer} lr_mult x loss "
                  f"weight x E||f||^2 must stay <= {head_init.HEAD_STEP:g} for a stable head")

@@ -554,7 +554,7 @@ def test_a_test_pass_with_constant_predictions_is_noted():
             return {"loss": np.array(1.0)}
 
     solver = types.SimpleNamespace(test_nets=[FakeNet()], net=None)
-    run = types.SimpleNamespace(test_iters=2, test_items=None)
+    run = types.SimpleNamespace(test_iters=2, test_items=None, loss_weight=1.0)
     notes: list[str] = []
     results = trainer.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)
     assert results["srocc"] == 0.0 and results["plcc"] == 0.0
@@ -565,6 +565,27 @@ def test_a_test_pass_with_constant_predictions_is_noted():
     notes.clear()
     assert trainer.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]), notes.append)["srocc"] == 1.0
     assert notes == []
+
+
+def test_the_test_pass_loss_is_on_the_training_loss_scale():
+    # The fine-tuning train net weights its Euclidean loss (1/std^2 with LOSS_SCALE=std); the test pass
+    # computes that loss itself and must weight it the same, or loss.csv mixes two scales on one axis.
+    class FakeNet:
+        blobs = {"fc8": types.SimpleNamespace(data=np.array([[1.0], [2.0], [4.0]])),
+                 "score": types.SimpleNamespace(data=np.array([0.0, 2.0, 3.0]))}
+
+        def share_with(self, other):
+            pass
+
+        def forward(self):
+            return {}
+
+    solver = types.SimpleNamespace(test_nets=[FakeNet()], net=None)
+    unweighted = (1.0 + 0.0 + 1.0) / (2 * 3)
+    for weight in (1.0, 25.0):
+        run = types.SimpleNamespace(test_iters=1, test_items=None, loss_weight=weight)
+        loss = trainer.run_test(solver, run, ("fc8", "score", ["srocc", "plcc"]))["loss"]
+        assert loss == pytest.approx(weight * unweighted)
 
 
 @needs_caffe
@@ -644,6 +665,61 @@ def test_a_finetune_rerun_on_replaced_images_names_them(tmp_path):
     with pytest.raises(InputError, match=rf"images \(size or modification time\): 1 modified "
                                          rf"\({images[1]}\)"):
         runprep.prepare_finetune(train.run_config(args))
+
+
+def _noise_lists(tmp_path: Path, count: int = 4) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(count):
+        images.append(tmp_path / "imgs" / f"{i}.png")
+        images[-1].parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(images[-1]), rng.integers(0, 256, (240, 240, 3), dtype=np.uint8))
+    lists = tmp_path / "split0"
+    lists.mkdir()
+    (lists / "train.txt").write_text("".join(f"{p} {i}\n" for i, p in enumerate(images[:-1])))
+    (lists / "test.txt").write_text(f"{images[-1]} 3\n")
+    return lists
+
+
+@needs_caffe
+def test_a_resumed_finetune_run_keeps_the_rate_its_head_step_bound_set(tmp_path, capsys):
+    # The bound is measured on the start's head before iteration 1; a rerun writes solver.prototxt anew
+    # from the command's rate, and must not go back to the unbounded one.
+    lists = _noise_lists(tmp_path)
+    out = tmp_path / "ft"
+    args = ["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists), "--out",
+            str(out), "--gpu", "-1", "--workers", "0", "--from-scratch", "--head-init", "calibrate",
+            "--lr", "1.0", "--batch", "2", "--test-interval", "0", "--snapshot", "1"]
+    assert train.main([*args, "--iters", "1"]) == 0, capsys.readouterr().err
+    bound = json.loads((out / "run.json").read_text())["head_step_bound"]
+    assert bound["requested_base_lr"] == 1.0 and 0 < bound["base_lr"] < 1.0
+    assert netconfig.read_solver_param(out / "solver.prototxt").base_lr == pytest.approx(bound["base_lr"])
+    assert train.main([*args, "--iters", "2"]) == 0, capsys.readouterr().err
+    assert "resumed from" in (out / "log.txt").read_text()
+    assert netconfig.read_solver_param(out / "solver.prototxt").base_lr == pytest.approx(bound["base_lr"])
+    assert json.loads((out / "run.json").read_text())["head_step_bound"] == bound
+    assert f"base_lr {bound['base_lr']:g} kept from this run's start" in (out / "log.txt").read_text()
+
+
+@needs_caffe
+def test_a_finetune_folder_refuses_another_batch_size_or_seed_and_multi_gpu_with_a_bounded_start(tmp_path):
+    lists = _noise_lists(tmp_path)
+    base = ["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists), "--out",
+            str(tmp_path / "ft"), "--gpu", "-1", "--workers", "0", "--from-scratch"]
+    runprep.prepare_finetune(train.run_config([*base, "--batch", "2"]))
+    with pytest.raises(InputError, match="batch=2, not 3"):
+        runprep.prepare_finetune(train.run_config([*base, "--batch", "3"]))
+    with pytest.raises(InputError, match="seed=0, not 1"):
+        runprep.prepare_finetune(train.run_config([*base, "--batch", "2", "--seed", "1"]))
+    runprep.prepare_finetune(train.run_config([*base, "--batch", "2"]))  # the same configuration resumes
+    multi = ["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists), "--out",
+             str(tmp_path / "ft_gpus"), "--gpus", "0,1", "--workers", "0", "--from-scratch"]
+    for start in ("calibrate", "linear"):
+        with pytest.raises(InputError, match=f"--head-init {start} lowers the base rate"):
+            runprep.prepare_finetune(train.run_config([*multi, "--head-init", start]))
+    assert not (tmp_path / "ft_gpus").exists()
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ Faithful choices and the rules this driver adds (also in ``--help``):
   ``.caffemodel`` of the original's iteration (TID2013 50k, LIVE 20k) when it exists, else the one with the
   highest iteration.
 * A run folder belongs to one configuration (``run.json``: rank set or dataset, net, data or lists,
-  direction, batch make-up, initialisation): a rerun with another is refused rather than resumed.
+  direction, batch make-up and size, seed, initialisation): a rerun with another is refused rather than
+  resumed. The learning rate and the iteration count may change on a rerun (a second phase at a lower
+  rate, more iterations), except that a fine-tuning run keeps the rate its head-step bound set.
 * Resume: ``--resume X.solverstate`` restores weights, momentum history and the iteration counter; without it
   a rerun of the same command continues from the highest-iteration valid ``.solverstate`` in
   ``<out>/snapshots/`` (delete the run folder to start over). Ctrl-C finishes the current iteration, writes a
@@ -140,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(default: the dataset's style)")
     ft.add_argument("--batch", type=int, help="training batch size (default: the prototxt's, 30)")
     ft.add_argument("--head-init", choices=head_init.HEAD_INITS,
-                    help="start of the new head: filler (the prototxt's, the original), mean (weights 0, "
-                         "bias = mean label) or linear (a linear probe on the transferred features); "
-                         "default per net: " + ", ".join(f"{n} {d[0]}" for n, d in FT_HEAD_DEFAULTS.items()))
+                    help="start of the new head: " + ", ".join(head_init.HEAD_INITS)
+                         + " (rankiqa/head_init.py describes each; filler is the original's); default per "
+                         "net: " + ", ".join(f"{n} {d[0]}" for n, d in FT_HEAD_DEFAULTS.items()))
     ft.add_argument("--loss-scale", choices=head_init.LOSS_SCALES,
                     help="none: Euclidean loss on raw labels (the original); std: divided by the training "
                          "labels' variance; default per net: "
