@@ -11,7 +11,8 @@ cluster's workers, through ``dask.distributed``. ``--dask local`` starts a ``Loc
 - The same bytes as a local run for the same seed, whatever the number of workers: each image's random
   draws are keyed by (seed, reference, type, level) (``make_ranks.image_seed``), and each worker runs the
   local generator's own task function. A worker whose generator version or library versions
-  (:func:`libraries`: numpy, OpenCV, Pillow, SciPy, bm3d) differ from the client's is refused.
+  (``make_ranks.libraries``: numpy, OpenCV, Pillow, SciPy, bm3d) differ from the client's is refused (and
+  the client's from those the folder's record names, as for a local run).
 - The output folder must be at the same path on the client and on every worker (a shared file system).
   Before any task the client writes a token of random content into ``<out>/.dask_ranks.token``; the workers
   present are asked to read it before anything is submitted, and every worker process (one that joins
@@ -37,10 +38,9 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 
-from data_prep import distortions, make_ranks
+from data_prep import make_ranks
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 
@@ -50,9 +50,6 @@ TOKEN_FILE = ".dask_ranks.token"
 #: Waterloo-sized set has 360,000), and a killed client leaves at most this many behind.
 SUBMIT_CHUNK = 1000
 MAX_IN_FLIGHT = 20_000
-
-#: The packages whose versions decide the bytes of the distorted images (``data_prep.distortions``' imports).
-BYTE_PACKAGES = ("numpy", "opencv-python-headless", "pillow", "scipy", "bm3d")
 
 _checked_tokens: set[str] = set()  # per worker process: the tokens (runs) whose file it has read
 
@@ -73,26 +70,14 @@ def read_token(path: str, token: str) -> str | None:
     return None
 
 
-def libraries() -> dict[str, str]:
-    """What decides a distorted image's bytes besides its inputs: the generator's version
-    (``distortions.GENERATOR_VERSION``) and the versions of the packages ``data_prep.distortions`` calls."""
-    found = {"generator": str(distortions.GENERATOR_VERSION)}
-    for package in BYTE_PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "missing"
-    return found
-
-
 def worker_problem(token_path: str, token: str, client_libraries: dict[str, str]) -> str | None:
     """Worker side: ``None`` when this process sees the client's token file (the output folder) and has the
-    client's :func:`libraries`, else what is wrong (one line)."""
+    client's ``make_ranks.libraries``, else what is wrong (one line)."""
     problem = read_token(token_path, token)
     if problem is not None:
         return (f"cannot see the output folder ({problem}): it must be on a file system the workers share, "
                 "at the same path")
-    mine = libraries()
+    mine = make_ranks.libraries()
     differ = [f"{name} {mine.get(name)} here, {version} on the client"
               for name, version in client_libraries.items() if mine.get(name) != version]
     if differ:
@@ -191,7 +176,7 @@ def _check_workers(client, out: Path, token_path: str, token: str, wait_s: float
         raise InputError(f"no Dask worker joined the scheduler {client.scheduler.address} within "
                          f"{wait_s:g} s") from None
     try:
-        answers = client.run(worker_problem, token_path, token, libraries())
+        answers = client.run(worker_problem, token_path, token, make_ranks.libraries())
     except Exception as err:  # a worker that cannot unpickle the check cannot import this project
         raise InputError(f"the Dask workers cannot run this project's code ({type(err).__name__}: {err}): "
                          "start them with this project's Python environment") from None
@@ -207,7 +192,7 @@ def _collect(client, tasks: list[tuple], token_path: str, token: str, progress: 
     from distributed import as_completed
 
     waiting = iter(tasks)
-    versions = libraries()
+    versions = make_ranks.libraries()
     owner: dict = {}
     finished = as_completed()
     sizes: dict[tuple, int] = {}

@@ -41,6 +41,7 @@ from rankiqa.lists import open_text
 
 HIGHER_BETTER = "higher_better"
 LOWER_BETTER = "lower_better"
+#: The columns of a test table (``write_table``), as ``rankiqa.evaluation`` reads them.
 TABLE_COLUMNS = ("reference", "type", "level", "path", "score", "direction")
 
 # Type codes as each database names them, with readable names for plots and reports.

@@ -14,10 +14,10 @@ cells (``<TYPE>/GB<b>_<JPEG|GN><s>/<name>.png``).
 - Resumable: every image is written to a temporary name and renamed; a file that exists is finished and
   is never redone. The manifest, the lists and the LMDB are written last (atomically), so their presence
   means the run completed. A hidden ``.make_ranks.json`` pins the settings that decide the bytes (rankset,
-  seed, minimum size, generator version) and records every pristine image (size, modification time,
-  SHA-256): resuming with other values, or with pristine images whose content changed (another folder
-  with the same file names), is refused instead of mixing two datasets; an LMDB made for another manifest
-  is written again.
+  seed, minimum size, generator version, and the versions of the libraries the distortions call:
+  :func:`libraries`) and records every pristine image (size, modification time, SHA-256): resuming with
+  other values, or with pristine images whose content changed (another folder with the same file names),
+  is refused instead of mixing two datasets; an LMDB made for another manifest is written again.
 - Parallel over ``--jobs`` processes (default: all cores), with a progress bar on stderr.
 - As the original by default: the types it lists (``distortions.LISTED_TYPES``: 18 for ``tid2013``,
   without HFN) and its train/test rule (the first 80% of the sorted pristine names train).
@@ -36,6 +36,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import cv2
@@ -64,6 +65,10 @@ PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not foll
 #: Train/test rules of the pristine references: ``sorted`` is the original's (its shuffle is commented out),
 #: ``seeded`` a seeded random permutation.
 SPLIT_RULES = ("sorted", "seeded")
+#: The packages whose versions decide the bytes of the distorted images (``data_prep.distortions``' imports).
+BYTE_PACKAGES = ("numpy", "opencv-python-headless", "pillow", "scipy", "bm3d")
+#: The settings record's key of :func:`libraries` (absent from the records of earlier versions).
+LIBRARIES_KEY = "libraries"
 _LMDB_BATCH_BYTES = 256 << 20
 #: Runs the distortion tasks ``(out, rankset, seed, reference, type, level)`` (each one ``_distort_one``)
 #: with ``(tasks, jobs, progress, rankset)`` and returns how many images it wrote.
@@ -86,6 +91,19 @@ class GenerateResult:
     @property
     def references(self) -> list[str]:
         return sorted(self.train + self.test)
+
+
+def libraries() -> dict[str, str]:
+    """What decides a distorted image's bytes besides its inputs: the generator's version
+    (``distortions.GENERATOR_VERSION``) and the versions of the packages ``data_prep.distortions`` calls
+    (``BYTE_PACKAGES``; ``missing`` for one not installed)."""
+    found = {"generator": str(distortions.GENERATOR_VERSION)}
+    for package in BYTE_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "missing"
+    return found
 
 
 def image_seed(seed: int, reference: str, dtype: str, level: int) -> int:
@@ -185,7 +203,7 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
     with _exclusive_lock(out), _temporaries_removed_on_error(out, rankset):
         record = _check_record(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
                                      "min_size": int(min_size), "generator": distortions.GENERATOR_VERSION},
-                               pristine_dir, sources, warn)
+                               libraries(), pristine_dir, sources, warn)
         _remove_stale_temporaries(out, rankset)
 
         references, skipped = _prepare_pristine(sources, out, min_size, limit_refs, jobs, warn, progress)
@@ -197,6 +215,8 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         tasks = [(str(out), rankset, int(seed), name, dtype, level)
                  for name in references for dtype in type_names for level in range(1, n_levels + 1)
                  if not (out / relative_path(name, dtype, level)).is_file()]
+        if LIBRARIES_KEY not in record:
+            _unknown_libraries(out, bool(tasks), warn)
         n_written = (run_tasks or _run_tasks)(tasks, jobs, progress, rankset)
 
         # One row per group member: the groups of a grid type are chains through its cells (rank_groups).
@@ -253,16 +273,18 @@ def _exclusive_lock(out: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _check_record(out: Path, settings: dict, pristine_dir: str | os.PathLike, sources: list[Path],
-                  warn: Callable[[str], None]) -> dict:
+def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_dir: str | os.PathLike,
+                  sources: list[Path], warn: Callable[[str], None]) -> dict:
     """Refuse to add to ``out`` what would mix two datasets; return the folder's record, updated and written.
 
     ``.make_ranks.json`` pins the settings that decide the bytes (rankset, seed, minimum size, generator
-    version) and records every pristine image by reference name (size, modification time, SHA-256): a
-    pristine image whose content differs from the one the folder's images were made from is refused
-    (``InputError`` naming them); new images are added, images no longer there are left out of the
-    manifest, and both are said (``warn``). The records are written before any image is, so that an
-    interrupted run is checked against them too.
+    version) and the library ``versions`` (:func:`libraries`) its images were made with, and records every
+    pristine image by reference name (size, modification time, SHA-256): other settings or library
+    versions, or a pristine image whose content differs from the one the folder's images were made from,
+    are refused (``InputError`` naming them); new images are added, images no longer there are left out of
+    the manifest, and both are said (``warn``). The records are written before any image is, so that an
+    interrupted run is checked against them too. A record of an earlier version, without library versions,
+    keeps none: what made its images is unknown (:func:`_unknown_libraries`).
     """
     path = out / SETTINGS_FILE
     record: dict | None = None
@@ -274,6 +296,7 @@ def _check_record(out: Path, settings: dict, pristine_dir: str | os.PathLike, so
         if changed:
             raise InputError(f"folder was generated with other settings ({'; '.join(changed)}): use another "
                              "--out or delete the folder", path)
+        _check_libraries(out, record.get(LIBRARIES_KEY), versions)
     files = {pristine.reference_name(source): source for source in sources}
     source = str(pristine_dir) if str(pristine_dir) == "default" else str(Path(pristine_dir).resolve())
     known = (record or {}).get("pristine")
@@ -297,9 +320,38 @@ def _check_record(out: Path, settings: dict, pristine_dir: str | os.PathLike, so
                  f"{provenance.Changes(removed=changes.removed).describe()}")
         added = {name: provenance.file_record(files[name], with_hash=True) for name in changes.added}
         records = {**known, **changes.records, **added}  # removed ones stay: they may come back
-    record = {**(record or {}), **settings, "source": source, "pristine": records}
+    made_with = {LIBRARIES_KEY: versions} if record is None else {}  # a new folder's images are made here
+    record = {**(record or {}), **made_with, **settings, "source": source, "pristine": records}
     atomic_write_text(path, json.dumps(record, sort_keys=True) + "\n")
     return record
+
+
+def _check_libraries(out: Path, recorded: dict | None, versions: dict[str, str]) -> None:
+    """Refuse a folder whose images were made with other library versions than ``versions``: the images
+    made here would differ from those a run with its versions makes, and one rank set would hold both."""
+    if recorded is None:
+        return  # an earlier version's record: see _unknown_libraries
+    # Only what decides the bytes now: a package recorded but no longer called does not matter; one called
+    # now but not recorded may have made the images with any version.
+    differ = [f"{name} {recorded.get(name, 'not recorded')} there, {version} here"
+              for name, version in versions.items() if recorded.get(name) != version]
+    if differ:
+        raise InputError(f"folder was generated with other library versions, which write other bytes "
+                         f"({'; '.join(differ)}): use another --out, delete the folder, or run with the "
+                         "versions it was made with", out)
+
+
+def _unknown_libraries(out: Path, adding: bool, warn: Callable[[str], None]) -> None:
+    """A folder made by an earlier version, whose record names no library versions: nothing tells whether
+    images made here would match its own. Adding images (``adding``) is refused, since it could mix two
+    datasets unseen; a complete folder gets nothing new, so it stays usable as it is (said, not refused), and
+    its record keeps no versions rather than ones that did not make its images."""
+    if adding:
+        raise InputError("folder was made by an earlier version that did not record the library versions its "
+                         "images were made with, so images added now could differ from them: use another "
+                         "--out or delete the folder", out)
+    warn(f"{out}: the library versions its images were made with are unknown (an earlier version did not "
+         "record them): nothing to add, kept as it is")
 
 
 def _remove_stale_temporaries(out: Path, rankset: str) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from data_prep import distortions
 from data_prep.datasets import HIGHER_BETTER, IQARow
 from data_prep.make_ft_lists import print_split_summary, write_ft_lists
 from rankiqa.errors import InputError, cli_main
@@ -172,22 +173,12 @@ def _check_unseen(references: Sequence[str], manifest: Path) -> None:
                                  "the synthetic set needs unseen references", manifest, reader.line_num)
 
 
-def _levels(distortions, rankset: str) -> list[int]:
-    """``distortions.levels`` may give a count or the level numbers themselves."""
-    levels = distortions.levels(rankset)
-    if isinstance(levels, int | np.integer):
-        return list(range(1, int(levels) + 1))
-    return [int(v) for v in levels]
-
-
 def build_synthetic_rows(pristine_dir: str | os.PathLike, references: Sequence[str],
                          out_dir: str | os.PathLike, rankset: str = "tid2013", seed: int = 0,
                          types: Sequence[str] | None = None) -> list[IQARow]:
     """Distort each reference with every type and level of ``rankset``, write the images under
     ``out_dir/images/<ref>/<type>_<level>.png`` and return rows scored by MS-SSIM.
     """
-    from data_prep import distortions  # another engineer's module: imported when needed
-
     pristine_dir, out_dir = Path(pristine_dir), Path(out_dir)
     if not pristine_dir.is_dir():
         raise InputError("pristine folder not found", pristine_dir)
@@ -201,7 +192,7 @@ def build_synthetic_rows(pristine_dir: str | os.PathLike, references: Sequence[s
                          f"(known: {', '.join(all_types)})")
     if len(set(references)) != len(references):
         raise InputError("a reference is named twice in --refs")
-    levels = _levels(distortions, rankset)
+    levels = range(1, distortions.levels(rankset) + 1)  # level 0, the reference itself, is not scored
 
     # Read and check every reference before writing anything, so bad input leaves no images behind.
     smallest = _WINDOW * 2 ** (len(MS_SSIM_WEIGHTS) - 1)

@@ -6,9 +6,11 @@ that ``make ranks`` would list in its ``manifest.csv`` (the usable pristine imag
 rule, the same relative paths), and an image source that makes each image when a prefetch worker asks
 for it: the pristine image as ``data_prep.pristine.load_pristine`` reads it (what ``make ranks`` stores,
 losslessly, as ``pristine/<name>.png``), distorted by ``data_prep.distortions.distort`` with the seed
-``data_prep.make_ranks.image_seed(seed, reference, type, level)``. PNG is lossless, so every image, and
-hence every batch, equals the one read from a rank set of the same pristine images, types and seed, bit
-for bit; the batch plan, crops, prefetch, shards and ``start_batch`` are the layer's own and unchanged.
+``data_prep.make_ranks.image_seed(seed, reference, type, level)``. The groups are those ``make ranks``
+lists (``data_prep.rank_groups``): for a grid rank set (``mlive``) the chains through its cells, whose nine
+cells are only partially ordered. PNG is lossless, so every image, and hence every batch, equals the one
+read from a rank set of the same pristine images, types and seed, bit for bit; the batch plan, crops,
+prefetch, shards and ``start_batch`` are the layer's own and unchanged.
 
 Types too slow to make inside the workers (``offline``, default ``OFFLINE_TYPES``: image denoising, ID,
 whose BM3D takes seconds to tens of seconds per image and level on one core) are read from a
@@ -35,7 +37,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data_prep import distortions, make_ranks, pristine
+from data_prep import distortions, make_ranks, pristine, rank_groups
 from pylayers.rank_data import RankSet
 from rankiqa import provenance
 from rankiqa.errors import InputError
@@ -82,13 +84,22 @@ class OnlinePlan:
 
     @property
     def types(self) -> list[str]:
-        """The types of the batches, in the rank set's order."""
+        """The generated types of the batches, in the rank set's order."""
         return [t for t in distortions.RANKSETS[self.rankset] if t in self.online + self.precomputed_types]
 
     @property
+    def groups(self) -> list[tuple[str, list[rank_groups.Member]]]:
+        """The groups of :attr:`types` as ``make ranks`` lists them (``data_prep.rank_groups``)."""
+        return rank_groups.groups(self.rankset, self.types)
+
+    @property
     def max_level(self) -> int:
-        """The highest level L (levels 0..L)."""
-        return distortions.levels(self.rankset)
+        """The highest rank L in a group (ranks 0..L): a type's top level, or a grid type's chain length.
+
+        Taken over every type of the rank set, so that it is defined even when every chosen type is left out.
+        """
+        every = rank_groups.groups(self.rankset, list(distortions.RANKSETS[self.rankset]))
+        return max(len(members) for _, members in every) - 1
 
     def reference_counts(self) -> dict[str, int]:
         """References per split, as ``rankiqa.manifest.manifest_levels`` counts them in a manifest."""
@@ -98,16 +109,26 @@ class OnlinePlan:
         return counts
 
     def rank_set(self, split: str) -> RankSet:
-        """The (reference x type x level) grid of ``split``, with the paths ``make ranks`` writes."""
+        """The (reference x group x rank) grid of ``split``: the rows ``make ranks`` writes in its manifest
+        (group and rank in the type and level columns), with the paths of the images it writes."""
         references = [name for name in self.sources if self.split[name] == split]
         if not references:
             raise InputError(f"no pristine image in split {split!r} ({len(self.sources)} usable)",
                              self.spec["pristine"])
-        levels = list(range(self.max_level + 1))
-        types = sorted(self.types)  # the order read_manifest gives them: the batches draw types by index
-        paths = {(name, dtype, level): make_ranks.relative_path(name, dtype, level)
-                 for name in references for dtype in types for level in levels}
-        return RankSet(Path(self.spec["pristine"]), references, types, levels, paths, {})
+        groups = self.groups
+        paths = {(name, group, rank): make_ranks.relative_path(name, dtype, level)
+                 for name in references for group, members in groups for rank, dtype, level in members}
+        # the order read_manifest gives them: the batches draw types by index
+        types = sorted(group for group, _ in groups)
+        return RankSet(Path(self.spec["pristine"]), references, types, list(range(self.max_level + 1)), paths,
+                       {})
+
+    def generated(self, references: Iterable[str]) -> dict[str, tuple[str, str, int]]:
+        """Relative path -> (reference, generated type, generated level) of every image of the groups of
+        ``references``: one entry per file, though a grid cell's image is listed in two chains and the
+        pristine image in every group."""
+        return {make_ranks.relative_path(name, dtype, level): (name, dtype, level)
+                for name in references for _, members in self.groups for _, dtype, level in members}
 
     def images(self) -> list[Path]:
         """Every file an online run reads: the pristine images and the precomputed ones it uses."""
@@ -115,7 +136,7 @@ class OnlinePlan:
         if self.precomputed is not None:
             files += [self.precomputed / make_ranks.relative_path(name, dtype, level)
                       for name in self.sources for dtype in self.precomputed_types
-                      for level in range(1, self.max_level + 1)]
+                      for level in range(1, distortions.levels(self.rankset) + 1)]
         return files
 
     def notes(self) -> list[str]:
@@ -255,7 +276,8 @@ class OnlineSource:
 
     def __init__(self, plan: OnlinePlan, rank_set: RankSet):
         self.plan = plan
-        self.keys = {path: key for key, path in rank_set.paths.items()}
+        # by generated type and level, not by the rank set's (group, rank): those name no distortion
+        self.keys = plan.generated(rank_set.references)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def file_of(self, path: str) -> Path:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import dask_ranks, distortions, pristine
+from data_prep import dask_ranks, distortions, make_ranks, pristine
 from data_prep.make_ranks import generate
 from rankiqa.errors import InputError
 from tests.test_make_ranks import REPO, crops, finished_distortions
@@ -103,6 +103,25 @@ def test_a_rerun_finishes_without_redoing_finished_images(source_dir, local_run,
     assert hashes(out) == hashes(local_run)
     # Nothing left to do: nothing is submitted, nothing written.
     assert dask_generate(threads_client, source_dir, out).n_written == 0
+
+
+def test_a_folder_made_with_other_libraries_gets_no_dask_images(source_dir, local_run, threads_client,
+                                                                tmp_path):
+    """The client checks the folder's recorded library versions as a local run does, before any task."""
+    import json
+    from importlib import metadata
+
+    out = tmp_path / "ranks"
+    shutil.copytree(local_run, out)
+    record_path = out / make_ranks.SETTINGS_FILE
+    record = json.loads(record_path.read_text())
+    record["libraries"] = {**record["libraries"], "scipy": "0.1"}  # what a run with another SciPy records
+    record_path.write_text(json.dumps(record))
+    (out / "GN/GN2/astro.png").unlink()
+    with pytest.raises(InputError, match=rf"scipy 0\.1 there, {metadata.version('scipy')} here") as err:
+        dask_generate(threads_client, source_dir, out)
+    assert err.value.path == str(out)
+    assert not (out / "GN/GN2/astro.png").exists() and not (out / dask_ranks.TOKEN_FILE).exists()
 
 
 @pytest.mark.slow
@@ -195,7 +214,7 @@ def test_workers_that_do_not_see_the_output_folder_are_refused(source_dir, threa
 def test_a_worker_checks_the_folder_and_its_libraries_before_its_first_task(tmp_path):
     token_path = tmp_path / dask_ranks.TOKEN_FILE
     task = (str(tmp_path), "tid2013", 0, "astro", "GN", 1)
-    ours = dask_ranks.libraries()
+    ours = make_ranks.libraries()
     assert ours["generator"] == str(distortions.GENERATOR_VERSION) and "missing" not in ours.values()
     with pytest.raises(InputError, match="this Dask worker cannot see the output folder") as err:
         dask_ranks.distort_image(task, str(token_path), "abc", ours)

@@ -417,8 +417,64 @@ def test_a_folder_of_an_earlier_version_gets_its_pristine_images_recorded(tmp_pa
     (out / ".make_ranks.json").write_text(json.dumps(legacy))
     messages: list[str] = []
     generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False, warn=messages.append)
-    assert len(messages) == 1 and "no record of the pristine images" in messages[0]
+    assert len(messages) == 2 and "no record of the pristine images" in messages[0]
+    assert "library versions its images were made with are unknown" in messages[1]
     assert set(json.loads((out / ".make_ranks.json").read_text())["pristine"]) == {"x", "y"}
+
+
+def test_the_record_names_the_library_versions_and_other_versions_are_refused(tmp_path):
+    import json
+
+    src = _pristine(tmp_path / "src", {"x.png": "astro", "y.png": "coffee"})
+    out = tmp_path / "ranks"
+    generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
+    record_path = out / make_ranks.SETTINGS_FILE
+    record = json.loads(record_path.read_text())
+    here = make_ranks.libraries()
+    assert record["libraries"] == here and set(here) == {"generator", *make_ranks.BYTE_PACKAGES}
+    assert "missing" not in here.values()
+    # The record a run with another numpy writes: an image missing here would be made with other bytes.
+    record["libraries"] = {**here, "numpy": "1.0.0"}
+    record_path.write_text(json.dumps(record))
+    (out / "GB/GB2/y.png").unlink()
+    before = snapshot(out)
+    with pytest.raises(InputError, match=rf"other library versions.*numpy 1\.0\.0 there, {here['numpy']} "
+                                         r"here.*use another --out, delete the folder") as err:
+        generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
+    assert err.value.path == str(out)
+    assert snapshot(out) == before  # nothing added, the record untouched
+    refused = run_cli("--rankset", "live", "--types", "GB", "--min-size", "64", "--pristine", str(src),
+                      "--out", str(out), "--quiet")
+    assert refused.returncode == 2 and refused.stderr.startswith(f"error: {out}: folder was generated with "
+                                                                 "other library versions")
+    assert snapshot(out) == before
+
+
+def test_a_folder_of_unknown_library_versions_gets_no_new_images(tmp_path):
+    """A record of an earlier version names no library versions: a complete folder stays usable, but
+    nothing is added to it, since its images may have been made with other versions."""
+    import json
+
+    src = _pristine(tmp_path / "src", {"x.png": "astro", "y.png": "coffee"})
+    out = tmp_path / "ranks"
+    generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
+    record_path = out / make_ranks.SETTINGS_FILE
+    record = json.loads(record_path.read_text())
+    del record["libraries"]
+    record_path.write_text(json.dumps(record))
+    messages: list[str] = []
+    assert generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False,
+                    warn=messages.append).n_written == 0
+    assert messages == [f"{out}: the library versions its images were made with are unknown (an earlier "
+                        "version did not record them): nothing to add, kept as it is"]
+    assert "libraries" not in json.loads(record_path.read_text())  # not claimed for images it did not make
+    (out / "GB/GB2/y.png").unlink()
+    before = snapshot(out)
+    with pytest.raises(InputError, match="earlier version that did not record the library versions.*use "
+                                         "another --out or delete the folder") as err:
+        generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
+    assert err.value.path == str(out)
+    assert not (out / "GB/GB2/y.png").exists() and snapshot(out) == before
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import make_ranks, pristine
+from data_prep import distortions, make_ranks, pristine
 from pylayers import online_source
 from pylayers.prefetch import Prefetcher
 from pylayers.rank_data import RankBatchBuilder, open_source, read_manifest
 from rankiqa.errors import InputError
+from rankiqa.manifest import manifest_levels
 from tests.caffe_marks import needs_caffe
 
 SIZE = 80   # small photographs keep generation fast
@@ -103,6 +104,44 @@ def test_live_style_groups_of_two_images_match(src, tmp_path):
     online = RankBatchBuilder(rank_set, source, 4, 2, CROP, seed=1)
     for index in range(3):
         _assert_same_batch(online(index), files(index))
+
+
+def test_grid_rank_set_batches_are_the_chains_make_ranks_lists(src, tmp_path):
+    """mlive: the nine cells of a grid type are only partially ordered; online groups are its chains, as
+    in the manifest of `make ranks`, so no group ranks e.g. GB1_JPEG3 against GB2_JPEG1."""
+    out = tmp_path / "mlive"
+    make_ranks.generate("mlive", src, out, seed=SEED, jobs=1, min_size=MIN_SIZE, progress=False,
+                        test_fraction=0.25)
+    spec = {"pristine": str(src), "rankset": "mlive", "seed": SEED, "min_size": MIN_SIZE,
+            "test_fraction": 0.25}
+    plan = online_source.plan_online(spec, "t")
+    # what the driver sizes the batches by: the top rank of a chain, as it reads it from a manifest
+    assert plan.max_level == manifest_levels(out / "manifest.csv")[0] == distortions.GRID_LEVELS
+    for split in ("train", "test"):
+        on_disk = read_manifest(out / "manifest.csv", split)
+        rank_set, source = online_source.open_online(spec, split, "t")
+        assert (rank_set.references, rank_set.types, rank_set.levels) == (
+            on_disk.references, on_disk.types, on_disk.levels)
+        assert rank_set.paths == on_disk.paths
+        for key, path in on_disk.paths.items():
+            np.testing.assert_array_equal(source.read(path), cv2.imread(str(out / path)), err_msg=str(key))
+    on_disk = read_manifest(out / "manifest.csv", "train")
+    rank_set, source = online_source.open_online(spec, "train", "t")
+    n_chains = len(rank_set.types)
+    files = RankBatchBuilder(on_disk, open_source(on_disk, None, "t"), n_chains, 1, CROP, seed=2)
+    online = RankBatchBuilder(rank_set, source, n_chains, 1, CROP, seed=2)
+    for index in range(2):
+        _assert_same_batch(online(index), files(index))
+    # every group's cells rise (or stay) in both distortions with its rank: a chain, never a crossing pair
+    for index in range(2):
+        ranked: dict[int, list[tuple[int, tuple[int, int]]]] = {}
+        for reference, group, rank, number in online.plan(index):
+            _, dtype, level = source.keys[rank_set.paths[(reference, group, rank)]]
+            cell = distortions.grid_cell(dtype, level) if level else (0, 0)
+            ranked.setdefault(number, []).append((rank, cell))
+        for members in ranked.values():
+            cells = [cell for _, cell in sorted(members)]
+            assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(cells, cells[1:], strict=False)), cells
 
 
 def test_prefetch_workers_resume_and_shards_as_for_batches_on_disk(src, generated):

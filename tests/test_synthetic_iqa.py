@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-import data_prep
+from data_prep import distortions
 from data_prep import synthetic_iqa as syn
 from data_prep.datasets import read_table
 from rankiqa.lists import read_list
@@ -113,9 +113,9 @@ def pristine_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def fake_generator(monkeypatch):
+    """The stand-in generator in place of the one the module distorts with (its ``distortions``)."""
     fake = _fake_distortions()
-    monkeypatch.setitem(__import__("sys").modules, "data_prep.distortions", fake)
-    monkeypatch.setattr(data_prep, "distortions", fake, raising=False)
+    monkeypatch.setattr(syn, "distortions", fake)
     return fake
 
 
@@ -184,7 +184,6 @@ def test_bad_input(pristine_dir, tmp_path, fake_generator, capsys):
 
 
 def test_with_the_real_generator(pristine_dir, tmp_path):
-    from data_prep import distortions
     wanted = [t for t in ("GN", "JPEG") if t in distortions.RANKSETS["tid2013"]]
     assert wanted, "the TID2013-style rank set should have GN and JPEG"
     out = tmp_path / "real"
@@ -196,3 +195,15 @@ def test_with_the_real_generator(pristine_dir, tmp_path):
             scores = [r.score for r in sorted(rows, key=lambda r: r.level)
                       if r.reference == reference and r.type == dtype]
             assert scores[0] > scores[-1]  # the strongest level scores below the mildest
+
+
+@pytest.mark.parametrize("rankset", sorted(distortions.RANKSETS))
+def test_every_level_of_every_rank_set_is_scored_once(pristine_dir, tmp_path, rankset):
+    """Levels 1..``distortions.levels`` of each rank set (for mlive's grid types: its nine cells), each
+    written and scored; the reference itself (level 0) is not a row."""
+    dtype = next(t for t in distortions.RANKSETS[rankset] if t != "ID")  # ID (BM3D) takes seconds
+    rows = syn.build_synthetic_rows(pristine_dir, ["alpha"], tmp_path / rankset, rankset, seed=0,
+                                    types=[dtype])
+    assert [(row.type, row.level) for row in rows] == [
+        (dtype, level) for level in range(1, distortions.levels(rankset) + 1)]
+    assert all(Path(row.path).is_file() and 0.0 < row.score < 1.0 for row in rows)
