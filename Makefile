@@ -123,6 +123,9 @@ given = $(filter command line environment,$(origin $(1)))
 # Derived data is brought up to date (or refused, naming what changed) by the tool that makes it; it is
 # asked whenever its source was given or is there, and otherwise only when the data are missing.
 ft_lists_check = [ -n "$(call given,DATA)" ] || [ -d $(call q,$(DATA)) ] || [ ! -f $(call q,$(1)) ]
+# The last split of SPLITS, worked out before q quotes the path that holds it (the shell expands nothing
+# inside single quotes).
+last_split = $(shell echo $$(($(SPLITS)-1)))
 
 .PHONY: help env venv caffe check-cuda-build ranks train_rank ft_lists finetune eval predict demo rank_accuracy bench gpu-check gpu-bundle docker-replay \
         cross \
@@ -208,7 +211,7 @@ finetune: env
 
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
-	@if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$$(($(SPLITS)-1)),$(SPLIT))/test.csv); then \
+	@if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$(last_split),$(SPLIT))/test.csv); then \
 	  $(MAKE) --no-print-directory ft_lists; fi
 	$(PY) -m tools.evaluate --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --out $(call q,results/$(RUN)) --crops $(CROPS) \
 	  --seed $(SEED) \
@@ -227,15 +230,15 @@ export: venv
 	  $(call opt,--direction,$(PRED_DIRECTION))
 
 demo: env
-	$(PY) -m tools.demo --seeds $(SEEDS) --pristine '$(PRISTINE)' --jobs $(JOBS)
+	$(PY) -m tools.demo --seeds $(SEEDS) --pristine $(call q,$(PRISTINE)) --jobs $(JOBS)
 
 # The ranking stage's own metric; a ranking model by default (DEPLOY given: any model of that deploy net).
 RANK_SPLIT ?=
 RA_OUT ?=
 rank_accuracy: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and RANKS_DIR=, default $(RANKS_DIR))" >&2; exit 2; }
-	$(PY) -m tools.rank_accuracy --model '$(MODEL)' --ranks '$(RANKS_DIR)' $(call opt,--split,$(RANK_SPLIT)) \
-	  --deploy $(if $(filter command line environment,$(origin DEPLOY)),$(DEPLOY),prototxts/$(NET)/rank_deploy.prototxt) \
+	$(PY) -m tools.rank_accuracy --model $(call q,$(MODEL)) --ranks $(call q,$(RANKS_DIR)) $(call opt,--split,$(RANK_SPLIT)) \
+	  --deploy $(call q,$(if $(call given,DEPLOY),$(DEPLOY),prototxts/$(NET)/rank_deploy.prototxt)) \
 	  $(call opt,--out,$(RA_OUT)) --crops $(if $(filter command line environment,$(origin CROPS)),$(CROPS),10) \
 	  --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU)
 
@@ -260,7 +263,8 @@ bench: env
 	$(PY) -m tools.bench --out BENCHMARKS.md --gpu $(GPU)
 
 # The GPU proof (device, VGG-16 rank steps, CPU/GPU parity, timings): run on a GPU machine with
-# the CUDA build (make caffe CUDA=1); GPU_CHECK_ARGS=--cpu-smoke runs its code paths on a CPU.
+# the CUDA build (make caffe CUDA=1); GPU_CHECK_ARGS=--cpu-smoke runs its code paths on a CPU. The report goes
+# to GPU_CHECK_OUT (gpu/check.sh's default: results/gpu_check).
 GPU_CHECK_ARGS ?=
 gpu-check: env
 	PYTHON=$(PY) bash gpu/check.sh $(if $(filter-out -1,$(GPU)),--gpu $(GPU)) $(GPU_CHECK_ARGS)

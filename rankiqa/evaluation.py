@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from data_prep.datasets import TABLE_COLUMNS
 from rankiqa import metrics as iqa_metrics
 from rankiqa import provenance, scoring
 from rankiqa.errors import InputError
@@ -44,7 +45,6 @@ from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.lists import open_text, read_list
 
-TABLE_COLUMNS = ("reference", "type", "level", "path", "score", "direction")
 #: The files of one evaluation (``write_outputs``); metrics.json is written last.
 RESULT_FILES = ("per_image.csv", "metrics.md", "scatter.png", "srocc_per_type.png", "metrics.json")
 PER_IMAGE_COLUMNS = ("path", "reference", "type", "level", "ground_truth", "pred_mean", "pred_median")
@@ -401,10 +401,22 @@ def evaluation_inputs(model: str, deploy: str, table: str, samples: Sequence[Sam
             "model_direction": args.model_direction, "gt_direction": args.gt_direction}
 
 
-def _replaced_results(out: Path, inputs: dict | list, n_splits: int) -> None:
-    """Say when ``out`` held the results of an evaluation with other inputs (they are replaced), and remove
-    the ``split<k>`` results of an earlier split evaluation that this one does not write again."""
-    previous = provenance.read_json(out / "metrics.json")
+def _remove_unwritten_splits(out: Path, previous: dict | None, n_splits: int) -> None:
+    """Remove the ``split<k>`` results of the earlier split evaluation recorded in ``previous`` (``out``'s
+    metrics.json) that this one, of ``n_splits`` splits, does not write again."""
+    if previous is None:
+        return
+    for k in range(n_splits, int(previous.get("n_splits", 0))):
+        folder = out / f"split{k}"
+        for name in RESULT_FILES:
+            (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _replaced_results(out: Path, previous: dict | None, inputs: dict | list) -> None:
+    """Say when ``out`` held (``previous``: its metrics.json) the results of an evaluation with other inputs:
+    they are replaced."""
     if previous is None:
         return
     old = previous.get("inputs")
@@ -415,12 +427,6 @@ def _replaced_results(out: Path, inputs: dict | list, n_splits: int) -> None:
                        if a.get(key) != b.get(key)} | ({"splits"} if len(before) != len(after) else set()))
         print(f"note: {out}: replacing the results of an evaluation with another {', '.join(keys)}",
               file=sys.stderr)
-    for k in range(n_splits, int(previous.get("n_splits", 0))):
-        folder = out / f"split{k}"
-        for name in RESULT_FILES:
-            (folder / name).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            folder.rmdir()
 
 
 def build_report(info: scoring.DeployInfo, model: str, table: str, dataset: str | None,
@@ -516,7 +522,9 @@ def evaluate_table(out: Path, deploy: str, model: str, table: str, args: argpars
     net, info = scoring.load_net(deploy, model, args.gpu)
     scorer = scoring.CropScorer(net, info, args.crops, batch, args.seed)
     report, samples, preds = evaluate_one(scorer, table, model, args)
-    _replaced_results(out, report["inputs"], 0)
+    previous = provenance.read_json(out / "metrics.json")
+    _replaced_results(out, previous, report["inputs"])
+    _remove_unwritten_splits(out, previous, 0)
     write_outputs(out, report, samples, preds, dict(dataset.type_names) if dataset else {})
     return report
 
@@ -533,6 +541,12 @@ def evaluate_splits(out: Path, deploy: str, model: str, table: str, n_splits: in
                          f"{SPLIT_PLACEHOLDER}/test.csv", table)
     dataset = dataset_info(args.dataset)
     type_names = dict(dataset.type_names) if dataset else {}
+    previous = provenance.read_json(out / "metrics.json")
+    _remove_unwritten_splits(out, previous, n_splits)
+    # The summary of an earlier evaluation (maybe of another model) beside split results being rewritten
+    # would pass for this one, finished, if the loop below stopped half-way.
+    for name in ("metrics.json", "metrics.md"):
+        (out / name).unlink(missing_ok=True)
     reports, split_samples, all_preds, split_ids = [], [], [], []
     loaded: tuple[str, Any] | None = None
     for k in range(n_splits):
@@ -549,7 +563,7 @@ def evaluate_splits(out: Path, deploy: str, model: str, table: str, n_splits: in
         all_preds.append(preds)
         split_ids += [f"split {k}"] * len(samples)
     summary = summarize_splits(reports)
-    _replaced_results(out, summary["inputs"], n_splits)
+    _replaced_results(out, previous, summary["inputs"])
     pooled = {name: np.concatenate([p[name] for p in all_preds]) for name in SCORINGS}
     buffer = io.StringIO()
     for k, (samples, preds) in enumerate(zip(split_samples, all_preds, strict=True)):

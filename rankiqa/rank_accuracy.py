@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankiqa.errors import InputError
+from rankiqa.manifest import MANIFEST_COLUMNS
 
-#: Columns a table must have to be ranked (``split`` is optional).
-REQUIRED_COLUMNS: tuple[str, ...] = ("reference", "type", "level", "path")
+#: Columns a table must have to be ranked: the manifest's, but ``split`` is optional.
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_COLUMNS if c != "split")
 OVERALL = "overall"
 
 
@@ -58,8 +59,9 @@ class TypeAccuracy:
 def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[RankedImage]:
     """Rows of a rank manifest (relative paths resolved against its folder), optionally of one ``split``.
 
-    Raises ``InputError`` (file and line) for a missing column, a level that is not a non-negative integer,
-    a ``split`` asked for on a table without that column, or no row left.
+    Raises ``InputError`` (file and line) for a missing column, a row with too few fields, a level that is
+    not a non-negative integer, an empty path, a ``split`` asked for on a table without that column, or no
+    row left.
     """
     path = Path(path)
     if not path.is_file():
@@ -73,7 +75,13 @@ def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[R
                              path, 1)
         if split is not None and "split" not in (reader.fieldnames or []):
             raise InputError(f"no 'split' column to select split {split!r} from", path, 1)
-        for lineno, row in enumerate(reader, start=2):
+        wanted = (*REQUIRED_COLUMNS, "split") if split is not None else REQUIRED_COLUMNS
+        for row in reader:
+            # the line the row ends on: a quoted field may span lines
+            lineno = reader.line_num
+            short = [c for c in wanted if row[c] is None]  # csv leaves the fields past a short row's end None
+            if short:
+                raise InputError(f"too few fields: no {', '.join(short)}", path, lineno)
             if split is not None and row["split"] != split:
                 continue
             try:
@@ -82,6 +90,8 @@ def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[R
                 raise InputError(f"level {row['level']!r} is not an integer", path, lineno) from None
             if level < 0:
                 raise InputError(f"level {level} is negative", path, lineno)
+            if not row["path"].strip():
+                raise InputError("empty path", path, lineno)
             image = Path(row["path"])
             if not image.is_absolute():
                 image = path.parent / image

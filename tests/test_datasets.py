@@ -315,6 +315,16 @@ def test_table_round_trip(live_root, tmp_path):
     assert err.value.line == 4
 
 
+def test_the_evaluation_reads_the_columns_the_table_writer_writes(live_root, tmp_path):
+    from rankiqa import evaluation
+
+    assert evaluation.TABLE_COLUMNS is ds.TABLE_COLUMNS  # one statement of the columns, not two copies
+    rows = ds.load_live(live_root)
+    ds.write_table(tmp_path / "table.csv", rows)
+    samples, direction = evaluation.read_table(tmp_path / "table.csv")
+    assert [s.path for s in samples] == [r.path for r in rows] and direction == rows[0].direction
+
+
 def _with_bom(path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
 

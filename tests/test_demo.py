@@ -3,6 +3,8 @@ to end, resuming, and the book-keeping helpers."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -167,14 +169,118 @@ def test_each_comparison_of_the_claim_gets_a_paired_bootstrap_interval(tmp_path)
         demo_report.comparison_intervals(paths, seed=0)
 
 
-def test_an_evaluation_without_the_within_reference_figures_is_redone(tmp_path):
-    report = tmp_path / "metrics.json"
-    report.write_text(json.dumps({"model": "/m.caffemodel", "crops": 10, "overall": {}}))
-    assert demo._report_of(report, Path("/m.caffemodel"), 10)
-    assert not demo._report_of(report, Path("/m.caffemodel"), 10, needs=("within_reference",))
-    assert not demo._report_of(report, Path("/other.caffemodel"), 10)
-    report.write_text(json.dumps({"model": "/m.caffemodel", "crops": 10, "within_reference": {}}))
-    assert demo._report_of(report, Path("/m.caffemodel"), 10, needs=("within_reference",))
+def _demo_paths(tmp_path: Path) -> demo_setup.Paths:
+    return demo_setup.Paths(data=tmp_path / "data", runs=tmp_path / "runs", out=tmp_path / "out")
+
+
+def _quick_profile() -> demo_setup.Profile:
+    return demo_setup.quick_profile(demo_setup.default_names())
+
+
+def _first_weights(model: Path) -> Path:
+    """A stand-in model file at ``model`` (its bytes are all a stage's record looks at)."""
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"the first run's weights")
+    return model
+
+
+def test_an_evaluation_is_redone_when_what_it_was_made_from_changed(tmp_path):
+    from rankiqa import evaluation
+    from tools import evaluate
+
+    paths, profile = _demo_paths(tmp_path), _quick_profile()
+    model = _first_weights(paths.run("ft_rankiqa") / "snapshots" / "ft_iter_10.caffemodel")
+    image = paths.synthetic / "i.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"pixels")
+    table = paths.ft_lists / "test.csv"
+    table.parent.mkdir(parents=True)
+    table.write_text(f"reference,type,level,path,score,direction\nr,GN,1,{image},0.5,higher_better\n")
+    argv = demo.evaluate_argv("rankiqa_ft", "ft_deploy.prototxt", model, profile, paths, seed=0)
+    needs = ("within_reference",)
+    assert not demo.evaluation_current(argv, needs)  # nothing there yet
+
+    def write_report(**extra) -> None:  # as tools.evaluate would, with these arguments
+        args = evaluate.build_parser().parse_args(argv)
+        samples, _ = evaluation.read_samples(args.table)
+        report = {"model": str(model), "crops": args.crops, "overall": {}, **extra,
+                  "inputs": evaluation.evaluation_inputs(args.model, args.deploy, args.table, samples, args)}
+        (paths.evaluation("rankiqa_ft") / "metrics.json").parent.mkdir(parents=True, exist_ok=True)
+        (paths.evaluation("rankiqa_ft") / "metrics.json").write_text(json.dumps(report))
+
+    write_report(within_reference={})
+    assert demo.evaluation_current(argv, needs)
+    # made before the toolkit reported the within-reference figures: redone, not read half
+    write_report()
+    assert demo.evaluation_current(argv) and not demo.evaluation_current(argv, needs)
+    write_report(within_reference={})
+    # the run folder deleted and trained again: the same path, other weights
+    model.write_bytes(b"the second run's weights")
+    assert not demo.evaluation_current(argv, needs)
+    write_report(within_reference={})
+    assert demo.evaluation_current(argv, needs)
+    table.write_text(table.read_text().replace("0.5", "0.7"))  # other ground truth
+    assert not demo.evaluation_current(argv, needs)
+    write_report(within_reference={})
+    # other crops, or a report that records no inputs (as before they were recorded)
+    assert not demo.evaluation_current(
+        demo.evaluate_argv("rankiqa_ft", "ft_deploy.prototxt", model, dataclasses.replace(
+            profile, eval_crops=profile.eval_crops + 1), paths, seed=0), needs)
+    report = json.loads((paths.evaluation("rankiqa_ft") / "metrics.json").read_text())
+    del report["inputs"]
+    (paths.evaluation("rankiqa_ft") / "metrics.json").write_text(json.dumps(report))
+    assert not demo.evaluation_current(argv, needs)
+
+
+def test_a_rank_accuracy_is_redone_when_the_ranking_model_was_trained_again(tmp_path):
+    from tools import rank_accuracy
+
+    paths, profile = _demo_paths(tmp_path), _quick_profile()
+    model = _first_weights(paths.run("rank") / "snapshots" / "rank_iter_10.caffemodel")
+    paths.heldout_ranks.parent.mkdir(parents=True)
+    paths.heldout_ranks.write_text("reference,type,level,path,split\nr,GN,0,/r.png,heldout\n")
+    argv = demo.rank_accuracy_argv(model, profile, paths, seed=0)
+    assert not demo.rank_accuracy_current(argv)
+    args = rank_accuracy.build_parser().parse_args(argv)
+    inputs = rank_accuracy.run_inputs(args)
+    record = {**inputs, "sha256": rank_accuracy.input_hashes(inputs), "accuracy": {}}
+    paths.rank_accuracy.mkdir(parents=True)
+    (paths.rank_accuracy / "rank_accuracy.json").write_text(json.dumps(record))
+    assert demo.rank_accuracy_current(argv)
+    model.write_bytes(b"the second run's weights")
+    assert not demo.rank_accuracy_current(argv)
+    model.write_bytes(b"the first run's weights")
+    assert demo.rank_accuracy_current(argv)
+    paths.heldout_ranks.write_text(paths.heldout_ranks.read_text() + "r,GN,1,/r1.png,heldout\n")
+    assert not demo.rank_accuracy_current(argv)
+    # a record of before the hashes were recorded is not reused
+    del record["sha256"]
+    (paths.rank_accuracy / "rank_accuracy.json").write_text(json.dumps(record))
+    assert not demo.rank_accuracy_current(argv)
+
+
+def test_the_held_out_rank_table_is_a_manifest_even_for_paths_with_commas(tmp_path):
+    from rankiqa import rank_accuracy
+    from rankiqa.manifest import MANIFEST_COLUMNS
+
+    paths = _demo_paths(tmp_path)
+    paths.pristine_ft.mkdir(parents=True)
+    (paths.pristine_ft / "a.png").write_bytes(b"")
+    paths.synthetic.mkdir(parents=True)
+    images = [str(tmp_path / "odd, \"named\"" / f"a_GN_{level}.png") for level in (1, 2)]
+    with open(paths.synthetic / "table.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("reference", "type", "level", "path", "score", "direction"))
+        writer.writerows([("a", "GN", level, path, 0.5, "higher_better")
+                          for level, path in zip((1, 2), images, strict=True)]
+                         + [("a", "JPEG", 1, "/j.png", 0.5, "higher_better")])
+    demo.write_heldout_ranks(paths, ["GN"])
+    with open(paths.heldout_ranks, encoding="utf-8", newline="") as handle:
+        assert tuple(next(csv.reader(handle))) == MANIFEST_COLUMNS
+    rows = rank_accuracy.read_rank_table(paths.heldout_ranks, demo.HELDOUT_SPLIT)
+    assert rows == [rank_accuracy.RankedImage("a", "GN", 0, str((paths.pristine_ft / "a.png").resolve())),
+                    *[rank_accuracy.RankedImage("a", "GN", level, path)
+                      for level, path in zip((1, 2), images, strict=True)]]
 
 
 def test_stage_times_keep_the_seconds_of_the_run_that_did_the_work(tmp_path):

@@ -524,6 +524,29 @@ def test_splits_mode_averages_over_splits(tid_fixture: dict) -> None:
 
 
 @pytest.mark.caffe
+def test_a_split_evaluation_stopped_half_way_leaves_no_earlier_summary(tid_fixture: dict, capsys) -> None:
+    root = tid_fixture["root"]
+    out = root / "results" / "stopped"
+    common = ["--deploy", str(tid_fixture["deploy"]), "--out", str(out), "--crops", "2", "--splits", "2"]
+    assert _run([*common, "--model", str(tid_fixture["model"]),
+                 "--table", str(tid_fixture["ft"] / "split{split}" / "test.csv")]) == 0
+    assert (out / "metrics.json").is_file() and (out / "metrics.md").is_file()
+    # Another model on tables of which split 1 is missing: split 0 is rewritten, then the run stops.
+    other_dir = root / "other"
+    other_dir.mkdir()
+    _, other = make_tiny_model(other_dir, seed=5)
+    partial = root / "partial"
+    (partial / "split0").mkdir(parents=True)
+    (partial / "split0" / "test.csv").write_bytes((tid_fixture["ft"] / "split0" / "test.csv").read_bytes())
+    capsys.readouterr()
+    assert _run([*common, "--model", str(other), "--table", str(partial / "split{split}" / "test.csv")]) == 2
+    assert "split1/test.csv: test table / list not found" in capsys.readouterr().err
+    assert json.loads((out / "split0" / "metrics.json").read_text())["model"] == str(other)
+    # The first model's summary would pass for a finished evaluation of this one: it is gone.
+    assert not (out / "metrics.json").exists() and not (out / "metrics.md").exists()
+
+
+@pytest.mark.caffe
 def test_too_small_image_and_bad_flags_are_clean_errors(tid_fixture: dict, capsys) -> None:
     root = tid_fixture["root"]
     small = make_images(root / "small", 1, size=(20, 60))[0]

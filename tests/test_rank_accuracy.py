@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
 from rankiqa import rank_accuracy as ra
 from rankiqa.errors import InputError
+from rankiqa.manifest import MANIFEST_COLUMNS
+from rankiqa.provenance import sha256_file
 from tests.caffe_marks import needs_caffe
 
 
@@ -54,6 +57,12 @@ def test_read_rank_table_resolves_paths_and_selects_the_split(tmp_path):
     ("reference,type,path\na,GN,x.png\n", "missing column"),
     ("reference,type,level,path\na,GN,one,x.png\n", ":2: level 'one'"),
     ("reference,type,level,path\na,GN,-1,x.png\n", "negative"),
+    ("reference,type,level,path\na,GN,0,x.png\nb,GN\n", ":3: too few fields: no level, path"),
+    ("reference,type,level,path\na,GN,0,x.png\nb,GN,1\n", ":3: too few fields: no path"),
+    ("reference,type,level,path\na,GN,0,\n", ":2: empty path"),
+    ("reference,type,level,path\na,GN,0,\" \"\n", ":2: empty path"),
+    # a quoted field over two lines: the next row is on line 4
+    ('reference,type,level,path\n"a\nb",GN,0,x.png\nc,GN,one,y.png\n', ":4: level 'one'"),
 ])
 def test_bad_tables_name_the_file_and_line(tmp_path, text, message):
     table = tmp_path / "t.csv"
@@ -61,6 +70,13 @@ def test_bad_tables_name_the_file_and_line(tmp_path, text, message):
     with pytest.raises(InputError, match=message) as info:
         ra.read_rank_table(table)
     assert str(table) in str(info.value)
+
+
+def test_a_row_too_short_to_have_a_split_is_an_error_not_skipped(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("reference,type,level,path,split\na,GN,0,x.png,test\nb,GN,0,y.png\n", encoding="utf-8")
+    with pytest.raises(InputError, match=":3: too few fields: no split"):
+        ra.read_rank_table(table, "test")
 
 
 def test_csv_and_plot(tmp_path):
@@ -83,23 +99,38 @@ def test_command_on_a_rank_set_folder(tmp_path):
     from tools import rank_accuracy as command
 
     rng = np.random.default_rng(0)
-    lines = ["reference,type,level,path,split"]
     base = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    for ref in ("a", "b"):
-        for level in range(3):
-            path = tmp_path / f"{ref}{level}.png"
-            noise = rng.normal(0, 20 * level, base.shape)
-            cv2.imwrite(str(path), np.clip(base + noise, 0, 255).astype(np.uint8))
-            lines.append(f"{ref},GN,{level},{path.name},test")
-    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    images = tmp_path / 'odd, "named"'  # a comma and a quote in every image path
+    images.mkdir()
+    with open(tmp_path / "manifest.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        for ref in ("a", "b"):
+            for level in range(3):
+                path = images / f"{ref}{level}.png"
+                noise = rng.normal(0, 20 * level, base.shape)
+                cv2.imwrite(str(path), np.clip(base + noise, 0, 255).astype(np.uint8))
+                writer.writerow((ref, "GN", level, path.relative_to(tmp_path), "test"))
     deploy, model = make_tiny_model(tmp_path, head="fc8_m")
-    assert command.main(["--deploy", str(deploy), "--model", str(model), "--ranks", str(tmp_path),
-                         "--split", "test", "--out", str(tmp_path / "out"), "--crops", "2", "--quiet"]) == 0
+    argv = ["--deploy", str(deploy), "--model", str(model), "--ranks", str(tmp_path), "--split", "test",
+            "--out", str(tmp_path / "out"), "--crops", "2", "--quiet"]
+    assert command.main(argv) == 0
     record = json.loads((tmp_path / "out" / "rank_accuracy.json").read_text())
     assert record["pairs"] == {"GN": 6, "overall": 6}
     assert record["model_direction"] == "higher_better"
-    scores = dict(line.split(",") for line in (tmp_path / "out" / "scores.csv").read_text().splitlines()[1:])
+    # what the scores were made from, by content: a model trained again under this path is told apart
+    assert record["sha256"] == {"model": sha256_file(model), "deploy": sha256_file(deploy),
+                                "ranks": sha256_file(tmp_path / "manifest.csv")}
+    args = command.build_parser().parse_args(argv)
+    assert command.record_is_current(record, args)
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert not command.record_is_current(record, args)
+    with open(tmp_path / "out" / "scores.csv", encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        assert tuple(next(reader)) == command.SCORES_COLUMNS
+        scores = dict(reader)
     rows = ra.read_rank_table(tmp_path / "manifest.csv")
+    assert set(scores) == {row.path for row in rows}
     expected = ra.pairwise_accuracy(rows, {k: float(v) for k, v in scores.items()})
     assert record["accuracy"]["overall"] == expected["overall"].accuracy
     assert (tmp_path / "out" / "rank_accuracy.png").stat().st_size > 0

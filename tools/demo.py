@@ -15,7 +15,8 @@ The photographs (``--pristine``: scikit-image's embedded colour photographs, or 
 ranking references and fine-tuning references; the fine-tuning references are split per seed (seeded, by
 reference) into training references and at least ``MIN_TEST_REFS`` held-out test references.
 
-Stages, per seed (each one is skipped when its outputs are complete, so a rerun after Ctrl-C resumes):
+Stages, per seed (each one is skipped when its outputs are complete, so a rerun after Ctrl-C resumes; an
+evaluation or rank accuracy also records what it was made from, and is redone when that changed):
 
 1. ``pristine``: copies of the photographs in the two disjoint folders.
 2. ``ranks``: the TID2013-style rank set of the ranking references (``data_prep.make_ranks``).
@@ -87,8 +88,11 @@ from rankiqa.demo_setup import (
 )
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_bytes, atomic_write_text
-from rankiqa.manifest import MANIFEST_NAME, read_manifest
+from rankiqa.manifest import MANIFEST_NAME, manifest_text, read_manifest
 from rankiqa.paths import PROTOTXT_DIR, REPO_ROOT
+
+#: The ``split`` of every row of ``heldout_ranks.csv``: references that no stage trained on.
+HELDOUT_SPLIT = "heldout"
 
 
 class StageFailed(RuntimeError):
@@ -189,13 +193,14 @@ def stage_synthetic(profile: Profile, paths: Paths, seed: int) -> None:
 
 def write_heldout_ranks(paths: Paths, types: Sequence[str]) -> None:
     """``heldout_ranks.csv``: the stand-in set's images of the ranking ``types`` with their pristine reference
-    as level 0 of every type, in the rank manifest's columns (``rankiqa.rank_accuracy``)."""
+    as level 0 of every type, in the rank manifest's columns (``rankiqa.manifest.manifest_text``; read by
+    ``rankiqa.rank_accuracy``), split ``HELDOUT_SPLIT``."""
     from data_prep import pristine
 
     originals = {pristine.reference_name(p): p for p in paths.pristine_ft.iterdir() if p.is_file()}
     with open(paths.synthetic / "table.csv", encoding="utf-8", newline="") as handle:
         table = list(csv.DictReader(handle))
-    lines = ["reference,type,level,path,split"]
+    rows: list[tuple[str, str, int, str, str]] = []
     seen: set[tuple[str, str]] = set()
     for row in table:
         if row["type"] not in types:
@@ -203,9 +208,10 @@ def write_heldout_ranks(paths: Paths, types: Sequence[str]) -> None:
         key = (row["reference"], row["type"])
         if key not in seen:
             seen.add(key)
-            lines.append(f"{row['reference']},{row['type']},0,{originals[row['reference']].resolve()},heldout")
-        lines.append(f"{row['reference']},{row['type']},{row['level']},{row['path']},heldout")
-    atomic_write_text(paths.heldout_ranks, "\n".join(lines) + "\n")
+            rows.append((row["reference"], row["type"], 0, str(originals[row["reference"]].resolve()),
+                         HELDOUT_SPLIT))
+        rows.append((row["reference"], row["type"], int(row["level"]), row["path"], HELDOUT_SPLIT))
+    atomic_write_text(paths.heldout_ranks, manifest_text(rows))
 
 
 def ft_references(paths: Paths) -> dict[str, list[str]]:
@@ -266,35 +272,64 @@ def stage_finetune(name: str, profile: Profile, paths: Paths, seed: int, rank_mo
     return model
 
 
-def _report_of(path: Path, model: Path, crops: int, needs: Sequence[str] = ()) -> bool:
-    """A JSON report (written last by its tool) of this model and number of crops exists, holding the keys
-    ``needs`` (an evaluation made before the toolkit reported them is redone, not read half)."""
-    if not path.is_file():
+def evaluate_argv(name: str, deploy: str, model: Path, profile: Profile, paths: Paths, seed: int
+                  ) -> list[str]:
+    """The ``tools.evaluate`` arguments of one evaluation stage: the paper's protocol on the held-out
+    references of the stand-in set."""
+    return ["--deploy", str(PROTOTXT_DIR / NET / deploy), "--model", str(model), "--table",
+            str(paths.ft_lists / "test.csv"), "--out", str(paths.evaluation(name)), "--crops",
+            str(profile.eval_crops), "--batch", str(profile.eval_batch), "--seed", str(seed), "--gpu", "-1",
+            "--quiet"]
+
+
+def evaluation_current(argv: Sequence[str], needs: Sequence[str] = ()) -> bool:
+    """Whether the evaluation ``tools.evaluate`` would make with ``argv`` is done: its ``metrics.json``
+    (written last) holds the keys ``needs`` (one made before the toolkit reported them is redone, not read
+    half) and records the inputs the evaluation would use now (``rankiqa.evaluation.evaluation_inputs``:
+    the model's, deploy net's and table's contents, the images, the settings), so that a model retrained
+    under the same path is evaluated again."""
+    from rankiqa import evaluation, provenance
+    from tools import evaluate
+
+    args = evaluate.build_parser().parse_args(list(argv))
+    report = provenance.read_json(Path(args.out) / "metrics.json")
+    if report is None or not all(key in report for key in needs):
         return False
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
+        samples, _ = evaluation.read_samples(args.table)
+        inputs = evaluation.evaluation_inputs(args.model, args.deploy, args.table, samples, args)
+    except (InputError, OSError):  # an input gone or broken: evaluating again says which
         return False
-    return (report.get("model") == str(model) and report.get("crops") == crops
-            and all(key in report for key in needs))
+    return report.get("inputs") == inputs
 
 
 def stage_evaluate(name: str, deploy: str, model: Path, profile: Profile, paths: Paths, seed: int) -> None:
-    """The paper's protocol on the held-out references of the stand-in set."""
-    _run(f"eval_{name}", [
-        sys.executable, "-m", "tools.evaluate", "--deploy", str(PROTOTXT_DIR / NET / deploy),
-        "--model", str(model), "--table", str(paths.ft_lists / "test.csv"), "--out",
-        str(paths.evaluation(name)), "--crops", str(profile.eval_crops), "--batch", str(profile.eval_batch),
-        "--seed", str(seed), "--gpu", "-1", "--quiet"])
+    """The paper's protocol on the held-out references of the stand-in set (``evaluate_argv``)."""
+    _run(f"eval_{name}", [sys.executable, "-m", "tools.evaluate",
+                          *evaluate_argv(name, deploy, model, profile, paths, seed)])
+
+
+def rank_accuracy_argv(model: Path, profile: Profile, paths: Paths, seed: int) -> list[str]:
+    """The ``tools.rank_accuracy`` arguments: the ranking model on the references it never saw."""
+    return ["--deploy", str(PROTOTXT_DIR / NET / "rank_deploy.prototxt"), "--model", str(model), "--ranks",
+            str(paths.heldout_ranks), "--out", str(paths.rank_accuracy), "--crops", str(profile.eval_crops),
+            "--batch", str(profile.eval_batch), "--seed", str(seed), "--gpu", "-1", "--quiet"]
+
+
+def rank_accuracy_current(argv: Sequence[str]) -> bool:
+    """Whether the ``rank_accuracy.json`` that ``tools.rank_accuracy`` would write with ``argv`` is there, of
+    these settings and of the files as they are now (``tools.rank_accuracy.record_is_current``)."""
+    from rankiqa import provenance
+    from tools import rank_accuracy
+
+    args = rank_accuracy.build_parser().parse_args(list(argv))
+    return rank_accuracy.record_is_current(provenance.read_json(Path(args.out) / "rank_accuracy.json"), args)
 
 
 def stage_rank_accuracy(model: Path, profile: Profile, paths: Paths, seed: int) -> None:
     """Pairwise ranking accuracy of the ranking model on the references it never saw."""
-    _run("rank_accuracy", [
-        sys.executable, "-m", "tools.rank_accuracy", "--deploy",
-        str(PROTOTXT_DIR / NET / "rank_deploy.prototxt"), "--model", str(model), "--ranks",
-        str(paths.heldout_ranks), "--out", str(paths.rank_accuracy), "--crops", str(profile.eval_crops),
-        "--batch", str(profile.eval_batch), "--seed", str(seed), "--gpu", "-1", "--quiet"])
+    _run("rank_accuracy", [sys.executable, "-m", "tools.rank_accuracy",
+                           *rank_accuracy_argv(model, profile, paths, seed)])
 
 
 #: The nets the demo trains and scores with (``net_digest``).
@@ -350,11 +385,11 @@ def run_seed(profile: Profile, photos: Photos, out: Path, data_root: Path, runs_
         models[key] = timed(run_name, done is not None,
                             lambda r=run_name, i=init: stage_finetune(r, profile, paths, seed, i)) or done
     for key, _, _, deploy in MODELS:
-        complete = _report_of(paths.evaluation(key) / "metrics.json", models[key], profile.eval_crops,
-                              needs=("within_reference",))
+        complete = evaluation_current(evaluate_argv(key, deploy, models[key], profile, paths, seed),
+                                      needs=("within_reference",))
         timed(f"eval_{key}", complete,
               lambda k=key, d=deploy: stage_evaluate(k, d, models[k], profile, paths, seed))
-    complete = _report_of(paths.rank_accuracy / "rank_accuracy.json", rank_model, profile.eval_crops)
+    complete = rank_accuracy_current(rank_accuracy_argv(rank_model, profile, paths, seed))
     timed("rank_accuracy", complete, lambda: stage_rank_accuracy(rank_model, profile, paths, seed))
     plot_curves(paths, paths.out / "loss_curves.png")
     refs = {"rank": rank_references(paths), "ft": ft_references(paths)}

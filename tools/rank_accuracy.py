@@ -13,7 +13,8 @@ heads: the model's score direction comes from ``rankiqa.scoring.model_direction`
 overrides).
 
 Outputs under ``--out``: ``rank_accuracy.csv`` (type, pairs, correct, references, accuracy; ``overall``
-last), ``rank_accuracy.json``, ``rank_accuracy.png`` (a bar per type), ``scores.csv`` (every image's score).
+last), ``rank_accuracy.json`` (the settings, the SHA-256 of the model, deploy net and rank table, the
+accuracies; written last), ``rank_accuracy.png`` (a bar per type), ``scores.csv`` (every image's score).
 Without ``--out``: ``results/rank_accuracy/<model>-<rank set>[-<split>]-<digest>`` (``default_out``), one
 folder per model, rank set and scoring settings, so that scoring another rank set or another model of the
 same file name (every run's ``rank_iter_N.caffemodel``) does not replace an earlier result.
@@ -22,6 +23,8 @@ same file name (every run's ``rank_iter_N.caffemodel``) does not replace an earl
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -36,10 +39,16 @@ from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.manifest import MANIFEST_NAME
-from rankiqa.provenance import sha256_json
+from rankiqa.provenance import sha256_file, sha256_json
 
 #: Where ``default_out`` puts its folders (relative to the working directory, the repository root for make).
 RESULTS_DIR = Path("results/rank_accuracy")
+#: The columns of ``scores.csv``.
+SCORES_COLUMNS = ("path", "score")
+#: The inputs of a scoring that are files: ``default_out`` resolves their paths, and ``rank_accuracy.json``
+#: records their SHA-256 (``sha256``), so that a model, net or rank table since replaced under the same path
+#: is told apart (``record_is_current``).
+FILE_INPUTS = ("model", "deploy", "ranks")
 
 
 def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage], source: str,
@@ -82,19 +91,54 @@ def default_out(record: dict) -> Path:
     <model file stem>-<rank set name>[-<split>]-<8 hex digits>``, the digest over ``record`` (the resolved
     model, deploy net and rank table paths, the split and the scoring settings). The rank set's name is its
     folder for a ``manifest.csv``, else the CSV's stem."""
-    resolved = {**record, **{key: str(Path(record[key]).resolve()) for key in ("model", "deploy", "ranks")}}
+    resolved = {**record, **{key: str(Path(record[key]).resolve()) for key in FILE_INPUTS}}
     table = Path(resolved["ranks"])  # resolved: "--ranks ." still names its folder
     name = table.parent.name if table.name == MANIFEST_NAME else table.stem
     parts = [Path(record["model"]).stem, name] + ([record["split"]] if record.get("split") else [])
     return RESULTS_DIR / "-".join([*parts, sha256_json(resolved)[:8]])
 
 
+def run_inputs(args: argparse.Namespace) -> dict:
+    """The settings of one scoring as asked on the command line (``default_out``'s digest is over them): the
+    model, the deploy net, the rank table (a folder's ``manifest.csv``), the split, crops, seed, direction."""
+    ranks = Path(args.ranks)
+    table = ranks / MANIFEST_NAME if ranks.is_dir() else ranks
+    return {"model": args.model, "deploy": args.deploy, "ranks": str(table), "split": args.split,
+            "crops": args.crops, "seed": args.seed, "direction": args.direction}
+
+
+def input_hashes(inputs: dict) -> dict[str, str]:
+    """The SHA-256 of each file among ``inputs`` (``FILE_INPUTS``): ``rank_accuracy.json``'s ``sha256``."""
+    return {key: sha256_file(inputs[key]) for key in FILE_INPUTS}
+
+
+def record_is_current(record: dict | None, args: argparse.Namespace) -> bool:
+    """Whether ``record`` (a ``rank_accuracy.json``) is the result of a scoring with ``args``' settings, of
+    files that still hold what they held then; False for None, or for a record made before the files' hashes
+    were recorded."""
+    if record is None:
+        return False
+    inputs = run_inputs(args)
+    if any(record.get(key) != value for key, value in inputs.items()):
+        return False
+    try:
+        hashes = input_hashes(inputs)
+    except OSError:  # a file gone: nothing to reuse (scoring again says what is missing)
+        return False
+    return record.get("sha256") == hashes
+
+
 def write_outputs(out: Path, result: dict[str, ra.TypeAccuracy], scores: dict[str, float],
                   record: dict, title: str) -> None:
-    """The CSV, JSON, plot and per-image scores (each written atomically)."""
+    """The CSV, plot, per-image scores and JSON (each written atomically; the JSON last)."""
+    # An earlier run's record beside this run's other files would pass for a finished scoring.
+    (out / "rank_accuracy.json").unlink(missing_ok=True)
     atomic_write_text(out / "rank_accuracy.csv", ra.accuracy_csv(result))
-    lines = ["path,score"] + [f"{p},{s!r}" for p, s in scores.items()]
-    atomic_write_text(out / "scores.csv", "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # quotes a path with a comma or a quote
+    writer.writerow(SCORES_COLUMNS)
+    writer.writerows((path, repr(score)) for path, score in scores.items())
+    atomic_write_text(out / "scores.csv", buffer.getvalue())
     ra.plot_accuracy(result, out / "rank_accuracy.png", title)
     record = {**record, "accuracy": ra.accuracy_dict(result),
               "pairs": {t: a.pairs for t, a in result.items()}}
@@ -123,18 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     scoring.check_crop_arguments(args)
-    ranks = Path(args.ranks)
-    table = ranks / MANIFEST_NAME if ranks.is_dir() else ranks
-    inputs = {"model": args.model, "deploy": args.deploy, "ranks": str(table), "split": args.split,
-              "crops": args.crops, "seed": args.seed, "direction": args.direction}
+    inputs = run_inputs(args)
+    table = Path(inputs["ranks"])
     out = Path(args.out) if args.out else default_out(inputs)
     rows = ra.read_rank_table(table, args.split)
     result, scores, model_dir = model_rank_accuracy(args.deploy, args.model, rows, str(table), args.crops,
                                                     args.batch, args.seed, args.gpu, args.direction,
                                                     progress=not args.quiet)
-    record = {"model": args.model, "deploy": args.deploy, "ranks": str(table), "split": args.split,
-              "crops": args.crops, "crop_windows": "per reference (paired)", "seed": args.seed,
-              "model_direction": model_dir}
+    # The run's settings as asked (the folder's digest is over them), with what the model's direction
+    # resolved to and the contents of the files read.
+    record = {**inputs, "crop_windows": "per reference (paired)", "model_direction": model_dir,
+              "sha256": input_hashes(inputs)}
     title = f"{Path(args.model).name} on {table.parent.name}" + (f" ({args.split})" if args.split else "")
     write_outputs(out, result, scores, record, title)
     for item in result.values():
