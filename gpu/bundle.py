@@ -11,7 +11,7 @@ takes the prefix's ``bin/caffe``, ``lib/libcaffe*``, ``python/caffe`` (without C
 * the C runtime and the compiler's runtime (glibc, libstdc++, libgcc_s): the GPU machine has its own,
   as new or newer, and two copies of glibc in one process do not work;
 * CUDA's libraries (cudart, cuBLAS(Lt), cuRAND, NCCL, the driver): the GPU machine has them, matching its
-  driver, inside its PyTorch install; they are several hundred MiB, far over what travels.
+  driver, inside its PyTorch install; they are several hundred MiB, far too big to carry in the bundle.
 
 The CUDA sonames the build needs are written to the bundle's ``MANIFEST.json`` so that ``env`` can look
 for exactly those on the GPU machine and name any it cannot find.
@@ -172,7 +172,8 @@ def largest(folder: Path, count: int = 5) -> str:
 def unpack(bundle: Path, dest: Path) -> dict:
     """Unpack ``bundle`` into ``dest`` (replacing an earlier unpack there); return its manifest."""
     if not bundle.is_file():
-        raise BundleError(f"{bundle}: no such bundle; make it with `make gpu-bundle` and carry its folder")
+        raise BundleError(f"{bundle}: no such bundle; make it with `make gpu-bundle` and copy its folder "
+                          "along with the checkout")
     dest = dest.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
@@ -295,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_pack.add_argument("--prefix", type=Path, required=True)
     p_pack.add_argument("--out", type=Path, required=True)
     p_pack.add_argument("--max-mib", type=float, default=48.0,
-                        help="refuse a bundle over this size (it travels with the source tree: 64 MiB)")
+                        help="refuse a bundle over this size, so that it stays small enough to copy to the "
+                             "GPU machine along with the checkout")
     p_pack.add_argument("--preset", type=int, default=9, choices=range(10), help="xz compression level")
     p_unpack = sub.add_parser("unpack", help="unpack a bundle")
     p_unpack.add_argument("--bundle", type=Path, required=True)

@@ -2,12 +2,13 @@
 # `make gpu-bundle`: CUDA Caffe packed for a GPU machine without network (Ubuntu 24.04, Python 3.12, CUDA
 # libraries from its PyTorch install), tested here in CPU mode.
 #
-# Why a build root: the GPU machine runs Ubuntu 24.04's Python 3.12 (in /opt/torch/.venv, with numpy 2,
-# OpenCV, SciPy, PyYAML, scikit-image) and has no network; this machine is Debian 12 with Python 3.11, and
-# Debian has no Python 3.12 at all. pycaffe (and Boost.Python under it) must be built for the GPU machine's
-# Python ABI, so the bundle is built in an Ubuntu 24.04 (noble) root made here with debootstrap, by the same
-# dev/build_caffe.sh as every other build (CUDA=1 CAFFE_LEAN=1: no OpenCV/LevelDB/LMDB, which our
-# Python data layers never use; packing the full CPU build here carried 144 libraries, the lean one 45).
+# Why a build root: the GPU machine runs Ubuntu 24.04's Python 3.12 (a venv with PyTorch, numpy 2, OpenCV,
+# SciPy, PyYAML, scikit-image) and has no network, so nothing can be built or installed there; this machine
+# is Debian 12 with Python 3.11, and Debian has no Python 3.12 at all. pycaffe (and Boost.Python under it)
+# must be built for the GPU machine's Python ABI, so the bundle is built in an Ubuntu 24.04 (noble) root made
+# here with debootstrap, by the same dev/build_caffe.sh as every other build (CUDA=1 CAFFE_LEAN=1: no
+# OpenCV/LevelDB/LMDB, which our Python data layers never use; packing the full CPU build here carried 144
+# libraries, the lean one 45).
 #
 # Steps:
 #   1. build root   $RANKIQA_CACHE/ubuntu-noble-<key>: debootstrap + the -dev packages + a Python 3.12 venv
@@ -108,7 +109,7 @@ if [ "$GPU_BUNDLE_TEST" = 1 ]; then
   info "step 4/4: test the bundle in CPU mode with the root's Python 3.12 venv (as the GPU machine's)"
   # No RANKIQA_CUDA_LIB_PATH: the CUDA libraries must be found as on the GPU machine (site-packages).
   in_root "$ROOT" /bin/bash -c "mkdir -p /tmp/gpu-bundle-test && cd /rankiqa && BUNDLE='$packed' \
-    PYTHON=/opt/gpu-python/bin/python OUT=/tmp/gpu-bundle-test bash gpu/bundle_run.sh --cpu-smoke" \
+    PYTHON=/opt/gpu-python/bin/python GPU_CHECK_OUT=/tmp/gpu-bundle-test bash gpu/bundle_run.sh --cpu-smoke" \
     || die "the bundle failed its CPU-mode test (the bundle was not copied to $GPU_BUNDLE)"
   if [ "${NCCL:-1}" != 0 ]; then
     # The step that uses NCCL needs a GPU; here: is it compiled into the bundle's pycaffe at all?

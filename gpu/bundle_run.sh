@@ -3,11 +3,12 @@
 # from its PyTorch install), with this checkout and the folder bundle/ copied there:
 #   bash gpu/bundle_run.sh [tools.gpu_check flags]
 # Unpacks bundle/gpu-bundle.tar.xz (`make gpu-bundle`) into /tmp, finds the CUDA libraries it needs in the
-# machine's PyTorch install (or RANKIQA_CUDA_LIB_PATH), and runs gpu/check.sh with them; the report
-# lands in $OUT when set (see gpu/check.sh). Exit status: gpu_check's, or 2 when the bundle cannot be
-# used (the reason is printed).
+# machine's PyTorch install (or RANKIQA_CUDA_LIB_PATH), and runs gpu/check.sh with them, which writes its
+# report into GPU_CHECK_OUT (default results/gpu_check). Exit status: gpu_check's, or 2 when the bundle
+# cannot be used (the reason is printed).
 # Environment: PYTHON (default python3: the machine's own, with numpy, OpenCV, SciPy, PyYAML), BUNDLE,
-# BUNDLE_DEST (default /tmp/rankiqa-gpu-bundle), RANKIQA_CUDA_LIB_PATH (extra ':'-separated folders).
+# BUNDLE_DEST (default /tmp/rankiqa-gpu-bundle), RANKIQA_CUDA_LIB_PATH (extra ':'-separated folders),
+# GPU_CHECK_OUT (see gpu/check.sh).
 set -uo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check as one command for a GPU machine (see tools/gpu_check.py):
 #   bash gpu/check.sh [extra tools.gpu_check flags, e.g. --gpu 1 or --cpu-smoke]
-# Writes $OUT/gpu_check.json and $OUT/gpu_check.md when $OUT is set (a folder the caller collects),
-# else ./gpu_check.json and ./gpu_check.md; prints the Markdown; exits with the check's status
-# (0 pass, 1 a check failed, 2 bad command line).
+# Writes gpu_check.json and gpu_check.md into the folder GPU_CHECK_OUT (default results/gpu_check, made if
+# missing; a relative folder is taken from the repository root); prints the Markdown; exits with the
+# check's status (0 pass, 1 a check failed, 2 bad command line).
 # PYTHON picks the interpreter (default: the repository's .venv/bin/python if there, else python3); it must
 # import caffe (a CUDA build for the GPU run) and the repository's packages.
 set -uo pipefail
@@ -15,7 +15,9 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 # Unbuffered: a run cut off by a time limit still shows how far it got.
 export PYTHONUNBUFFERED=1
-json="${OUT:+$OUT/}gpu_check.json"
+out_dir="${GPU_CHECK_OUT:-results/gpu_check}"
+mkdir -p "$out_dir" || exit 2
+json="$out_dir/gpu_check.json"
 # A report left by an earlier run must not be printed as this run's (a crash writes none).
 rm -f "$json" "${json%.json}.md"
 

@@ -172,14 +172,14 @@ def test_a_failing_check_gives_exit_status_1(smoke):
 
 @pytest.mark.slow
 @needs_caffe
-def test_wrapper_writes_into_out_and_prints_the_markdown(smoke, tmp_path):
+def test_wrapper_writes_into_gpu_check_out_and_prints_the_markdown(smoke, tmp_path):
     _done, _report, _markdown, root = smoke
-    env = dict(_env(), OUT=str(tmp_path), PYTHON=sys.executable)
+    env = dict(_env(), GPU_CHECK_OUT=str(tmp_path / "report"), PYTHON=sys.executable)
     done = subprocess.run(["bash", str(REPO / "gpu" / "check.sh"), "--cpu-smoke", "--steps", "compare",
                            "--work-dir", str(root / "work")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    report = json.loads((tmp_path / "report" / "gpu_check.json").read_text())
     assert report["ok"] and report["steps"] == ["compare"]
     assert "## GPU check" in done.stdout and "exit status 0" in done.stdout
 
