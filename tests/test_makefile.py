@@ -215,3 +215,32 @@ def test_every_variable_the_makefile_lets_a_user_set_is_in_the_readmes_table() -
     table = table[:table.index("\n## ", 1)]
     assert settable, "no ?= variables found: the pattern no longer matches the Makefile"
     assert sorted(v for v in settable if f"`{v}`" not in table) == []
+
+
+def test_eval_with_splits_checks_the_lists_of_its_last_split(tmp_path: Path) -> None:
+    lists = tmp_path / "it's my lists"
+    for k in range(3):
+        (lists / f"split{k}").mkdir(parents=True)
+        (lists / f"split{k}" / "test.csv").write_text("reference,type,level,path,score,direction\n")
+    variables = ("SPLITS=3", "MODEL=m.caffemodel", "DATASET=kadid", f"FT_DIR={lists}")
+    if not Path("/data/kadid").exists():  # the default DATA: not given, not there, every split's lists made
+        assert not any("data_prep.make_ft_lists" in argv for argv in _commands("eval", *variables))
+    (lists / "split2" / "test.csv").unlink()  # the last split's lists missing: they are made
+    commands = _commands("eval", *variables)
+    assert _value(_tool(commands, "data_prep.make_ft_lists"), "--out") == str(lists)
+    argv = _tool(commands, "tools.evaluate")
+    assert _value(argv, "--table") == f"{lists}/split{{split}}/test.csv" and _value(argv, "--splits") == "3"
+
+
+def test_rank_accuracy_and_demo_pass_paths_with_spaces_and_quotes_as_one_argument() -> None:
+    model = "/tmp/my models/it's.caffemodel"
+    deploy = "/tmp/my nets/it's_deploy.prototxt"
+    ranks = "data/ranks/it's my set"
+    argv = _tool(_commands("rank_accuracy", f"MODEL={model}", f"DEPLOY={deploy}", f"RANKS_DIR={ranks}"),
+                 "tools.rank_accuracy")
+    assert _value(argv, "--model") == model and _value(argv, "--deploy") == deploy
+    assert _value(argv, "--ranks") == ranks
+    default = _tool(_commands("rank_accuracy", f"MODEL={model}", "NET=shallow"), "tools.rank_accuracy")
+    assert _value(default, "--deploy") == "prototxts/shallow/rank_deploy.prototxt"
+    argv = _tool(_commands("demo", "PRISTINE=/my photos/it's here"), "tools.demo")
+    assert _value(argv, "--pristine") == "/my photos/it's here"
