@@ -5,6 +5,13 @@ SROCC/PLCC layer, and the layers the measurements swap in (timed, fixed-batch, s
 (batch builders, loss functions) work and are tested without Caffe.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
+#: What Caffe passes to a Python layer's ``setup``/``reshape``/``forward`` (``bottom``, ``top``) and
+#: ``backward``: the layer's blobs (``caffe.Blob``: ``data``/``diff`` numpy views, ``reshape``, ``num``, ...).
+Blobs = Sequence[Any]
+
 try:
     import caffe
 

@@ -7,9 +7,11 @@ averaged test output of the solver stays a number.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from pylayers import LayerBase
+from pylayers import Blobs, LayerBase
 from pylayers.params import parse_params
 from rankiqa import metrics
 from rankiqa.errors import InputError
@@ -52,18 +54,18 @@ class CorrelationLayer(LayerBase):
                              "one prediction per score needed", cls.__name__)
         return [(1,), (1,)]
 
-    def setup(self, bottom, top) -> None:
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         self._check(self.param_str, len(bottom), len(top))
 
-    def reshape(self, bottom, top) -> None:
+    def reshape(self, bottom: Blobs, top: Blobs) -> None:
         if bottom[0].count != bottom[1].count:
             raise InputError(f"prediction has {bottom[0].count} values, score {bottom[1].count}",
                              type(self).__name__)
         top[0].reshape(1)
         top[1].reshape(1)
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         top[0].data[0], top[1].data[0] = correlations(bottom[0].data, bottom[1].data)
 
-    def backward(self, top, propagate_down, bottom) -> None:
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         """Metrics only: no gradient flows back."""

@@ -4,11 +4,12 @@ which the Shallow net processes faster than images (seen on the CPU)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from pylayers import LayerBase
+from pylayers import Blobs, LayerBase
 from pylayers.params import param_int, parse_params
 from rankiqa.errors import InputError
 
@@ -49,17 +50,17 @@ class CropsDataLayer(LayerBase):
         crops, batch = cls._checked(param_str, len(bottoms), n_tops)
         return [(batch, *crops.shape[1:])]
 
-    def setup(self, bottom, top) -> None:
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         self.crops, self.batch = self._checked(self.param_str, len(bottom), len(top))
         self.next = 0
 
-    def reshape(self, bottom, top) -> None:
+    def reshape(self, bottom: Blobs, top: Blobs) -> None:
         top[0].reshape(self.batch, *self.crops.shape[1:])
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         index = (self.next + np.arange(self.batch)) % len(self.crops)
         top[0].data[...] = self.crops[index]
         self.next = int(index[-1] + 1) % len(self.crops)
 
-    def backward(self, top, propagate_down, bottom) -> None:
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         """A data layer has nothing to propagate."""

@@ -5,10 +5,11 @@ before any data are read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pylayers import LayerBase
+from pylayers import Blobs, LayerBase
 from pylayers.params import loader_params, parse_params
 from pylayers.prefetch import Prefetcher
 from rankiqa.errors import InputError
@@ -66,22 +67,22 @@ class PrefetchDataLayer(LayerBase):
         _, common = cls._checked_params(param_str, len(bottoms), n_tops)
         return [top.shape(None, common["crop"]) for top in cls.BUILDER.TOPS]
 
-    def setup(self, bottom, top) -> None:
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         name = type(self).__name__
         params, common = self._checked_params(self.param_str, len(bottom), len(top))
         self.builder = self.make_builder(params, common, name)
         self.prefetcher = Prefetcher(self.builder, common["workers"], common["prefetch"],
                                      common["shard_index"], common["shard_count"], common["start_batch"])
 
-    def reshape(self, bottom, top) -> None:
+    def reshape(self, bottom: Blobs, top: Blobs) -> None:
         for index, declared in enumerate(self.BUILDER.TOPS):
             top[index].reshape(*declared.shape(self.builder.batch_size, self.builder.crop))
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         batch = self.prefetcher.next()
         for index, declared in enumerate(self.BUILDER.TOPS):
             # Images travel as uint8 (4x less data through the worker pipe) and become float32 here.
             top[index].data[...] = batch[declared.name]
 
-    def backward(self, top, propagate_down, bottom) -> None:
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         """A data layer has nothing to propagate."""

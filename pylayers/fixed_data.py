@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pylayers import Blobs
 from pylayers.rank_data import RankDataLayer
 
 
@@ -12,7 +13,7 @@ class FixedRankDataLayer(RankDataLayer):
     """``RankDataLayer`` that loads its first batch once and repeats it at every forward (same param_str
     and tops as ``RankDataLayer``)."""
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         cached = getattr(self, "_fixed", None)
         if cached is None:
             super().forward(bottom, top)

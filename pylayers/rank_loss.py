@@ -17,9 +17,11 @@ The numpy functions here need no Caffe, so tests and ``make bench`` call them di
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from pylayers import LayerBase
+from pylayers import Blobs, LayerBase
 from pylayers.params import parse_params
 from rankiqa.errors import InputError
 from rankiqa.netcheck import format_shape, values_per_item
@@ -233,7 +235,7 @@ class AllPairsHingeLossLayer(LayerBase):
         _one_value_per_image(bottoms, cls.__name__)
         return [(1,)]
 
-    def setup(self, bottom, top) -> None:
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         self.margin, self.direction, self.group_size = self._checked_params(self.param_str, len(bottom))
         self._grad = np.zeros(0)
         # The pairs of the last batch layout: every batch of a training run has the same levels and groups
@@ -241,7 +243,7 @@ class AllPairsHingeLossLayer(LayerBase):
         self._layout: tuple[bytes, bytes] | None = None
         self._pairs = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
 
-    def reshape(self, bottom, top) -> None:
+    def reshape(self, bottom: Blobs, top: Blobs) -> None:
         name = type(self).__name__
         n = bottom[0].num
         if bottom[0].count != n:
@@ -270,12 +272,12 @@ class AllPairsHingeLossLayer(LayerBase):
             self._layout = layout
         return self._pairs
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         better, worse = self.pairs(bottom)
         loss, self._grad = hinge_on_pairs(bottom[0].data, better, worse, self.margin, self.direction)
         top[0].data[0] = loss
 
-    def backward(self, top, propagate_down, bottom) -> None:
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         if propagate_down[0]:
             # top diff carries the loss_weight that Caffe set up for this loss.
             scale = float(top[0].diff.reshape(-1)[0])
@@ -306,11 +308,11 @@ class PairHingeLossLayer(LayerBase):
         _one_value_per_image(bottoms, cls.__name__)
         return [(1,)]
 
-    def setup(self, bottom, top) -> None:
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         self.margin, self.direction = self._checked_params(self.param_str, len(bottom))
         self._grads = (np.zeros(0), np.zeros(0))
 
-    def reshape(self, bottom, top) -> None:
+    def reshape(self, bottom: Blobs, top: Blobs) -> None:
         name = type(self).__name__
         p = bottom[0].num
         for index in range(3):
@@ -318,13 +320,13 @@ class PairHingeLossLayer(LayerBase):
                 raise InputError(f"bottom {index} has {bottom[index].count} values for {p} pairs", name)
         top[0].reshape(1)
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         loss, grad_a, grad_b = pair_hinge(bottom[0].data, bottom[1].data, bottom[2].data,
                                           self.margin, self.direction)
         self._grads = (grad_a, grad_b)
         top[0].data[0] = loss
 
-    def backward(self, top, propagate_down, bottom) -> None:
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         scale = float(top[0].diff.reshape(-1)[0])
         for index in range(2):
             if propagate_down[index]:

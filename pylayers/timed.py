@@ -8,8 +8,10 @@ Caffe imports this module by name, the measuring command imports it too: both se
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from pylayers import Blobs
 from pylayers.pair_data import PairDataLayer
 from pylayers.rank_data import RankDataLayer
 from pylayers.rank_loss import AllPairsHingeLossLayer
@@ -39,11 +41,11 @@ def stop_data_workers() -> None:
 class _TimedDataMixin:
     """Records how long each forward of a data layer (the solver's wait for a batch) takes."""
 
-    def setup(self, bottom, top) -> None:
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         super().setup(bottom, top)
         DATA_LAYERS.append(self)
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         start = time.perf_counter()
         super().forward(bottom, top)
         TIMINGS["data"].append(time.perf_counter() - start)
@@ -60,12 +62,12 @@ class TimedPairDataLayer(_TimedDataMixin, PairDataLayer):
 class TimedAllPairsHingeLossLayer(AllPairsHingeLossLayer):
     """``AllPairsHingeLossLayer`` that records its forward and backward durations."""
 
-    def forward(self, bottom, top) -> None:
+    def forward(self, bottom: Blobs, top: Blobs) -> None:
         start = time.perf_counter()
         super().forward(bottom, top)
         TIMINGS["loss_forward"].append(time.perf_counter() - start)
 
-    def backward(self, top, propagate_down, bottom) -> None:
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         start = time.perf_counter()
         super().backward(top, propagate_down, bottom)
         TIMINGS["loss_backward"].append(time.perf_counter() - start)
