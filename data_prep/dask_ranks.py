@@ -39,10 +39,14 @@ import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_prep import make_ranks
 from rankiqa.errors import InputError, cli_main
 from rankiqa.fsutil import atomic_write_text
+
+if TYPE_CHECKING:  # imported where it is used: Dask is needed only with --dask
+    import distributed
 
 LOCAL = "local"
 TOKEN_FILE = ".dask_ranks.token"
@@ -133,7 +137,7 @@ def connect(address: str, workers: int, processes: bool = True, timeout_s: float
         yield client
 
 
-def runner(client, wait_s: float = 600.0) -> make_ranks.TaskRunner:
+def runner(client: distributed.Client, wait_s: float = 600.0) -> make_ranks.TaskRunner:
     """A ``make_ranks.generate`` task runner on ``client``'s cluster (see :func:`run_tasks`)."""
 
     def run(tasks: list[tuple], jobs: int, progress: bool, rankset: str) -> int:
@@ -142,7 +146,8 @@ def runner(client, wait_s: float = 600.0) -> make_ranks.TaskRunner:
     return run
 
 
-def run_tasks(client, tasks: list[tuple], progress: bool, rankset: str, wait_s: float = 600.0) -> int:
+def run_tasks(client: distributed.Client, tasks: list[tuple], progress: bool, rankset: str,
+              wait_s: float = 600.0) -> int:
     """Run ``make_ranks``' distortion tasks on ``client``'s workers; return the number of images written.
 
     Waits up to ``wait_s`` seconds for a first worker; refuses workers that do not see the output folder
@@ -169,7 +174,7 @@ def run_tasks(client, tasks: list[tuple], progress: bool, rankset: str, wait_s: 
     return len(tasks)
 
 
-def _check_workers(client, out: Path, token_path: str, token: str, wait_s: float) -> None:
+def _check_workers(client: distributed.Client, out: Path, token_path: str, token: str, wait_s: float) -> None:
     try:
         client.wait_for_workers(1, timeout=wait_s)
     except TimeoutError:
@@ -186,7 +191,7 @@ def _check_workers(client, out: Path, token_path: str, token: str, wait_s: float
         raise InputError(f"{len(bad)} of {len(answers)} Dask worker(s) cannot serve this run: {listed}", out)
 
 
-def _collect(client, tasks: list[tuple], token_path: str, token: str, progress: bool,
+def _collect(client: distributed.Client, tasks: list[tuple], token_path: str, token: str, progress: bool,
              rankset: str) -> dict[tuple, int]:
     """Submit the tasks in chunks (at most ``MAX_IN_FLIGHT`` at a time), advance the bar as they finish."""
     from distributed import as_completed
