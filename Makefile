@@ -188,7 +188,8 @@ ranks: env
 train_rank: env
 	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks)
 	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --out $(call q,$(RANK_RUN)) \
-	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--types,$(RANK_TYPES)) $(call opt,--precomputed,$(PRECOMPUTED)) $(call opt,--offline-types,$(OFFLINE_TYPES)),--data $(call q,$(RANKS_DIR))) \
+	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--precomputed,$(PRECOMPUTED)) $(call opt,--offline-types,$(OFFLINE_TYPES)),--data $(call q,$(RANKS_DIR))) \
+	  $(call opt,--types,$(RANK_TYPES)) \
 	  $(gpu_args) --seed $(SEED) $(call opt,--iters,$(ITERS)) $(call opt,--lr,$(LR)) \
 	  $(call opt,--snapshot,$(SNAPSHOT)) $(call opt,--weights,$(WEIGHTS)) $(call opt,--resume,$(RESUME)) \
 	  $(call opt,--test-interval,$(TEST_INTERVAL)) $(call opt,--workers,$(WORKERS)) \

@@ -29,7 +29,7 @@ from rankiqa.devices import GpuShare, gpu_shares, parse_gpus, require_nccl, reso
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_write_text, storage_errors
 from rankiqa.lists import count_list_lines, read_list
-from rankiqa.manifest import MANIFEST_NAME, manifest_images, manifest_levels
+from rankiqa.manifest import MANIFEST_NAME, manifest_images, manifest_levels, read_manifest
 from rankiqa.netconfig import (
     configure_ft_net,
     configure_rank_net,
@@ -329,11 +329,12 @@ def online_spec(config: RunConfig) -> dict[str, Any] | None:
     """The ``online`` param_str value (``pylayers.online_source``) of a ranking run (None without
     ``--online``), paths made absolute (Caffe builds the net from the run folder's prototxt). ``--online``
     and ``--data`` exclude each other, one is needed, and the online flags without ``--online`` are refused
-    (``InputError``)."""
+    (``InputError``); ``--types`` with ``--data`` names the types the rank set must hold
+    (``check_rank_set_types``)."""
     if not config.online:
         if config.data is None:
             raise InputError("give --data (a `make ranks` folder) or --online (batches made from --pristine)")
-        given = [flag for flag in ("types", "precomputed", "offline_types")
+        given = [flag for flag in ("precomputed", "offline_types")
                  if getattr(config, flag) is not None]
         if config.pristine is not None and config.pristine != _default_pristine():
             given.append("pristine")
@@ -351,6 +352,21 @@ def online_spec(config: RunConfig) -> dict[str, Any] | None:
     if config.offline_types is not None:
         spec["offline"] = config.offline_types
     return spec
+
+
+def check_rank_set_types(manifest: Path, rankset: str, types: str) -> None:
+    """Refuse a rank set on disk that does not hold exactly the distortion ``types`` asked for (``--types``,
+    ``RANK_TYPES``: as ``make ranks`` reads them; unknown names are refused there), naming both: a rank
+    set's types are fixed when it is made, and training on another set than the one asked for would go
+    unnoticed."""
+    from data_prep import make_ranks, rank_groups
+
+    wanted = sorted(group for group, _ in rank_groups.groups(rankset, make_ranks.parse_types(rankset, types)))
+    held = sorted(read_manifest(manifest, "train").types)
+    if wanted != held:
+        raise InputError(f"this rank set holds the types {','.join(held)}, not the {','.join(wanted)} asked "
+                         "for: make that set with `make ranks RANK_TYPES=...` into its own RANKS_DIR (the "
+                         "default for RANK_TYPES), or leave RANK_TYPES out", manifest)
 
 
 def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]:
@@ -374,6 +390,8 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
         levels, splits = manifest_levels(manifest)
         if not splits.get("train"):
             raise InputError("manifest has no rows with split=train", manifest)
+        if config.types is not None:
+            check_rank_set_types(manifest, config.rankset, config.types)
     style = registry.RANK_STYLES[config.rankset]
     types_per_batch = config.types_per_batch or style.types_per_batch
     images_per_group = config.images_per_group or style.images_per_group

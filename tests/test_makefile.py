@@ -177,7 +177,10 @@ def test_train_rank_online_needs_no_rank_set_and_passes_the_pristine_images(tmp_
     assert _value(argv, "--offline-types") == "ID,CQD"
     assert _value(argv, "--out") == "runs/rank_tid2013_GN-ID_shallow_online"
     plain = _tool(_commands("train_rank", f"RANKS_DIR={ranks}"), "tools.train")
-    assert "--online" not in plain and "--offline-types" not in plain
+    assert "--online" not in plain and "--offline-types" not in plain and "--types" not in plain
+    # a rank set on disk with RANK_TYPES: the driver is told the types, to check the set holds them
+    on_disk = _tool(_commands("train_rank", f"RANKS_DIR={ranks}", "RANK_TYPES=GN,GB"), "tools.train")
+    assert _value(on_disk, "--data") == str(ranks) and _value(on_disk, "--types") == "GN,GB"
     assert _value(plain, "--data") == str(ranks)
 
 

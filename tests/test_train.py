@@ -48,6 +48,17 @@ def _tiny_manifest(folder: Path) -> Path:
     return folder
 
 
+def test_types_asked_for_a_rank_set_on_disk_must_be_the_ones_it_holds(tmp_path):
+    # RANK_TYPES names the rank set's types; with a RANKS_DIR that holds others, training on it would
+    # silently train on the wrong set.
+    manifest = _tiny_manifest(tmp_path / "ranks") / "manifest.csv"
+    runprep.check_rank_set_types(manifest, "tid2013", "GN,GB")  # the same types, in any order
+    with pytest.raises(InputError, match=r"manifest.csv: this rank set holds the types GB,GN, not the GN asked"):
+        runprep.check_rank_set_types(manifest, "tid2013", "GN")
+    with pytest.raises(InputError, match="unknown distortion type.*XX"):
+        runprep.check_rank_set_types(manifest, "tid2013", "GN,XX")
+
+
 @needs_caffe
 def test_rank_overrides_are_written_into_the_run_folder_only(tmp_path):
     data = _tiny_manifest(tmp_path / "ranks")

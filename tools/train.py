@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="make the batches from the pristine images inside the prefetch workers, with no "
                              "rank set on disk (the same images as `make ranks` with the same --seed)")
     online.add_argument("--pristine", help="folder of pristine images, or 'default' (the default)")
-    online.add_argument("--types", help="comma-separated types, or 'all' (default: the original's)")
+    online.add_argument("--types", help="comma-separated types, or 'all' (default: the original's); with "
+                                        "--data: the types the rank set must hold (checked)")
     online.add_argument("--precomputed", type=Path,
                         help="a `make ranks` folder holding the types too slow to make online (ID); "
                              "without it they are left out")
