@@ -101,6 +101,10 @@ PRED_OUT   ?= results/predictions.csv
 NEGATE     ?=
 # Score direction of MODEL for predict: higher_better or lower_better (default: inferred, see README).
 PRED_DIRECTION ?=
+# predict: SKIP_BAD=1 scores the good images and skips the missing, unreadable and too-small ones (named on
+# stderr) instead of stopping with exit 2; RESIZE_SMALL=1 upscales images smaller than the crop.
+SKIP_BAD     ?=
+RESIZE_SMALL ?=
 
 # ---- ONNX ---------------------------------------------------------------------------------------
 # make export: MODEL + DEPLOY -> OUT (default: MODEL with .onnx), the score direction recorded as
@@ -145,7 +149,7 @@ help:
 	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid|mlive DATA=dir RANK_MODEL FROM_SCRATCH=1)"
 	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
-	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY)"
+	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY SKIP_BAD RESIZE_SMALL)"
 	@echo "  make export       a model as ONNX              (MODEL DEPLOY [OUT]); predict BACKEND=onnx MODEL=x.onnx: no Caffe"
 	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY] [RA_OUT])"
 	@echo "  make cross        each model on every image of each dataset, direction-corrected (MODELS DATASETS DEPLOYS)"
@@ -223,7 +227,8 @@ predict: $(if $(filter onnx,$(BACKEND)),venv,env)
 	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel (x.onnx with BACKEND=onnx)" >&2; exit 2; }
 	$(PY) -m tools.predict --backend $(BACKEND) $(if $(filter onnx,$(BACKEND)),,--deploy $(call q,$(DEPLOY))) \
 	  --model $(call q,$(MODEL)) --images $(IMAGES) --out $(call q,$(PRED_OUT)) \
-	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION))
+	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU) $(call opt,--direction,$(PRED_DIRECTION)) \
+	  $(if $(SKIP_BAD),--skip-bad) $(if $(RESIZE_SMALL),--resize-small)
 
 export: venv
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=x.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }

@@ -15,10 +15,13 @@ Rank_live/FT_live: higher = worse); else a ranking head (``fc8_m``) gives *relat
 better, and a fine-tuned head (``fc8``) scores on the scale of its training labels (MOS: higher = better,
 DMOS: higher = worse), reported as ``unknown``.
 
-Images smaller than the crop are skipped with a message, or upscaled (bicubic, aspect kept) with
-``--resize-small`` (the ``upscaled_from`` column and the summary name them, with their size). Unreadable
-files are reported on stderr and skipped; the exit status is non-zero only
-when no image could be scored.
+Bad input stops the command before anything is scored or written (exit 2): every image, named on the
+command line or found in a folder, is read and checked first, and one message names each path that is
+not found (``folder not found`` for a path ending in ``/``), unreadable, not an image, or smaller than the
+crop, and why. ``--skip-bad`` (``SKIP_BAD=1`` with make) scores the others instead: each bad one is named
+on stderr and skipped, the summary says how many, and the exit status is 0 unless none could be scored.
+Images smaller than the crop are upscaled (bicubic, aspect kept) with ``--resize-small``
+(``RESIZE_SMALL=1`` with make; the ``upscaled_from`` column and the summary name them, with their size).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +50,34 @@ COLUMNS = ("path", "score", "median", "direction", "scale", "upscaled_from")
 BACKENDS = ("caffe", "onnx")
 
 
-def collect_images(inputs: Sequence[str]) -> list[Path]:
-    """Files as given, and the image files under each folder (recursive, sorted, by extension)."""
+def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files as given, and the image files under each folder (recursive, sorted, by extension); and the
+    inputs that name no file or folder, each as ``(input, why)``."""
     found: list[Path] = []
+    unfound: list[tuple[str, str]] = []
     for entry in inputs:
-        path = Path(entry)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*")
+        # Tested on the string as typed: Path() drops a trailing slash, which would make "photos/" of a
+        # missing folder read as a missing image, and "a.png/" read a.png.
+        if os.path.isdir(entry):
+            found += sorted(p for p in Path(entry).rglob("*")
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif entry.endswith(("/", os.sep)):
+            unfound.append((entry, "folder not found"))
+        elif not os.path.exists(entry):
+            unfound.append((entry, "not found"))
+        elif not os.path.isfile(entry):
+            unfound.append((entry, "not a file or folder"))  # a FIFO or device would block or never end
         else:
-            found.append(path)  # a missing file is reported when it is read, like any unreadable one
-    return found
+            found.append(Path(entry))  # any extension: a file named explicitly is meant to be an image
+    return found, unfound
+
+
+def bad_input_message(bad: Sequence[tuple[str, str]], total: int) -> str:
+    """The one error of a run with bad images: every one of them and why, one per line."""
+    lines = [f"{len(bad)} of {total} images cannot be scored (nothing scored or written; --skip-bad, or "
+             "SKIP_BAD=1 with make, scores the others):"]
+    lines += [f"  {path}: {why}" for path, why in bad]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direction", choices=scoring.DIRECTIONS, default=None,
                         help="direction of the model's scores (default: inferred, see above)")
     parser.add_argument("--resize-small", action="store_true",
-                        help="upscale images smaller than the crop instead of skipping them")
+                        help="upscale images smaller than the crop (bicubic, aspect kept) instead of "
+                             "refusing them")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip the images that are not found, unreadable or (without --resize-small) "
+                             "smaller than the crop, each named on stderr, and score the others (default: "
+                             "any of them stops the command with exit 2 before anything is scored)")
     scoring.add_crop_arguments(parser)
     return parser
 
@@ -81,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     scoring.check_crop_arguments(args)
-    images = collect_images(args.images)
-    if not images:
+    images, unfound = collect_images(args.images)
+    if not images and not unfound:
         raise InputError(f"no image files found in {' '.join(args.images)}")
+    total = len(images) + len(unfound)
     if args.backend == "onnx":
         from rankiqa import onnx_scoring
 
@@ -102,28 +130,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         direction, source = scoring.model_direction(info, args.model, args.direction)
     scale = info.score_scale
 
+    upscaled: dict[int, str] = {}  # image index -> its size (WxH) before --resize-small
+
+    def too_small(image: np.ndarray) -> str | None:
+        """Why an image smaller than the crop cannot be scored (None when it fits or may be upscaled)."""
+        if scorer.fits(image) or args.resize_small:
+            return None
+        return (f"image {image.shape[1]}x{image.shape[0]} (WxH) is smaller than the "
+                f"{info.crop_width}x{info.crop_height} crop (upscale it with --resize-small, or "
+                "RESIZE_SMALL=1 with make)")
+
     def load(index: int) -> np.ndarray | str:
-        """The image ready to crop, or the reason it is skipped."""
+        """The image ready to crop, or why it cannot be scored."""
         try:
             image = read_bgr(images[index])
         except InputError as err:
             return err.message
+        if (why := too_small(image)) is not None:
+            return why
         if not scorer.fits(image):
-            if not args.resize_small:
-                return (f"image {image.shape[1]}x{image.shape[0]} (WxH) is smaller than the "
-                        f"{info.crop_width}x{info.crop_height} crop (use --resize-small to upscale it)")
             upscaled[index] = f"{image.shape[1]}x{image.shape[0]}"
             image = upscale_to_min_side(image, info.crop_height, info.crop_width)
         return image
 
-    skipped = 0
-    upscaled: dict[int, str] = {}  # image index -> its size (WxH) before --resize-small
+    def check(index: int) -> str | None:
+        """Why the image cannot be scored, or None; the decoded image is dropped at once."""
+        try:
+            return too_small(read_bgr(images[index]))
+        except InputError as err:
+            return err.message
+
+    if args.skip_bad:
+        for entry, why in unfound:
+            print(f"warning: {entry}: {why}: skipped", file=sys.stderr)
+    else:
+        # Every image is read once before any is scored, so that a bad one stops the command in seconds
+        # rather than after hours of scoring the others, and the one message names all of them. The images
+        # are read again to be scored: the check decodes on several threads (OpenCV releases the GIL) to keep
+        # that second read's cost small next to the crops' forward passes.
+        bad = list(unfound)
+        pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+        try:
+            with tqdm(total=len(images), desc="check", unit="img", disable=args.quiet,
+                      file=sys.stderr) as bar:
+                for index, why in enumerate(pool.map(check, range(len(images)))):
+                    if why is not None:
+                        bad.append((str(images[index]), why))
+                    bar.update(1)
+        finally:
+            pool.shutdown(cancel_futures=True)  # Ctrl-C: not after reading the rest of a large folder
+        if bad:
+            raise InputError(bad_input_message(bad, total))
+
+    skipped = len(unfound)
 
     def readable():
         nonlocal skipped
         for index, future in scoring.prefetch(load, range(len(images))):
             result = future.result()
             if isinstance(result, str):
+                if not args.skip_bad:  # changed since it was checked: still bad input, and nothing written
+                    raise InputError(result, images[index])
                 skipped += 1
                 tqdm.write(f"warning: {images[index]}: {result}: skipped", file=sys.stderr)
                 continue
@@ -136,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append((str(images[index]), mean, median, upscaled.get(index, "")))
             bar.update(1)
     if not rows:
-        raise InputError(f"none of the {len(images)} images could be scored")
+        raise InputError(f"none of the {total} images could be scored")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -145,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     atomic_write_text(args.out, buffer.getvalue())
     resized = [f"{path} ({original})" for path, _, _, original in rows if original]
     upscaled_note = f", {len(resized)} upscaled to the crop (--resize-small): {', '.join(resized)}"
-    print(f"{len(rows)} images scored, {skipped} skipped{upscaled_note if resized else ''}"
+    skipped_note = f", {skipped} skipped (--skip-bad)" if args.skip_bad else ""  # without it: none
+    print(f"{len(rows)} images scored{skipped_note}{upscaled_note if resized else ''}"
           + f" -> {args.out} (output {info.output_blob}: {scale} scores, {direction}; {source})",
           file=sys.stderr)
     constant = metrics.constant_scores([mean for _, mean, _, _ in rows])
