@@ -38,6 +38,7 @@ from pathlib import Path
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path
 from rankiqa.lists import open_text
+from rankiqa.manifest import checked_rows
 
 HIGHER_BETTER = "higher_better"
 LOWER_BETTER = "lower_better"
@@ -133,8 +134,8 @@ class IQARow:
 # small helpers
 
 
-def _parse_score(text: object, path: Path, line: int | None, what: str = "score") -> float:
-    """A finite float from a label file cell, or an ``InputError`` naming the place."""
+def parse_number(text: object, path: Path, line: int | None, what: str = "score") -> float:
+    """A finite float from a label file or table cell, or an ``InputError`` naming the place."""
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -142,6 +143,17 @@ def _parse_score(text: object, path: Path, line: int | None, what: str = "score"
     if not math.isfinite(value):
         raise InputError(f"{what} {text!r} is not finite", path, line)
     return value
+
+
+def parse_level(text: object, path: Path, line: int | None) -> int:
+    """A table's distortion ``level``: a whole number >= 0 (``1.0`` is 1), or an ``InputError`` naming the
+    table and line (a wrong level would pass for data in every file made from the table)."""
+    level = parse_number(text, path, line, "level")
+    if not level.is_integer():
+        raise InputError(f"level {text!r} is not a whole number", path, line)
+    if level < 0:
+        raise InputError(f"level {int(level)} is negative", path, line)
+    return int(level)
 
 
 def _folder_index(folder: Path, recursive: bool = False) -> dict[str, list[Path]]:
@@ -221,7 +233,7 @@ def load_tid2013(root: str | os.PathLike, include_synthetic_ref: bool = False) -
         if not (1 <= ref_id <= 25 and 1 <= type_id <= 24 and 1 <= level <= 5):
             raise InputError(f"{name!r}: reference 01-25, type 01-24, level 1-5 expected",
                              label_path, lineno)
-        score = _parse_score(score_text, label_path, lineno, "MOS")
+        score = parse_number(score_text, label_path, lineno, "MOS")
         _check_duplicate(seen, name, label_path, lineno)
         if ref_id == 25 and not include_synthetic_ref:
             continue
@@ -409,7 +421,7 @@ def _csiq_labels_txt(label_path: Path) -> list[tuple[str, str, int, float, int]]
     out = []
     for lineno, name, dmos_text in _two_field_lines(label_path, "'<name> <dmos>'"):
         ref, code, level = _csiq_split_name(name, label_path, lineno)
-        out.append((ref, code, level, _parse_score(dmos_text, label_path, lineno, "DMOS"), lineno))
+        out.append((ref, code, level, parse_number(dmos_text, label_path, lineno, "DMOS"), lineno))
     return out
 
 
@@ -459,10 +471,10 @@ def _csiq_xlsx_rows(rows: list[tuple], first_row: int, col: dict[str, int],
         code = _CSIQ_XLSX_TYPES.get(type_text)
         if code is None:
             raise InputError(f"unknown dst_type {type_text!r}", label_path, row_number)
-        level_value = _parse_score(cells[col["dst_lev"]], label_path, row_number, "dst_lev")
+        level_value = parse_number(cells[col["dst_lev"]], label_path, row_number, "dst_lev")
         if not level_value.is_integer():
             raise InputError(f"dst_lev {level_value!r} is not a whole number", label_path, row_number)
-        dmos = _parse_score(cells[col["dmos"]], label_path, row_number, "dmos")
+        dmos = parse_number(cells[col["dmos"]], label_path, row_number, "dmos")
         out.append((ref, code, int(level_value), dmos, row_number))
     return out
 
@@ -526,7 +538,7 @@ def load_kadid(root: str | os.PathLike) -> list[IQARow]:
             ref_img = (record.get("ref_img") or "").strip()
             if Path(ref_img).stem.upper() != reference:
                 raise InputError(f"ref_img {ref_img!r} does not match dist_img {name!r}", label_path, lineno)
-            score = _parse_score(record.get("dmos"), label_path, lineno, "dmos")
+            score = parse_number(record.get("dmos"), label_path, lineno, "dmos")
             _check_duplicate(seen, name, label_path, lineno)
             path = _find(index, name, label_path, lineno, "images/")
             code = f"{type_id:02d}"
@@ -712,21 +724,18 @@ def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARo
         reader = csv.DictReader(handle)
         if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
             raise InputError(f"expected columns {','.join(TABLE_COLUMNS)}, got {reader.fieldnames}", path, 1)
-        for record in reader:
-            line = reader.line_num
+        for line, record in checked_rows(reader, path):
             direction = record["direction"]
             if direction not in (HIGHER_BETTER, LOWER_BETTER):
                 raise InputError(f"direction {direction!r} is not {HIGHER_BETTER} or {LOWER_BETTER}",
                                  path, line)
-            level = _parse_score(record["level"], path, line, "level")
-            if not level.is_integer():
-                raise InputError(f"level {record['level']!r} is not a whole number", path, line)
-            score = _parse_score(record["score"], path, line)
+            level = parse_level(record["level"], path, line)
+            score = parse_number(record["score"], path, line)
             if check_files and not Path(record["path"]).is_file():
                 raise InputError(f"image not found: {record['path']}", path, line)
             names = {info.type_names[record["type"]] for info in DATASETS.values()
                      if info.direction == direction and record["type"] in info.type_names}
-            rows.append(IQARow(record["reference"], record["type"], int(level), record["path"], score,
+            rows.append(IQARow(record["reference"], record["type"], level, record["path"], score,
                                direction, names.pop() if len(names) == 1 else ""))
     if not rows:
         raise InputError("table is empty", path)

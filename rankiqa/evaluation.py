@@ -26,7 +26,6 @@ import contextlib
 import csv
 import io
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -37,13 +36,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.datasets import TABLE_COLUMNS
+# the table's format is data_prep's (it writes the tables): its columns and its number check, not copies
+from data_prep.datasets import TABLE_COLUMNS, parse_level, parse_number
 from rankiqa import metrics as iqa_metrics
 from rankiqa import provenance, scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.lists import open_text, read_list
+from rankiqa.manifest import checked_rows
 
 #: The files of one evaluation (``write_outputs``); metrics.json is written last.
 RESULT_FILES = ("per_image.csv", "metrics.md", "scatter.png", "srocc_per_type.png", "metrics.json")
@@ -79,7 +80,9 @@ def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
     """Read a test table CSV; return its samples and its score direction (one for the whole table).
 
     Relative image paths are resolved against the table's folder. Every problem is an ``InputError``
-    naming the table and line.
+    naming the table and line: a row with more or fewer fields than the header, a score that is not a finite
+    number, a level that is not a whole number >= 0 (``data_prep.datasets.parse_level``), an unknown
+    direction, an empty path.
     """
     path = Path(path)
     if not path.is_file():
@@ -91,25 +94,19 @@ def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
         missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"missing column(s) {missing}; expected {','.join(TABLE_COLUMNS)}", path, 1)
-        for row in reader:
-            line = reader.line_num
-            try:
-                score = float(row["score"])
-            except (TypeError, ValueError):
-                raise InputError(f"score {row['score']!r} is not a number", path, line) from None
-            if not math.isfinite(score):
-                raise InputError(f"score {row['score']!r} is not finite", path, line)
-            direction = (row["direction"] or "").strip()
+        for line, row in checked_rows(reader, path):
+            score = parse_number(row["score"], path, line)
+            level = parse_level(row["level"], path, line)
+            direction = row["direction"].strip()
             if direction not in scoring.DIRECTIONS:
                 raise InputError(f"direction {direction!r} must be one of {scoring.DIRECTIONS}", path, line)
             directions.add(direction)
-            image = Path(row["path"] or "")
-            if not str(row["path"] or "").strip():
+            if not row["path"].strip():
                 raise InputError("empty path", path, line)
+            image = Path(row["path"])
             if not image.is_absolute():
                 image = path.parent / image
-            samples.append(Sample(str(image), score, row["reference"] or "", row["type"] or "",
-                                  row["level"] or "", line))
+            samples.append(Sample(str(image), score, row["reference"], row["type"], str(level), line))
     if not samples:
         raise InputError("test table has no rows", path)
     if len(directions) > 1:

@@ -9,7 +9,9 @@ and by the run preparation (``rankiqa.runprep``).
 
 The ranking batch make-up is also stated here: a batch is ``types_per_batch`` groups, a group is one
 distortion type of ``images_per_group`` references over all levels 0..L (:func:`group_size`,
-:func:`batch_size`).
+:func:`batch_size`). So is the check of a CSV row's field count that every table reader shares
+(:func:`checked_rows`: this manifest's, the rank tables of ``rankiqa.rank_accuracy``, the test tables of
+``rankiqa.evaluation``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,27 @@ MANIFEST_NAME = "manifest.csv"
 LMDB_NAME = "images.lmdb"
 #: Its columns, in this order.
 MANIFEST_COLUMNS = ("reference", "type", "level", "path", "split")
+
+
+def checked_rows(reader: csv.DictReader, path: str | os.PathLike) -> Iterator[tuple[int, dict[str, str]]]:
+    """Each row of ``reader`` (default ``restkey`` and ``restval``) with the line it ends on.
+
+    A row with fewer or more fields than the header is an ``InputError`` naming ``path`` and the line, e.g.
+    ``3 fields, expected 6 (reference,type,level,path,score,direction)``: left to the caller, a short row
+    would surface as a confusing message about its first absent column's ``None``, and a long one would be
+    read with its extra fields silently dropped.
+    """
+    header = list(reader.fieldnames or [])
+    for row in reader:
+        # reader.line_num, not a count of rows: a quoted field may span lines
+        line = reader.line_num
+        # csv.DictReader leaves a short row's absent columns None and files a long row's extra fields
+        # under the key None
+        extra = row.get(None) or []
+        count = sum(row[column] is not None for column in header) + len(extra)
+        if count != len(header):
+            raise InputError(f"{count} fields, expected {len(header)} ({','.join(header)})", path, line)
+        yield line, row
 
 
 def group_size(images_per_group: int, max_level: int) -> int:
@@ -86,13 +109,12 @@ def read_manifest(manifest: str | os.PathLike, split: str) -> RankSet:
         absent = [column for column in MANIFEST_COLUMNS if column not in header]
         if absent:
             raise InputError(f"missing column(s) {absent}; expected {list(MANIFEST_COLUMNS)}", manifest, 1)
-        for row in reader:
-            lineno = reader.line_num
+        for lineno, row in checked_rows(reader, manifest):
             if row["split"] != split:
                 continue
             try:
                 level = int(row["level"])
-            except (TypeError, ValueError):
+            except ValueError:
                 raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
             if level < 0:
                 raise InputError(f"level {level} is negative", manifest, lineno)
@@ -132,10 +154,10 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or [])
         if missing:
             raise InputError(f"manifest lacks column(s) {sorted(missing)}", manifest, 1)
-        for lineno, row in enumerate(reader, start=2):
+        for lineno, row in checked_rows(reader, manifest):
             try:
                 level = int(row["level"])
-            except (TypeError, ValueError):
+            except ValueError:
                 raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
             top = max(top, level)
             references.setdefault(row["split"], set()).add(row["reference"])

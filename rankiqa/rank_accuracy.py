@@ -20,11 +20,11 @@ import csv
 import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankiqa.errors import InputError
-from rankiqa.manifest import MANIFEST_COLUMNS
+from rankiqa.manifest import MANIFEST_COLUMNS, checked_rows
 
 #: Columns a table must have to be ranked: the manifest's, but ``split`` is optional.
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_COLUMNS if c != "split")
@@ -33,12 +33,15 @@ OVERALL = "overall"
 
 @dataclass(frozen=True)
 class RankedImage:
-    """One image of a rank set: ``level`` 0 = pristine, higher = more distorted; ``path`` absolute."""
+    """One image of a rank set: ``level`` 0 = pristine, higher = more distorted; ``path`` absolute; ``line``
+    the table's line it was read from, for messages about the image."""
 
     reference: str
     type: str
     level: int
     path: str
+    # where the row was read, not what it is: two reads of one image compare equal
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,9 @@ class TypeAccuracy:
 def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[RankedImage]:
     """Rows of a rank manifest (relative paths resolved against its folder), optionally of one ``split``.
 
-    Raises ``InputError`` (file and line) for a missing column, a row with too few fields, a level that is
-    not a non-negative integer, an empty path, a ``split`` asked for on a table without that column, or no
-    row left.
+    Raises ``InputError`` (file and line) for a missing column, a row with more or fewer fields than the
+    header, a level that is not a non-negative integer, an empty path, a ``split`` asked for on a table
+    without that column, or no row left. Each image keeps its row's line, for messages about the image.
     """
     path = Path(path)
     if not path.is_file():
@@ -75,13 +78,7 @@ def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[R
                              path, 1)
         if split is not None and "split" not in (reader.fieldnames or []):
             raise InputError(f"no 'split' column to select split {split!r} from", path, 1)
-        wanted = (*REQUIRED_COLUMNS, "split") if split is not None else REQUIRED_COLUMNS
-        for row in reader:
-            # the line the row ends on: a quoted field may span lines
-            lineno = reader.line_num
-            short = [c for c in wanted if row[c] is None]  # csv leaves the fields past a short row's end None
-            if short:
-                raise InputError(f"too few fields: no {', '.join(short)}", path, lineno)
+        for lineno, row in checked_rows(reader, path):
             if split is not None and row["split"] != split:
                 continue
             try:
@@ -95,7 +92,7 @@ def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[R
             image = Path(row["path"])
             if not image.is_absolute():
                 image = path.parent / image
-            rows.append(RankedImage(row["reference"], row["type"], level, str(image)))
+            rows.append(RankedImage(row["reference"], row["type"], level, str(image), lineno))
     if not rows:
         raise InputError("no rows" + (f" in split {split!r}" if split else ""), path)
     return rows

@@ -315,6 +315,18 @@ def test_table_round_trip(live_root, tmp_path):
     assert err.value.line == 4
 
 
+def test_a_table_row_of_the_wrong_length_or_a_negative_level_is_named(live_root, tmp_path):
+    ds.write_table(tmp_path / "table.csv", ds.load_live(live_root))
+    good = (tmp_path / "table.csv").read_text().splitlines()
+    for line, fragment in ((good[2].rsplit(",", 2)[0], "4 fields, expected 6"),
+                           (good[2] + ",extra", "7 fields, expected 6"),
+                           (good[2].replace(",1,", ",-1,", 1), "level -1 is negative")):
+        (tmp_path / "bad.csv").write_text("\n".join([*good[:2], line]) + "\n")
+        with pytest.raises(InputError, match=fragment) as err:
+            ds.read_table(tmp_path / "bad.csv")
+        assert err.value.line == 3
+
+
 def test_the_evaluation_reads_the_columns_the_table_writer_writes(live_root, tmp_path):
     from rankiqa import evaluation
 

@@ -4,6 +4,7 @@ result files."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -170,6 +171,38 @@ def test_read_table_and_its_errors(tmp_path: Path) -> None:
     nocol.write_text("reference,path,score\nr,x.png,1\n", encoding="utf-8")
     with pytest.raises(InputError, match="missing column"):
         evaluation.read_samples(nocol)
+
+
+EXPECTED_FIELDS = "expected 6 (reference,type,level,path,score,direction)"
+
+
+@pytest.mark.parametrize("row, message", [
+    ("r,01,1\n", f"3 fields, {EXPECTED_FIELDS}"),
+    ("r,01,1,b.png,2.0,higher_better,x\n", f"7 fields, {EXPECTED_FIELDS}"),
+    ("r,01,x,b.png,2.0,higher_better\n", "level 'x' is not a number"),
+    ("r,01,1.5,b.png,2.0,higher_better\n", "level '1.5' is not a whole number"),
+    ("r,01,-1,b.png,2.0,higher_better\n", "level -1 is negative"),
+    ("r,01,,b.png,2.0,higher_better\n", "level '' is not a number"),
+    # a quoted field over two lines: the bad row ends on line 4
+    ('"r\nx",01,1\n', f"3 fields, {EXPECTED_FIELDS}"),
+])
+def test_a_bad_row_of_a_table_names_the_table_and_line(tmp_path: Path, row: str, message: str) -> None:
+    table = tmp_path / "test.csv"
+    table.write_text(",".join(evaluation.TABLE_COLUMNS) + "\nr,01,1,a.png,1.0,higher_better\n" + row,
+                     encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        evaluation.read_samples(table)
+    line = 2 + row.count("\n")  # the line the row ends on
+    assert str(err.value) == f"{table}:{line}: {message}"
+
+
+def test_a_whole_level_is_written_as_one(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "t.csv", [("r", "01", "2.0", tmp_path / "a.png", 1.0),
+                                             ("r", "01", "0", tmp_path / "b.png", 2.0)], "higher_better")
+    samples, _ = evaluation.read_samples(table)
+    assert [s.level for s in samples] == ["2", "0"]
+    per_image = evaluation.per_image_csv(samples, {"mean": np.zeros(2), "median": np.zeros(2)})
+    assert next(csv.DictReader(io.StringIO(per_image)))["level"] == "2"
 
 
 def test_read_plain_list(tmp_path: Path) -> None:

@@ -41,6 +41,35 @@ def test_a_missing_column_or_a_bad_level_names_the_file_and_line(tmp_path):
         manifest.manifest_levels(path)
 
 
+EXPECTED_FIELDS = "expected 5 (reference,type,level,path,split)"
+
+
+@pytest.mark.parametrize("read", [lambda path: manifest.read_manifest(path, "train"),
+                                  manifest.manifest_levels], ids=["read_manifest", "manifest_levels"])
+@pytest.mark.parametrize("row, message", [
+    ("b,GB,1\n", f"3 fields, {EXPECTED_FIELDS}"),
+    ("b,GB,1,GB/GB1/b.png,train,x\n", f"6 fields, {EXPECTED_FIELDS}"),
+    # a quoted field over two lines: the row ends on the line after the one it starts on
+    ('"b\nc",GB,1\n', f"3 fields, {EXPECTED_FIELDS}"),
+])
+def test_a_row_with_too_few_or_too_many_fields_names_the_file_and_line(tmp_path, read, row, message):
+    path = tmp_path / manifest.MANIFEST_NAME
+    text = manifest.manifest_text(_rows())
+    path.write_text(text + row)
+    with pytest.raises(InputError) as err:
+        read(path)
+    line = text.count("\n") + row.count("\n")  # the line the row ends on
+    assert str(err.value) == f"{path}:{line}: {message}"
+
+
+def test_a_bad_level_after_a_quoted_two_line_field_names_its_own_line(tmp_path):
+    path = tmp_path / manifest.MANIFEST_NAME
+    path.write_text('reference,type,level,path,split\n"a\nb",GB,0,x.png,train\nc,GB,one,y.png,train\n')
+    with pytest.raises(InputError, match="'one' is not an integer") as err:
+        manifest.manifest_levels(path)
+    assert err.value.line == 4
+
+
 def test_batch_make_up():
     assert manifest.group_size(images_per_group=2, max_level=5) == 12  # LIVE style: 2 images x 6 levels
     assert manifest.batch_size(types_per_batch=4, images_per_group=2, max_level=5) == 48

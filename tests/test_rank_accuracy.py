@@ -57,8 +57,10 @@ def test_read_rank_table_resolves_paths_and_selects_the_split(tmp_path):
     ("reference,type,path\na,GN,x.png\n", "missing column"),
     ("reference,type,level,path\na,GN,one,x.png\n", ":2: level 'one'"),
     ("reference,type,level,path\na,GN,-1,x.png\n", "negative"),
-    ("reference,type,level,path\na,GN,0,x.png\nb,GN\n", ":3: too few fields: no level, path"),
-    ("reference,type,level,path\na,GN,0,x.png\nb,GN,1\n", ":3: too few fields: no path"),
+    ("reference,type,level,path\na,GN,0,x.png\nb,GN\n",
+     r":3: 2 fields, expected 4 \(reference,type,level,path\)$"),
+    ("reference,type,level,path\na,GN,0,x.png\nb,GN,1\n", ":3: 3 fields, expected 4"),
+    ("reference,type,level,path\na,GN,0,x.png\nb,GN,1,y.png,z\n", ":3: 5 fields, expected 4"),
     ("reference,type,level,path\na,GN,0,\n", ":2: empty path"),
     ("reference,type,level,path\na,GN,0,\" \"\n", ":2: empty path"),
     # a quoted field over two lines: the next row is on line 4
@@ -75,8 +77,14 @@ def test_bad_tables_name_the_file_and_line(tmp_path, text, message):
 def test_a_row_too_short_to_have_a_split_is_an_error_not_skipped(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("reference,type,level,path,split\na,GN,0,x.png,test\nb,GN,0,y.png\n", encoding="utf-8")
-    with pytest.raises(InputError, match=":3: too few fields: no split"):
+    with pytest.raises(InputError, match=r":3: 4 fields, expected 5 \(reference,type,level,path,split\)"):
         ra.read_rank_table(table, "test")
+
+
+def test_each_image_keeps_the_line_of_its_row(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text('reference,type,level,path\n"a\nb",GN,0,x.png\nc,GN,1,y.png\n', encoding="utf-8")
+    assert [row.line for row in ra.read_rank_table(table)] == [3, 4]
 
 
 def test_csv_and_plot(tmp_path):
@@ -135,6 +143,29 @@ def test_command_on_a_rank_set_folder(tmp_path):
     assert record["accuracy"]["overall"] == expected["overall"].accuracy
     assert (tmp_path / "out" / "rank_accuracy.png").stat().st_size > 0
     assert "GN,6," in (tmp_path / "out" / "rank_accuracy.csv").read_text()
+
+
+@needs_caffe
+def test_a_missing_image_names_the_table_and_the_line_that_lists_it(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from tests.test_evaluate import make_tiny_model
+    from tools import rank_accuracy as command
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for name in ("a0.png", "a1.png", "b0.png"):
+        cv2.imwrite(str(tmp_path / name), image)
+    table = tmp_path / "heldout.csv"
+    # b1.png is absent; b's quoted reference spans two lines, so b1.png's row is lines 6-7 (named by its end)
+    table.write_text('reference,type,level,path\na,GN,0,a0.png\na,GN,1,a1.png\n"b\nB",GN,0,b0.png\n'
+                     '"b\nB",GN,1,b1.png\n', encoding="utf-8")
+    deploy, model = make_tiny_model(tmp_path, head="fc8_m")
+    out = tmp_path / "out"
+    assert command.main(["--deploy", str(deploy), "--model", str(model), "--ranks", str(table),
+                         "--out", str(out), "--crops", "2", "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: {table}:7: image not found: {tmp_path / 'b1.png'}\n"
+    assert not (out / "rank_accuracy.json").exists()
 
 
 def test_the_default_results_folder_differs_by_rank_set_and_run_but_not_by_rerun(tmp_path):

@@ -64,16 +64,22 @@ def model_rank_accuracy(deploy: str, model: str, rows: Sequence[ra.RankedImage],
     references = sorted({row.reference for row in rows})
     owner = {row.path: references.index(row.reference) for row in rows}
     paths = list(owner)  # the pristine image appears once per type: scored once
+    lines: dict[str, int | None] = {}
+    for row in rows:  # an image listed on several rows is named by the first
+        lines.setdefault(row.path, row.line)
     sizes: dict[int, tuple[int, int]] = {}
 
     def load(path: str) -> np.ndarray:
-        image = read_bgr(path)
+        try:
+            image = read_bgr(path)
+        except InputError as err:  # it names the image alone: say which row of the table listed it
+            raise InputError(f"{err.message}: {path}", source, lines[path]) from None
         if not scorer.fits(image):
             raise InputError(f"image {image.shape[1]}x{image.shape[0]} (WxH) is smaller than the "
-                             f"{info.crop_width}x{info.crop_height} crop: {path}", source)
+                             f"{info.crop_width}x{info.crop_height} crop: {path}", source, lines[path])
         if sizes.setdefault(owner[path], image.shape[:2]) != image.shape[:2]:
             raise InputError(f"images of one reference differ in size (paired crops need one size): {path}",
-                             source)
+                             source, lines[path])
         return image
 
     items = ((path, owner[path], future.result()) for path, future in scoring.prefetch(load, paths))
