@@ -355,6 +355,20 @@ class SeedResult:
     intervals: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
+def models_markdown(results: Sequence[SeedResult]) -> list[str]:
+    """Summary lines naming each seed's trained models with their deploy nets, and how to score one's own
+    images with them (``make predict``)."""
+    deploys = {label: f"prototxts/{NET}/{deploy}" for _, label, _, deploy in MODELS}
+    lines = ["## The models", "",
+             "Score your own images with any of them: `make predict MODEL=<caffemodel> DEPLOY=<deploy net> "
+             "IMAGES=<files or a folder>` (see README, \"Scoring your own images\").", "",
+             "| seed | model | caffemodel | deploy net |", "|---|---|---|---|"]
+    for r in results:
+        for row in r.rows:
+            lines.append(f"| {r.seed} | {row['model']} | `{row['caffemodel']}` | `{deploys[row['model']]}` |")
+    return [*lines, ""]
+
+
 def write_summary(profile: Profile, photos: Photos, out: Path, results: list[SeedResult],
                   total_seconds: float) -> str:
     """Write summary.md, summary.json and the plots over all seeds; returns the printed text."""
@@ -419,6 +433,7 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
         "inside each reference and distortion type, on every fine-tuning reference (the ranking stage saw "
         "none of them); a tie counts as wrong.", "",
         acc_table, "![ranking accuracy](rank_accuracy.png)", "",
+        *models_markdown(results),
         "## Settings", "",
         f"- profile `{profile.name}`, net `{NET}` (supplementary Table 5), CPU; photographs resized to a "
         f"shorter side of at most {SHORT_SIDE} px (area resampling) before the ranking and fine-tuning data "
@@ -464,4 +479,5 @@ def write_summary(profile: Profile, photos: Photos, out: Path, results: list[See
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return (f"{table}\n{claim}\n\n{interval_table}\n"
             "Inside each held-out photograph (mean over the references):\n\n"
-            f"{within_table}\nPairwise ranking accuracy on references the ranking never saw:\n\n{acc_table}")
+            f"{within_table}\nPairwise ranking accuracy on references the ranking never saw:\n\n{acc_table}\n"
+            "The trained models, to score your own images with (make predict): summary.md, \"The models\".")

@@ -386,7 +386,10 @@ def _loop(caffe: Any, solver: Any, run: PreparedRun, log: RunLog | None, corr: A
                 bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
                 if iteration % run.display == 0 or iteration == run.max_iter:
                     lr = learning_rate(solver_param, iteration - 1)
-                    log.event("train", iteration, loss=sum(window) / len(window), lr=lr)
+                    # Without a terminal there is no progress bar: the display lines stand in for it, so
+                    # that a log of a long run shows it advancing.
+                    log.event("train", iteration, show=bool(bar.disable), loss=sum(window) / len(window),
+                              lr=lr)
                     window = []
                     log.flush_outputs()
                 if has_test and iteration % run.test_interval == 0:

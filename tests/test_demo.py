@@ -314,7 +314,11 @@ def test_quick_demo_over_two_seeds_end_to_end_and_resume(tmp_path, capsys):
         assert row["n_images"] == summary["runs"][0]["n_images"] >= 2 * 4 * 4  # 2 held-out refs, 4 types x 4
     for model in ("RankIQA", "RankIQA+FT", "FT from scratch"):
         assert f"| {model} |" in summary_md and f"| {model} |" in printed
-        assert summary_md.count(f"| {model} |") == printed.count(f"| {model} |") == 2  # pooled, within
+        # pooled and within each photograph; the models table names the model once per seed
+        assert summary_md.count(f"| {model} | `") == 2
+        assert summary_md.count(f"| {model} |") - 2 == printed.count(f"| {model} |") == 2
+    for row in summary["details"]:  # every trained model named, with its deploy net, for make predict
+        assert Path(row["caffemodel"]).is_file() and f"`{row['caffemodel']}`" in summary_md
     assert summary["details"][0]["output_blob"] == "fc8_m"
     # pairwise ranking accuracy per seed: every type of the profile, overall, values in [0, 1]
     assert sorted(summary["rank_accuracy"]) == ["0", "1"]
