@@ -85,7 +85,9 @@ def cli_main(func: Callable[..., int | None]) -> Callable[..., int]:
             print(f"error: {converted}", file=sys.stderr)
             return EXIT_INPUT_ERROR
         except KeyboardInterrupt:
-            print("interrupted: run the same command again to resume", file=sys.stderr)
+            # Every command keeps what it finished and nothing half-written (a training run: its last
+            # snapshot; an evaluation: nothing), so the same command again goes on from there.
+            print("interrupted: run the same command again to go on from what was finished", file=sys.stderr)
             return 130
         return 0 if code is None else int(code)
 

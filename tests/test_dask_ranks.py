@@ -152,7 +152,7 @@ def test_the_client_killed_midway_then_the_same_command_finishes(tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, (at_interrupt, stderr)  # the run was interrupted, not finished
-    assert "run the same command again to resume" in stderr
+    assert "run the same command again to go on from what was finished" in stderr
     done = finished_distortions(out)
     assert 5 <= len(done) < 3 * len(TYPES) * 4 and not (out / "manifest.csv").exists()
     kept = {p: p.stat().st_ino for p in done}

@@ -75,7 +75,7 @@ def test_demo_images_are_png_with_a_shorter_side_of_at_most_256(tmp_path):
 
 def test_seeds_are_parsed_strictly():
     assert demo.parse_seeds("0,1,2") == [0, 1, 2]
-    for bad in ("", "a", "1,1", "-1"):
+    for bad in ("", "a", "1,1", "-1", "0,,1", "0,1,"):
         with pytest.raises(InputError):
             demo.parse_seeds(bad)
 

@@ -28,7 +28,7 @@ def test_exit_statuses_and_messages(capsys):
     assert _command(TrainingError("the loss is nan at iteration 7", "runs/x/solver.prototxt"))() == 3
     assert capsys.readouterr().err == "error: runs/x/solver.prototxt: the loss is nan at iteration 7\n"
     assert _command(KeyboardInterrupt())() == 130
-    assert "run the same command again to resume" in capsys.readouterr().err
+    assert "run the same command again to go on from what was finished" in capsys.readouterr().err
 
 
 def test_a_training_error_is_no_input_error_and_survives_pickling():

@@ -424,7 +424,8 @@ def _pristine_done(profile: Profile, paths: Paths) -> bool:
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` -> ``[0, 1, 2]``; ``InputError`` for anything but distinct non-negative integers."""
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        # an empty entry ("0,,1") is a typo, not a seed to leave out: a multi-seed run is long
+        seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise InputError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
