@@ -201,9 +201,9 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
     with storage_errors(out):  # a folder the user may not write in is named like a full one
         out.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(out), _temporaries_removed_on_error(out, rankset):
-        record = _check_record(out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed),
-                                     "min_size": int(min_size), "generator": distortions.GENERATOR_VERSION},
-                               libraries(), pristine_dir, sources, warn)
+        record, mismatch = _check_record(
+            out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed), "min_size": int(min_size),
+                  "generator": distortions.GENERATOR_VERSION}, libraries(), pristine_dir, sources, warn)
         _remove_stale_temporaries(out, rankset)
 
         references, skipped = _prepare_pristine(sources, out, min_size, limit_refs, jobs, warn, progress)
@@ -215,8 +215,13 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         tasks = [(str(out), rankset, int(seed), name, dtype, level)
                  for name in references for dtype in type_names for level in range(1, n_levels + 1)
                  if not (out / relative_path(name, dtype, level)).is_file()]
-        if LIBRARIES_KEY not in record:
-            _unknown_libraries(out, bool(tasks), warn)
+        if mismatch is not None:
+            # Images made now would not be those of the folder's own versions: none may be added; a folder
+            # with nothing to add stays usable as it is (training, LMDB, the lists read what is there).
+            if tasks:
+                raise InputError(f"{mismatch}, so the {len(tasks)} images to add now would differ from its "
+                                 f"own: {_MISMATCH_ADVICE}", out)
+            warn(f"{out}: {mismatch}: nothing to add, kept as it is")
         n_written = (run_tasks or _run_tasks)(tasks, jobs, progress, rankset)
 
         # One row per group member: the groups of a grid type are chains through its cells (rank_groups).
@@ -274,17 +279,19 @@ def _exclusive_lock(out: Path) -> Iterator[None]:
 
 
 def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_dir: str | os.PathLike,
-                  sources: list[Path], warn: Callable[[str], None]) -> dict:
-    """Refuse to add to ``out`` what would mix two datasets; return the folder's record, updated and written.
+                  sources: list[Path], warn: Callable[[str], None]) -> tuple[dict, str | None]:
+    """Refuse to add to ``out`` what would mix two datasets; return the folder's record, updated and written,
+    and how its library versions differ from ``versions`` (``_library_mismatch``; None when they match).
 
     ``.make_ranks.json`` pins the settings that decide the bytes (rankset, seed, minimum size, generator
     version) and the library ``versions`` (:func:`libraries`) its images were made with, and records every
-    pristine image by reference name (size, modification time, SHA-256): other settings or library
-    versions, or a pristine image whose content differs from the one the folder's images were made from,
-    are refused (``InputError`` naming them); new images are added, images no longer there are left out of
-    the manifest, and both are said (``warn``). The records are written before any image is, so that an
-    interrupted run is checked against them too. A record of an earlier version, without library versions,
-    keeps none: what made its images is unknown (:func:`_unknown_libraries`).
+    pristine image by reference name (size, modification time, SHA-256): other settings, a pristine image
+    whose content differs from the one the folder's images were made from, or new pristine images under
+    other (or unknown) library versions are refused (``InputError`` naming them), before anything is
+    written; new images are added, images no longer there are left out of the manifest, and both are said
+    (``warn``). The records are written before any image is, so that an interrupted run is checked against
+    them too. A record of an earlier version, without library versions, keeps none: what made its images
+    is unknown.
     """
     path = out / SETTINGS_FILE
     record: dict | None = None
@@ -296,7 +303,7 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
         if changed:
             raise InputError(f"folder was generated with other settings ({'; '.join(changed)}): use another "
                              "--out or delete the folder", path)
-        _check_libraries(out, record.get(LIBRARIES_KEY), versions)
+    mismatch = None if record is None else _library_mismatch(record.get(LIBRARIES_KEY), versions)
     files = {pristine.reference_name(source): source for source in sources}
     source = str(pristine_dir) if str(pristine_dir) == "default" else str(Path(pristine_dir).resolve())
     known = (record or {}).get("pristine")
@@ -312,6 +319,10 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
             raise InputError(f"the pristine images differ from those this folder was made from "
                              f"({(record or {}).get('source')} -> {source}): {modified}; its images were "
                              "made from the old ones: use another --out or delete the folder", path)
+        if changes.added and mismatch is not None:
+            added = provenance.Changes(added=changes.added).describe()
+            raise InputError(f"{mismatch}, so new pristine images cannot be added to it ({added}): "
+                             f"{_MISMATCH_ADVICE}", out)
         if changes.added:
             warn(f"{out}: new pristine image(s) added to the set: "
                  f"{provenance.Changes(added=changes.added).describe()}")
@@ -322,36 +333,27 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
         records = {**known, **changes.records, **added}  # removed ones stay: they may come back
     made_with = {LIBRARIES_KEY: versions} if record is None else {}  # a new folder's images are made here
     record = {**(record or {}), **made_with, **settings, "source": source, "pristine": records}
-    atomic_write_text(path, json.dumps(record, sort_keys=True) + "\n")
-    return record
+    if mismatch is None:  # a folder of other versions gets nothing new, its record included
+        atomic_write_text(path, json.dumps(record, sort_keys=True) + "\n")
+    return record, mismatch
 
 
-def _check_libraries(out: Path, recorded: dict | None, versions: dict[str, str]) -> None:
-    """Refuse a folder whose images were made with other library versions than ``versions``: the images
-    made here would differ from those a run with its versions makes, and one rank set would hold both."""
+#: What to do with a folder whose images were made with other library versions.
+_MISMATCH_ADVICE = "use another --out, delete the folder, or run with the versions it was made with"
+
+
+def _library_mismatch(recorded: dict | None, versions: dict[str, str]) -> str | None:
+    """How the library versions a folder's images were made with (``recorded``; None for a record of an
+    earlier version, which did not keep them) differ from ``versions``, or None when they match: images
+    made with others could differ in their bytes from the folder's own, and one rank set would hold both."""
     if recorded is None:
-        return  # an earlier version's record: see _unknown_libraries
+        return ("folder was made by an earlier version that did not record the library versions its images "
+                "were made with")
     # Only what decides the bytes now: a package recorded but no longer called does not matter; one called
     # now but not recorded may have made the images with any version.
     differ = [f"{name} {recorded.get(name, 'not recorded')} there, {version} here"
               for name, version in versions.items() if recorded.get(name) != version]
-    if differ:
-        raise InputError(f"folder was generated with other library versions, which write other bytes "
-                         f"({'; '.join(differ)}): use another --out, delete the folder, or run with the "
-                         "versions it was made with", out)
-
-
-def _unknown_libraries(out: Path, adding: bool, warn: Callable[[str], None]) -> None:
-    """A folder made by an earlier version, whose record names no library versions: nothing tells whether
-    images made here would match its own. Adding images (``adding``) is refused, since it could mix two
-    datasets unseen; a complete folder gets nothing new, so it stays usable as it is (said, not refused), and
-    its record keeps no versions rather than ones that did not make its images."""
-    if adding:
-        raise InputError("folder was made by an earlier version that did not record the library versions its "
-                         "images were made with, so images added now could differ from them: use another "
-                         "--out or delete the folder", out)
-    warn(f"{out}: the library versions its images were made with are unknown (an earlier version did not "
-         "record them): nothing to add, kept as it is")
+    return f"folder was generated with other library versions ({'; '.join(differ)})" if differ else None
 
 
 def _remove_stale_temporaries(out: Path, rankset: str) -> None:

@@ -418,7 +418,7 @@ def test_a_folder_of_an_earlier_version_gets_its_pristine_images_recorded(tmp_pa
     messages: list[str] = []
     generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False, warn=messages.append)
     assert len(messages) == 2 and "no record of the pristine images" in messages[0]
-    assert "library versions its images were made with are unknown" in messages[1]
+    assert "did not record the library versions its images were made with" in messages[1]
     assert set(json.loads((out / ".make_ranks.json").read_text())["pristine"]) == {"x", "y"}
 
 
@@ -436,6 +436,17 @@ def test_the_record_names_the_library_versions_and_other_versions_are_refused(tm
     # The record a run with another numpy writes: an image missing here would be made with other bytes.
     record["libraries"] = {**here, "numpy": "1.0.0"}
     record_path.write_text(json.dumps(record))
+    # complete, it stays usable as it is (nothing would be made here), said; its lists, manifest and record
+    # are written again with the same content
+    complete = snapshot(out)
+    messages: list[str] = []
+    assert generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False,
+                    warn=messages.append).n_written == 0
+    assert messages == [f"{out}: folder was generated with other library versions (numpy 1.0.0 there, "
+                        f"{here['numpy']} here): nothing to add, kept as it is"]
+    again = snapshot(out)
+    settings = make_ranks.SETTINGS_FILE
+    assert json.loads(again.pop(settings)) == json.loads(complete.pop(settings)) and again == complete
     (out / "GB/GB2/y.png").unlink()
     before = snapshot(out)
     with pytest.raises(InputError, match=rf"other library versions.*numpy 1\.0\.0 there, {here['numpy']} "
@@ -448,6 +459,13 @@ def test_the_record_names_the_library_versions_and_other_versions_are_refused(tm
     assert refused.returncode == 2 and refused.stderr.startswith(f"error: {out}: folder was generated with "
                                                                  "other library versions")
     assert snapshot(out) == before
+    # a new pristine image is refused before anything is written (its copy's bytes are the library's too)
+    (out / "GB/GB2/y.png").write_bytes(complete["GB/GB2/y.png"])
+    cv2.imwrite(str(src / "z.png"), np.ascontiguousarray(crops()["flag"]))
+    before = snapshot(out)
+    with pytest.raises(InputError, match=r"other library versions.*new pristine images cannot be added"):
+        generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
+    assert snapshot(out) == before and not (out / "pristine" / "z.png").exists()
 
 
 def test_a_folder_of_unknown_library_versions_gets_no_new_images(tmp_path):
@@ -465,13 +483,13 @@ def test_a_folder_of_unknown_library_versions_gets_no_new_images(tmp_path):
     messages: list[str] = []
     assert generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False,
                     warn=messages.append).n_written == 0
-    assert messages == [f"{out}: the library versions its images were made with are unknown (an earlier "
-                        "version did not record them): nothing to add, kept as it is"]
+    assert messages == [f"{out}: folder was made by an earlier version that did not record the library "
+                        "versions its images were made with: nothing to add, kept as it is"]
     assert "libraries" not in json.loads(record_path.read_text())  # not claimed for images it did not make
     (out / "GB/GB2/y.png").unlink()
     before = snapshot(out)
     with pytest.raises(InputError, match="earlier version that did not record the library versions.*use "
-                                         "another --out or delete the folder") as err:
+                                         "another --out, delete the folder") as err:
         generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
     assert err.value.path == str(out)
     assert not (out / "GB/GB2/y.png").exists() and snapshot(out) == before
