@@ -14,12 +14,14 @@ starts from random initialisation on purpose. Fine-tuning starts from a ranking 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +56,19 @@ from rankiqa.runconfig import (
     RunConfig,
 )
 from rankiqa.scoring import run_record
-from rankiqa.snapshots import SNAPSHOT_STAGING, check_solverstate, default_rank_model, find_resume_state
+from rankiqa.snapshots import (
+    SNAPSHOT_STAGING,
+    check_solverstate,
+    default_rank_model,
+    find_resume_state,
+    snapshot_iteration,
+)
 from rankiqa.trainer import HEAD_STEP_BOUND, PreparedRun
 
 _DIGEST_KEYS = {"net_definition": "the train net (its layers and parameters)",
                 "solver_definition": "the solver"}
 #: Identity keys added after run folders existed: a run.json without one holds a run with this value.
-_IDENTITY_DEFAULTS: dict[str, Any] = {"mixed_references": False}
+_IDENTITY_DEFAULTS: dict[str, Any] = {"mixed_references": False, "groups": "levels"}
 
 
 def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
@@ -186,13 +194,13 @@ def _prepare(config: RunConfig, kind: str, identity: dict[str, Any], net_src: Pa
     tests_done = (1 + start_iter // test_interval) if (test_iters and test_interval and start_iter) else 0
     test_start_batch = tests_done * test_iters
 
-    bound = _recorded_head_step_bound(run_dir) if resume is not None else None
+    bound = _recorded_head_step_bound(run_dir, notes.append) if resume is not None else None
     if bound is not None:
         asked = lr if lr is not None else solver_param.base_lr
-        if asked > bound["base_lr"]:
-            notes.append(f"base_lr {bound['base_lr']:g} kept from this run's start (the head-step bound, "
+        if asked > bound["bound"]:
+            notes.append(f"base_lr {bound['bound']:g} kept from this run's start (the head-step bound, "
                          f"rankiqa/head_init.py), not {asked:g}")
-            lr = bound["base_lr"]
+            lr = bound["bound"]
 
     train_net = configure(net_param, None, start_batch, test_start_batch)
     netcheck.check_net(train_net, net_src, "train")
@@ -256,15 +264,27 @@ VGG16_NEEDS_WEIGHTS = (
     "(make) or --weights, or WEIGHTS=none / --weights none to train from random initialisation on purpose")
 
 
-def _recorded_head_step_bound(run_dir: Path) -> dict[str, float] | None:
-    """The base rate the head-step bound set when this run started (``run.json``, written by the trainer),
-    or None: a resumed run keeps it, as the bound is measured on the start's head, before iteration 1."""
-    try:
-        recorded = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get(HEAD_STEP_BOUND)
-        return {"base_lr": float(recorded["base_lr"]),
-                "requested_base_lr": float(recorded.get("requested_base_lr", recorded["base_lr"]))}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+def _recorded_head_step_bound(run_dir: Path, note: Callable[[str], None]) -> dict[str, Any] | None:
+    """The head-step bound measured when this fine-tuning run started (``run.json``, written by the
+    trainer), or None: a resumed run is held to it, as it is measured on the start's head, before iteration
+    1. A run folder of an earlier version recorded it only in ``log.txt`` (``base_lr lowered from A to B``),
+    and only when it lowered the rate: read from there; ``note`` is told when a start that is bounded left
+    no trace of its bound."""
+    record = provenance.read_json(run_dir / "run.json") or {}
+    recorded = record.get(HEAD_STEP_BOUND)
+    if isinstance(recorded, dict):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return {**recorded, "bound": float(recorded.get("bound", recorded["base_lr"])),
+                    "base_lr": float(recorded["base_lr"])}
+    if record.get("head_init") not in head_init.BOUNDED_STARTS:
         return None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        lowered = re.findall(r"base_lr lowered from \S+ to (\S+):", (run_dir / "log.txt").read_text("utf-8"))
+        if lowered:
+            return {"bound": float(lowered[-1]), "base_lr": float(lowered[-1])}
+    note("warning: this run's start (head_init " + str(record.get("head_init")) + ") bounds the base rate, "
+         "but an earlier version recorded no bound for it: the rate given now is used as it is")
+    return None
 
 
 def _resuming(config: RunConfig) -> bool:
@@ -423,7 +443,15 @@ def prepare_rank(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | None]
     if not test_refs:
         config = dataclasses.replace(config, test_iters=0)
     # Everything that decides what the weights learn: a rerun with other values is refused, not resumed.
-    identity = {"kind": "rank", "rankset": config.rankset, "net": config.net,
+    grid: dict[str, str] = {}
+    if online is not None:
+        from data_prep import distortions  # imported by the online source already
+
+        if any(t in distortions.GRID_TYPES for t in distortions.RANKSETS[config.rankset]):
+            # Online batches of a grid rank set are its chains (rank_groups) since this key was added; an
+            # earlier version ranked the grid's cells as one order: such a folder is refused, not resumed.
+            grid = {"groups": "chains"}
+    identity = {"kind": "rank", "rankset": config.rankset, "net": config.net, **grid,
                 "data": {"online": online} if data_dir is None else str(data_dir.resolve()),
                 "direction": config.direction, "types_per_batch": types_per_batch,
                 "images_per_group": images_per_group, "aligned_crops": bool(config.aligned_crops),
@@ -490,9 +518,11 @@ def prepare_finetune(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | N
                 layer.loss_weight[:] = [loss_weight]
         return net_param
 
-    if config.gpus and head_start in head_init.BOUNDED_STARTS:
+    resumed_bound = (_recorded_head_step_bound(config.out, lambda _: None) if _resuming(config) else None)
+    if config.gpus and head_start in head_init.BOUNDED_STARTS and resumed_bound is None:
         # The start's rate bound (head_init.stable_lr) is measured and applied by one process before the
-        # first iteration; each GPU process reads its own solver, written before that: unbounded there.
+        # first iteration; each GPU process reads its own solver, written before that: unbounded there. A
+        # resumed run has its bound recorded, and every GPU solver is written with it.
         unbounded = " or ".join(s for s in head_init.HEAD_INITS if s not in head_init.BOUNDED_STARTS)
         raise InputError(f"--head-init {head_start} lowers the base rate before the first iteration, which "
                          "multi-GPU training (--gpus) does not do: fine-tune on one GPU (--gpu N), or give "
@@ -501,7 +531,8 @@ def prepare_finetune(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | N
     identity: dict[str, Any] = {"kind": "finetune", "dataset": config.dataset, "net": config.net,
                                 "lists": str(lists_dir.resolve()), "from_scratch": bool(config.from_scratch),
                                 "head_init": head_start, "loss_scale": loss_scale, "batch": train_batch,
-                                "seed": config.seed}
+                                "seed": config.seed, "loss_weight": loss_weight}
+    old_record = provenance.read_json(config.out / "run.json") or {}
     if config.rank_model is not None:  # a rerun that resumes may leave it out; one that names another differs
         identity["rank_model"] = str(Path(config.rank_model).resolve())
     header = (f"fine-tuning: dataset {config.dataset} ({style.name} style), net {config.net}, "
@@ -513,8 +544,15 @@ def prepare_finetune(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | N
                            n_test or None, weights, header, run_inputs(lists, sorted(set(images))),
                            initialisation)
     crop = int(get_param_str(next(python_layers(net_param, "ft_data")), net_src).get("crop", 224))
+    notes = run.notes
+    if run.resume is not None and "loss_weight" not in old_record and loss_weight != 1.0:
+        # An earlier version reported the test pass's loss without the loss weight: loss.csv goes on
+        # with the weighted one from here.
+        notes = [*notes, f"note: test losses in loss.csv before iteration {snapshot_iteration(run.resume)} "
+                         f"were reported without the loss weight {loss_weight:.4g} (an earlier version); "
+                         "from here with it, as the training loss"]
     run = dataclasses.replace(run, head_init=head_start, train_list=lists_dir / "train.txt", crop=crop,
-                              seed=config.seed, loss_weight=loss_weight)
+                              seed=config.seed, loss_weight=loss_weight, notes=notes)
     return run, shares
 
 

@@ -46,8 +46,9 @@ from rankiqa.snapshots import (
     snapshot_iteration,
 )
 
-#: The key of ``run.json`` that holds the base rate the head-step bound set at the run's start
-#: (``{"base_lr": bounded, "requested_base_lr": asked}``), which a resumed run keeps.
+#: The key of ``run.json`` that holds the head-step bound measured at a fine-tuning run's start
+#: (``{"bound": the largest stable base rate, "base_lr": the rate trained at, "requested_base_lr": asked}``),
+#: which a resumed run is held to.
 HEAD_STEP_BOUND = "head_step_bound"
 
 
@@ -290,30 +291,30 @@ def _bound_head_step(caffe: Any, solver: Any, solver_path: Path, net_param: Any,
                      log: RunLog | None) -> Any:
     """Lower ``base_lr`` to ``head_init.stable_lr`` when it is above it, before the first iteration.
 
-    The lowered rate is written into the run's ``solver.prototxt`` and recorded in its ``run.json``
-    (``HEAD_STEP_BOUND``: a resumed run writes its solver anew and keeps the rate from there, as the
-    bound is measured on the start's head only), and the solver is built again from it, with the weights
-    as they are now (transferred layers, fitted head).
+    The bound is recorded in the run's ``run.json`` (``HEAD_STEP_BOUND``) whether it lowered the rate or
+    not: it is measured on the start's head only, and a resumed run, which writes its solver anew from the
+    command's rate, is held to it from there. A lowered rate is written into ``solver.prototxt`` and the
+    solver is built again from it, with the weights as they are now (transferred layers, fitted head).
     """
     param = read_solver_param(solver_path)
-    bound = head_init.stable_lr(net_param, head, energy)
-    if param.base_lr <= bound:
+    bound = float(f"{head_init.stable_lr(net_param, head, energy):.3g}")
+    asked = param.base_lr
+    run_json = solver_path.parent / "run.json"
+    record = json.loads(run_json.read_text(encoding="utf-8"))
+    record[HEAD_STEP_BOUND] = {"bound": bound, "base_lr": min(asked, bound), "requested_base_lr": asked}
+    atomic_write_text(run_json, json.dumps(record, indent=2) + "\n")
+    if asked <= bound:
         return solver
-    old_lr = param.base_lr
-    param.base_lr = float(f"{bound:.3g}")
-    write_text_proto(param, solver_path, f"written by rankiqa/trainer.py; base_lr lowered from {old_lr:g} to "
+    param.base_lr = bound
+    write_text_proto(param, solver_path, f"written by rankiqa/trainer.py; base_lr lowered from {asked:g} to "
                                          f"{param.base_lr:g} by the fine-tuning head's step bound "
                                          "(rankiqa/head_init.py, HEAD_STEP)")
     fresh = caffe.get_solver(str(solver_path))
     for name, blobs in solver.net.params.items():
         for index, blob in enumerate(blobs):
             fresh.net.params[name][index].data[...] = blob.data
-    run_json = solver_path.parent / "run.json"
-    record = json.loads(run_json.read_text(encoding="utf-8"))
-    record[HEAD_STEP_BOUND] = {"base_lr": param.base_lr, "requested_base_lr": old_lr}
-    atomic_write_text(run_json, json.dumps(record, indent=2) + "\n")
     if log:
-        log.note(f"base_lr lowered from {old_lr:g} to {param.base_lr:g}: lr x {head.layer} lr_mult x loss "
+        log.note(f"base_lr lowered from {asked:g} to {param.base_lr:g}: lr x {head.layer} lr_mult x loss "
                  f"weight x E||f||^2 must stay <= {head_init.HEAD_STEP:g} for a stable head")
     return fresh
 

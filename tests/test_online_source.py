@@ -406,3 +406,22 @@ def test_online_training_runs_logs_what_it_made_and_resumes(photos, tmp_path, ca
     capsys.readouterr()
     assert train.main(argv) == 2
     assert "trained on other data" in capsys.readouterr().err
+
+
+@needs_caffe
+def test_an_online_grid_run_folder_of_the_earlier_cell_order_is_refused(photos, tmp_path):
+    # An earlier version ranked a grid rank set's nine cells as one order online; resuming such a run on
+    # the chains would change its objective without a word.
+    from rankiqa.runprep import prepare_rank
+    from tools import train
+
+    argv = ["rank", "--rankset", "mlive", "--net", "shallow", "--online", "--pristine", str(photos),
+            "--out", str(tmp_path / "run"), "--gpu", "-1", "--workers", "0", "--types-per-batch", "2",
+            "--seed", str(SEED)]
+    prepare_rank(train.run_config(argv))
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["groups"] == "chains"
+    del record["groups"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record))
+    with pytest.raises(InputError, match="holds a run with groups='levels', not 'chains'"):
+        prepare_rank(train.run_config(argv))

@@ -694,26 +694,47 @@ def _noise_lists(tmp_path: Path, count: int = 4) -> Path:
     return lists
 
 
+def _bounded_finetune_args(tmp_path: Path, out: Path) -> list[str]:
+    """A tiny from-scratch fine-tuning whose head start (calibrate) bounds the rate, a snapshot a step."""
+    return ["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(_noise_lists(tmp_path)),
+            "--out", str(out), "--gpu", "-1", "--workers", "0", "--from-scratch", "--head-init", "calibrate",
+            "--batch", "2", "--test-interval", "0", "--snapshot", "1"]
+
+
 @needs_caffe
 def test_a_resumed_finetune_run_keeps_the_rate_its_head_step_bound_set(tmp_path, capsys):
     # The bound is measured on the start's head before iteration 1; a rerun writes solver.prototxt anew
     # from the command's rate, and must not go back to the unbounded one.
-    lists = _noise_lists(tmp_path)
     out = tmp_path / "ft"
-    args = ["finetune", "--dataset", "synthetic", "--net", "shallow", "--lists", str(lists), "--out",
-            str(out), "--gpu", "-1", "--workers", "0", "--from-scratch", "--head-init", "calibrate",
-            "--lr", "1.0", "--batch", "2", "--test-interval", "0", "--snapshot", "1"]
+    args = [*_bounded_finetune_args(tmp_path, out), "--lr", "1.0"]
     assert train.main([*args, "--iters", "1"]) == 0
     # no terminal here, so no progress bar: the display lines show the run advancing instead
     assert "train iter=1 loss=" in capsys.readouterr().err
     bound = json.loads((out / "run.json").read_text())["head_step_bound"]
-    assert bound["requested_base_lr"] == 1.0 and 0 < bound["base_lr"] < 1.0
+    assert bound["requested_base_lr"] == 1.0 and 0 < bound["base_lr"] == bound["bound"] < 1.0
     assert netconfig.read_solver_param(out / "solver.prototxt").base_lr == pytest.approx(bound["base_lr"])
     assert train.main([*args, "--iters", "2"]) == 0, capsys.readouterr().err
     assert "resumed from" in (out / "log.txt").read_text()
     assert netconfig.read_solver_param(out / "solver.prototxt").base_lr == pytest.approx(bound["base_lr"])
     assert json.loads((out / "run.json").read_text())["head_step_bound"] == bound
     assert f"base_lr {bound['base_lr']:g} kept from this run's start" in (out / "log.txt").read_text()
+    # a folder of the previous version recorded the bound in log.txt only: it holds there too
+    record = json.loads((out / "run.json").read_text())
+    del record["head_step_bound"]
+    (out / "run.json").write_text(json.dumps(record))
+    assert train.main([*args, "--iters", "3"]) == 0, capsys.readouterr().err
+    assert netconfig.read_solver_param(out / "solver.prototxt").base_lr == pytest.approx(bound["base_lr"])
+
+
+@needs_caffe
+def test_a_resumed_finetune_run_is_held_to_the_bound_even_when_it_started_below_it(tmp_path, capsys):
+    out = tmp_path / "ft"
+    args = _bounded_finetune_args(tmp_path, out)
+    assert train.main([*args, "--iters", "1", "--lr", "1e-12"]) == 0, capsys.readouterr().err
+    bound = json.loads((out / "run.json").read_text())["head_step_bound"]
+    assert bound["base_lr"] == bound["requested_base_lr"] == pytest.approx(1e-12) and bound["bound"] > 1e-12
+    assert train.main([*args, "--iters", "2", "--lr", "1.0"]) == 0, capsys.readouterr().err
+    assert netconfig.read_solver_param(out / "solver.prototxt").base_lr == pytest.approx(bound["bound"])
 
 
 @needs_caffe
