@@ -67,6 +67,10 @@ PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # fixed, so the bytes do not foll
 SPLIT_RULES = ("sorted", "seeded")
 #: The packages whose versions decide the bytes of the distorted images (``data_prep.distortions``' imports).
 BYTE_PACKAGES = ("numpy", "opencv-python-headless", "pillow", "scipy", "bm3d")
+#: Other distributions of the same module, tried in this order when the first is not installed (the
+#: OpenCV wheels all install ``cv2``; requirements.txt pins the headless one).
+_SAME_MODULE = {"opencv-python-headless": ("opencv-python", "opencv-contrib-python-headless",
+                                           "opencv-contrib-python")}
 #: The settings record's key of :func:`libraries` (absent from the records of earlier versions).
 LIBRARIES_KEY = "libraries"
 _LMDB_BATCH_BYTES = 256 << 20
@@ -96,13 +100,18 @@ class GenerateResult:
 def libraries() -> dict[str, str]:
     """What decides a distorted image's bytes besides its inputs: the generator's version
     (``distortions.GENERATOR_VERSION``) and the versions of the packages ``data_prep.distortions`` calls
-    (``BYTE_PACKAGES``; ``missing`` for one not installed)."""
+    (``BYTE_PACKAGES``, each under its own name, whichever of its distributions is installed: OpenCV as
+    ``opencv-python-headless`` also when another OpenCV wheel provides ``cv2``; ``missing`` for one not
+    installed)."""
     found = {"generator": str(distortions.GENERATOR_VERSION)}
     for package in BYTE_PACKAGES:
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "missing"
+        found[package] = "missing"
+        for distribution in (package, *_SAME_MODULE.get(package, ())):
+            try:
+                found[package] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return found
 
 
@@ -281,7 +290,7 @@ def _exclusive_lock(out: Path) -> Iterator[None]:
 def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_dir: str | os.PathLike,
                   sources: list[Path], warn: Callable[[str], None]) -> tuple[dict, str | None]:
     """Refuse to add to ``out`` what would mix two datasets; return the folder's record, updated and written,
-    and how its library versions differ from ``versions`` (``_library_mismatch``; None when they match).
+    and how its library versions differ from ``versions`` (``library_mismatch``; None when they match).
 
     ``.make_ranks.json`` pins the settings that decide the bytes (rankset, seed, minimum size, generator
     version) and the library ``versions`` (:func:`libraries`) its images were made with, and records every
@@ -303,7 +312,7 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
         if changed:
             raise InputError(f"folder was generated with other settings ({'; '.join(changed)}): use another "
                              "--out or delete the folder", path)
-    mismatch = None if record is None else _library_mismatch(record.get(LIBRARIES_KEY), versions)
+    mismatch = None if record is None else library_mismatch(record.get(LIBRARIES_KEY), versions)
     files = {pristine.reference_name(source): source for source in sources}
     source = str(pristine_dir) if str(pristine_dir) == "default" else str(Path(pristine_dir).resolve())
     known = (record or {}).get("pristine")
@@ -342,7 +351,7 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
 _MISMATCH_ADVICE = "use another --out, delete the folder, or run with the versions it was made with"
 
 
-def _library_mismatch(recorded: dict | None, versions: dict[str, str]) -> str | None:
+def library_mismatch(recorded: dict | None, versions: dict[str, str]) -> str | None:
     """How the library versions a folder's images were made with (``recorded``; None for a record of an
     earlier version, which did not keep them) differ from ``versions``, or None when they match: images
     made with others could differ in their bytes from the folder's own, and one rank set would hold both."""

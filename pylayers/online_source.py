@@ -250,6 +250,12 @@ def _check_precomputed(folder: Path, spec: dict[str, Any], rankset: str, sources
     if changed:
         raise InputError(f"precomputed images were made with other settings ({'; '.join(changed)})",
                          record_path)
+    recorded = record.get(make_ranks.LIBRARIES_KEY)
+    if recorded is not None:  # a record of an earlier version names none: nothing to compare
+        mismatch = make_ranks.library_mismatch(recorded, make_ranks.libraries())
+        if mismatch is not None:
+            # the images made online here would not be those of its versions: one rank set of two
+            raise InputError(f"precomputed images: {mismatch}", record_path)
     known = record.get("pristine") or {}
     modified = provenance.compare({name: known[name] for name in sources if name in known},
                                   {name: sources[name] for name in sources if name in known}).modified

@@ -576,3 +576,19 @@ def test_a_folder_that_cannot_be_written_is_named(source_dir, tmp_path, monkeypa
     monkeypatch.setattr(Path, "mkdir", refused)
     with pytest.raises(StorageError, match=f"^{tmp_path / 'r'}: cannot write: Permission denied; make the "):
         generate("live", source_dir, tmp_path / "r", progress=False)
+
+
+def test_opencv_is_recorded_whichever_of_its_wheels_provides_cv2(monkeypatch):
+    from importlib import metadata
+
+    installed = {"numpy": "2.0", "opencv-python": "4.9.0", "pillow": "10.0", "scipy": "1.12"}
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(make_ranks.metadata, "version", version)
+    found = make_ranks.libraries()
+    assert found["opencv-python-headless"] == "4.9.0" and found["bm3d"] == "missing"
+    assert found["numpy"] == "2.0"

@@ -236,6 +236,16 @@ def test_a_precomputed_folder_of_other_settings_or_images_is_refused(src, tmp_pa
     with pytest.raises(InputError, match="other pristine images.*ref0"):
         online_source.plan_online(_spec(changed, precomputed=str(same), **SLOW), "t")
 
+    # made with another numpy: the images made online beside them would come from other versions
+    record_path = same / make_ranks.SETTINGS_FILE
+    record = json.loads(record_path.read_text())
+    record["libraries"] = {**record["libraries"], "numpy": "1.0.0"}
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(InputError, match=r"precomputed images: folder was generated with other library "
+                                         r"versions \(numpy 1\.0\.0 there") as err:
+        online_source.plan_online(_spec(src, precomputed=str(same), **SLOW), "t")
+    assert err.value.path == str(record_path)
+
 
 def test_bad_specs_and_pristine_folders_are_named(src, tmp_path):
     with pytest.raises(InputError, match=r"unknown key\(s\) \['sed'\]"):
