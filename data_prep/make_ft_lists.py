@@ -367,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = summary[0]
     total = first["train_images"] + first["test_images"]
     refs = first["train_refs"] + first["test_refs"]
-    print(f"{DATASETS[args.dataset].title}: {total} images of {refs} references -> {args.out}/table.csv")
+    # said whether the lists were made now or found up to date (make_lists says which on stderr)
+    print(f"{DATASETS[args.dataset].title}: {total} images of {refs} references; table {args.out}/table.csv")
     print_split_summary(summary)
     return 0
 
