@@ -112,12 +112,7 @@ def read_manifest(manifest: str | os.PathLike, split: str) -> RankSet:
         for lineno, row in checked_rows(reader, manifest):
             if row["split"] != split:
                 continue
-            try:
-                level = int(row["level"])
-            except ValueError:
-                raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
-            if level < 0:
-                raise InputError(f"level {level} is negative", manifest, lineno)
+            level = _level(row["level"], manifest, lineno)
             if not row["path"]:
                 raise InputError("empty path", manifest, lineno)
             key = (row["reference"], row["type"], level)
@@ -155,15 +150,22 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
         if missing:
             raise InputError(f"manifest lacks column(s) {sorted(missing)}", manifest, 1)
         for lineno, row in checked_rows(reader, manifest):
-            try:
-                level = int(row["level"])
-            except ValueError:
-                raise InputError(f"level {row['level']!r} is not an integer", manifest, lineno) from None
-            top = max(top, level)
+            top = max(top, _level(row["level"], manifest, lineno))
             references.setdefault(row["split"], set()).add(row["reference"])
     if top < 1:
         raise InputError("manifest has no distorted levels", manifest)
     return top, {split: len(refs) for split, refs in references.items()}
+
+
+def _level(text: str, manifest: str | os.PathLike, line: int) -> int:
+    """A manifest row's level: an integer >= 0 (0 = pristine), or an ``InputError`` naming file and line."""
+    try:
+        level = int(text)
+    except ValueError:
+        raise InputError(f"level {text!r} is not an integer", manifest, line) from None
+    if level < 0:
+        raise InputError(f"level {level} is negative", manifest, line)
+    return level
 
 
 def manifest_images(data_dir: Path) -> list[Path]:

@@ -36,6 +36,11 @@ def test_a_missing_column_or_a_bad_level_names_the_file_and_line(tmp_path):
     with pytest.raises(InputError, match="'one' is not an integer") as err:
         manifest.manifest_levels(path)
     assert err.value.line == 3
+    path.write_text(manifest.manifest_text(_rows()).replace(",GB,1,", ",GB,-1,", 1))
+    for read in (manifest.manifest_levels, lambda p: manifest.read_manifest(p, "train")):
+        with pytest.raises(InputError, match="level -1 is negative") as err:
+            read(path)
+        assert err.value.line == 3
     path.write_text(manifest.manifest_text(_rows(levels=0)))
     with pytest.raises(InputError, match="no distorted levels"):
         manifest.manifest_levels(path)
