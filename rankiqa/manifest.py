@@ -112,7 +112,7 @@ def read_manifest(manifest: str | os.PathLike, split: str) -> RankSet:
         for lineno, row in checked_rows(reader, manifest):
             if row["split"] != split:
                 continue
-            level = _level(row["level"], manifest, lineno)
+            level = row_level(row["level"], manifest, lineno)
             if not row["path"]:
                 raise InputError("empty path", manifest, lineno)
             key = (row["reference"], row["type"], level)
@@ -150,15 +150,16 @@ def manifest_levels(manifest: Path) -> tuple[int, dict[str, int]]:
         if missing:
             raise InputError(f"manifest lacks column(s) {sorted(missing)}", manifest, 1)
         for lineno, row in checked_rows(reader, manifest):
-            top = max(top, _level(row["level"], manifest, lineno))
+            top = max(top, row_level(row["level"], manifest, lineno))
             references.setdefault(row["split"], set()).add(row["reference"])
     if top < 1:
         raise InputError("manifest has no distorted levels", manifest)
     return top, {split: len(refs) for split, refs in references.items()}
 
 
-def _level(text: str, manifest: str | os.PathLike, line: int) -> int:
-    """A manifest row's level: an integer >= 0 (0 = pristine), or an ``InputError`` naming file and line."""
+def row_level(text: str, manifest: str | os.PathLike, line: int) -> int:
+    """A rank table row's level (this manifest's, and the tables ``rankiqa.rank_accuracy`` reads): an
+    integer >= 0 (0 = pristine), or an ``InputError`` naming file and line."""
     try:
         level = int(text)
     except ValueError:

@@ -518,8 +518,8 @@ def prepare_finetune(config: RunConfig) -> tuple[PreparedRun, list[GpuShare] | N
                 layer.loss_weight[:] = [loss_weight]
         return net_param
 
-    resumed_bound = (_recorded_head_step_bound(config.out, lambda _: None) if _resuming(config) else None)
-    if config.gpus and head_start in head_init.BOUNDED_STARTS and resumed_bound is None:
+    if (config.gpus and head_start in head_init.BOUNDED_STARTS
+            and not (_resuming(config) and _recorded_head_step_bound(config.out, lambda _: None))):
         # The start's rate bound (head_init.stable_lr) is measured and applied by one process before the
         # first iteration; each GPU process reads its own solver, written before that: unbounded there. A
         # resumed run has its bound recorded, and every GPU solver is written with it.

@@ -152,6 +152,11 @@ def test_calibrate_keeps_the_ranking_head_direction(tmp_path):
     w_head = net.params["fc8"][0].data.ravel()
     scale = w_head[np.argmax(np.abs(w_rank))] / w_rank[np.argmax(np.abs(w_rank))]
     assert np.allclose(w_head, scale * w_rank, rtol=1e-4, atol=1e-9)
+    # BOUNDED_STARTS (what the run preparation refuses under --gpus, and reads back on resume) names exactly
+    # the starts that return a feature energy, on which the rate is bounded
+    for mode in head_init.HEAD_INITS:
+        _, energy = head_init.init_head(net, head, mode, tmp_path / "train.txt", 32, 0, model)
+        assert (energy is not None) == (mode in head_init.BOUNDED_STARTS), mode
 
 
 def train_net_param(path):

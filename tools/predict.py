@@ -32,7 +32,6 @@ import io
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -166,19 +165,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         # Every image is read once before any is scored, so that a bad one stops the command in seconds
         # rather than after hours of scoring the others, and the one message names all of them. The images
-        # are read again to be scored: the check decodes on several threads (OpenCV releases the GIL) to keep
-        # that second read's cost small next to the crops' forward passes.
+        # are read again to be scored; the check decodes ahead on the scoring's own reader threads
+        # (scoring.prefetch: OpenCV releases the GIL), which stop with the loop on Ctrl-C.
         bad = list(unfound)
-        pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
-        try:
-            with tqdm(total=len(images), desc="check", unit="img", disable=args.quiet,
-                      file=sys.stderr) as bar:
-                for index, why in enumerate(pool.map(check, range(len(images)))):
-                    if why is not None:
-                        bad.append((str(images[index]), why))
-                    bar.update(1)
-        finally:
-            pool.shutdown(cancel_futures=True)  # Ctrl-C: not after reading the rest of a large folder
+        checks = scoring.prefetch(check, range(len(images)))
+        for index, future in tqdm(checks, total=len(images), desc="check", unit="img", disable=args.quiet,
+                                  file=sys.stderr):
+            if (why := future.result()) is not None:
+                bad.append((str(images[index]), why))
         if bad:
             raise InputError(bad_input_message(bad, total))
 
