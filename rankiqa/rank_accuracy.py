@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankiqa.errors import InputError
-from rankiqa.manifest import MANIFEST_COLUMNS, checked_rows
+from rankiqa.manifest import MANIFEST_COLUMNS, checked_rows, row_level
 
 #: Columns a table must have to be ranked: the manifest's, but ``split`` is optional.
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_COLUMNS if c != "split")
@@ -81,12 +81,7 @@ def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[R
         for lineno, row in checked_rows(reader, path):
             if split is not None and row["split"] != split:
                 continue
-            try:
-                level = int(row["level"])
-            except ValueError:
-                raise InputError(f"level {row['level']!r} is not an integer", path, lineno) from None
-            if level < 0:
-                raise InputError(f"level {level} is negative", path, lineno)
+            level = row_level(row["level"], path, lineno)
             if not row["path"].strip():
                 raise InputError("empty path", path, lineno)
             image = Path(row["path"])
