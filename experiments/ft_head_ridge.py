@@ -21,12 +21,17 @@ training photographs alone gives. The training images are the rows of ``--table`
 (their labels and types from the table); ``--extra-table`` adds training images of other references, e.g.
 the stand-in sets of the ranking photographs.
 
+Two more heads are trained rather than solved: the demo's fine-tuning of the head alone, simulated in numpy
+(``descent_head``: its solver, batch, iterations, start and bounded rate), on the features as the net gives
+them and with the head's input centred (the mean to the bias, so that the rate bound divides by the features'
+variance instead of their energy).
+
 Beside the heads, and not a model, ``label_lookup``: each held-out image given the training images' mean label
 of its distortion type and level, i.e. how far the training photographs' labels carry to other photographs
 at all (measured on the demo's photograph sets: docs/DEMO.md).
 
 Writes ``<out>/ridge.md`` and ``ridge.json`` (the strengths with their held-out figures, the ranking model's,
-the cross-validated choice, the label lookup).
+the two trained heads', the cross-validated choice, the label lookup).
 """
 
 from __future__ import annotations
@@ -34,17 +39,20 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rankiqa import head_init, metrics
-from rankiqa.demo_setup import EVAL_CROPS, NET
+from rankiqa.demo_setup import EVAL_CROPS, FULL_FT_BATCH, FULL_FT_ITERS, NET
 from rankiqa.errors import InputError, cli_main
 from rankiqa.evaluation import Sample, read_table
 from rankiqa.fsutil import atomic_write_text
 from rankiqa.lists import read_list
+from rankiqa.netconfig import read_net_param, read_solver_param
 from rankiqa.paths import PROTOTXT_DIR
+from rankiqa.registry import DATASETS
 
 #: Ridge strengths (relative to the mean variance of the centred features, as ``linear_probe``).
 STRENGTHS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
@@ -64,6 +72,81 @@ def ridge_heads(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, pri
         raise InputError("the ranking head gives every training image the same score: nothing to refit from")
     (slope,), _ = head_init.linear_probe(output.reshape(-1, 1), labels, ridge=0.0)
     return [head_init.linear_probe(x, labels, ridge=strength, prior=slope * prior) for strength in strengths]
+
+
+@dataclass(frozen=True)
+class HeadSolver:
+    """What of the demo's fine-tuning reaches its head: the solver's momentum and weight decay, the head's
+    ``lr_mult`` and ``decay_mult`` (weights, bias), the iterations and the batch."""
+
+    momentum: float
+    weight_decay: float
+    lr_mult: float
+    bias_lr_mult: float
+    decay_mult: float
+    bias_decay_mult: float
+    iters: int
+    batch: int
+
+
+def demo_head_solver() -> HeadSolver:
+    """The demo's fine-tuning of the head, read where it is stated: the stand-in's solver template
+    (``rankiqa.registry``), the Shallow net's ``ft_train.prototxt`` (its regression head) and the full profile
+    (``rankiqa.demo_setup``)."""
+    style = DATASETS["synthetic"].ft_style
+    solver = read_solver_param(style.solver())
+    net_path = style.net(NET, "train")
+    net = read_net_param(net_path)
+    head = head_init.find_head(net, net_path)
+    weight, bias = next(layer.param for layer in net.layer if layer.name == head.layer)
+    return HeadSolver(momentum=solver.momentum, weight_decay=solver.weight_decay, lr_mult=weight.lr_mult,
+                      bias_lr_mult=bias.lr_mult, decay_mult=weight.decay_mult,
+                      bias_decay_mult=bias.decay_mult, iters=FULL_FT_ITERS,
+                      batch=FULL_FT_BATCH)
+
+
+def descent_head(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, prior_bias: float,
+                 centred: bool, seed: int, solver: HeadSolver, iters: int | None = None,
+                 ) -> tuple[np.ndarray, float, float]:
+    """The head after ``solver``'s fine-tuning of the head alone, simulated (``iters``: the solver's unless
+    given): Caffe's SGD update ``v = momentum v + rate lr_mult (grad + weight_decay decay_mult w); w -= v`` on
+    the Euclidean loss weighted by ``1 / std(labels)^2``, from the ranking head mapped onto the labels
+    (``calibrate``), the base rate at the head-step bound ``HEAD_STEP / (lr_mult x loss weight x E||f||^2)``
+    (``head_init.stable_lr``).
+
+    ``centred``: the head reads ``f - mean(f)`` (training mean) instead of ``f``, so the bound divides by the
+    features' variance ``E||f - mean||^2`` instead of their energy, and the mean goes to the bias.
+    ``features``: ``(n, d)`` (one row per training image; the demo trains on one random crop per image per
+    step, this on each image's mean over crops); ``labels``: ``(n,)``; batches drawn without replacement,
+    reshuffled every pass (``seed``). Returns ``(w, b, base rate)`` with ``w`` for the uncentred features
+    (the mean folded into ``b``).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    mean_x = x.mean(axis=0) if centred else np.zeros(x.shape[1])
+    xc = x - mean_x
+    output = x @ prior + prior_bias
+    (slope,), offset = head_init.linear_probe(output.reshape(-1, 1), y, ridge=0.0)
+    w = slope * prior
+    b = float(slope * prior_bias + offset + mean_x @ w)  # the same function of f, on the centred input
+    _, std = head_init.label_spread(y)
+    loss_weight = 1.0 / std ** 2
+    energy = float(np.mean(np.sum(xc ** 2, axis=1)))
+    rate = head_init.HEAD_STEP / (solver.lr_mult * loss_weight * energy)
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    v_w, v_b = np.zeros_like(w), 0.0
+    for _ in range(solver.iters if iters is None else iters):
+        if len(order) < solver.batch:
+            order += rng.permutation(len(x)).tolist()
+        batch, order = order[:solver.batch], order[solver.batch:]
+        error = (xc[batch] @ w + b - y[batch]) * loss_weight / len(batch)
+        grad_w = xc[batch].T @ error + solver.weight_decay * solver.decay_mult * w
+        grad_b = float(error.sum()) + solver.weight_decay * solver.bias_decay_mult * b
+        v_w = solver.momentum * v_w + rate * solver.lr_mult * grad_w
+        v_b = solver.momentum * v_b + rate * solver.bias_lr_mult * grad_b
+        w, b = w - v_w, b - v_b
+    return w, float(b - mean_x @ w), rate
 
 
 def cross_validated_strength(features: np.ndarray, labels: np.ndarray, groups: Sequence[str],
@@ -213,6 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     heads = ridge_heads(train_x, train_y, prior, prior_bias, STRENGTHS)
     rows += [{"head": f"refit, strength {strength:g}", "strength": strength, **scored(test_x @ w + b)}
              for strength, (w, b) in zip(STRENGTHS, heads, strict=True)]
+    solver = demo_head_solver()
+    for centred in (False, True):
+        w, b, rate = descent_head(train_x, train_y, prior, prior_bias, centred, args.seed, solver)
+        name = "centred input" if centred else "input as the demo's"
+        rows.append({"head": f"trained as the demo ({name}; rate {rate:.3g}, {solver.iters} iterations)",
+                     "strength": None, "descent": "centred" if centred else "demo", "rate": rate,
+                     **scored(test_x @ w + b)})
     references = [s.reference for s in train]
     folds = references if len(set(references)) > 1 else [s.type for s in train]
     chosen = cross_validated_strength(train_x, train_y, folds, prior, prior_bias, STRENGTHS)

@@ -160,6 +160,7 @@ def resolve_photos(pristine_arg: str, warn: Any = None) -> Photos:
 #: this ranked the global types (MSH, CCL, CCH, BW) better than 9 types per batch at equal time.
 FULL_RANK_ITERS = 200
 FULL_FT_ITERS = 100
+FULL_FT_BATCH = 30
 #: Random crops per image in the full profile's evaluations (the paper takes 30; with 10 a seed's three
 #: evaluations took 69 s on 2 cores, docs/DEMO.md).
 EVAL_CROPS = 10
@@ -179,8 +180,8 @@ def full_profile(names: Sequence[str]) -> Profile:
                    ft_test_refs=test_reference_count(len(ft_refs)),
                    rank_iters=FULL_RANK_ITERS, rank_lr=SHALLOW_DEFAULT_LR["rank"],
                    rank_types_per_batch=len(types), ft_iters=FULL_FT_ITERS,
-                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=30, head_init="calibrate", loss_scale="std",
-                   snapshot=100, ft_test_interval=0, eval_crops=EVAL_CROPS, eval_batch=1)
+                   ft_lr=SHALLOW_DEFAULT_LR["finetune"], ft_batch=FULL_FT_BATCH, head_init="calibrate",
+                   loss_scale="std", snapshot=100, ft_test_interval=0, eval_crops=EVAL_CROPS, eval_batch=1)
 
 
 def quick_profile(names: Sequence[str]) -> Profile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,61 @@ def test_one_group_of_training_images_is_reported_without_a_cross_validated_row(
     assert (report["train_images"], report["test_images"]) == (60, 20)
     text = (out / "ridge.md").read_text()
     assert "cross-validated choice)" not in text and "No cross-validated choice" in text
-    assert len(report["rows"]) == 1 + len(ft_head_ridge.STRENGTHS)
+    assert len(report["rows"]) == 1 + len(ft_head_ridge.STRENGTHS) + 2  # + the two trained heads
+    assert [row.get("descent") for row in report["rows"][-2:]] == ["demo", "centred"]
+
+
+SOLVER = ft_head_ridge.HeadSolver(momentum=0.9, weight_decay=5e-4, lr_mult=10.0, bias_lr_mult=20.0,
+                                  decay_mult=1.0, bias_decay_mult=0.0, iters=100, batch=30)
+
+
+def test_the_simulated_solver_is_read_from_the_demos_solver_net_and_profile():
+    # protobuf keeps the solver's and layers' floats in single precision
+    assert asdict(ft_head_ridge.demo_head_solver()) == pytest.approx(asdict(SOLVER), rel=1e-6)
+
+
+def _calibrated(x: np.ndarray, y: np.ndarray, prior: np.ndarray, prior_bias: float) -> np.ndarray:
+    slope, offset = np.polyfit(x @ prior + prior_bias, y, 1)
+    return slope * (x @ prior + prior_bias) + offset
+
+
+@pytest.mark.parametrize("centred", [False, True])
+def test_the_trained_head_starts_as_the_calibrated_ranking_head(centred):
+    x, y, _ = _data()
+    prior, prior_bias = np.array([3.0, 1.0, -2.0, 0.5, 0.0]), 7.0
+    w, b, _ = ft_head_ridge.descent_head(x, y, prior, prior_bias, centred, 0, SOLVER, iters=0)
+    assert np.allclose(x @ w + b, _calibrated(x, y, prior, prior_bias), atol=1e-9)
+
+
+@pytest.mark.parametrize("centred", [False, True])
+def test_one_step_is_caffes_sgd_update_at_the_head_step_bound(centred):
+    x, y, _ = _data()
+    x, y = x[:30], y[:30]  # one batch holds every image: the step does not depend on the draw
+    prior, prior_bias = np.array([3.0, 1.0, -2.0, 0.5, 0.0]), 7.0
+    w1, b1, rate = ft_head_ridge.descent_head(x, y, prior, prior_bias, centred, 0, SOLVER, iters=1)
+    mean = x.mean(axis=0) if centred else np.zeros(5)
+    loss_weight = 1.0 / y.std() ** 2
+    assert rate == pytest.approx(0.1 / (10.0 * loss_weight * np.mean(np.sum((x - mean) ** 2, axis=1))))
+    slope, _ = np.polyfit(x @ prior + prior_bias, y, 1)
+    w0 = slope * prior
+    error = (_calibrated(x, y, prior, prior_bias) - y) * loss_weight / 30
+    w_expected = w0 - rate * 10.0 * ((x - mean).T @ error + 5e-4 * w0)
+    b_centred = float(np.mean(_calibrated(x, y, prior, prior_bias) - (x - mean) @ w0))
+    b_expected = b_centred - rate * 20.0 * error.sum() - mean @ w_expected
+    assert np.allclose(w1, w_expected, rtol=1e-9)
+    assert b1 == pytest.approx(b_expected, rel=1e-9)
+
+
+def test_centring_the_input_lets_the_bounded_step_fit_off_centre_features():
+    x, y, _ = _data()
+    prior, prior_bias = np.array([3.0, 1.0, -2.0, 0.5, 0.0]), 7.0
+    errors = {}
+    for centred in (False, True):
+        w, b, rate = ft_head_ridge.descent_head(x, y, prior, prior_bias, centred, 0, SOLVER)
+        errors[centred] = float(np.mean((x @ w + b - y) ** 2))
+        start = float(np.mean((_calibrated(x, y, prior, prior_bias) - y) ** 2))
+        assert errors[centred] <= start
+    assert errors[True] < 0.5 * errors[False]
 
 
 def _sample(ref: str, kind: str, level: str, score: float, line: int = 2) -> Sample:
