@@ -32,7 +32,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankiqa.errors import InputError
@@ -42,7 +42,7 @@ from rankiqa.manifest import checked_rows
 
 HIGHER_BETTER = "higher_better"
 LOWER_BETTER = "lower_better"
-#: The columns of a test table (``write_table``), as ``rankiqa.evaluation`` reads them.
+#: The columns of a table CSV (``write_table``, ``read_table``).
 TABLE_COLUMNS = ("reference", "type", "level", "path", "score", "direction")
 
 # Type codes as each database names them, with readable names for plots and reports.
@@ -123,6 +123,8 @@ class IQARow:
     score: float
     direction: str
     type_name: str = ""
+    #: The table line the row was read from (``read_table``; for messages), else None.
+    line: int | None = field(default=None, compare=False)
 
     def as_table_row(self) -> dict[str, str]:
         """The ``table.csv`` columns of this row, as text."""
@@ -711,10 +713,15 @@ def write_table(path: str | os.PathLike, rows: Iterable[IQARow]) -> None:
 
 
 def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARow]:
-    """Read a ``table.csv`` / ``test.csv`` written by ``write_table``.
+    """Read a table CSV: ``table.csv`` / ``test.csv`` of ``write_table``, or one a user made in that format.
 
-    ``type_name`` is filled in when the type code is known to exactly one registry entry's names
-    for the row's direction; otherwise it is left empty.
+    The header names at least ``TABLE_COLUMNS`` (others are ignored). A relative image path is taken from
+    the table's folder. ``type_name`` is filled in when the type code is known to exactly one registry
+    entry's names for the row's direction; otherwise it is left empty; ``line`` is the row's line. Every
+    problem is an ``InputError`` naming the table (and line): no file, a missing column, no rows, a row
+    with more or fewer fields than the header, a score that is not a finite number, a level that is not a
+    whole number >= 0 (``parse_level``), a direction other than ``higher_better`` / ``lower_better``, an
+    empty path, and with ``check_files`` an image that is not there.
     """
     path = Path(path)
     if not path.is_file():
@@ -722,21 +729,26 @@ def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARo
     rows: list[IQARow] = []
     with open_text(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
-            raise InputError(f"expected columns {','.join(TABLE_COLUMNS)}, got {reader.fieldnames}", path, 1)
+        missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"missing column(s) {missing}; expected {','.join(TABLE_COLUMNS)}", path, 1)
         for line, record in checked_rows(reader, path):
-            direction = record["direction"]
+            direction = record["direction"].strip()
             if direction not in (HIGHER_BETTER, LOWER_BETTER):
                 raise InputError(f"direction {direction!r} is not {HIGHER_BETTER} or {LOWER_BETTER}",
                                  path, line)
             level = parse_level(record["level"], path, line)
             score = parse_number(record["score"], path, line)
-            if check_files and not Path(record["path"]).is_file():
+            if not record["path"].strip():
+                raise InputError("empty path", path, line)
+            image = Path(record["path"])
+            image = image if image.is_absolute() else path.parent / image
+            if check_files and not image.is_file():
                 raise InputError(f"image not found: {record['path']}", path, line)
             names = {info.type_names[record["type"]] for info in DATASETS.values()
                      if info.direction == direction and record["type"] in info.type_names}
-            rows.append(IQARow(record["reference"], record["type"], level, record["path"], score,
-                               direction, names.pop() if len(names) == 1 else ""))
+            rows.append(IQARow(record["reference"], record["type"], level, str(image), score, direction,
+                               names.pop() if len(names) == 1 else "", line))
     if not rows:
-        raise InputError("table is empty", path)
+        raise InputError("table has no rows", path)
     return rows

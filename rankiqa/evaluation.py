@@ -36,15 +36,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-# the table's format is data_prep's (it writes the tables): its columns and its number check, not copies
-from data_prep.datasets import TABLE_COLUMNS, parse_level, parse_number
+# the table's format is data_prep's (it writes the tables): one reader of it, data_prep.datasets.read_table
+from data_prep import datasets
 from rankiqa import metrics as iqa_metrics
 from rankiqa import provenance, scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path, atomic_write_text
 from rankiqa.image_io import read_bgr
 from rankiqa.lists import open_text, read_list
-from rankiqa.manifest import checked_rows
 
 #: The files of one evaluation (``write_outputs``); metrics.json is written last.
 RESULT_FILES = ("per_image.csv", "metrics.md", "scatter.png", "srocc_per_type.png", "metrics.json")
@@ -77,41 +76,14 @@ def dataset_info(name: str | None) -> Any:
 
 
 def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
-    """Read a test table CSV; return its samples and its score direction (one for the whole table).
-
-    Relative image paths are resolved against the table's folder. Every problem is an ``InputError``
-    naming the table and line: a row with more or fewer fields than the header, a score that is not a finite
-    number, a level that is not a whole number >= 0 (``data_prep.datasets.parse_level``), an unknown
-    direction, an empty path.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("test table not found", path)
-    samples: list[Sample] = []
-    directions: set[str] = set()
-    with open_text(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in TABLE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"missing column(s) {missing}; expected {','.join(TABLE_COLUMNS)}", path, 1)
-        for line, row in checked_rows(reader, path):
-            score = parse_number(row["score"], path, line)
-            level = parse_level(row["level"], path, line)
-            direction = row["direction"].strip()
-            if direction not in scoring.DIRECTIONS:
-                raise InputError(f"direction {direction!r} must be one of {scoring.DIRECTIONS}", path, line)
-            directions.add(direction)
-            if not row["path"].strip():
-                raise InputError("empty path", path, line)
-            image = Path(row["path"])
-            if not image.is_absolute():
-                image = path.parent / image
-            samples.append(Sample(str(image), score, row["reference"], row["type"], str(level), line))
-    if not samples:
-        raise InputError("test table has no rows", path)
+    """Read a test table CSV (``data_prep.datasets.read_table``: its format, checks and messages); return its
+    samples and its score direction, one for the whole table (mixed directions are an ``InputError``)."""
+    rows = datasets.read_table(path)
+    directions = sorted({row.direction for row in rows})
     if len(directions) > 1:
-        raise InputError(f"mixed score directions {sorted(directions)} in one table", path)
-    return samples, directions.pop()
+        raise InputError(f"mixed score directions {directions} in one table", path)
+    return [Sample(row.path, row.score, row.reference, row.type, str(row.level), row.line)
+            for row in rows], directions[0]
 
 
 def read_samples(path: str | Path) -> tuple[list[Sample], str | None]:

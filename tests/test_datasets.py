@@ -330,11 +330,11 @@ def test_a_table_row_of_the_wrong_length_or_a_negative_level_is_named(live_root,
 def test_the_evaluation_reads_the_columns_the_table_writer_writes(live_root, tmp_path):
     from rankiqa import evaluation
 
-    assert evaluation.TABLE_COLUMNS is ds.TABLE_COLUMNS  # one statement of the columns, not two copies
     rows = ds.load_live(live_root)
     ds.write_table(tmp_path / "table.csv", rows)
     samples, direction = evaluation.read_table(tmp_path / "table.csv")
     assert [s.path for s in samples] == [r.path for r in rows] and direction == rows[0].direction
+    assert [s.line for s in samples] == list(range(2, 2 + len(rows)))  # the header is line 1
 
 
 def _with_bom(path: Path) -> None:
@@ -476,3 +476,17 @@ def test_mlive_bad_mat_contents_name_the_file_and_entry(mlive_root, tmp_path):
 
 def _mat_vars(mat: dict) -> dict:
     return {key: value for key, value in mat.items() if not key.startswith("__")}
+
+
+def test_a_users_table_may_have_more_columns_and_paths_relative_to_its_folder(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"")
+    table = tmp_path / "mine.csv"
+    table.write_text("reference,type,level,path,score,direction,note\n"
+                     "r,01,1,imgs/a.png,5.5,higher_better,seen twice\n")
+    (row,) = ds.read_table(table, check_files=True)
+    assert Path(row.path) == tmp_path / "imgs" / "a.png" and row.line == 2 and row.score == 5.5
+    table.write_text("reference,type,level,path,score,direction\nr,01,1, ,5.5,higher_better\n")
+    with pytest.raises(InputError, match="empty path") as err:
+        ds.read_table(table)
+    assert err.value.line == 2

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from data_prep.datasets import TABLE_COLUMNS
 from rankiqa import evaluation, scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import StorageError
@@ -59,7 +60,7 @@ def write_table(path: Path, rows: list[tuple[str, str, str, Path, float]], direc
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(evaluation.TABLE_COLUMNS)
+        writer.writerow(TABLE_COLUMNS)
         for reference, type_code, level, image, score in rows:
             writer.writerow([reference, type_code, level, str(image), score, direction])
     return path
@@ -188,7 +189,7 @@ EXPECTED_FIELDS = "expected 6 (reference,type,level,path,score,direction)"
 ])
 def test_a_bad_row_of_a_table_names_the_table_and_line(tmp_path: Path, row: str, message: str) -> None:
     table = tmp_path / "test.csv"
-    table.write_text(",".join(evaluation.TABLE_COLUMNS) + "\nr,01,1,a.png,1.0,higher_better\n" + row,
+    table.write_text(",".join(TABLE_COLUMNS) + "\nr,01,1,a.png,1.0,higher_better\n" + row,
                      encoding="utf-8")
     with pytest.raises(InputError) as err:
         evaluation.read_samples(table)
