@@ -114,7 +114,8 @@ install_packages() {
   local missing
   missing="$(missing_packages)"
   if [ -z "${missing// /}" ]; then
-    info "system packages: all ${#DEB_PACKAGES[@]} present"
+    # --deps-only (make's venv step) stays quiet here: the build that follows says it under its stage 1/5
+    [ "${1:-}" = quiet ] || info "system packages: all ${#DEB_PACKAGES[@]} present"
     return
   fi
   if [ "$APT" != 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -162,7 +163,7 @@ fi
 
 case "${1:-}" in
   --list-deps) echo "${DEB_PACKAGES[*]}"; exit 0 ;;
-  --deps-only) install_packages; exit 0 ;;
+  --deps-only) install_packages quiet; exit 0 ;;
 esac
 
 [ -x "$PYTHON" ] || die "Python not found: $PYTHON" "Create the venv first: make venv (or set PYTHON=...)"

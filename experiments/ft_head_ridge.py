@@ -21,10 +21,11 @@ training photographs alone gives. The training images are the rows of ``--table`
 (their labels and types from the table); ``--extra-table`` adds training images of other references, e.g.
 the stand-in sets of the ranking photographs.
 
-Two more heads are trained rather than solved: the demo's fine-tuning of the head alone, simulated in numpy
-(``descent_head``: its solver, batch, iterations, start and bounded rate), on the features as the net gives
-them and with the head's input centred (the mean to the bias, so that the rate bound divides by the features'
-variance instead of their energy).
+Two more heads are trained rather than solved: the demo's fine-tuning simulated in numpy on the head alone
+(``descent_head``: its solver, batch, iterations, start and bounded rate; the demo also trains the layers
+below, at the same bounded rate, which leaves them where they are, docs/DEMO.md), on the features as the net
+gives them and with the head's input centred (the mean to the bias, so that the rate bound divides by the
+features' variance instead of their energy).
 
 Beside the heads, and not a model, ``label_lookup``: each held-out image given the training images' mean label
 of its distortion type and level, i.e. how far the training photographs' labels carry to other photographs
@@ -41,11 +42,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rankiqa import head_init, metrics
-from rankiqa.demo_setup import EVAL_CROPS, FULL_FT_BATCH, FULL_FT_ITERS, NET
+from rankiqa.demo_setup import EVAL_CROPS, MIN_PHOTOS, NET, full_profile
 from rankiqa.errors import InputError, cli_main
 from rankiqa.evaluation import Sample, read_table
 from rankiqa.fsutil import atomic_write_text
@@ -87,22 +89,40 @@ class HeadSolver:
     bias_decay_mult: float
     iters: int
     batch: int
+    base_lr: float  # the rate asked for; the head-step bound may lower it
 
 
 def demo_head_solver() -> HeadSolver:
     """The demo's fine-tuning of the head, read where it is stated: the stand-in's solver template
-    (``rankiqa.registry``), the Shallow net's ``ft_train.prototxt`` (its regression head) and the full profile
-    (``rankiqa.demo_setup``)."""
+    (``rankiqa.registry``), the Shallow net's ``ft_train.prototxt`` (its regression head; Caffe's defaults
+    where a ``param`` is absent) and the full profile (``rankiqa.demo_setup``: iterations, batch, rate).
+
+    ``InputError`` when the profile's fine-tuning is not what ``descent_head`` simulates: the ``calibrate``
+    start and the ``std`` loss scale.
+    """
     style = DATASETS["synthetic"].ft_style
     solver = read_solver_param(style.solver())
     net_path = style.net(NET, "train")
     net = read_net_param(net_path)
     head = head_init.find_head(net, net_path)
-    weight, bias = next(layer.param for layer in net.layer if layer.name == head.layer)
+    params = list(next(layer.param for layer in net.layer if layer.name == head.layer))
+    while len(params) < 2:  # a blob without a param block: ParamSpec's defaults, Caffe's (lr_mult 1, ...)
+        params.append(_default_param())
+    weight, bias = params[:2]
+    profile = full_profile([f"photograph{k}" for k in range(MIN_PHOTOS)])
+    if (profile.head_init, profile.loss_scale) != ("calibrate", "std"):
+        raise InputError(f"the demo's fine-tuning starts {profile.head_init!r} with loss scale "
+                         f"{profile.loss_scale!r}; the simulation knows 'calibrate' with 'std'")
     return HeadSolver(momentum=solver.momentum, weight_decay=solver.weight_decay, lr_mult=weight.lr_mult,
                       bias_lr_mult=bias.lr_mult, decay_mult=weight.decay_mult,
-                      bias_decay_mult=bias.decay_mult, iters=FULL_FT_ITERS,
-                      batch=FULL_FT_BATCH)
+                      bias_decay_mult=bias.decay_mult, iters=profile.ft_iters, batch=profile.ft_batch,
+                      base_lr=profile.ft_lr)
+
+
+def _default_param() -> Any:
+    from rankiqa.caffe_proto import caffe_pb2
+
+    return caffe_pb2().ParamSpec()
 
 
 def descent_head(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, prior_bias: float,
@@ -111,15 +131,15 @@ def descent_head(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, pr
     """The head after ``solver``'s fine-tuning of the head alone, simulated (``iters``: the solver's unless
     given): Caffe's SGD update ``v = momentum v + rate lr_mult (grad + weight_decay decay_mult w); w -= v`` on
     the Euclidean loss weighted by ``1 / std(labels)^2``, from the ranking head mapped onto the labels
-    (``calibrate``), the base rate at the head-step bound ``HEAD_STEP / (lr_mult x loss weight x E||f||^2)``
-    (``head_init.stable_lr``).
+    (``calibrate``), the base rate the solver's ``base_lr`` or, when lower, the head-step bound
+    ``HEAD_STEP / (lr_mult x loss weight x E||f||^2)`` (``head_init.stable_lr``).
 
     ``centred``: the head reads ``f - mean(f)`` (training mean) instead of ``f``, so the bound divides by the
     features' variance ``E||f - mean||^2`` instead of their energy, and the mean goes to the bias.
     ``features``: ``(n, d)`` (one row per training image; the demo trains on one random crop per image per
-    step, this on each image's mean over crops); ``labels``: ``(n,)``; batches drawn without replacement,
-    reshuffled every pass (``seed``). Returns ``(w, b, base rate)`` with ``w`` for the uncentred features
-    (the mean folded into ``b``).
+    step, this on each image's mean over crops); ``labels``: ``(n,)``; ``prior``: ``(d,)``; batches drawn
+    without replacement, reshuffled every pass (``seed``). Returns ``(w, b, base rate)`` with ``w`` ``(d,)``
+    for the uncentred features (the mean folded into ``b``).
     """
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
@@ -132,7 +152,7 @@ def descent_head(features: np.ndarray, labels: np.ndarray, prior: np.ndarray, pr
     _, std = head_init.label_spread(y)
     loss_weight = 1.0 / std ** 2
     energy = float(np.mean(np.sum(xc ** 2, axis=1)))
-    rate = head_init.HEAD_STEP / (solver.lr_mult * loss_weight * energy)
+    rate = min(solver.base_lr, head_init.HEAD_STEP / (solver.lr_mult * loss_weight * energy))
     rng = np.random.default_rng(seed)
     order: list[int] = []
     v_w, v_b = np.zeros_like(w), 0.0

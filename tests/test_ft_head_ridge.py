@@ -124,7 +124,8 @@ def test_one_group_of_training_images_is_reported_without_a_cross_validated_row(
 
 
 SOLVER = ft_head_ridge.HeadSolver(momentum=0.9, weight_decay=5e-4, lr_mult=10.0, bias_lr_mult=20.0,
-                                  decay_mult=1.0, bias_decay_mult=0.0, iters=100, batch=30)
+                                  decay_mult=1.0, bias_decay_mult=0.0, iters=100, batch=30,
+                                  base_lr=3e-6)
 
 
 def test_the_simulated_solver_is_read_from_the_demos_solver_net_and_profile():
@@ -162,6 +163,27 @@ def test_one_step_is_caffes_sgd_update_at_the_head_step_bound(centred):
     b_expected = b_centred - rate * 20.0 * error.sum() - mean @ w_expected
     assert np.allclose(w1, w_expected, rtol=1e-9)
     assert b1 == pytest.approx(b_expected, rel=1e-9)
+
+
+def test_the_second_step_carries_the_first_ones_momentum():
+    x, y, _ = _data()
+    x, y = x[:30], y[:30]
+    prior, prior_bias = np.array([3.0, 1.0, -2.0, 0.5, 0.0]), 7.0
+    w1, b1, rate = ft_head_ridge.descent_head(x, y, prior, prior_bias, False, 0, SOLVER, iters=1)
+    w2, b2, _ = ft_head_ridge.descent_head(x, y, prior, prior_bias, False, 0, SOLVER, iters=2)
+    slope, _ = np.polyfit(x @ prior + prior_bias, y, 1)
+    loss_weight = 1.0 / y.std() ** 2
+    w0 = slope * prior
+    v1 = w0 - w1  # the first step's history (it started at 0)
+    error = (x @ w1 + b1 - y) * loss_weight / 30
+    assert np.allclose(w2, w1 - (0.9 * v1 + rate * 10.0 * (x.T @ error + 5e-4 * w1)), rtol=1e-9)
+
+
+def test_the_rate_asked_for_stands_when_it_is_below_the_bound():
+    x, y, _ = _data()
+    slow = ft_head_ridge.HeadSolver(**{**asdict(SOLVER), "base_lr": 1e-12})
+    _, _, rate = ft_head_ridge.descent_head(x, y, np.ones(5), 0.0, False, 0, slow, iters=0)
+    assert rate == 1e-12
 
 
 def test_centring_the_input_lets_the_bounded_step_fit_off_centre_features():
