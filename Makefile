@@ -93,7 +93,9 @@ CROPS      ?= 30
 # Crops per forward pass. On the CPU 10 and 60 crops per forward measured 1.09x and 0.96x the rate of one
 # crop per forward, the original's way (BENCHMARKS.md, section 4).
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)
-RUN        ?= $(call name_of,$(FT_DIR))_$(NET)
+# A test table of your own (the table format of docs/DESIGN.md): make eval evaluates it instead of FT_DIR's.
+TABLE      ?=
+RUN        ?= $(if $(TABLE),$(basename $(call name_of,$(TABLE))),$(call name_of,$(FT_DIR)))_$(NET)
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
 # Flip the sign of predictions (a quality-up model on DMOS ground truth); with SPLITS=n, MODEL may hold
@@ -148,7 +150,7 @@ help:
 	@echo "                    ONLINE=1: batches made from PRISTINE while training, no rank set on disk (PRECOMPUTED=dir for ID)"
 	@echo "  make ft_lists     fine-tuning lists of a dataset (DATASET DATA SPLITS SPLIT=original FT_TYPES; run by finetune/eval)"
 	@echo "  make finetune     RankIQA+FT on an IQA dataset (DATASET=tid2013|live|csiq|kadid|mlive DATA=dir RANK_MODEL FROM_SCRATCH=1)"
-	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH)"
+	@echo "  make eval         paper protocol evaluation    (DATASET MODEL DEPLOY CROPS EVAL_BATCH; TABLE=your test table)"
 	@echo "  make predict      score your own images        (IMAGES=files/dir MODEL DEPLOY SKIP_BAD RESIZE_SMALL)"
 	@echo "  make export       a model as ONNX              (MODEL DEPLOY [OUT]); predict BACKEND=onnx MODEL=x.onnx: no Caffe"
 	@echo "  make rank_accuracy  pairwise ranking accuracy per type (MODEL RANKS_DIR [RANK_SPLIT=test] [DEPLOY] [RA_OUT])"
@@ -216,12 +218,13 @@ finetune: env
 
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
-	@if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$(last_split),$(SPLIT))/test.csv); then \
-	  $(MAKE) --no-print-directory ft_lists; fi
+	@$(if $(TABLE),true,if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$(last_split),$(SPLIT))/test.csv); then \
+	  $(MAKE) --no-print-directory ft_lists; fi)
 	$(PY) -m tools.evaluate --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --out $(call q,results/$(RUN)) --crops $(CROPS) \
 	  --seed $(SEED) \
 	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
-	  $(if $(filter-out 1,$(SPLITS)),--table $(call q,$(FT_DIR)/split{split}/test.csv) --splits $(SPLITS),--table $(call q,$(FT_DIR)/split$(SPLIT)/test.csv))
+	  --table $(call q,$(or $(TABLE),$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),{split},$(SPLIT))/test.csv)) \
+	  $(if $(filter-out 1,$(SPLITS)),--splits $(SPLITS))
 
 predict: $(if $(filter onnx,$(BACKEND)),venv,env)
 	@[ -n "$(MODEL)" ] && [ -n "$(IMAGES)" ] || { echo "error: set IMAGES=files-or-folder and MODEL=x.caffemodel (x.onnx with BACKEND=onnx)" >&2; exit 2; }

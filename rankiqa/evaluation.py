@@ -79,11 +79,13 @@ def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
     """Read a test table CSV (``data_prep.datasets.read_table``: its format, checks and messages); return its
     samples and its score direction, one for the whole table (mixed directions are an ``InputError``)."""
     rows = datasets.read_table(path)
-    directions = sorted({row.direction for row in rows})
-    if len(directions) > 1:
-        raise InputError(f"mixed score directions {directions} in one table", path)
+    other = next((row for row in rows if row.direction != rows[0].direction), None)
+    if other is not None:
+        first = rows[0]
+        raise InputError(f"score direction {other.direction}, but line {first.line} has {first.direction}: "
+                         "one direction per table", path, other.line)
     return [Sample(row.path, row.score, row.reference, row.type, str(row.level), row.line)
-            for row in rows], directions[0]
+            for row in rows], rows[0].direction
 
 
 def read_samples(path: str | Path) -> tuple[list[Sample], str | None]:

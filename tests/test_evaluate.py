@@ -166,8 +166,9 @@ def test_read_table_and_its_errors(tmp_path: Path) -> None:
     mixed = write_table(tmp_path / "mixed.csv", [("r", "01", "1", images[0], 1.0)], "higher_better")
     with open(mixed, "a", encoding="utf-8") as handle:
         handle.write(f"r,01,2,{images[1]},2.0,lower_better\n")
-    with pytest.raises(InputError, match="mixed score directions"):
+    with pytest.raises(InputError, match="score direction lower_better, but line 2 has higher_better") as err:
         evaluation.read_samples(mixed)
+    assert err.value.line == 3  # the first row that disagrees
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("reference,path,score\nr,x.png,1\n", encoding="utf-8")
     with pytest.raises(InputError, match="missing column"):

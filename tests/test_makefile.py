@@ -266,3 +266,17 @@ def test_rank_accuracy_and_demo_pass_paths_with_spaces_and_quotes_as_one_argumen
     assert _value(default, "--deploy") == "prototxts/shallow/rank_deploy.prototxt"
     argv = _tool(_commands("demo", "PRISTINE=/my photos/it's here"), "tools.demo")
     assert _value(argv, "--pristine") == "/my photos/it's here"
+
+
+def test_eval_with_a_table_of_ones_own_evaluates_it_and_makes_no_lists(tmp_path: Path) -> None:
+    table = tmp_path / "my tables" / "it's mine.csv"
+    commands = _commands("eval", "MODEL=m.caffemodel", f"TABLE={table}", f"FT_DIR={tmp_path / 'none'}",
+                         "NET=shallow")
+    assert not any("data_prep.make_ft_lists" in argv for argv in commands)
+    argv = _tool(commands, "tools.evaluate")
+    assert _value(argv, "--table") == str(table) and "--splits" not in argv
+    assert _value(argv, "--out") == "results/it's_mine_shallow"  # RUN: the table's name and the net
+    split_table = str(tmp_path / "split{split}.csv")
+    argv = _tool(_commands("eval", "MODEL=m{split}.caffemodel", f"TABLE={split_table}", "SPLITS=3"),
+                 "tools.evaluate")
+    assert _value(argv, "--table") == split_table and _value(argv, "--splits") == "3"
