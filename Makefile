@@ -180,7 +180,9 @@ caffe: venv
 	  printf '%s\n%s\n' "$(CURDIR)" "$$prefix/python" > "$(PTH_FILE)" && \
 	  $(PY) -c "import caffe; assert 'Python' in caffe.layer_type_list(); print('[caffe] ready:', caffe.__file__)"
 
-env: caffe
+# A target's own recursive make (ranks, ft_lists) passes ENV_DONE=1: its env is the caller's, set up moments
+# ago, and checking it again printed the set-up lines twice.
+env: $(if $(ENV_DONE),,caffe)
 
 # Compiles the CUDA build (slow: ~15 min per GPU architecture on 2 cores); no GPU needed to compile.
 check-cuda-build: venv
@@ -192,7 +194,7 @@ ranks: env
 	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb) $(call opt,--types,$(RANK_TYPES))
 
 train_rank: env
-	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks)
+	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks ENV_DONE=1)
 	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --out $(call q,$(RANK_RUN)) \
 	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--precomputed,$(PRECOMPUTED)) $(call opt,--offline-types,$(OFFLINE_TYPES)),--data $(call q,$(RANKS_DIR))) \
 	  $(call opt,--types,$(RANK_TYPES)) \
@@ -207,7 +209,7 @@ ft_lists: env
 	  --seed $(SEED) $(call opt,--types,$(FT_TYPES)) $(if $(filter original,$(SPLIT)),--original-split)
 
 finetune: env
-	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists; fi
+	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists ENV_DONE=1; fi
 	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(call q,$(FT_DIR)/split$(SPLIT)) \
 	  --out $(call q,$(FT_RUN)) $(gpu_args) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
 	  $(if $(call given,RANKSET),--rankset $(RANKSET)) \
@@ -219,7 +221,7 @@ finetune: env
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
 	@$(if $(TABLE),true,if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$(last_split),$(SPLIT))/test.csv); then \
-	  $(MAKE) --no-print-directory ft_lists; fi)
+	  $(MAKE) --no-print-directory ft_lists ENV_DONE=1; fi)
 	$(PY) -m tools.evaluate --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --out $(call q,results/$(RUN)) --crops $(CROPS) \
 	  --seed $(SEED) \
 	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
@@ -261,7 +263,7 @@ CROSS_DIRECTIONS ?=
 CROSS_OUT ?= results/cross
 cross: env
 	@[ -n "$(MODELS)" ] && [ -n "$(DATASETS)" ] || { echo "error: set MODELS='a.caffemodel b.caffemodel' and DATASETS='tid2013 live'" >&2; exit 2; }
-	@$(foreach ds,$(DATASETS),[ -f $(call q,data/ft/$(ds)/table.csv) ] || $(MAKE) --no-print-directory ft_lists DATASET=$(ds) \
+	@$(foreach ds,$(DATASETS),[ -f $(call q,data/ft/$(ds)/table.csv) ] || $(MAKE) --no-print-directory ft_lists ENV_DONE=1 DATASET=$(ds) \
 	  FT_DIR=$(call q,data/ft/$(ds)) DATA=$(call q,$(or $(DATA_$(ds)),/data/$(ds))) SPLITS=1 SPLIT=0 FT_TYPES= ;)
 	$(PY) -m tools.cross_dataset $(foreach m,$(MODELS),--model $(call q,$(m))) \
 	  $(foreach d,$(or $(DEPLOYS),$(DEPLOY)),--deploy $(call q,$(d))) $(foreach d,$(CROSS_DIRECTIONS),--model-direction $(d)) \

@@ -280,3 +280,14 @@ def test_eval_with_a_table_of_ones_own_evaluates_it_and_makes_no_lists(tmp_path:
     argv = _tool(_commands("eval", "MODEL=m{split}.caffemodel", f"TABLE={split_table}", "SPLITS=3"),
                  "tools.evaluate")
     assert _value(argv, "--table") == split_table and _value(argv, "--splits") == "3"
+
+
+def test_a_target_that_makes_its_lists_first_sets_up_caffe_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    command = ["make", "-n", "--no-print-directory", "finetune", "DATASET=tid2013", f"DATA={data}",
+               f"FT_DIR={tmp_path / 'ft'}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "data_prep.make_ft_lists" in result.stdout  # the recursive make ran (dry) ...
+    assert result.stdout.count("dev/build_caffe.sh |") == 1  # ... without the set-up of its own
