@@ -95,7 +95,7 @@ CROPS      ?= 30
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)
 # A test table of your own (the table format of docs/DESIGN.md): make eval evaluates it instead of FT_DIR's.
 TABLE      ?=
-RUN        ?= $(if $(TABLE),$(basename $(call name_of,$(TABLE))),$(call name_of,$(FT_DIR)))_$(NET)
+RUN        ?= $(if $(TABLE),$(subst {split},,$(basename $(call name_of,$(TABLE)))),$(call name_of,$(FT_DIR)))_$(NET)
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
 # Flip the sign of predictions (a quality-up model on DMOS ground truth); with SPLITS=n, MODEL may hold
@@ -126,6 +126,8 @@ name_of = $(notdir $(subst $(space),_,$(1)))
 opt = $(if $(2),$(1) $(call q,$(2)))
 # Whether a variable was set on the command line or in the environment (not by this Makefile's default).
 given = $(filter command line environment,$(origin $(1)))
+# A variable's value when given (as above), else empty.
+given_value = $(if $(call given,$(1)),$($(1)))
 # Derived data is brought up to date (or refused, naming what changed) by the tool that makes it; it is
 # asked whenever its source was given or is there, and otherwise only when the data are missing.
 ft_lists_check = [ -n "$(call given,DATA)" ] || [ -d $(call q,$(DATA)) ] || [ ! -f $(call q,$(1)) ]
@@ -180,9 +182,10 @@ caffe: venv
 	  printf '%s\n%s\n' "$(CURDIR)" "$$prefix/python" > "$(PTH_FILE)" && \
 	  $(PY) -c "import caffe; assert 'Python' in caffe.layer_type_list(); print('[caffe] ready:', caffe.__file__)"
 
-# A target's own recursive make (ranks, ft_lists) passes ENV_DONE=1: its env is the caller's, set up moments
-# ago, and checking it again printed the set-up lines twice.
-env: $(if $(ENV_DONE),,caffe)
+# A target's own recursive make (ranks, ft_lists) passes _RANKIQA_ENV_DONE=1 on its command line: its env is
+# the caller's, set up moments ago, and checking Caffe again printed the set-up lines twice (the venv is
+# still checked: it costs nothing when up to date). Not a user setting.
+env: $(if $(filter command line,$(origin _RANKIQA_ENV_DONE)),venv,caffe)
 
 # Compiles the CUDA build (slow: ~15 min per GPU architecture on 2 cores); no GPU needed to compile.
 check-cuda-build: venv
@@ -194,7 +197,7 @@ ranks: env
 	  --seed $(SEED) --jobs $(JOBS) $(if $(LMDB),--lmdb) $(call opt,--types,$(RANK_TYPES))
 
 train_rank: env
-	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks ENV_DONE=1)
+	@$(if $(ONLINE),true,$(if $(call given,PRISTINE),,[ -f $(call q,$(RANKS_DIR)/manifest.csv) ] ||) $(MAKE) --no-print-directory ranks _RANKIQA_ENV_DONE=1)
 	$(PY) -m tools.train rank --rankset $(RANKSET) --net $(NET) --out $(call q,$(RANK_RUN)) \
 	  $(if $(ONLINE),--online --pristine $(call q,$(PRISTINE)) $(call opt,--precomputed,$(PRECOMPUTED)) $(call opt,--offline-types,$(OFFLINE_TYPES)),--data $(call q,$(RANKS_DIR))) \
 	  $(call opt,--types,$(RANK_TYPES)) \
@@ -209,7 +212,7 @@ ft_lists: env
 	  --seed $(SEED) $(call opt,--types,$(FT_TYPES)) $(if $(filter original,$(SPLIT)),--original-split)
 
 finetune: env
-	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists ENV_DONE=1; fi
+	@if $(call ft_lists_check,$(FT_DIR)/split$(SPLIT)/train.txt); then $(MAKE) --no-print-directory ft_lists _RANKIQA_ENV_DONE=1; fi
 	$(PY) -m tools.train finetune --dataset $(DATASET) --net $(NET) --lists $(call q,$(FT_DIR)/split$(SPLIT)) \
 	  --out $(call q,$(FT_RUN)) $(gpu_args) --seed $(SEED) $(if $(FROM_SCRATCH),--from-scratch,$(call opt,--rank-model,$(RANK_MODEL))) \
 	  $(if $(call given,RANKSET),--rankset $(RANKSET)) \
@@ -221,11 +224,11 @@ finetune: env
 eval: env
 	@[ -n "$(MODEL)" ] || { echo "error: set MODEL=path/to.caffemodel (and DEPLOY= if not $(DEPLOY))" >&2; exit 2; }
 	@$(if $(TABLE),true,if $(call ft_lists_check,$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),$(last_split),$(SPLIT))/test.csv); then \
-	  $(MAKE) --no-print-directory ft_lists ENV_DONE=1; fi)
+	  $(MAKE) --no-print-directory ft_lists _RANKIQA_ENV_DONE=1; fi)
 	$(PY) -m tools.evaluate --deploy $(call q,$(DEPLOY)) --model $(call q,$(MODEL)) --out $(call q,results/$(RUN)) --crops $(CROPS) \
 	  --seed $(SEED) \
-	  --batch $(EVAL_BATCH) --gpu $(GPU) --dataset $(DATASET) $(if $(NEGATE),--negate) \
-	  --table $(call q,$(or $(TABLE),$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),{split},$(SPLIT))/test.csv)) \
+	  --batch $(EVAL_BATCH) --gpu $(GPU) $(if $(TABLE),$(call opt,--dataset,$(call given_value,DATASET)),--dataset $(DATASET)) \
+	  $(if $(NEGATE),--negate) --table $(call q,$(or $(TABLE),$(FT_DIR)/split$(if $(filter-out 1,$(SPLITS)),{split},$(SPLIT))/test.csv)) \
 	  $(if $(filter-out 1,$(SPLITS)),--splits $(SPLITS))
 
 predict: $(if $(filter onnx,$(BACKEND)),venv,env)
@@ -263,7 +266,7 @@ CROSS_DIRECTIONS ?=
 CROSS_OUT ?= results/cross
 cross: env
 	@[ -n "$(MODELS)" ] && [ -n "$(DATASETS)" ] || { echo "error: set MODELS='a.caffemodel b.caffemodel' and DATASETS='tid2013 live'" >&2; exit 2; }
-	@$(foreach ds,$(DATASETS),[ -f $(call q,data/ft/$(ds)/table.csv) ] || $(MAKE) --no-print-directory ft_lists ENV_DONE=1 DATASET=$(ds) \
+	@$(foreach ds,$(DATASETS),[ -f $(call q,data/ft/$(ds)/table.csv) ] || $(MAKE) --no-print-directory ft_lists _RANKIQA_ENV_DONE=1 DATASET=$(ds) \
 	  FT_DIR=$(call q,data/ft/$(ds)) DATA=$(call q,$(or $(DATA_$(ds)),/data/$(ds))) SPLITS=1 SPLIT=0 FT_TYPES= ;)
 	$(PY) -m tools.cross_dataset $(foreach m,$(MODELS),--model $(call q,$(m))) \
 	  $(foreach d,$(or $(DEPLOYS),$(DEPLOY)),--deploy $(call q,$(d))) $(foreach d,$(CROSS_DIRECTIONS),--model-direction $(d)) \

@@ -715,13 +715,13 @@ def write_table(path: str | os.PathLike, rows: Iterable[IQARow]) -> None:
 def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARow]:
     """Read a table CSV: ``table.csv`` / ``test.csv`` of ``write_table``, or one a user made in that format.
 
-    The header names at least ``TABLE_COLUMNS`` (others are ignored). A relative image path is taken from
-    the table's folder. ``type_name`` is filled in when the type code is known to exactly one registry
-    entry's names for the row's direction; otherwise it is left empty; ``line`` is the row's line. Every
-    problem is an ``InputError`` naming the table (and line): no file, a missing column, no rows, a row
-    with more or fewer fields than the header, a score that is not a finite number, a level that is not a
-    whole number >= 0 (``parse_level``), a direction other than ``higher_better`` / ``lower_better``, an
-    empty path, and with ``check_files`` an image that is not there.
+    The header names at least ``TABLE_COLUMNS`` (others are ignored); spaces around a cell's value are
+    dropped. A relative image path is taken from the table's folder. ``type_name`` is filled in when the
+    type code is known to exactly one registry entry's names for the row's direction; otherwise it is left
+    empty; ``line`` is the row's line. Every problem is an ``InputError`` naming the table (and line): no
+    file, a missing column, no rows, a row with more or fewer fields than the header, a score that is not a
+    finite number, a level that is not a whole number >= 0 (``parse_level``), a direction other than
+    ``higher_better`` / ``lower_better``, an empty path, and with ``check_files`` an image that is not there.
     """
     path = Path(path)
     if not path.is_file():
@@ -739,15 +739,17 @@ def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARo
                                  path, line)
             level = parse_level(record["level"], path, line)
             score = parse_number(record["score"], path, line)
-            if not record["path"].strip():
+            # cells as a person types them ("r, 01, 1, imgs/a.png, ..."): the spaces are not part of the value
+            reference, kind, image_text = (record[c].strip() for c in ("reference", "type", "path"))
+            if not image_text:
                 raise InputError("empty path", path, line)
-            image = Path(record["path"])
+            image = Path(image_text)
             image = image if image.is_absolute() else path.parent / image
             if check_files and not image.is_file():
-                raise InputError(f"image not found: {record['path']}", path, line)
-            names = {info.type_names[record["type"]] for info in DATASETS.values()
-                     if info.direction == direction and record["type"] in info.type_names}
-            rows.append(IQARow(record["reference"], record["type"], level, str(image), score, direction,
+                raise InputError(f"image not found: {image}", path, line)
+            names = {info.type_names[kind] for info in DATASETS.values()
+                     if info.direction == direction and kind in info.type_names}
+            rows.append(IQARow(reference, kind, level, str(image), score, direction,
                                names.pop() if len(names) == 1 else "", line))
     if not rows:
         raise InputError("table has no rows", path)

@@ -75,7 +75,7 @@ def dataset_info(name: str | None) -> Any:
     return DATASETS[name]
 
 
-def read_table(path: str | Path) -> tuple[list[Sample], str | None]:
+def read_table(path: str | Path) -> tuple[list[Sample], str]:
     """Read a test table CSV (``data_prep.datasets.read_table``: its format, checks and messages); return its
     samples and its score direction, one for the whole table (mixed directions are an ``InputError``)."""
     rows = datasets.read_table(path)
@@ -512,6 +512,10 @@ def evaluate_splits(out: Path, deploy: str, model: str, table: str, n_splits: in
                          f"{SPLIT_PLACEHOLDER}/test.csv", table)
     dataset = dataset_info(args.dataset)
     type_names = dict(dataset.type_names) if dataset else {}
+    # Every split's table read before anything is removed or written: a bad row in a later split would
+    # otherwise stop the run with the first splits' results rewritten and no summary.
+    for k in range(n_splits):
+        read_samples(table.replace(SPLIT_PLACEHOLDER, str(k)))
     previous = provenance.read_json(out / "metrics.json")
     _remove_unwritten_splits(out, previous, n_splits)
     # The summary of an earlier evaluation (maybe of another model) beside split results being rewritten

@@ -486,6 +486,10 @@ def test_a_users_table_may_have_more_columns_and_paths_relative_to_its_folder(tm
                      "r,01,1,imgs/a.png,5.5,higher_better,seen twice\n")
     (row,) = ds.read_table(table, check_files=True)
     assert Path(row.path) == tmp_path / "imgs" / "a.png" and row.line == 2 and row.score == 5.5
+    table.write_text("reference,type,level,path,score,direction\nr, 01, 1, imgs/a.png, 5.5, higher_better\n")
+    (spaced,) = ds.read_table(table, check_files=True)  # as a person types a CSV: the spaces are not values
+    assert (spaced.reference, spaced.type, spaced.path) == (row.reference, row.type, row.path)
+    assert spaced.type_name == row.type_name
     table.write_text("reference,type,level,path,score,direction\nr,01,1, ,5.5,higher_better\n")
     with pytest.raises(InputError, match="empty path") as err:
         ds.read_table(table)

@@ -566,16 +566,26 @@ def test_a_split_evaluation_stopped_half_way_leaves_no_earlier_summary(tid_fixtu
     assert _run([*common, "--model", str(tid_fixture["model"]),
                  "--table", str(tid_fixture["ft"] / "split{split}" / "test.csv")]) == 0
     assert (out / "metrics.json").is_file() and (out / "metrics.md").is_file()
-    # Another model on tables of which split 1 is missing: split 0 is rewritten, then the run stops.
     other_dir = root / "other"
     other_dir.mkdir()
     _, other = make_tiny_model(other_dir, seed=5)
     partial = root / "partial"
     (partial / "split0").mkdir(parents=True)
     (partial / "split0" / "test.csv").write_bytes((tid_fixture["ft"] / "split0" / "test.csv").read_bytes())
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    # Another model on tables of which split 1 is missing: refused before anything is touched.
     capsys.readouterr()
     assert _run([*common, "--model", str(other), "--table", str(partial / "split{split}" / "test.csv")]) == 2
     assert "split1/test.csv: test table / list not found" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    # Split 1's table names an image that is not there: split 0 is rewritten, then the run stops.
+    (partial / "split1").mkdir()
+    header, first, *rest = (tid_fixture["ft"] / "split1" / "test.csv").read_text().splitlines()
+    gone = first.split(",")
+    gone[3] = str(root / "gone.bmp")
+    (partial / "split1" / "test.csv").write_text("\n".join([header, ",".join(gone), *rest]) + "\n")
+    assert _run([*common, "--model", str(other), "--table", str(partial / "split{split}" / "test.csv")]) == 2
+    assert "gone.bmp" in capsys.readouterr().err
     assert json.loads((out / "split0" / "metrics.json").read_text())["model"] == str(other)
     # The first model's summary would pass for a finished evaluation of this one: it is gone.
     assert not (out / "metrics.json").exists() and not (out / "metrics.md").exists()

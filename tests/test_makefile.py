@@ -277,9 +277,13 @@ def test_eval_with_a_table_of_ones_own_evaluates_it_and_makes_no_lists(tmp_path:
     assert _value(argv, "--table") == str(table) and "--splits" not in argv
     assert _value(argv, "--out") == "results/it's_mine_shallow"  # RUN: the table's name and the net
     split_table = str(tmp_path / "split{split}.csv")
-    argv = _tool(_commands("eval", "MODEL=m{split}.caffemodel", f"TABLE={split_table}", "SPLITS=3"),
-                 "tools.evaluate")
+    argv = _tool(_commands("eval", "MODEL=m{split}.caffemodel", f"TABLE={split_table}", "SPLITS=3",
+                           "NET=shallow"), "tools.evaluate")
     assert _value(argv, "--table") == split_table and _value(argv, "--splits") == "3"
+    assert _value(argv, "--out") == "results/split_shallow"  # no literal {split} in the folder's name
+    assert "--dataset" not in argv  # DATASET not given: the table's type codes are not read as TID2013's
+    argv = _tool(_commands("eval", "MODEL=m.caffemodel", f"TABLE={table}", "DATASET=live"), "tools.evaluate")
+    assert _value(argv, "--dataset") == "live"
 
 
 def test_a_target_that_makes_its_lists_first_sets_up_caffe_once(tmp_path: Path) -> None:
