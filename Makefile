@@ -95,7 +95,12 @@ CROPS      ?= 30
 EVAL_BATCH ?= $(if $(filter -1,$(GPU)),1,60)
 # A test table of your own (the table format of docs/DESIGN.md): make eval evaluates it instead of FT_DIR's.
 TABLE      ?=
-RUN        ?= $(if $(TABLE),$(subst {split},,$(basename $(call name_of,$(TABLE)))),$(call name_of,$(FT_DIR)))_$(NET)
+# The evaluation folder: what was evaluated on (TABLE's or FT_DIR's name) and, for a snapshot of a training
+# run (runs/<run>/snapshots/<file>), that run: evaluations of two models on one dataset (RankIQA+FT and FT
+# from scratch) get a folder each. '{split}' is dropped from the names (SPLITS > 1).
+eval_on    = $(subst {split},,$(if $(TABLE),$(basename $(call name_of,$(TABLE))),$(call name_of,$(FT_DIR))))
+model_run  = $(subst {split},,$(if $(findstring /snapshots/,$(MODEL)),$(notdir $(patsubst %/snapshots/,%,$(dir $(subst $(space),_,$(MODEL)))))))
+RUN        ?= $(if $(model_run),$(model_run)_on_$(eval_on),$(eval_on)_$(NET))
 IMAGES     ?=
 PRED_OUT   ?= results/predictions.csv
 # Flip the sign of predictions (a quality-up model on DMOS ground truth); with SPLITS=n, MODEL may hold

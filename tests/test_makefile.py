@@ -295,3 +295,21 @@ def test_a_target_that_makes_its_lists_first_sets_up_caffe_once(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "data_prep.make_ft_lists" in result.stdout  # the recursive make ran (dry) ...
     assert result.stdout.count("dev/build_caffe.sh |") == 1  # ... without the set-up of its own
+
+
+def test_two_models_evaluated_on_one_dataset_get_a_results_folder_each() -> None:
+    runs = {run: f"runs/{run}/snapshots/{run}_iter_9.caffemodel"
+            for run in ("ft_tid2013_shallow_split0", "ft_tid2013_shallow_split0_scratch")}
+    runs["it's_mine"] = "/my runs/it's mine/snapshots/m.caffemodel"  # a name made from a path: no space
+    for run, model in runs.items():
+        argv = _tool(_commands("eval", f"MODEL={model}", "FT_DIR=data/ft/tid2013"), "tools.evaluate")
+        assert _value(argv, "--out") == f"results/{run}_on_tid2013"
+        argv = _tool(_commands("eval", f"MODEL={model}", "TABLE=/t/mine.csv"), "tools.evaluate")
+        assert _value(argv, "--out") == f"results/{run}_on_mine"
+    split = "runs/ft_tid2013_shallow_split{split}/snapshots/ft_tid2013_shallow_split{split}_iter_9.caffemodel"
+    argv = _tool(_commands("eval", f"MODEL={split}", "SPLITS=3", "FT_DIR=data/ft/tid2013"), "tools.evaluate")
+    assert _value(argv, "--out") == "results/ft_tid2013_shallow_split_on_tid2013"
+    # a model file elsewhere (e.g. a released one): the dataset's lists and the net, as before
+    released = ("MODEL=/data/FT_tid2013.caffemodel", "FT_DIR=data/ft/tid2013", "NET=vgg16")
+    argv = _tool(_commands("eval", *released), "tools.evaluate")
+    assert _value(argv, "--out") == "results/tid2013_vgg16"
