@@ -172,7 +172,7 @@ help:
 
 # The venv is rebuilt when requirements.txt changes. System packages first (python3-venv on a bare Debian).
 $(VENV)/.requirements.stamp: requirements.txt
-	@bash dev/build_caffe.sh --deps-only
+	@bash dev/build_caffe.sh --venv-deps
 	@[ -x $(PY) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt

@@ -12,7 +12,7 @@
 # A finished prefix holds `.complete`; a second run finds it and returns in seconds. A failed or interrupted
 # build leaves only a temporary folder (`*.partial.*`), never a prefix that looks complete.
 #
-# Usage: dev/build_caffe.sh [--print-prefix] [--deps-only] [--list-deps]
+# Usage: dev/build_caffe.sh [--print-prefix] [--deps-only] [--venv-deps] [--list-deps]
 # Environment:
 #   PYTHON        Python that pycaffe is built for (default: .venv/bin/python); it must have numpy.
 #   CUDA          0 (CPU_ONLY, default) or 1 (CUDA, no cuDNN).
@@ -114,7 +114,7 @@ install_packages() {
   local missing
   missing="$(missing_packages)"
   if [ -z "${missing// /}" ]; then
-    # --deps-only (make's venv step) stays quiet here: the build that follows says it under its stage 1/5
+    # --deps-only and --venv-deps stay quiet here: a build says it under its stage 1/5
     [ "${1:-}" = quiet ] || info "system packages: all ${#DEB_PACKAGES[@]} present"
     return
   fi
@@ -164,6 +164,13 @@ fi
 case "${1:-}" in
   --list-deps) echo "${DEB_PACKAGES[*]}"; exit 0 ;;
   --deps-only) install_packages quiet; exit 0 ;;
+  --venv-deps)
+    # make's venv step: only what a venv needs (python3-venv on a bare Debian). The ONNX path (make export,
+    # make predict BACKEND=onnx) needs no Caffe, so not its build packages; the Caffe build checks those in
+    # its stage 1/5. Without dpkg (not Debian/Ubuntu), python -m venv says what it lacks itself.
+    command -v dpkg-query >/dev/null 2>&1 || exit 0
+    DEB_PACKAGES=(python3-venv)
+    install_packages quiet; exit 0 ;;
 esac
 
 [ -x "$PYTHON" ] || die "Python not found: $PYTHON" "Create the venv first: make venv (or set PYTHON=...)"

@@ -53,7 +53,10 @@ def open_session(path: str | os.PathLike, gpu: int = -1) -> tuple[Any, scoring.D
     try:
         session = runtime.InferenceSession(path, sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable models
-        raise InputError(f"not a readable ONNX model: {str(err).strip().splitlines()[0]}", path) from None
+        hint = (" (a Caffe model: score it with the Caffe backend, or export it first: make export)"
+                if str(path).endswith(".caffemodel") else "")
+        reason = str(err).strip().splitlines()[0]
+        raise InputError(f"not a readable ONNX model{hint}: {reason}", path) from None
     metadata = dict(session.get_modelmeta().custom_metadata_map)
     missing = [key for key in (onnx_export.META_INPUT_BLOB, onnx_export.META_INPUT_SIZE,
                                onnx_export.META_OUTPUT_BLOB) if key not in metadata]

@@ -210,6 +210,7 @@ def default_rank_model(runs_root: Path, rankset: str, net: str) -> Path:
             best = (newest, (preferred or models)[0])
     if best is None:
         raise InputError(f"no ranking snapshot for rank set {rankset!r} and net {net!r} under {runs_root}/; "
-                         "train one with `make train_rank`, or pass --rank-model / --from-scratch")
+                         "train one with `make train_rank`, or pass --rank-model / --from-scratch "
+                         "(with make: RANK_MODEL=... / FROM_SCRATCH=1)")
     return best[1]
 

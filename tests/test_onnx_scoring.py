@@ -90,8 +90,12 @@ def test_a_model_without_the_exports_metadata_is_refused(exported: dict[str, Pat
     not_onnx.write_bytes(b"not a model")
     code = predict.main(["--backend", "onnx", "--model", str(not_onnx), "--images", str(exported["images"]),
                          "--out", str(exported["root"] / "p.csv")])
-    assert code == 2 and f"error: {not_onnx}: not a readable ONNX model" in capsys.readouterr().err
+    assert code == 2 and f"error: {not_onnx}: not a readable ONNX model:" in capsys.readouterr().err
     assert not (exported["root"] / "p.csv").exists()
+    caffe_model = exported["root"] / "m.caffemodel"  # a Caffe model given to the ONNX backend
+    caffe_model.write_bytes(b"not onnx")
+    with pytest.raises(InputError, match="not a readable ONNX model \\(a Caffe model: .*make export\\)"):
+        onnx_scoring.open_session(caffe_model)
 
 
 @pytest.mark.caffe

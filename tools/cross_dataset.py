@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         corrected = "unknown direction" if cell.srocc_corrected is None else f"{cell.srocc_corrected:.4f}"
         print(f"{cell.model} on {cell.dataset}: SROCC {cell.srocc_raw:.4f} raw, {corrected} corrected"
               f"{' (its own dataset)' if cell.same_dataset else ''}")
-    print(f"-> {args.out}/matrix.md, matrix.csv, heatmap.png")
+    print(f"-> {args.out}/{', '.join(cross_dataset.MATRIX_FILES)}")
     return 0
 
 
