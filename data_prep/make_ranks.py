@@ -204,7 +204,8 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
         raise InputError(f"--min-size {min_size} must be at least {distortions.MIN_SIDE}")
     out = Path(out) if out is not None else Path("data") / "ranks" / rankset
     jobs = (os.cpu_count() or 1) if jobs is None or jobs <= 0 else jobs
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    # tqdm.write: a warning printed while a progress bar runs gets a line of its own
+    warn = warn or (lambda message: tqdm.write(f"warning: {message}", file=sys.stderr))
     sources = pristine.resolve_sources(pristine_dir)
 
     with storage_errors(out):  # a folder the user may not write in is named like a full one
@@ -214,6 +215,17 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
             out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed), "min_size": int(min_size),
                   "generator": distortions.GENERATOR_VERSION}, libraries(), pristine_dir, sources, warn)
         _remove_stale_temporaries(out, rankset)
+        # The types are the set's content, like its pristine images: another list (a RANKS_DIR named for
+        # other types, say) changes what the manifest lists, and is said; images of a type left out stay.
+        known_types = record.get("types")
+        if known_types is not None and known_types != type_names:
+            added = [t for t in type_names if t not in known_types]
+            dropped = [t for t in known_types if t not in type_names]
+            warn(f"{out}: the set's distortion types change from {','.join(known_types)} to "
+                 f"{','.join(type_names)}" + (f"; added: {','.join(added)}" if added else "")
+                 + (f"; left out of the manifest (their images stay): {','.join(dropped)}"
+                    if dropped else ""))
+        record["types"] = type_names
 
         references, skipped = _prepare_pristine(sources, out, min_size, limit_refs, jobs, warn, progress)
         if not references:
@@ -311,7 +323,7 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
         changed = provenance.differences(record, settings, settings)
         if changed:
             raise InputError(f"folder was generated with other settings ({'; '.join(changed)}): use another "
-                             "--out or delete the folder", path)
+                             "--out (RANKS_DIR with make) or delete the folder", path)
     mismatch = None if record is None else library_mismatch(record.get(LIBRARIES_KEY), versions)
     files = {pristine.reference_name(source): source for source in sources}
     source = str(pristine_dir) if str(pristine_dir) == "default" else str(Path(pristine_dir).resolve())
@@ -327,7 +339,8 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
             modified = provenance.Changes(modified=changes.modified).describe()
             raise InputError(f"the pristine images differ from those this folder was made from "
                              f"({(record or {}).get('source')} -> {source}): {modified}; its images were "
-                             "made from the old ones: use another --out or delete the folder", path)
+                             "made from the old ones: use another --out (RANKS_DIR with make) or delete the "
+                             "folder", path)
         if changes.added and mismatch is not None:
             added = provenance.Changes(added=changes.added).describe()
             raise InputError(f"{mismatch}, so new pristine images cannot be added to it ({added}): "
@@ -348,7 +361,8 @@ def _check_record(out: Path, settings: dict, versions: dict[str, str], pristine_
 
 
 #: What to do with a folder whose images were made with other library versions.
-_MISMATCH_ADVICE = "use another --out, delete the folder, or run with the versions it was made with"
+_MISMATCH_ADVICE = ("use another --out (RANKS_DIR with make), delete the folder, or run with the versions it "
+                    "was made with")
 
 
 def library_mismatch(recorded: dict | None, versions: dict[str, str]) -> str | None:

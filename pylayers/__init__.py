@@ -5,6 +5,7 @@ SROCC/PLCC layer, and the layers the measurements swap in (timed, fixed-batch, s
 (batch builders, loss functions) work and are tested without Caffe.
 """
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,9 @@ from typing import Any
 #: ``backward``: the layer's blobs (``caffe.Blob``: ``data``/``diff`` numpy views, ``reshape``, ``num``, ...).
 Blobs = Sequence[Any]
 
+# Quiet as rankiqa.caffe_io.import_caffe: when this package is the first to import pycaffe (an online ranking
+# run imports a data layer before any net is built), glog reads the level as the library loads.
+os.environ.setdefault("GLOG_minloglevel", "2")
 try:
     import caffe
 

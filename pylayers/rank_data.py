@@ -70,7 +70,7 @@ class RankBatchBuilder:
         n_types, n_refs = len(self.rank_set.types), len(self.rank_set.references)
         if not 1 <= self.types_per_batch <= n_types:
             raise InputError(f"types_per_batch {self.types_per_batch} cannot be formed from {n_types} "
-                             "distortion type(s)", where)
+                             "distortion type(s) (--types-per-batch; TYPES_PER_BATCH with make)", where)
         if not 1 <= self.images_per_group <= n_refs:
             raise InputError(f"images_per_group {self.images_per_group} cannot be formed from {n_refs} "
                              "reference image(s)", where)

@@ -85,7 +85,8 @@ def check_run_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         if key in old and old[key] != value:
             what = (f"{_DIGEST_KEYS[key]} changed since this run started" if key in _DIGEST_KEYS else
                     f"this run folder holds a run with {key}={old[key]!r}, not {value!r}")
-            raise InputError(f"{what}; choose another --out (or delete the folder to start over)", run_json)
+            raise InputError(f"{what}; choose another --out (RANK_RUN / FT_RUN with make; or delete the "
+                             "folder to start over)", run_json)
 
 
 def definition_digest(message: Any) -> str:
@@ -117,7 +118,8 @@ def check_run_inputs(run_dir: Path, inputs: dict[str, Any]) -> None:
         problems.append(f"images (size or modification time): {images.describe()}")
     if problems:
         raise InputError(f"this run was trained on other data: {'; '.join(problems)}; resuming would mix the "
-                         "two: choose another --out (or delete the folder to start over)", path)
+                         "two: choose another --out (RANK_RUN / FT_RUN with make; or delete the folder to "
+                         "start over)", path)
 
 
 

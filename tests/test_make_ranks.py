@@ -389,6 +389,25 @@ def test_touched_added_and_removed_pristine_images(tmp_path):
         generate("live", src, out, **kwargs)
 
 
+def test_other_types_in_a_set_are_said_and_the_images_of_those_left_out_stay(tmp_path):
+    import json
+
+    src = _pristine(tmp_path / "src", {"x.png": "astro", "y.png": "coffee"})
+    out = tmp_path / "ranks"
+    messages: list[str] = []
+    kwargs = dict(min_size=64, jobs=1, progress=False, warn=messages.append)
+    generate("live", src, out, types="GB,GN", **kwargs)
+    assert json.loads((out / ".make_ranks.json").read_text())["types"] == ["GB", "GN"]
+    assert messages == []
+    result = generate("live", src, out, types="GB", **kwargs)
+    assert result.n_written == 0
+    assert messages == [f"{out}: the set's distortion types change from GB,GN to GB; left out of the "
+                        "manifest (their images stay): GN"]
+    assert {line.split(",")[1] for line in (out / "manifest.csv").read_text().splitlines()[1:]} == {"GB"}
+    assert any((out / "GN").rglob("*.png"))
+    assert json.loads((out / ".make_ranks.json").read_text())["types"] == ["GB"]
+
+
 def test_an_lmdb_made_for_another_manifest_is_written_again(tmp_path):
     import lmdb as lmdb_module
 
@@ -397,7 +416,8 @@ def test_an_lmdb_made_for_another_manifest_is_written_again(tmp_path):
     messages: list[str] = []
     generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False, lmdb=True)
     generate("live", src, out, types="GB,GN", min_size=64, jobs=1, progress=False, warn=messages.append)
-    assert messages == [f"{out / 'images.lmdb'}: made for another manifest: written again"]
+    assert messages == [f"{out}: the set's distortion types change from GB to GB,GN; added: GN",
+                        f"{out / 'images.lmdb'}: made for another manifest: written again"]
     env = lmdb_module.open(str(out / "images.lmdb"), readonly=True, lock=False)
     with env.begin() as txn:
         keys = {key.decode() for key, _ in txn.cursor()}
@@ -450,7 +470,7 @@ def test_the_record_names_the_library_versions_and_other_versions_are_refused(tm
     (out / "GB/GB2/y.png").unlink()
     before = snapshot(out)
     with pytest.raises(InputError, match=rf"other library versions.*numpy 1\.0\.0 there, {here['numpy']} "
-                                         r"here.*use another --out, delete the folder") as err:
+                                         r"here.*use another --out \(RANKS_DIR with make\), delete") as err:
         generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
     assert err.value.path == str(out)
     assert snapshot(out) == before  # nothing added, the record untouched
@@ -489,7 +509,7 @@ def test_a_folder_of_unknown_library_versions_gets_no_new_images(tmp_path):
     (out / "GB/GB2/y.png").unlink()
     before = snapshot(out)
     with pytest.raises(InputError, match="earlier version that did not record the library versions.*use "
-                                         "another --out, delete the folder") as err:
+                                         r"another --out \(RANKS_DIR with make\), delete the folder") as err:
         generate("live", src, out, types="GB", min_size=64, jobs=1, progress=False)
     assert err.value.path == str(out)
     assert not (out / "GB/GB2/y.png").exists() and snapshot(out) == before

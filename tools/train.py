@@ -169,7 +169,8 @@ def _remove_if_untrained(created: Path | None, snapshot_dir: Path) -> None:
     if created is None or not created.exists() or any(snapshot_dir.glob("*_iter_*")):
         return
     shutil.rmtree(created, ignore_errors=True)
-    print(f"note: removed {created} (the run failed before its first snapshot)", file=sys.stderr)
+    print(f"note: removed {created}, the folder this command had made for the run (it failed before its "
+          "first snapshot)", file=sys.stderr)
 
 
 def run_config(argv: Sequence[str]) -> RunConfig:
