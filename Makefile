@@ -275,7 +275,8 @@ cross: env
 	  FT_DIR=$(call q,data/ft/$(ds)) DATA=$(call q,$(or $(DATA_$(ds)),/data/$(ds))) SPLITS=1 SPLIT=0 FT_TYPES= ;)
 	$(PY) -m tools.cross_dataset $(foreach m,$(MODELS),--model $(call q,$(m))) \
 	  $(foreach d,$(or $(DEPLOYS),$(DEPLOY)),--deploy $(call q,$(d))) $(foreach d,$(CROSS_DIRECTIONS),--model-direction $(d)) \
-	  $(foreach ds,$(DATASETS),--dataset $(call q,$(ds)=data/ft/$(ds)/table.csv)) --out $(call q,$(CROSS_OUT)) \
+	  $(foreach ds,$(DATASETS),--dataset $(call q,$(ds)=data/ft/$(ds)/table.csv) $(if $(DATA_$(ds)),--data $(call q,$(ds)=$(DATA_$(ds))))) \
+	  --out $(call q,$(CROSS_OUT)) \
 	  --crops $(CROPS) --batch $(EVAL_BATCH) --seed $(SEED) --gpu $(GPU)
 
 bench: env

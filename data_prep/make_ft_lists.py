@@ -182,6 +182,13 @@ def _stamp_definition(dataset: str, data_dir: Path, splits: int, seed: int, test
             "options": options, "original": original, "decimals": decimals}
 
 
+def recorded_data(out_dir: str | os.PathLike) -> str | None:
+    """The dataset folder (resolved) the lists in ``out_dir`` were made from, as their record says; None when
+    there is no record (lists this tool did not make, or none)."""
+    record = provenance.read_json(Path(out_dir) / STAMP)
+    return None if record is None else record.get("data")
+
+
 def _fingerprint_data(data_dir: Path) -> dict[str, list]:
     """Every file of the dataset folder: the images by size and modification time, the label files (text,
     .mat, .xlsx) with their content hash too."""

@@ -31,13 +31,14 @@ import io
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from data_prep.datasets import DATASETS
+from data_prep.make_ft_lists import recorded_data
 from rankiqa import evaluation, scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path, atomic_write_text
@@ -67,6 +68,8 @@ class TargetSpec:
 
     name: str
     table: str
+    #: The dataset folder the table must have been made from (``DATA_<name>`` of ``make cross``), if given.
+    data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,21 @@ def parse_target(text: str) -> TargetSpec:
     return TargetSpec(name.strip(), table.strip())
 
 
+def with_data(targets: Sequence[TargetSpec], data: Sequence[str]) -> list[TargetSpec]:
+    """``targets`` with the dataset folders of ``data`` (``NAME=DIR`` each) attached by name; ``InputError``
+    for a malformed entry or a name that is not a target."""
+    folders: dict[str, str] = {}
+    for text in data:
+        name, sep, folder = text.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise InputError(f"data folder {text!r}: expected NAME=path/to/dataset")
+        folders[name.strip()] = folder.strip()
+    unknown = sorted(set(folders) - {t.name for t in targets})
+    if unknown:
+        raise InputError(f"data folder for {', '.join(unknown)}, which is not among the datasets")
+    return [replace(t, data=folders.get(t.name, t.data)) for t in targets]
+
+
 def _known_dataset(name: str) -> str | None:
     """``name`` when ``data_prep.datasets`` knows it (type names, type order), else None."""
     return name if name in DATASETS else None
@@ -168,6 +186,12 @@ def _check_inputs(models: Sequence[ModelSpec], targets: Sequence[TargetSpec]) ->
             raise InputError(f"{kind} name(s) given twice: {', '.join(duplicates)}")
     for target in targets:
         evaluation.read_samples(target.table)
+        # A table made from another folder than the one given would be scored in its place, silently.
+        made_from = recorded_data(Path(target.table).parent)
+        if target.data is not None and made_from not in (None, str(Path(target.data).resolve())):
+            raise InputError(f"made from {made_from}, not from {target.data} (dataset {target.name}): make "
+                             f"its lists from that folder first (make ft_lists DATASET={target.name} "
+                             f"DATA={target.data}; they replace these) or leave the folder out", target.table)
     for spec in models:
         for what, path in (("caffemodel", spec.model), ("deploy prototxt", spec.deploy)):
             if not Path(path).is_file():

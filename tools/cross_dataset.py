@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-direction", action="append", default=[], choices=scoring.DIRECTIONS,
                         help="direction of a model's output: one for all or one per model (default: "
                              "inferred, see rankiqa/scoring.model_direction)")
+    parser.add_argument("--data", action="append", default=[], metavar="NAME=DIR",
+                        help="the folder a dataset's table must have been made from (make ft_lists' record): "
+                             "a table made from another is refused")
     parser.add_argument("--out", required=True, help="results folder, e.g. results/cross")
     scoring.add_crop_arguments(parser)
     return parser
@@ -42,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scoring.check_crop_arguments(args)
     models = cross_dataset.model_specs(args.model, args.deploy, args.model_direction)
     loader = cross_dataset.caffe_scorer_loader(args.crops, args.batch, args.seed, args.gpu)
-    cells = cross_dataset.evaluate_matrix(models, args.dataset, args.out, loader, progress=not args.quiet)
+    targets = cross_dataset.with_data(args.dataset, args.data)
+    cells = cross_dataset.evaluate_matrix(models, targets, args.out, loader, progress=not args.quiet)
     cross_dataset.write_matrix(args.out, cells, args.crops, args.seed)
     for cell in cells:
         corrected = "unknown direction" if cell.srocc_corrected is None else f"{cell.srocc_corrected:.4f}"
