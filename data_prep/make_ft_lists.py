@@ -182,11 +182,11 @@ def _stamp_definition(dataset: str, data_dir: Path, splits: int, seed: int, test
             "options": options, "original": original, "decimals": decimals}
 
 
-def recorded_data(out_dir: str | os.PathLike) -> str | None:
-    """The dataset folder (resolved) the lists in ``out_dir`` were made from, as their record says; None when
-    there is no record (lists this tool did not make, or none)."""
-    record = provenance.read_json(Path(out_dir) / STAMP)
-    return None if record is None else record.get("data")
+def lists_record(out_dir: str | os.PathLike) -> dict | None:
+    """What the lists in ``out_dir`` were made from, as their record says (``dataset``, ``data``: the
+    dataset folder resolved, ``splits``, ...); None without a record (lists this tool did not make, or none).
+    """
+    return provenance.read_json(Path(out_dir) / STAMP)
 
 
 def _fingerprint_data(data_dir: Path) -> dict[str, list]:

@@ -215,17 +215,6 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
             out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed), "min_size": int(min_size),
                   "generator": distortions.GENERATOR_VERSION}, libraries(), pristine_dir, sources, warn)
         _remove_stale_temporaries(out, rankset)
-        # The types are the set's content, like its pristine images: another list (a RANKS_DIR named for
-        # other types, say) changes what the manifest lists, and is said; images of a type left out stay.
-        known_types = record.get("types")
-        if known_types is not None and known_types != type_names:
-            added = [t for t in type_names if t not in known_types]
-            dropped = [t for t in known_types if t not in type_names]
-            warn(f"{out}: the set's distortion types change from {','.join(known_types)} to "
-                 f"{','.join(type_names)}" + (f"; added: {','.join(added)}" if added else "")
-                 + (f"; left out of the manifest (their images stay): {','.join(dropped)}"
-                    if dropped else ""))
-        record["types"] = type_names
 
         references, skipped = _prepare_pristine(sources, out, min_size, limit_refs, jobs, warn, progress)
         if not references:
@@ -243,6 +232,18 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
                 raise InputError(f"{mismatch}, so the {len(tasks)} images to add now would differ from its "
                                  f"own: {_MISMATCH_ADVICE}", out)
             warn(f"{out}: {mismatch}: nothing to add, kept as it is")
+        # Said once the run is sure to go on (not before a refusal above). The types are the set's content,
+        # like its pristine images: another list (a RANKS_DIR named for other types, say) changes what the
+        # manifest lists, and is said; images of a type left out stay.
+        known_types = record.get("types")
+        if known_types is not None and known_types != type_names:
+            added = [t for t in type_names if t not in known_types]
+            dropped = [t for t in known_types if t not in type_names]
+            warn(f"{out}: the set's distortion types change from {','.join(known_types)} to "
+                 f"{','.join(type_names)}" + (f"; added: {','.join(added)}" if added else "")
+                 + (f"; left out of the manifest (their images stay): {','.join(dropped)}"
+                    if dropped else ""))
+        record["types"] = type_names
         n_written = (run_tasks or _run_tasks)(tasks, jobs, progress, rankset)
 
         # One row per group member: the groups of a grid type are chains through its cells (rank_groups).

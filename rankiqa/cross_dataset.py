@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from data_prep.datasets import DATASETS
-from data_prep.make_ft_lists import recorded_data
+from data_prep.make_ft_lists import lists_record
 from rankiqa import evaluation, scoring
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path, atomic_write_text
@@ -187,11 +187,16 @@ def _check_inputs(models: Sequence[ModelSpec], targets: Sequence[TargetSpec]) ->
     for target in targets:
         evaluation.read_samples(target.table)
         # A table made from another folder than the one given would be scored in its place, silently.
-        made_from = recorded_data(Path(target.table).parent)
+        folder = Path(target.table).parent
+        record = lists_record(folder) or {}
+        made_from = record.get("data")
         if target.data is not None and made_from not in (None, str(Path(target.data).resolve())):
+            # the lists again as they are, from the other folder: same dataset, folder and number of splits
+            remake = (f"make ft_lists DATASET={record.get('dataset', target.name)} DATA={target.data} "
+                      f"FT_DIR={folder} SPLITS={record.get('splits', 1)}")
             raise InputError(f"made from {made_from}, not from {target.data} (dataset {target.name}): make "
-                             f"its lists from that folder first (make ft_lists DATASET={target.name} "
-                             f"DATA={target.data}; they replace these) or leave the folder out", target.table)
+                             f"its lists from that folder first ({remake}; they replace these) or leave the "
+                             "folder out", target.table)
     for spec in models:
         for what, path in (("caffemodel", spec.model), ("deploy prototxt", spec.deploy)):
             if not Path(path).is_file():

@@ -225,8 +225,9 @@ def model_direction(info: DeployInfo, model_path: str | os.PathLike, flag: str |
     if info.head_kind == "ranking":
         return "higher_better", "ranking head fc8_m: relative scores, rank loss direction 'quality'"
     return "unknown", ("fine-tuned head without a training record: it follows the labels it was trained on "
-                       "(MOS or DMOS); give the direction on the command line (--model-direction; with make: "
-                       "PRED_DIRECTION, or CROSS_DIRECTIONS for make cross)")
+                       "(MOS or DMOS); give the direction on the command line (--direction; "
+                       "--model-direction in tools.cross_dataset; with make: PRED_DIRECTION for predict "
+                       "and export, CROSS_DIRECTIONS for cross)")
 
 
 def crop_positions(height: int, width: int, crop_height: int, crop_width: int, count: int, seed: int,

@@ -169,12 +169,13 @@ def test_bad_input_is_refused_before_any_scoring(tables, tmp_path):
     with pytest.raises(InputError, match="expected NAME=path"):
         cd.parse_target("live")
     # DATA_<ds> names another folder than the one the table was made from: refused, both named
-    made_from = make_ft_lists.recorded_data(tables["live"].parent)
-    assert made_from is not None
+    made_from = make_ft_lists.lists_record(tables["live"].parent)["data"]
     elsewhere = cd.with_data([good], [f"live={tmp_path / 'new live'}"])
     with pytest.raises(InputError, match=f"made from {made_from}, not from {tmp_path / 'new live'}") as err:
         cd.evaluate_matrix([model], elsewhere, tmp_path, never)
     assert err.value.path == str(tables["live"])
+    # the advice remakes the lists as they are (their folder, their number of splits), from the other folder
+    assert f"FT_DIR={tables['live'].parent} SPLITS=1;" in str(err.value)
     with pytest.raises(InputError, match="not among the datasets"):
         cd.with_data([good], ["tid2013=/x"])
     assert not list(tmp_path.glob("*/matrix.*"))

@@ -142,7 +142,7 @@ def test_export_and_predict_with_onnx_build_no_caffe() -> None:
         result = subprocess.run(["make", "-n", "--no-print-directory", *variables], cwd=REPO,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        return "build_caffe.sh |" in result.stdout  # the `caffe` target's build, not the venv's --deps-only
+        return "build_caffe.sh |" in result.stdout  # the `caffe` target's build, not the venv's --venv-deps
 
     model = "/my models/it's.caffemodel"
     argv = _tool(_commands("export", f"MODEL={model}", "DEPLOY=d.prototxt", "OUT=out dir/m.onnx",
