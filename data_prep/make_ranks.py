@@ -208,9 +208,10 @@ def generate(rankset: str, pristine_dir: str | os.PathLike = "default", out: str
     warn = warn or (lambda message: tqdm.write(f"warning: {message}", file=sys.stderr))
     sources = pristine.resolve_sources(pristine_dir)
 
+    fresh = not out.exists()
     with storage_errors(out):  # a folder the user may not write in is named like a full one
         out.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(out), _temporaries_removed_on_error(out, rankset):
+    with _removed_if_refused(out, fresh), _exclusive_lock(out), _temporaries_removed_on_error(out, rankset):
         record, mismatch = _check_record(
             out, {"format": FORMAT_VERSION, "rankset": rankset, "seed": int(seed), "min_size": int(min_size),
                   "generator": distortions.GENERATOR_VERSION}, libraries(), pristine_dir, sources, warn)
@@ -395,6 +396,19 @@ def _remove_stale_temporaries(out: Path, rankset: str) -> None:
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+
+
+@contextlib.contextmanager
+def _removed_if_refused(out: Path, fresh: bool) -> Iterator[None]:
+    """Bad input refused in a folder this run made (e.g. every pristine image skipped): remove the folder, so
+    that no record or lock file is left that looks like the start of a rank set. A folder that was there
+    before, or one that holds images, is kept (an interrupted run resumes from it)."""
+    try:
+        yield
+    except InputError:
+        if fresh and not any(out.rglob("*.png")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -285,6 +285,13 @@ def test_bad_input_errors(tmp_path, source_dir):
     (all_bad / "x.png").write_bytes(b"garbage")
     with pytest.raises(InputError, match="no usable pristine image"):
         generate("live", all_bad, tmp_path / "o3", progress=False, warn=lambda message: None)
+    assert not (tmp_path / "o3").exists()  # the folder this run made, record and lock: nothing left
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="no usable pristine image"):
+        generate("live", all_bad, kept, progress=False, warn=lambda message: None)
+    assert (kept / "notes.txt").read_text() == "mine"  # a folder that was there before is never removed
     twins = tmp_path / "twins"
     twins.mkdir()
     for ext in (".png", ".bmp"):
