@@ -217,6 +217,11 @@ def _collect(client: distributed.Client, tasks: list[tuple], token_path: str, to
         try:
             submit()
             for future in finished:
+                if future.status == "lost":
+                    # Its worker died holding the result after the task ended (the image is written): the
+                    # scheduler computes it again; wait for that instead of reading an error there is not.
+                    finished.add(future)
+                    continue
                 task = owner.pop(future)
                 if future.status != "finished":
                     raise _failure(task, future)
@@ -236,6 +241,8 @@ def _failure(task: tuple, future) -> Exception:
     if future.status == "cancelled":
         return TaskFailed(f"{what}: the task was cancelled by the scheduler")
     err = future.exception()
+    if err is None:  # not an error after all (e.g. computed again meanwhile): say what it was
+        return TaskFailed(f"{what}: the task ended as {future.status!r}, without an error")
     if isinstance(err, InputError):
         return InputError(f"{what}: {err}")
     if type(err).__name__ == "KilledWorker":

@@ -306,3 +306,49 @@ def test_cli_exit_code_and_summary(source_dir, local_run, tmp_path):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "error:" in bad.stderr and str(tmp_path / "none") in bad.stderr
 
+
+
+def test_a_result_lost_with_its_worker_is_waited_for_not_read_as_an_error(monkeypatch):
+    """A task that ended on a worker killed before its result was read comes back as 'lost' (the scheduler
+    computes it again): the run waits for it; it is not a failure whose exception would be None."""
+    import distributed
+
+    class Future:
+        def __init__(self, size: int) -> None:
+            self.status, self.size, self.added = "lost", size, 0
+
+        def result(self) -> int:
+            assert self.status == "finished"
+            return self.size
+
+        def release(self) -> None:
+            pass
+
+        def exception(self) -> None:  # a lost future holds no error
+            return None
+
+    class AsCompleted:  # yields each future when added; a lost one added again has been computed again
+        def __init__(self) -> None:
+            self.queue: list[Future] = []
+
+        def add(self, future: Future) -> None:
+            future.added += 1
+            if future.added > 1:
+                future.status = "finished"
+            self.queue.append(future)
+
+        def __iter__(self):
+            while self.queue:
+                yield self.queue.pop(0)
+
+    class Client:
+        def map(self, function, chunk, **options) -> list[Future]:
+            return [Future(100 + k) for k, _ in enumerate(chunk)]
+
+        def cancel(self, futures) -> None:
+            pass
+
+    monkeypatch.setattr(distributed, "as_completed", AsCompleted)
+    tasks = [("/out", "tid2013", 0, "x", "GN", level) for level in (1, 2)]
+    sizes = dask_ranks._collect(Client(), tasks, "token-file", "token", False, "tid2013")
+    assert sizes == {tasks[0]: 100, tasks[1]: 101}
