@@ -231,12 +231,17 @@ def test_every_variable_the_makefile_lets_a_user_set_is_in_the_readmes_table() -
     assert sorted(v for v in settable if f"`{v}`" not in table) == []
 
 
-def test_eval_with_splits_checks_the_lists_of_its_last_split(tmp_path: Path) -> None:
+def _three_split_lists(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    """A lists folder with the test.csv of splits 0-2 (header only), and make eval's variables for it."""
     lists = tmp_path / "it's my lists"
     for k in range(3):
         (lists / f"split{k}").mkdir(parents=True)
         (lists / f"split{k}" / "test.csv").write_text("reference,type,level,path,score,direction\n")
-    variables = ("SPLITS=3", "MODEL=m.caffemodel", "DATASET=kadid", f"FT_DIR={lists}")
+    return lists, ("SPLITS=3", "MODEL=m.caffemodel", "DATASET=kadid", f"FT_DIR={lists}")
+
+
+def test_eval_with_splits_checks_the_lists_of_its_last_split(tmp_path: Path) -> None:
+    lists, variables = _three_split_lists(tmp_path)
     (lists / "split2" / "test.csv").unlink()  # the last split's lists missing: they are made
     commands = _commands("eval", *variables)
     assert _value(_tool(commands, "data_prep.make_ft_lists"), "--out") == str(lists)
@@ -246,11 +251,7 @@ def test_eval_with_splits_checks_the_lists_of_its_last_split(tmp_path: Path) -> 
 
 @_NO_DEFAULT_KADID
 def test_eval_with_splits_keeps_lists_that_every_split_has(tmp_path: Path) -> None:
-    lists = tmp_path / "it's my lists"
-    for k in range(3):
-        (lists / f"split{k}").mkdir(parents=True)
-        (lists / f"split{k}" / "test.csv").write_text("reference,type,level,path,score,direction\n")
-    variables = ("SPLITS=3", "MODEL=m.caffemodel", "DATASET=kadid", f"FT_DIR={lists}")
+    _, variables = _three_split_lists(tmp_path)
     assert not any("data_prep.make_ft_lists" in argv for argv in _commands("eval", *variables))
 
 
