@@ -38,7 +38,7 @@ from pathlib import Path
 from rankiqa.errors import InputError
 from rankiqa.fsutil import atomic_path
 from rankiqa.lists import open_text
-from rankiqa.manifest import checked_rows
+from rankiqa.manifest import checked_rows, row_path
 
 HIGHER_BETTER = "higher_better"
 LOWER_BETTER = "lower_better"
@@ -741,15 +741,12 @@ def read_table(path: str | os.PathLike, check_files: bool = False) -> list[IQARo
             score = parse_number(record["score"], path, line)
             # cells as a person types them ("r, 01, 1, imgs/a.png, ..."): the spaces are not part of the value
             reference, kind, image_text = (record[c].strip() for c in ("reference", "type", "path"))
-            if not image_text:
-                raise InputError("empty path", path, line)
-            image = Path(image_text)
-            image = image if image.is_absolute() else path.parent / image
-            if check_files and not image.is_file():
+            image = row_path(image_text, path, line)
+            if check_files and not Path(image).is_file():
                 raise InputError(f"image not found: {image}", path, line)
             names = {info.type_names[kind] for info in DATASETS.values()
                      if info.direction == direction and kind in info.type_names}
-            rows.append(IQARow(reference, kind, level, str(image), score, direction,
+            rows.append(IQARow(reference, kind, level, image, score, direction,
                                names.pop() if len(names) == 1 else "", line))
     if not rows:
         raise InputError("table has no rows", path)

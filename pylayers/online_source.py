@@ -127,8 +127,9 @@ class OnlinePlan:
         """Relative path -> (reference, generated type, generated level) of every image of the groups of
         ``references``: one entry per file, though a grid cell's image is listed in two chains and the
         pristine image in every group."""
+        groups = self.groups  # once: an inner loop's iterable is evaluated again for every reference
         return {make_ranks.relative_path(name, dtype, level): (name, dtype, level)
-                for name in references for _, members in self.groups for _, dtype, level in members}
+                for name in references for _, members in groups for _, dtype, level in members}
 
     def images(self) -> list[Path]:
         """Every file an online run reads: the pristine images and the precomputed ones it uses."""

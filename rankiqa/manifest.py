@@ -9,9 +9,10 @@ and by the run preparation (``rankiqa.runprep``).
 
 The ranking batch make-up is also stated here: a batch is ``types_per_batch`` groups, a group is one
 distortion type of ``images_per_group`` references over all levels 0..L (:func:`group_size`,
-:func:`batch_size`). So is the check of a CSV row's field count that every table reader shares
+:func:`batch_size`). So are the checks of a CSV row that every table reader shares: its field count
 (:func:`checked_rows`: this manifest's, the rank tables of ``rankiqa.rank_accuracy``, the test tables of
-``rankiqa.evaluation``).
+``data_prep.datasets``) and its image path (:func:`row_path`: the latter two; this manifest keeps its paths
+relative to its folder).
 """
 
 from __future__ import annotations
@@ -167,6 +168,16 @@ def row_level(text: str, manifest: str | os.PathLike, line: int) -> int:
     if level < 0:
         raise InputError(f"level {level} is negative", manifest, line)
     return level
+
+
+def row_path(text: str, table: str | os.PathLike, line: int) -> str:
+    """A table row's image path (the rank tables here and in ``rankiqa.rank_accuracy``, the test tables of
+    ``data_prep.datasets``): an empty or blank one is an ``InputError`` naming file and line; a relative one
+    is taken from the table's folder."""
+    if not text.strip():
+        raise InputError("empty path", table, line)
+    image = Path(text)
+    return str(image if image.is_absolute() else Path(table).parent / image)
 
 
 def manifest_images(data_dir: Path) -> list[Path]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankiqa.errors import InputError
-from rankiqa.manifest import MANIFEST_COLUMNS, checked_rows, row_level
+from rankiqa.manifest import MANIFEST_COLUMNS, checked_rows, row_level, row_path
 
 #: Columns a table must have to be ranked: the manifest's, but ``split`` is optional.
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_COLUMNS if c != "split")
@@ -82,12 +82,8 @@ def read_rank_table(path: str | os.PathLike, split: str | None = None) -> list[R
             if split is not None and row["split"] != split:
                 continue
             level = row_level(row["level"], path, lineno)
-            if not row["path"].strip():
-                raise InputError("empty path", path, lineno)
-            image = Path(row["path"])
-            if not image.is_absolute():
-                image = path.parent / image
-            rows.append(RankedImage(row["reference"], row["type"], level, str(image), lineno))
+            image = row_path(row["path"], path, lineno)
+            rows.append(RankedImage(row["reference"], row["type"], level, image, lineno))
     if not rows:
         raise InputError("no rows" + (f" in split {split!r}" if split else ""), path)
     return rows
